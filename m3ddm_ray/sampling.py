@@ -1,0 +1,238 @@
+"""Denoising one 16-frame window: latents in, latents out (M3DDM §3.3-3.4, official inference).
+
+This module knows latents, timesteps and noise predictions; it knows nothing of files, frames on
+disk or Ray. It follows the official
+``StableDiffusionPipelineVideo2VideoMaskC.outpainting_with_random_masked_latent_inference_bidirection``
+(golden README §5.4-5.6):
+
+* PNDM (Stable Diffusion 1.5 scheduler config, PLMS branch), ``set_timesteps(n)`` per window; the
+  initial latents are the **inpainted** canvas latents noised to ``timesteps[1]`` (961 for 50 steps)
+  and the UNet runs at ``timesteps[1:]`` (961, 961, 941, …, 1) — the official quirk, kept.
+* Classifier-free guidance with three branches: ``e_uu`` (no masked-video condition, no global
+  context), ``e_cu`` (condition, no global context), ``e_cc`` (condition and global context):
+  ``ε = e_uu + w·(e_cu − e_uu) + w_g·(e_cc − e_cu)`` with ``w = 2`` (``guidance_scale``) and
+  ``w_g = 4`` (``previous_guidance_scale``). The official code runs a fourth branch and throws it
+  away; ``official_batch4=True`` runs it too, only to reproduce the official numbers bit for bit.
+* Guide frames: positions whose frame already has a final latent take that latent as their
+  condition (in both the conditional and unconditional inputs) with mask 0; they are still denoised.
+
+Latents are ``(B, 4, F, h, w)`` scaled by :data:`VAE_SCALE`; all scheduler arithmetic is float32
+whatever the UNet dtype.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Mapping
+
+import torch
+
+VAE_SCALE = 0.18215
+#: Noise generator seed of the official inference (``--seed 6``).
+OFFICIAL_SEED = 6
+
+
+@dataclass(frozen=True)
+class SamplerSettings:
+    """Knobs of the window sampler; the defaults are the official inference settings.
+
+    Attributes:
+        num_inference_steps: PNDM steps (the UNet runs this many times per window).
+        guidance_scale: weight ``w`` of the masked-video condition (official 2.0).
+        previous_guidance_scale: weight ``w_g`` of the global-frame context (official 4.0).
+        seed: seed of the per-window diffusion noise (CPU generator, the same noise in every window,
+            as the official code).
+        official_batch4: run the official discarded fourth guidance branch (parity tests only).
+    """
+
+    num_inference_steps: int = 50
+    guidance_scale: float = 2.0
+    previous_guidance_scale: float = 4.0
+    seed: int = OFFICIAL_SEED
+    official_batch4: bool = False
+
+    def __post_init__(self):
+        if self.num_inference_steps < 2:
+            raise ValueError(f"num_inference_steps must be >= 2, got {self.num_inference_steps}")
+
+
+def make_scheduler(config: Mapping | None = None):
+    """A fresh ``diffusers.PNDMScheduler`` from ``config`` (default: the shipped SD 1.5 config)."""
+    from diffusers import PNDMScheduler
+
+    from .models.loading import default_scheduler_config
+
+    return PNDMScheduler.from_config(dict(config or default_scheduler_config()))
+
+
+def window_noise(shape: tuple[int, ...], seed: int) -> torch.Tensor:
+    """Diffusion noise of one window: ``torch.randn(shape)`` from a fresh CPU generator seeded ``seed``.
+
+    float32 on the CPU (move it to the device afterwards): the same numbers on every machine, which a
+    CUDA generator would not give.
+    """
+    return torch.randn(shape, generator=torch.Generator("cpu").manual_seed(seed), dtype=torch.float32)
+
+
+# --------------------------------------------------------------------------- VAE helpers
+PosteriorNoise = Callable[[tuple[int, ...]], torch.Tensor]
+
+
+def seeded_posterior_noise(seed: int) -> PosteriorNoise:
+    """Posterior noise from one CPU generator: successive calls continue the same stream."""
+    gen = torch.Generator("cpu").manual_seed(seed)
+    return lambda shape: torch.randn(shape, generator=gen, dtype=torch.float32)
+
+
+class RecordedPosteriorNoise:
+    """Posterior noise replayed from recorded arrays, in call order (parity tests of the official run).
+
+    Raises:
+        RuntimeError: when asked for more draws than recorded, or for a draw of another shape.
+    """
+
+    def __init__(self, arrays):
+        self._arrays = list(arrays)
+        self.calls = 0
+
+    def __call__(self, shape: tuple[int, ...]) -> torch.Tensor:
+        if self.calls >= len(self._arrays):
+            raise RuntimeError(f"recorded posterior noise exhausted after {self.calls} draws")
+        eps = torch.as_tensor(self._arrays[self.calls], dtype=torch.float32)
+        if tuple(eps.shape) != tuple(shape):
+            raise RuntimeError(f"posterior draw {self.calls}: recorded shape {tuple(eps.shape)} != requested {shape}")
+        self.calls += 1
+        return eps
+
+
+@torch.no_grad()
+def encode_images(vae, images: torch.Tensor, noise: PosteriorNoise | None) -> torch.Tensor:
+    """VAE-encode images to scaled latents.
+
+    Args:
+        vae: a ``diffusers.AutoencoderKL``.
+        images: ``(N, 3, S, S)`` in ``[-1, 1]`` (any float dtype; cast to the VAE's).
+        noise: posterior noise source (``mean + std * eps``, diffusers' ``DiagonalGaussianDistribution``);
+            ``None`` takes the posterior mean.
+
+    Returns:
+        ``(N, 4, S/8, S/8)`` float32 latents multiplied by :data:`VAE_SCALE`.
+    """
+    # channels-last, as the official code hands the VAE its (permuted numpy) images: on the CPU this
+    # selects the same convolution kernels, and the black / mostly-black canvases are sensitive to it.
+    images = images.to(device=vae.device, dtype=vae.dtype).contiguous(memory_format=torch.channels_last)
+    dist = vae.encode(images).latent_dist
+    mean, std = dist.mean.float(), dist.std.float()
+    if noise is None:
+        z = mean
+    else:
+        z = mean + std * noise(tuple(mean.shape)).to(mean.device)
+    return z * VAE_SCALE
+
+
+@torch.no_grad()
+def decode_latents(vae, latents: torch.Tensor) -> torch.Tensor:
+    """Scaled latents ``(N, 4, h, w)`` -> uint8 RGB images ``(N, S, S, 3)`` on the CPU.
+
+    ``images = decode(latents / 0.18215)``, mapped from ``[-1, 1]`` to ``[0, 1]``, clamped, times 255,
+    rounded half to even (official ``numpy_to_pil`` path).
+    """
+    images = vae.decode((latents / VAE_SCALE).to(device=vae.device, dtype=vae.dtype)).sample
+    images = (images.float() / 2 + 0.5).clamp(0, 1)
+    return (images * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu()
+
+
+# --------------------------------------------------------------------------- one window
+@dataclass
+class WindowInputs:
+    """Everything one window needs, at latent resolution (``F`` frames, side ``h``×``w``).
+
+    Attributes:
+        z_init: ``(1, 4, F, h, w)`` latents of the inpainted canvases (noised to start the chain).
+        z_cond: ``(1, 4, F, h, w)`` latents of the masked canvases (the masked-video condition).
+        z_uncond: ``(1, 4, F, h, w)`` latents of a black image (the unconditional input).
+        mask: ``(1, 1, F, h, w)`` latent mask, 1 = generate, 0 = known.
+        guides: position -> ``(4, h, w)`` final latent already stored for that position's frame.
+        global_tokens: ``(2, N, C)`` UNet global-frame tokens: ``[no context (zeros), context]``.
+        fps: fps condition ``avg_fps // stride`` (truncated to an integer inside the UNet).
+    """
+
+    z_init: torch.Tensor
+    z_cond: torch.Tensor
+    z_uncond: torch.Tensor
+    mask: torch.Tensor
+    guides: Mapping[int, torch.Tensor]
+    global_tokens: torch.Tensor
+    fps: float
+
+
+def build_condition(inp: WindowInputs) -> tuple[torch.Tensor, torch.Tensor]:
+    """Condition channels of the guidance branches ``[uu, cu, cc]``: ``(3, 5, F, h, w)`` each
+    ``[latents (4), mask (1)]``, with guide positions replaced by their stored latent and mask 0.
+
+    Returns ``(cond_uncond, cond_cond)``: ``(1, 5, F, h, w)`` for the unconditional branch and for
+    the two conditional branches.
+    """
+    zc, zu = inp.z_cond.clone().float(), inp.z_uncond.clone().float()
+    m = inp.mask.clone().float()
+    mu = torch.ones_like(m)
+    for pos, latent in inp.guides.items():
+        zc[:, :, pos] = latent.to(zc)
+        zu[:, :, pos] = latent.to(zu)
+        m[:, :, pos] = 0
+        mu[:, :, pos] = 0
+    return torch.cat([zu, mu], dim=1), torch.cat([zc, m], dim=1)
+
+
+@torch.no_grad()
+def sample_window(
+    unet,
+    scheduler,
+    inp: WindowInputs,
+    settings: SamplerSettings = SamplerSettings(),
+    noise: torch.Tensor | None = None,
+    on_step: Callable[[int, int], None] | None = None,
+) -> torch.Tensor:
+    """Denoise one window and return its final latents ``(1, 4, F, h, w)`` float32 (still scaled).
+
+    Args:
+        unet: :class:`m3ddm_ray.models.unet.UNet3DConditionModel` (any dtype/device).
+        scheduler: a PNDM scheduler; ``set_timesteps`` is called here, so one object can serve
+            every window in turn (not concurrently).
+        inp: the window's latents, mask, guides and global tokens (see :class:`WindowInputs`).
+        settings: steps, guidance weights, seed.
+        noise: ``(1, 4, F, h, w)`` initial noise; default :func:`window_noise` with ``settings.seed``.
+        on_step: called as ``on_step(i, n)`` after each UNet call (progress bars).
+    """
+    device, dtype = unet.device, unet.dtype
+    z0 = inp.z_init.to(device=device, dtype=torch.float32)
+    if noise is None:
+        noise = window_noise(tuple(z0.shape), settings.seed)
+    noise = noise.to(device=device, dtype=torch.float32)
+    cond_u, cond_c = (c.to(device) for c in build_condition(inp))
+    scheduler.set_timesteps(settings.num_inference_steps)
+    timesteps = scheduler.timesteps[1:]  # official: start at timesteps[1] (961 of 981, 961, 961, ...)
+    x = scheduler.add_noise(z0, noise, timesteps[:1])
+
+    tokens0, tokens_g = inp.global_tokens[0:1].to(device), inp.global_tokens[1:2].to(device)
+    if settings.official_batch4:
+        cond = torch.cat([cond_u, cond_c, cond_u, cond_c])
+        context = torch.cat([tokens0, tokens0, tokens_g, tokens_g])
+    else:
+        cond = torch.cat([cond_u, cond_c, cond_c])
+        context = torch.cat([tokens0, tokens0, tokens_g])
+    n_branch = cond.shape[0]
+    w, wg = settings.guidance_scale, settings.previous_guidance_scale
+
+    for i, t in enumerate(timesteps):
+        sample = torch.cat([x.expand(n_branch, -1, -1, -1, -1), cond], dim=1).to(dtype)
+        eps = unet(sample, t, fps=inp.fps, global_tokens=context).sample.float()
+        if settings.official_batch4:
+            e_uu, e_cu, _, e_cc = eps.chunk(4)
+        else:
+            e_uu, e_cu, e_cc = eps.chunk(3)
+        guided = e_uu + w * (e_cu - e_uu) + wg * (e_cc - e_cu)
+        x = scheduler.step(guided, t, x).prev_sample
+        if on_step is not None:
+            on_step(i + 1, len(timesteps))
+    return x
