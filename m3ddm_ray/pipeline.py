@@ -1,0 +1,488 @@
+"""Single-process outpainting of one video: frames in memory -> outpainted frames per ratio. No Ray.
+
+The work for one (video, ratio) pair is split the way the Ray job runs it, so that the stages of
+:mod:`m3ddm_ray.distributed` are thin adapters over these functions:
+
+1. :func:`prepare_clip` (CPU, numpy/OpenCV + one torch resize): canvases, masks, global frames,
+   window plan -> :class:`PreparedClip`.
+2. :meth:`Outpainter.run_coarse` (GPU): encode the global frames, run the stride-15 keyframe pass
+   -> :class:`ClipState` (global latents + stored keyframe latents).
+3. :meth:`Outpainter.run_fine` (GPU): run the stride-5 / stride-1 passes with the stored latents as
+   guide frames and decode the output frames -> generated canvases ``(T, S, S, 3)``.
+4. :func:`finalize_clip` (CPU): paste the known pixels back, crop to the ratio (or compose at the
+   source resolution) -> exactly ``T`` output frames.
+
+:class:`OutpaintPipeline` chains the four for interactive use and the ``outpaint-video`` command.
+
+Where the official script re-encodes each window's frames and the global frames with fresh VAE
+posterior noise, production encodes each frame once per clip (:class:`ClipLatents`). The official
+per-window behaviour is available through the same seam (:class:`PerWindowLatents`) for parity tests
+with injected noise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from . import geometry
+from .errors import InputError
+from .plan import Window, WindowPlan, plan_windows
+from .sampling import (
+    PosteriorNoise,
+    SamplerSettings,
+    WindowInputs,
+    decode_latents,
+    encode_images,
+    make_scheduler,
+    sample_window,
+    seeded_posterior_noise,
+)
+
+
+@dataclass(frozen=True)
+class OutpaintSettings:
+    """Settings of one outpainting run; defaults are the official inference's (released model).
+
+    Attributes:
+        sampler: steps, guidance weights, diffusion seed (:class:`SamplerSettings`).
+        canvas_size: side ``S`` of the square working canvas in pixels (256 for the released model).
+        strides: pass strides, e.g. ``(15, 5, 1)``; ``None`` = official rule (``[1]`` below 50 frames).
+        num_global_frames: global frames spread over the whole video (16, as trained).
+        paste_mode: ``"round"`` (known pixels exactly the canvas values) or ``"official"`` (the official
+            truncating float round trip; parity tests).
+        output_size: ``"canvas"`` (crop of the ``S``-canvas) or ``"source"`` (known region at the source
+            resolution, generated border upscaled).
+        posterior: ``"sample"`` (official: VAE posterior samples, seeded by ``posterior_seed``) or
+            ``"mode"`` (posterior mean; deterministic and seed-free).
+        posterior_seed: seed of the posterior noise stream of a clip (``None``: the sampler seed).
+        vae_batch_size: images per VAE encode/decode call (memory knob; does not change results
+            beyond float rounding).
+    """
+
+    sampler: SamplerSettings = SamplerSettings()
+    canvas_size: int = 256
+    strides: tuple[int, ...] | None = None
+    num_global_frames: int = 16
+    paste_mode: str = "round"
+    output_size: str = "canvas"
+    posterior: str = "sample"
+    posterior_seed: int | None = None
+    vae_batch_size: int = 16
+
+    def __post_init__(self):
+        if self.paste_mode not in ("round", "official"):
+            raise InputError(f"paste_mode={self.paste_mode!r}; use 'round' or 'official'")
+        if self.output_size not in ("canvas", "source"):
+            raise InputError(f"output_size={self.output_size!r}; use 'canvas' or 'source'")
+        if self.posterior not in ("sample", "mode"):
+            raise InputError(f"posterior={self.posterior!r}; use 'sample' or 'mode'")
+        if self.canvas_size <= 0 or self.canvas_size % 8:
+            raise InputError(f"canvas_size={self.canvas_size} must be a positive multiple of 8 (e.g. 256)")
+        if self.num_global_frames < 1:
+            raise InputError(f"num_global_frames={self.num_global_frames} must be >= 1 (16 as trained)")
+
+    def to_dict(self) -> dict:
+        """Flat dict of every setting (for result rows and config hashes)."""
+        d = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "sampler"}
+        d.update({k: getattr(self.sampler, k) for k in self.sampler.__dataclass_fields__})
+        d["strides"] = list(self.strides) if self.strides else None
+        return d
+
+
+# --------------------------------------------------------------------------- 1. prepare (CPU)
+def images_to_tensor(frames: np.ndarray) -> torch.Tensor:
+    """uint8 ``(N, H, W, 3)`` -> float32 ``(N, 3, H, W)`` in ``[-1, 1]`` as ``(x / 255 - 0.5) / 0.5``.
+
+    The result is a permuted (channels-last) view, as in the official code.
+    """
+    x = torch.from_numpy(np.ascontiguousarray(frames)).float().permute(0, 3, 1, 2)
+    return (x / 255.0 - 0.5) / 0.5
+
+
+def make_global_frames(frames: np.ndarray, ids: Sequence[int], canvas_size: int) -> np.ndarray:
+    """The global frames (M3DDM §3.3, golden README §5.3): raw frames ``ids`` squashed to ``S×S``.
+
+    Args:
+        frames: uint8 ``(T, H, W, 3)`` decoded input (not masked, not padded).
+        ids: frame indices (:func:`geometry.global_frame_ids`).
+
+    Returns:
+        float32 ``(G, 3, S, S)`` in ``[-1, 1]``: bilinear resize with antialias of ``frames / 255``,
+        then ``(x - 0.5) / 0.5`` (torchvision ``Resize`` + ``Normalize`` of the official code).
+    """
+    x = torch.from_numpy(np.ascontiguousarray(frames[np.asarray(ids)])).permute(0, 3, 1, 2).float() / 255.0
+    x = torch.nn.functional.interpolate(x, size=(canvas_size, canvas_size), mode="bilinear",
+                                        align_corners=False, antialias=True)
+    return ((x - 0.5) / 0.5).numpy()
+
+
+@dataclass
+class PreparedClip:
+    """One (video, ratio) pair ready for diffusion; numpy only, so it travels between Ray stages.
+
+    Attributes:
+        ratio: target ratio.
+        fps: source average frame rate (frames per second).
+        geom: canvas placement (:class:`geometry.CanvasGeometry`).
+        masked: uint8 ``(T, S, S, 3)`` canvases with the source pasted in, zeros elsewhere.
+        inpainted: uint8 ``(T, S, S, 3)`` the same, holes filled by OpenCV TELEA (diffusion start).
+        mask: uint8 ``(S, S)`` 1 = generate, 0 = known.
+        global_frames: float32 ``(G, 3, S, S)`` in ``[-1, 1]``.
+        strides: the pass strides used for the plan.
+        passthrough: the source already has the target ratio: no diffusion, frames pass unchanged.
+    """
+
+    ratio: geometry.Ratio
+    fps: float
+    geom: geometry.CanvasGeometry
+    masked: np.ndarray
+    inpainted: np.ndarray
+    mask: np.ndarray
+    global_frames: np.ndarray
+    strides: tuple[int, ...]
+    passthrough: bool = False
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.masked.shape[0])
+
+    @property
+    def plan(self) -> WindowPlan:
+        """The window plan (pure function of T, fps and strides; rebuilt where needed)."""
+        return plan_windows(self.num_frames, self.fps, self.strides)
+
+
+def _check_frames(frames: np.ndarray) -> np.ndarray:
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+        raise InputError(f"frames must be uint8 (T, H, W, 3) RGB; got {frames.dtype} {frames.shape}")
+    if frames.shape[0] < 1:
+        raise InputError("the video has 0 frames; nothing to outpaint")
+    return frames
+
+
+def prepare_clip(frames: np.ndarray, fps: float, ratio, settings: OutpaintSettings = OutpaintSettings()) -> PreparedClip:
+    """CPU preparation of one (video, ratio) pair (official ``preprocess_frames_speed_square``).
+
+    Args:
+        frames: uint8 ``(T, H, W, 3)`` RGB source frames.
+        fps: source frame rate (> 0).
+        ratio: target ratio (``"9:16"`` or :class:`geometry.Ratio`).
+
+    Raises:
+        InputError: bad frames, fps, ratio or settings.
+    """
+    frames = _check_frames(frames)
+    if not fps or not np.isfinite(fps) or fps <= 0:
+        raise InputError(f"fps={fps!r} must be a positive number of frames per second")
+    r = geometry.parse_ratio(ratio)
+    t, h, w = frames.shape[:3]
+    strides = tuple(settings.strides) if settings.strides else tuple(plan_windows(t, fps).strides)
+    if geometry.is_passthrough(h, w, r):
+        empty = np.zeros((t, 0, 0, 3), np.uint8)
+        geom = geometry.plan_canvas(h, w, r, settings.canvas_size)
+        return PreparedClip(r, float(fps), geom, empty, empty, np.zeros((0, 0), np.uint8),
+                            np.zeros((0, 3, 0, 0), np.float32), strides, passthrough=True)
+    geom = geometry.plan_canvas(h, w, r, settings.canvas_size)
+    masked, inpainted = geometry.make_canvases(frames, geom)
+    ids = geometry.global_frame_ids(t, settings.num_global_frames)
+    return PreparedClip(
+        ratio=r, fps=float(fps), geom=geom, masked=masked, inpainted=inpainted,
+        mask=geometry.pixel_mask(geom), global_frames=make_global_frames(frames, ids, settings.canvas_size),
+        strides=strides,
+    )
+
+
+# --------------------------------------------------------------------------- latents of a clip
+class ClipLatents:
+    """Production latents of one clip: every frame's canvases VAE-encoded once, on first use.
+
+    Holds ``(4, h, w)`` float32 latents per frame for the inpainted and masked canvases, the black
+    ("unconditional") image latent, and the global-frame latents. Posterior noise comes from one
+    seeded stream per clip (or the posterior mean with ``noise=None``), so results do not depend on
+    how the windows are spread over machines as long as the encode order is the same; the coarse and
+    fine stages therefore encode in plan order.
+    """
+
+    def __init__(self, vae, clip: PreparedClip, noise: PosteriorNoise | None, batch_size: int = 16,
+                 global_latents: torch.Tensor | None = None):
+        self.vae, self.clip, self.noise, self.batch_size = vae, clip, noise, batch_size
+        self._inpainted: dict[int, torch.Tensor] = {}
+        self._masked: dict[int, torch.Tensor] = {}
+        self._global = global_latents
+        self._black: torch.Tensor | None = None
+
+    def _encode(self, images: np.ndarray) -> torch.Tensor:
+        out = [encode_images(self.vae, images_to_tensor(images[i:i + self.batch_size]), self.noise)
+               for i in range(0, len(images), self.batch_size)]
+        return torch.cat(out).cpu()
+
+    def global_latents(self, window: Window | None = None) -> torch.Tensor:
+        """``(G, 4, h, w)`` latents of the global frames (encoded once per clip)."""
+        if self._global is None:
+            gf = torch.from_numpy(self.clip.global_frames)
+            self._global = torch.cat([encode_images(self.vae, gf[i:i + self.batch_size], self.noise)
+                                      for i in range(0, len(gf), self.batch_size)]).cpu()
+        return self._global
+
+    def window_latents(self, window: Window) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(z_init, z_cond, z_uncond)`` each ``(1, 4, F, h, w)`` for the window's frames."""
+        todo = sorted({f for f in window.frame_ids if f not in self._inpainted})
+        if todo:
+            zi = self._encode(self.clip.inpainted[todo])
+            zm = self._encode(self.clip.masked[todo])
+            for j, f in enumerate(todo):
+                self._inpainted[f], self._masked[f] = zi[j], zm[j]
+        if self._black is None:
+            s = self.clip.geom.canvas_size
+            black = torch.full((1, 3, s, s), -1.0)
+            self._black = encode_images(self.vae, black, self.noise)[0].cpu()
+        stack = lambda d: torch.stack([d[f] for f in window.frame_ids], dim=1)[None]  # noqa: E731
+        zu = self._black[:, None].expand(-1, len(window.frame_ids), -1, -1)[None]
+        return stack(self._inpainted), stack(self._masked), zu
+
+
+class PerWindowLatents:
+    """The official encoding, for parity tests: every window re-encodes its 16 inpainted canvases,
+    16 masked canvases and one black image in a single 33-image VAE call, then the global frames,
+    each with its own posterior draw (golden README §5.4-5.5)."""
+
+    def __init__(self, vae, clip: PreparedClip, noise: PosteriorNoise):
+        self.vae, self.clip, self.noise = vae, clip, noise
+        self._pending_global: torch.Tensor | None = None
+
+    def window_latents(self, window: Window):
+        ids = list(window.frame_ids)
+        s = self.clip.geom.canvas_size
+        images = torch.cat([images_to_tensor(self.clip.inpainted[ids]), images_to_tensor(self.clip.masked[ids]),
+                            torch.full((1, 3, s, s), -1.0)])
+        z = encode_images(self.vae, images, self.noise).cpu()
+        n = len(ids)
+        to5 = lambda t: t.permute(1, 0, 2, 3)[None]  # noqa: E731  (N,4,h,w) -> (1,4,N,h,w)
+        self._pending_global = encode_images(self.vae, torch.from_numpy(self.clip.global_frames), self.noise).cpu()
+        return to5(z[:n]), to5(z[n:2 * n]), to5(z[2 * n:]).expand(-1, -1, n, -1, -1)
+
+    def global_latents(self, window: Window | None = None) -> torch.Tensor:
+        if self._pending_global is None:
+            raise RuntimeError("PerWindowLatents: call window_latents(window) first (official call order)")
+        return self._pending_global
+
+
+# --------------------------------------------------------------------------- 2-3. diffusion (GPU)
+@dataclass
+class ClipState:
+    """What the coarse stage hands to the fine stage (numpy, Ray-serialisable).
+
+    Attributes:
+        global_latents: float32 ``(G, 4, h, w)`` latents of the global frames.
+        stored: frame index -> float32 ``(4, h, w)`` final latent (guide frames for later windows).
+        generated: frame index -> uint8 ``(S, S, 3)`` decoded output canvas of that frame.
+        windows_done: indices of the windows already run.
+        unet_seconds: wall time spent in the diffusion loops.
+    """
+
+    global_latents: np.ndarray | None = None
+    stored: dict[int, np.ndarray] = field(default_factory=dict)
+    generated: dict[int, np.ndarray] = field(default_factory=dict)
+    windows_done: list[int] = field(default_factory=list)
+    unet_seconds: float = 0.0
+
+
+class Outpainter:
+    """Holds the UNet, the VAE and a scheduler; runs windows of prepared clips (one process, one device).
+
+    A Ray actor keeps one ``Outpainter`` for its lifetime (the model stays loaded).
+    """
+
+    def __init__(self, unet, vae, settings: OutpaintSettings = OutpaintSettings(), scheduler_config=None):
+        self.unet, self.vae, self.settings = unet, vae, settings
+        self.scheduler = make_scheduler(scheduler_config)
+
+    def latents_for(self, clip: PreparedClip, state: ClipState) -> ClipLatents:
+        """Production latent source for ``clip`` (posterior noise seeded per clip)."""
+        s = self.settings
+        noise = None if s.posterior == "mode" else seeded_posterior_noise(
+            s.posterior_seed if s.posterior_seed is not None else s.sampler.seed)
+        g = None if state.global_latents is None else torch.from_numpy(state.global_latents)
+        latents = ClipLatents(self.vae, clip, noise, s.vae_batch_size, g)
+        if g is None:
+            state.global_latents = latents.global_latents().numpy()
+        return latents
+
+    def run_windows(
+        self,
+        clip: PreparedClip,
+        windows: Iterable[Window],
+        state: ClipState,
+        latents=None,
+        on_step: Callable[[int, int], None] | None = None,
+        on_window: Callable[[Window, torch.Tensor], None] | None = None,
+    ) -> ClipState:
+        """Denoise ``windows`` (in order) and update ``state`` in place; returns it.
+
+        After each window its final latents are stored for frames that have none yet (guide frames
+        of later windows, golden README §5.7) and the positions whose image is an output frame
+        (``plan.output_sources()``: the last window containing the frame, §5.9) are decoded.
+
+        ``on_window(window, latents)`` is called after each window with its final latents
+        ``(4, F, h, w)`` float32 (progress reporting, parity tests).
+
+        Raises:
+            RuntimeError: a window needs a guide latent that ``state`` does not have (stages run
+                out of order).
+        """
+        import time
+
+        plan = clip.plan
+        owners = plan.output_sources()
+        latents = latents if latents is not None else self.latents_for(clip, state)
+        h = clip.geom.latent_size
+        lmask = torch.from_numpy(geometry.latent_mask(clip.mask).astype(np.float32))
+        for window in windows:
+            z_init, z_cond, z_uncond = latents.window_latents(window)
+            g = latents.global_latents(window)
+            tokens = self.unet.encode_global_frames(torch.cat([torch.zeros_like(g), g]).to(self.unet.device), 2)
+            guides = {}
+            for k in window.guide_positions:
+                frame = window.frame_ids[k]
+                if frame not in state.stored:
+                    raise RuntimeError(f"window {window.index} needs the stored latent of frame {frame}; "
+                                       f"run the earlier windows (coarse stage) first")
+                guides[k] = torch.from_numpy(state.stored[frame])
+            f = len(window.frame_ids)
+            inp = WindowInputs(z_init, z_cond, z_uncond, lmask.view(1, 1, 1, h, h).expand(1, 1, f, h, h),
+                               guides, tokens, window.fps)
+            t0 = time.perf_counter()
+            x = sample_window(self.unet, self.scheduler, inp, self.settings.sampler, on_step=on_step)
+            state.unet_seconds += time.perf_counter() - t0
+            x = x[0].float().cpu()  # (4, F, h, w)
+            for k, frame in enumerate(window.frame_ids):
+                if frame not in state.stored:
+                    state.stored[frame] = x[:, k].numpy().copy()
+            outs = [(frame, k) for frame, (wi, k) in enumerate(owners) if wi == window.index]
+            if outs:
+                lat = torch.stack([x[:, k] for _, k in outs])
+                for (frame, _), img in zip(outs, self._decode(lat)):
+                    state.generated[frame] = img
+            state.windows_done.append(window.index)
+            if on_window is not None:
+                on_window(window, x)
+        return state
+
+    def _decode(self, latents: torch.Tensor) -> list[np.ndarray]:
+        bs = self.settings.vae_batch_size
+        out = [decode_latents(self.vae, latents[i:i + bs]) for i in range(0, len(latents), bs)]
+        return list(torch.cat(out).numpy())
+
+    def run_coarse(self, clip: PreparedClip, **kw) -> ClipState:
+        """Coarse stage: global-frame latents + the keyframe pass (``plan.coarse``, stride 15)."""
+        state = ClipState()
+        return self.run_windows(clip, clip.plan.coarse, state, **kw)
+
+    def run_fine(self, clip: PreparedClip, state: ClipState, **kw) -> ClipState:
+        """Fine stage: the remaining passes (``plan.fine``) guided by the coarse stage's latents."""
+        return self.run_windows(clip, clip.plan.fine, state, **kw)
+
+
+# --------------------------------------------------------------------------- 4. finalize (CPU)
+def generated_array(clip: PreparedClip, state: ClipState) -> np.ndarray:
+    """Stack ``state.generated`` to uint8 ``(T, S, S, 3)``; raises RuntimeError if a frame is missing."""
+    missing = [f for f in range(clip.num_frames) if f not in state.generated]
+    if missing:
+        raise RuntimeError(f"no generated image for frames {missing[:5]}...; the fine stage did not finish")
+    return np.stack([state.generated[f] for f in range(clip.num_frames)])
+
+
+def finalize_clip(clip: PreparedClip, generated: np.ndarray | None, settings: OutpaintSettings = OutpaintSettings(),
+                  source_frames: np.ndarray | None = None) -> np.ndarray:
+    """Paste-back and crop: exactly ``T`` output frames for the clip's ratio.
+
+    Args:
+        generated: uint8 ``(T, S, S, 3)`` decoded canvases (ignored for a passthrough clip).
+        source_frames: uint8 ``(T, H, W, 3)``; needed for ``output_size="source"`` and passthrough.
+
+    Returns:
+        uint8 ``(T, H', W', 3)``: with ``output_size="canvas"`` the crop :func:`geometry.crop_box` of
+        the composited canvas; with ``"source"`` the source-resolution composition. A passthrough clip
+        returns the source frames (cropped to even sizes for H.264).
+    """
+    if clip.passthrough:
+        if source_frames is None:
+            raise InputError("a passthrough clip needs source_frames")
+        h, w = source_frames.shape[1] // 2 * 2, source_frames.shape[2] // 2 * 2
+        return np.ascontiguousarray(source_frames[:, :h, :w])
+    composite = geometry.paste_back(generated, clip.masked, clip.mask, mode=settings.paste_mode)
+    if settings.output_size == "source":
+        if source_frames is None:
+            raise InputError("output_size='source' needs the source frames")
+        return geometry.compose_source_resolution(composite, source_frames, clip.geom, clip.ratio)
+    y0, y1, x0, x1 = geometry.crop_box(clip.geom, clip.ratio)
+    return np.ascontiguousarray(composite[:, y0:y1, x0:x1])
+
+
+# --------------------------------------------------------------------------- the whole thing
+class OutpaintPipeline:
+    """Outpaint one video held in memory to one or more ratios, in this process.
+
+    Example::
+
+        pipe = OutpaintPipeline.from_pretrained()                   # released weights (hub / folders)
+        outs = pipe(frames, fps=25.0, ratios="9:16,1:1")            # {"9:16": (T,H',W',3) uint8, ...}
+    """
+
+    def __init__(self, unet, vae, settings: OutpaintSettings = OutpaintSettings(), scheduler_config=None):
+        self.settings = settings
+        self.outpainter = Outpainter(unet, vae, settings, scheduler_config)
+
+    @classmethod
+    def from_pretrained(cls, unet: str | None = None, vae: str | None = None, *, dtype="auto", device="auto",
+                        settings: OutpaintSettings = OutpaintSettings(), storage_options=None):
+        """Load the UNet and VAE (folders, fsspec URLs or hub ids; defaults: the released weights)."""
+        from .models.loading import DEFAULT_UNET, DEFAULT_VAE, load_unet, load_vae
+
+        u = load_unet(unet or DEFAULT_UNET, dtype, device, storage_options=storage_options)
+        v = load_vae(vae or DEFAULT_VAE, dtype, device, storage_options=storage_options)
+        return cls(u, v, settings)
+
+    def with_settings(self, **changes) -> "OutpaintPipeline":
+        """A pipeline sharing the loaded models with some settings changed."""
+        new = object.__new__(OutpaintPipeline)
+        new.settings = replace(self.settings, **changes)
+        new.outpainter = Outpainter(self.outpainter.unet, self.outpainter.vae, new.settings)
+        return new
+
+    def run_clip(self, frames: np.ndarray, fps: float, ratio, progress: bool = False) -> tuple[np.ndarray, PreparedClip, ClipState]:
+        """Outpaint ``frames`` to one ratio; returns ``(output frames, prepared clip, diffusion state)``."""
+        clip = prepare_clip(frames, fps, ratio, self.settings)
+        state = ClipState()
+        if not clip.passthrough:
+            bar = _progress(clip, self.settings, progress)
+            kw = {} if bar is None else {"on_step": lambda i, n: bar.update(1)}
+            state = self.outpainter.run_coarse(clip, **kw)
+            self.outpainter.run_fine(clip, state, **kw)
+            if bar is not None:
+                bar.close()
+        gen = None if clip.passthrough else generated_array(clip, state)
+        return finalize_clip(clip, gen, self.settings, frames), clip, state
+
+    def __call__(self, frames: np.ndarray, fps: float, ratios="9:16", progress: bool = False) -> dict[str, np.ndarray]:
+        """Outpaint to each ratio of ``ratios`` (``"9:16,1:1"`` or a list); returns ``{ratio: frames}``.
+
+        Each value is uint8 ``(T, H', W', 3)``, exactly as many frames as the input.
+        """
+        return {str(r): self.run_clip(frames, fps, r, progress)[0] for r in geometry.parse_ratios(ratios)}
+
+
+def _progress(clip: PreparedClip, settings: OutpaintSettings, enabled: bool):
+    """A tqdm bar over all UNet steps of the clip (windows x steps), or None."""
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    n_windows = len(clip.plan.windows)
+    return tqdm(total=n_windows * settings.sampler.num_inference_steps, unit="step",
+                desc=f"outpaint {clip.ratio} ({n_windows} windows)")
