@@ -16,12 +16,20 @@ Conventions used throughout:
 
 Error policy: every failure a user can cause is raised as :class:`~m3ddm_ray.errors.VideoError`
 (``uri`` + ``reason``) or, for bad arguments, :class:`~m3ddm_ray.errors.InputError`; raw PyAV/FFmpeg
-exceptions never escape (they are kept as ``__cause__``). Decoding is strict: if the decoder reports an
-error in the middle of a stream (damaged or truncated file) the read fails with a ``VideoError`` that
-names the index of the frame where decoding broke; frames are not silently dropped. Errors that the
-decoder conceals itself (small bitstream damage painted over) cannot be detected and are not reported.
-A container whose frame count is trusted (see :class:`VideoInfo`) but that ends early without a decoder
-error (a file cut at a packet boundary) is reported as truncated as well.
+exceptions never escape (they are kept as ``__cause__`` for debugging).
+
+Damaged input policy (strict): the read fails with a ``VideoError`` naming the index of the first
+frame that could not be produced, never silently returns fewer frames, when
+
+* the demuxer flags a packet as incomplete or corrupt (a file cut in the middle of a packet),
+* the decoder or demuxer reports an error part-way (garbage in the compressed data),
+* an MP4/MOV whose index is trusted (see :class:`VideoInfo`) ends before all listed frames.
+
+The frames handed out by :func:`iter_frames` before the error are good and in order (the decoder is
+not drained after a break, because frames it still holds may belong further ahead). How many come
+out before the break depends on the decoder's reorder and threading delay. Limits: damage the decoder
+conceals by itself (painted-over macroblocks) is not detected; an AVI cut exactly at a packet boundary
+just ends early (AVI headers also count dropped-frame slots, so their frame count cannot be checked).
 
 Encoding uses the first H.264 encoder that opens, in the order :data:`H264_ENCODERS` (``libx264``,
 which the PyAV wheels from PyPI bundle; then ``libopenh264``, which has no CRF mode and is driven by a
@@ -277,18 +285,24 @@ class _Source:
     def frames(self) -> Iterator[Any]:
         """Yield decoded ``av.VideoFrame`` objects in order; strict about errors (see module doc).
 
-        When the data breaks (a packet the demuxer flags as incomplete/corrupt, or a decoder error),
-        the frames the decoder still holds from earlier, complete packets are yielded first; then
-        VideoError names the index of the first frame that could not be decoded.
+        When the data breaks (a packet the demuxer flags as incomplete or corrupt, a decoder or
+        demuxer error, or an MP4 that ends before the frames its sample table lists) VideoError names
+        the index of the first frame that was not produced. The decoder is not drained then: frames
+        it still holds are not in a reliable order once later packets are missing, so only the frames
+        already yielded (all in correct display order) count as good.
         """
         n = 0
+        packets = 0
         problem: str | None = None
         cause: BaseException | None = None
         try:
             for packet in self.container.demux(self.vs):
+                if packet.size == 0:  # PyAV's end-of-stream marker (or an empty packet): drained below
+                    continue
                 if packet.is_corrupt:
                     problem = f"incomplete or corrupt data at byte {packet.pos}"
                     break
+                packets += 1
                 try:
                     decoded = packet.decode()
                 except av.FFmpegError as e:
@@ -299,14 +313,17 @@ class _Source:
                     yield frame
         except av.FFmpegError as e:  # the demuxer itself failed
             problem, cause = _reason(e), e
-        if problem is not None:
+        if problem is None and self.header_trusted and packets < self.num_frames:
+            problem = f"the file holds only {packets} of the {self.num_frames} frames its index lists"
+        if problem is None:
             try:
-                rest = self.vs.codec_context.decode(None)  # drain frames of earlier, complete packets
-            except av.FFmpegError:
-                rest = []
+                rest = self.vs.codec_context.decode(None)  # end of stream: drain the decoder
+            except av.FFmpegError as e:
+                problem, cause, rest = _reason(e), e, []
             for frame in rest:
                 n = self._count(frame, n)
                 yield frame
+        if problem is not None:
             if n == 0:
                 raise VideoError(
                     self.uri,
@@ -320,12 +337,6 @@ class _Source:
         self.reached_end = True
         if n == 0:
             raise VideoError(self.uri, "no decodable video frames (the video stream is empty); give a video with at least one frame")
-        if self.header_trusted and n < self.num_frames:
-            raise VideoError(
-                self.uri,
-                f"truncated video: the container lists {self.num_frames} frames but the data ends after frame {n - 1}; "
-                "re-download or re-create the file",
-            )
 
     def _count(self, frame: Any, n: int) -> int:
         if n == 0:
