@@ -165,8 +165,84 @@ def _check_frames(frames: np.ndarray) -> np.ndarray:
     return frames
 
 
+def prepare_clips(frames: Iterable[np.ndarray], num_frames: int, fps: float, ratios,
+                  settings: OutpaintSettings = OutpaintSettings(), chunk: int = 32) -> list[PreparedClip]:
+    """CPU preparation of one video for several ratios in a single streaming pass.
+
+    Canvases are built chunk by chunk and each global frame is resized as it goes by, so only
+    canvas-resolution arrays are kept: memory is ``O(T * S^2)``, never the whole video at source
+    resolution (official ``preprocess_frames_speed_square`` per frame; README §5.2-5.3).
+
+    Args:
+        frames: iterable of uint8 ``(H, W, 3)`` RGB frames, in order (a list, an array or a decoder).
+        num_frames: exact ``T`` (the global-frame positions depend on it).
+        fps: source frame rate (> 0).
+        ratios: ``"9:16,1:1"`` or a sequence of ratios.
+
+    Returns:
+        One :class:`PreparedClip` per ratio, in the order given.
+
+    Raises:
+        InputError: bad fps/ratios/settings, frames of another dtype/size, or a frame count that
+            differs from ``num_frames``.
+    """
+    if not fps or not np.isfinite(fps) or fps <= 0:
+        raise InputError(f"fps={fps!r} must be a positive number of frames per second")
+    if num_frames < 1:
+        raise InputError("the video has 0 frames; nothing to outpaint")
+    rs = geometry.parse_ratios(ratios)
+    gids = geometry.global_frame_ids(num_frames, settings.num_global_frames)
+    strides = tuple(settings.strides) if settings.strides else tuple(plan_windows(num_frames, fps).strides)
+    geoms, masked, inpainted, globals_ = None, None, None, {}
+    buf: list[np.ndarray] = []
+    seen = 0
+
+    def flush():
+        nonlocal seen
+        arr = _check_frames(np.stack(buf))
+        for j, g in enumerate(geoms):
+            if g is not None:
+                m, i = geometry.make_canvases(arr, g)
+                masked[j][seen:seen + len(arr)], inpainted[j][seen:seen + len(arr)] = m, i
+        for k, fid in enumerate(gids):
+            if seen <= fid < seen + len(arr) and fid not in globals_:
+                globals_[int(fid)] = make_global_frames(arr, [fid - seen], settings.canvas_size)[0]
+        seen += len(arr)
+        buf.clear()
+
+    for frame in frames:
+        if geoms is None:
+            h, w = np.asarray(frame).shape[:2]
+            geoms = [None if geometry.is_passthrough(h, w, r) else geometry.plan_canvas(h, w, r, settings.canvas_size)
+                     for r in rs]
+            s = settings.canvas_size
+            masked = [np.zeros((num_frames, s, s, 3), np.uint8) if g else None for g in geoms]
+            inpainted = [np.zeros((num_frames, s, s, 3), np.uint8) if g else None for g in geoms]
+        if seen + len(buf) >= num_frames:
+            raise InputError(f"the video has more frames than num_frames={num_frames}")
+        buf.append(np.asarray(frame))
+        if len(buf) == chunk:
+            flush()
+    if buf:
+        flush()
+    if seen != num_frames:
+        raise InputError(f"got {seen} frames, expected num_frames={num_frames}")
+    gf = np.stack([globals_[int(f)] for f in gids])
+    out = []
+    for j, r in enumerate(rs):
+        g = geoms[j]
+        if g is None:  # already at the target ratio: passthrough, nothing to diffuse
+            empty = np.zeros((num_frames, 0, 0, 3), np.uint8)
+            out.append(PreparedClip(r, float(fps), geometry.plan_canvas(h, w, r, settings.canvas_size), empty,
+                                    empty, np.zeros((0, 0), np.uint8), np.zeros((0, 3, 0, 0), np.float32),
+                                    strides, passthrough=True))
+        else:
+            out.append(PreparedClip(r, float(fps), g, masked[j], inpainted[j], geometry.pixel_mask(g), gf, strides))
+    return out
+
+
 def prepare_clip(frames: np.ndarray, fps: float, ratio, settings: OutpaintSettings = OutpaintSettings()) -> PreparedClip:
-    """CPU preparation of one (video, ratio) pair (official ``preprocess_frames_speed_square``).
+    """CPU preparation of one (video, ratio) pair held in memory; see :func:`prepare_clips`.
 
     Args:
         frames: uint8 ``(T, H, W, 3)`` RGB source frames.
@@ -177,24 +253,7 @@ def prepare_clip(frames: np.ndarray, fps: float, ratio, settings: OutpaintSettin
         InputError: bad frames, fps, ratio or settings.
     """
     frames = _check_frames(frames)
-    if not fps or not np.isfinite(fps) or fps <= 0:
-        raise InputError(f"fps={fps!r} must be a positive number of frames per second")
-    r = geometry.parse_ratio(ratio)
-    t, h, w = frames.shape[:3]
-    strides = tuple(settings.strides) if settings.strides else tuple(plan_windows(t, fps).strides)
-    if geometry.is_passthrough(h, w, r):
-        empty = np.zeros((t, 0, 0, 3), np.uint8)
-        geom = geometry.plan_canvas(h, w, r, settings.canvas_size)
-        return PreparedClip(r, float(fps), geom, empty, empty, np.zeros((0, 0), np.uint8),
-                            np.zeros((0, 3, 0, 0), np.float32), strides, passthrough=True)
-    geom = geometry.plan_canvas(h, w, r, settings.canvas_size)
-    masked, inpainted = geometry.make_canvases(frames, geom)
-    ids = geometry.global_frame_ids(t, settings.num_global_frames)
-    return PreparedClip(
-        ratio=r, fps=float(fps), geom=geom, masked=masked, inpainted=inpainted,
-        mask=geometry.pixel_mask(geom), global_frames=make_global_frames(frames, ids, settings.canvas_size),
-        strides=strides,
-    )
+    return prepare_clips(frames, frames.shape[0], fps, [geometry.parse_ratio(ratio)], settings)[0]
 
 
 # --------------------------------------------------------------------------- latents of a clip

@@ -1,0 +1,135 @@
+"""Job configuration: YAML files in ``configs/``, every key overridable on the command line.
+
+A config is a nested dict; :func:`load_config` merges ``configs/default.yaml``-style defaults, the
+given YAML file and ``key.path=value`` overrides (values parsed as YAML scalars). :func:`job_settings`
+turns it into the :class:`~m3ddm_ray.pipeline.OutpaintSettings` of the run, and :func:`config_hash`
+fingerprints everything that changes the pixels of an output (used in output keys and result rows).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import yaml
+
+from ..errors import InputError
+
+#: Defaults of every key (the released model on one GPU per actor). ``configs/default.yaml`` mirrors it.
+DEFAULTS: dict[str, Any] = {
+    "model": "alimama-creative/M3DDM-Video-Outpainting",
+    "vae": "stable-diffusion-v1-5/stable-diffusion-v1-5",
+    "dtype": "auto",
+    "device": "auto",
+    "ratios": ["9:16"],
+    "output_size": "canvas",
+    "canvas_size": 256,
+    "strides": None,
+    "num_global_frames": 16,
+    "posterior": "sample",
+    "paste_mode": "round",
+    "sampler": {"steps": 50, "guidance_scale": 2.0, "previous_guidance_scale": 4.0, "seed": 6},
+    "vae_batch_size": 16,
+    "encode": {"crf": 18, "preset": "medium"},
+    "ray": {"address": None, "num_cpus": None, "num_gpus": None},
+    "stages": {
+        "prepare": {"num_cpus": 1, "concurrency": None},
+        "coarse": {"num_actors": 1, "num_gpus": 1, "num_cpus": 1, "batch_size": 1},
+        "fine": {"num_actors": 1, "num_gpus": 1, "num_cpus": 1, "batch_size": 1},
+        "finalize": {"num_cpus": 1, "concurrency": None},
+    },
+    "storage_options": {},
+}
+
+
+def _merge(base: dict, extra: Mapping) -> dict:
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        else:
+            base[key] = copy.deepcopy(value)
+    return base
+
+
+def _check_keys(cfg: Mapping, ref: Mapping, where: str, prefix: str = "") -> None:
+    for key, value in cfg.items():
+        path = f"{prefix}{key}"
+        if key not in ref:
+            raise InputError(f"{where}: unknown config key {path!r}; known keys at this level: {sorted(ref)}")
+        if isinstance(ref[key], dict) and ref[key] and isinstance(value, Mapping):
+            _check_keys(value, ref[key], where, path + ".")
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"stages.coarse.num_actors=2"`` -> ``(["stages", "coarse", "num_actors"], 2)`` (YAML scalar)."""
+    if "=" not in text:
+        raise InputError(f"override {text!r}: expected KEY.PATH=VALUE, e.g. stages.coarse.num_actors=2")
+    key, value = text.split("=", 1)
+    return key.strip().split("."), yaml.safe_load(value)
+
+
+def load_config(path: str | Path | None = None, overrides: Iterable[str] = (), **flags: Any) -> dict[str, Any]:
+    """Defaults <- YAML file <- ``KEY.PATH=VALUE`` overrides <- non-None ``flags`` (top-level keys or
+    dotted paths given with ``__`` for ``.``, e.g. ``sampler__steps=3``).
+
+    Raises:
+        InputError: unreadable YAML, unknown keys (named, with the known ones), malformed overrides.
+    """
+    cfg = copy.deepcopy(DEFAULTS)
+    if path is not None:
+        try:
+            data = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise InputError(f"config {path}: cannot read it ({exc})") from exc
+        if not isinstance(data, Mapping):
+            raise InputError(f"config {path}: the top level must be a mapping of keys")
+        _check_keys(data, DEFAULTS, f"config {path}")
+        _merge(cfg, data)
+    items = [parse_override(o) for o in overrides]
+    items += [(k.split("__"), v) for k, v in flags.items() if v is not None]
+    for keys, value in items:
+        _check_keys(_nest(keys, value), DEFAULTS, "override")
+        _merge(cfg, _nest(keys, value))
+    return cfg
+
+
+def _nest(keys: list[str], value: Any) -> dict:
+    out: Any = value
+    for key in reversed(keys):
+        out = {key: out}
+    return out
+
+
+def job_settings(cfg: Mapping[str, Any], overrides: Mapping[str, Any] | None = None):
+    """:class:`OutpaintSettings` of a job config, with per-manifest-row ``overrides`` applied
+    (``seed``, ``num_inference_steps``, ``guidance_scale``, ``previous_guidance_scale``,
+    ``canvas_size``, ``output_size``; None values are ignored)."""
+    from ..pipeline import OutpaintSettings
+    from ..sampling import SamplerSettings
+
+    o = {k: v for k, v in (overrides or {}).items() if v is not None}
+    s = cfg["sampler"]
+    sampler = SamplerSettings(
+        num_inference_steps=int(o.get("num_inference_steps", s["steps"])),
+        guidance_scale=float(o.get("guidance_scale", s["guidance_scale"])),
+        previous_guidance_scale=float(o.get("previous_guidance_scale", s["previous_guidance_scale"])),
+        seed=int(o.get("seed", s["seed"])),
+    )
+    strides = tuple(cfg["strides"]) if cfg.get("strides") else None
+    return OutpaintSettings(
+        sampler=sampler, canvas_size=int(o.get("canvas_size", cfg["canvas_size"])), strides=strides,
+        num_global_frames=int(cfg["num_global_frames"]), paste_mode=cfg["paste_mode"],
+        output_size=o.get("output_size", cfg["output_size"]), posterior=cfg["posterior"],
+        vae_batch_size=int(cfg["vae_batch_size"]),
+    )
+
+
+def config_hash(cfg: Mapping[str, Any], settings=None) -> str:
+    """12-hex fingerprint of what changes the pixels: model and VAE sources, dtype, all settings."""
+    settings = settings if settings is not None else job_settings(cfg)
+    payload = {"model": str(cfg["model"]), "vae": str(cfg["vae"]), "dtype": str(cfg["dtype"]),
+               "settings": settings.to_dict(), "encode": cfg["encode"]}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:12]
