@@ -251,27 +251,6 @@ def test_round_trip_memory_ntsc_iterable(tree, mem_root):
     assert mae(back, src) < 3.0
 
 
-@pytest.fixture(scope="module")
-def s3_options():
-    """A bucket ``bkt`` on a moto S3 server on 127.0.0.1; yields s3fs storage_options."""
-    pytest.importorskip("moto.server")
-    boto3 = pytest.importorskip("boto3")
-    pytest.importorskip("s3fs")
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        endpoint = f"http://{host}:{port}"
-        boto3.client(
-            "s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="test", aws_secret_access_key="test"
-        ).create_bucket(Bucket="bkt")
-        yield {"key": "test", "secret": "test", "client_kwargs": {"endpoint_url": endpoint, "region_name": "us-east-1"}}
-    finally:
-        server.stop()
-
-
 def test_round_trip_s3(tree, s3_options):
     uri = "s3://bkt/outputs/tree.mp4"
     video.write_video(uri, tree[:20], 15, audio_source=data("with_audio_20.mp4"), storage_options=s3_options)

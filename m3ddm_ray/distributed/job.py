@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import time
 from dataclasses import dataclass
 from typing import Any, Mapping
 
 import pyarrow as pa
 
+from .config import load_config
 from .stages import RESULT_COLUMNS, CoarseStage, FinalizeStage, FineStage, PrepareStage, expand_manifest_row
 
 #: Arrow schema of the result table (one row per (clip, ratio)); documented in the README.
@@ -98,15 +100,37 @@ def _pool(stage_cfg: Mapping[str, Any], device: str) -> dict[str, Any]:
     }
 
 
+def absolute_uri(uri: str) -> str:
+    """Relative local paths -> absolute (Ray workers on other nodes do not share the driver's cwd)."""
+    text = str(uri)
+    if "://" in text or os.path.isabs(text):
+        return text
+    return os.path.abspath(text)
+
+
+def resolve_paths(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of ``cfg`` whose local model/VAE folders are absolute (hub ids and URLs unchanged)."""
+    out = dict(cfg)
+    for key in ("model", "vae"):
+        if os.path.exists(str(cfg[key])):
+            out[key] = absolute_uri(cfg[key])
+    return out
+
+
 def build_rows(cfg: Mapping[str, Any], manifest_uri: str, output: str) -> list[dict]:
-    """Read and validate the manifest (errors before any GPU work); one pending row per (clip, ratio)."""
+    """Read and validate the manifest (errors before any GPU work); one pending row per (clip, ratio).
+
+    Relative local video paths and the output prefix are made absolute here, on the driver.
+    """
     from .manifest import read_manifest
 
     so = cfg.get("storage_options") or None
     manifest = read_manifest(manifest_uri, so, default_ratios=cfg["ratios"])
     rows: list[dict] = []
     for m in manifest:
-        rows.extend(expand_manifest_row(dataclasses.asdict(m), cfg, output))
+        record = dataclasses.asdict(m)
+        record["video_uri"] = absolute_uri(record["video_uri"])
+        rows.extend(expand_manifest_row(record, cfg, absolute_uri(output)))
     return rows
 
 
@@ -129,46 +153,95 @@ def _clean(row: Mapping[str, Any]) -> dict:
     return out
 
 
+def diffusion_dataset(cfg: Mapping[str, Any], rows: list[dict]):
+    """The Ray Dataset up to the fine stage: clips -> prepare (CPU) -> coarse pool -> fine pool.
+
+    Rows come out with ``clip`` and ``state`` (pickled) still attached; :func:`run_job` appends the
+    finalize stage. Exposed separately so tests can compare the diffusion results with the
+    single-process pipeline bit for bit.
+    """
+    import ray.data
+
+    from .stages import group_by_clip
+
+    init_ray(cfg)
+    clips = [{"rows": json.dumps([{k: v for k, v in r.items() if k not in ("clip", "state")} for r in g])}
+             for g in group_by_clip(rows)]
+    device = str(cfg["device"])
+    prep_cfg = cfg["stages"]["prepare"]
+
+    def prepare(item: dict) -> list[dict]:
+        group = [dict(r, clip=b"", state=b"") for r in json.loads(item["rows"])]
+        return PrepareStage(cfg)(group)
+
+    ds = ray.data.from_items(clips, override_num_blocks=max(1, len(clips)))
+    ds = ds.flat_map(prepare, num_cpus=float(prep_cfg.get("num_cpus") or 1), concurrency=prep_cfg.get("concurrency"))
+    for stage_cls, name in ((CoarseStage, "coarse"), (FineStage, "fine")):
+        pool = _pool(cfg["stages"][name], device)
+        ds = ds.map_batches(stage_cls, fn_constructor_kwargs={"cfg": dict(cfg)}, batch_format="numpy", **pool)
+    return ds
+
+
 def run_job(cfg: Mapping[str, Any], manifest_uri: str, output: str) -> JobResult:
     """Run the whole batch job and write ``<output>/results/results-<time>.parquet`` atomically.
 
     Raises:
         InputError: an invalid manifest or config (nothing has run yet).
     """
-    import ray.data
+    import pyarrow.parquet as pq
 
     from ..storage import atomic_output
-    from .stages import group_by_clip
 
     t0 = time.perf_counter()
+    cfg = resolve_paths(cfg)
+    output = absolute_uri(output)
     rows = build_rows(cfg, manifest_uri, output)
-    init_ray(cfg)
-    clips = [{"rows": json.dumps([{k: v for k, v in r.items() if k not in ("clip", "state")} for r in g])}
-             for g in group_by_clip(rows)]
-    device = str(cfg["device"])
-    prep_cfg, fin_cfg = cfg["stages"]["prepare"], cfg["stages"]["finalize"]
-
-    def prepare(item: dict) -> list[dict]:
-        group = [dict(r, clip=b"", state=b"") for r in json.loads(item["rows"])]
-        return PrepareStage(cfg)(group)
+    fin_cfg = cfg["stages"]["finalize"]
 
     def finalize(row: dict) -> dict:
         return FinalizeStage(cfg)(dict(row))
 
-    ds = ray.data.from_items(clips, override_num_blocks=max(1, len(clips)))
-    ds = ds.flat_map(prepare, num_cpus=float(prep_cfg.get("num_cpus") or 1),
-                     concurrency=prep_cfg.get("concurrency"))
-    for stage_cls, name in ((CoarseStage, "coarse"), (FineStage, "fine")):
-        pool = _pool(cfg["stages"][name], device)
-        ds = ds.map_batches(stage_cls, fn_constructor_kwargs={"cfg": dict(cfg)}, batch_format="numpy", **pool)
+    ds = diffusion_dataset(cfg, rows)
     ds = ds.map(finalize, num_cpus=float(fin_cfg.get("num_cpus") or 1), concurrency=fin_cfg.get("concurrency"))
     results = ds.take_all()
-
     table = pa.Table.from_pylist([_clean(r) for r in results], schema=RESULT_SCHEMA)
     table = table.sort_by([("clip_id", "ascending"), ("ratio", "ascending")])
     results_uri = f"{output.rstrip('/')}/results/results-{time.strftime('%Y%m%dT%H%M%S')}.parquet"
-    import pyarrow.parquet as pq
-
     with atomic_output(results_uri, cfg.get("storage_options") or None, suffix=".parquet") as tmp:
         pq.write_table(table, tmp)
     return JobResult(table, results_uri, time.perf_counter() - t0)
+
+
+# --------------------------------------------------------------------------- command line
+def add_outpaint_arguments(p) -> None:
+    """Arguments of ``m3ddm-ray outpaint`` / ``python -m pipelines.outpaint``."""
+    p.add_argument("--manifest", required=True, help="Parquet / JSONL / CSV manifest (local path or fsspec URL)")
+    p.add_argument("--output", required=True, help="output prefix: local folder or fsspec URL (s3://bucket/out)")
+    p.add_argument("--config", default=None, help="YAML job config (see configs/); defaults: configs/default.yaml values")
+    p.add_argument("--ratio", action="append", default=None, help="target ratio(s), e.g. 9:16 or 9:16,1:1 (repeatable)")
+    p.add_argument("--model", default=None, help="M3DDM UNet: folder, fsspec URL or hub id")
+    p.add_argument("--vae", default=None, help="SD 1.5 VAE: folder, fsspec URL or hub id")
+    p.add_argument("--steps", type=int, default=None, help="PNDM steps (50 official)")
+    p.add_argument("--canvas-size", type=int, default=None, help="square canvas side in pixels (256 official)")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--dtype", default=None, choices=["auto", "fp32", "fp16", "bf16"])
+    p.add_argument("--device", default=None, help="auto, cpu, cuda")
+    p.add_argument("--output-size", default=None, choices=["canvas", "source"])
+    p.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS or an embedded local Ray)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
+                   help="override any config key, e.g. --set stages.coarse.num_actors=2")
+
+
+def run_from_args(args) -> int:
+    """Run the batch job from parsed arguments; prints the summary. Returns 0, or 1 if any row failed."""
+    from ..geometry import parse_ratios
+
+    ratios = [str(r) for r in parse_ratios(",".join(args.ratio))] if args.ratio else None
+    cfg = load_config(
+        args.config, args.overrides, model=args.model, vae=args.vae, dtype=args.dtype, device=args.device,
+        ratios=ratios, canvas_size=args.canvas_size, output_size=args.output_size,
+        sampler__steps=args.steps, sampler__seed=args.seed, ray__address=args.address,
+    )
+    result = run_job(cfg, args.manifest, args.output)
+    print(result.summary())
+    return 1 if result.counts().get("error") else 0
