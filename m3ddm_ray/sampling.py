@@ -27,6 +27,8 @@ from typing import Callable, Mapping
 
 import torch
 
+from .errors import InputError
+
 VAE_SCALE = 0.18215
 #: Noise generator seed of the official inference (``--seed 6``).
 OFFICIAL_SEED = 6
@@ -53,7 +55,7 @@ class SamplerSettings:
 
     def __post_init__(self):
         if self.num_inference_steps < 2:
-            raise ValueError(f"num_inference_steps must be >= 2, got {self.num_inference_steps}")
+            raise InputError(f"num_inference_steps={self.num_inference_steps}: must be >= 2 (50 official)")
 
 
 def make_scheduler(config: Mapping | None = None):

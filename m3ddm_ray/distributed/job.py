@@ -77,9 +77,11 @@ def init_ray(cfg: Mapping[str, Any]):
         return ray
     rc = cfg.get("ray") or {}
     kwargs: dict[str, Any] = {"ignore_reinit_error": True, "log_to_driver": True}
-    if rc.get("address"):
-        kwargs["address"] = rc["address"]
-    else:
+    address = rc.get("address") or os.environ.get("RAY_ADDRESS")
+    if address:
+        kwargs["address"] = address
+    else:  # "local": never attach by accident to a cluster someone started with `ray start`
+        kwargs["address"] = "local"
         for key in ("num_cpus", "num_gpus"):
             if rc.get(key) is not None:
                 kwargs[key] = rc[key]

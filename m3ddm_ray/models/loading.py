@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from ..errors import ModelLoadError
+from ..errors import InputError, ModelLoadError
 from .unet import DOWN_BLOCK_TYPES, UP_BLOCK_TYPES, UNet3DConditionModel
 
 #: Hub id of the released M3DDM weights (Fan et al. 2023).
@@ -46,7 +46,7 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: str | torch.device | 
     ``"auto"``/None: float16 on CUDA, float32 elsewhere (half precision on CPU is slow and lossy).
 
     Raises:
-        ValueError: for an unknown name.
+        InputError: for an unknown name.
     """
     if isinstance(dtype, torch.dtype):
         return dtype
@@ -56,7 +56,7 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: str | torch.device | 
     table = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16,
              "half": torch.float16, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
     if name not in table:
-        raise ValueError(f"unknown dtype {dtype!r}; use one of fp32, fp16, bf16, auto")
+        raise InputError(f"unknown dtype {dtype!r}; use one of fp32, fp16, bf16, auto")
     return table[name]
 
 

@@ -1,0 +1,233 @@
+"""Command line interface: ``m3ddm-ray <command> ...`` (also ``python -m m3ddm_ray``).
+
+Commands are registered in :data:`COMMANDS`: each entry is a function that adds one subparser and
+sets ``func`` (the command, ``args -> exit code``) as its default. Add a command by writing its
+``add_<name>(subparsers)`` / ``cmd_<name>(args)`` pair and appending the first to :data:`COMMANDS`.
+
+Every error raised on purpose (:class:`~m3ddm_ray.errors.M3DDMError`: bad input, unreadable video,
+missing model, ...) is printed as a single ``error: ...`` line on stderr and gives exit code 2.
+Defaults shown by ``--help`` come from the modules that own them (the model hub ids from
+:mod:`m3ddm_ray.models.loading`, the official sampler settings from :mod:`m3ddm_ray.sampling`);
+the rest (PyAV, the pipeline) is imported when a command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import posixpath
+import sys
+import time
+from typing import Callable, Sequence
+
+from .errors import InputError, M3DDMError
+
+#: Exit code of every handled error (the same as argparse's usage errors).
+EXIT_ERROR = 2
+
+
+# --------------------------------------------------------------------------- argument types
+def _int_in(lo: int, hi: int | None = None) -> Callable[[str], int]:
+    """argparse type: an integer in ``lo..hi`` (``hi=None``: no upper bound)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < lo or (hi is not None and value > hi):
+            bound = f"in {lo}..{hi}" if hi is not None else f">= {lo}"
+            raise argparse.ArgumentTypeError(f"{value} must be {bound}")
+        return value
+
+    return parse
+
+
+# --------------------------------------------------------------------------- outpaint-video
+def add_outpaint_video(subparsers) -> None:
+    from .models.loading import DEFAULT_UNET, DEFAULT_VAE
+    from .sampling import OFFICIAL_SEED, SamplerSettings
+
+    official = SamplerSettings()
+    p = subparsers.add_parser(
+        "outpaint-video",
+        help="outpaint one video to one or more aspect ratios in this process (no Ray)",
+        description="Outpaint one video to new aspect ratios with M3DDM, in this process. "
+                    "INPUT and --out may be local paths or fsspec URLs (s3://, gs://, memory://...).",
+    )
+    p.add_argument("input", metavar="INPUT", help="source video (path or fsspec URL)")
+    p.add_argument("--ratio", action="append", required=True, metavar="W:H",
+                   help="target aspect ratio, e.g. 9:16; repeat or comma-separate for several (9:16,1:1)")
+    p.add_argument("--out", required=True, metavar="OUT",
+                   help="output .mp4 for one ratio; a folder/prefix for several (files <stem>_<W>x<H>.mp4); "
+                        "'{ratio}' in OUT is replaced by W x H (e.g. out_{ratio}.mp4)")
+    p.add_argument("--model", default=DEFAULT_UNET,
+                   help=f"M3DDM UNet: folder, fsspec URL or hub id (default: {DEFAULT_UNET})")
+    p.add_argument("--vae", default=DEFAULT_VAE,
+                   help=f"Stable Diffusion 1.5 VAE: folder, fsspec URL or hub id (default: {DEFAULT_VAE})")
+    p.add_argument("--steps", type=_int_in(2), default=official.num_inference_steps,
+                   help="denoising steps per window (default: %(default)s)")
+    p.add_argument("--guidance-scale", type=float, default=official.guidance_scale,
+                   help="weight of the masked-video condition (default: %(default)s)")
+    p.add_argument("--previous-guidance-scale", type=float, default=official.previous_guidance_scale,
+                   help="weight of the global-frame context (default: %(default)s)")
+    p.add_argument("--canvas-size", type=_int_in(8), default=256,
+                   help="side of the square working canvas, multiple of 8 (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=OFFICIAL_SEED, help="diffusion seed (default: %(default)s)")
+    p.add_argument("--dtype", choices=("auto", "fp32", "fp16", "bf16"), default="auto",
+                   help="model precision; auto = fp16 on CUDA, fp32 on CPU (default: %(default)s)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="auto = cuda when available (default: %(default)s)")
+    p.add_argument("--output-size", choices=("canvas", "source"), default="canvas",
+                   help="canvas: crop of the canvas; source: known region at the source resolution "
+                        "(default: %(default)s)")
+    p.add_argument("--crf", type=_int_in(0, 51), default=18, help="x264 quality, 0..51 (default: %(default)s)")
+    p.add_argument("--preset", default="medium", metavar="PRESET",
+                   help="x264 speed preset, ultrafast..veryslow (default: %(default)s)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_outpaint_video)
+
+
+def cmd_outpaint_video(args: argparse.Namespace) -> int:
+    from . import geometry, video
+    from .pipeline import OutpaintPipeline, OutpaintSettings, finalize_clip, prepare_clip
+    from .sampling import SamplerSettings
+
+    # everything cheap is checked before the models are loaded or the video is decoded
+    ratios = geometry.parse_ratios(args.ratio)
+    outputs = output_uris(args.out, args.input, ratios)
+    if args.preset not in video.X264_PRESETS:
+        raise InputError(f"--preset {args.preset!r} is not an x264 preset; use one of {', '.join(video.X264_PRESETS)}")
+    settings = OutpaintSettings(
+        sampler=SamplerSettings(num_inference_steps=args.steps, guidance_scale=args.guidance_scale,
+                                previous_guidance_scale=args.previous_guidance_scale, seed=args.seed),
+        canvas_size=args.canvas_size,
+        output_size=args.output_size,
+    )
+    info = video.probe(args.input)
+    unchanged = {r for r in ratios if geometry.is_passthrough(info.height, info.width, r)}
+    pipe = None
+    if len(unchanged) < len(ratios):  # load the models only when some ratio needs diffusion
+        _check_device(args.device)
+        with _quiet_diffusers():
+            pipe = OutpaintPipeline.from_pretrained(args.model, args.vae, dtype=args.dtype, device=args.device,
+                                                    settings=settings)
+    frames, info = video.read_frames(args.input)
+
+    for ratio, uri in zip(ratios, outputs):
+        t0 = time.perf_counter()
+        if ratio in unchanged:
+            out = finalize_clip(prepare_clip(frames, info.fps, ratio, settings), None, settings, frames)
+        else:
+            out = pipe.run_clip(frames, info.fps, ratio, progress=not args.no_progress)[0]
+        video.write_video(uri, out, info.frame_rate, audio_source=args.input, crf=args.crf, preset=args.preset)
+        note = f"  unchanged (already {ratio})" if ratio in unchanged else ""
+        print(f"{uri}  {len(out)} frames  {out.shape[2]}x{out.shape[1]}  {time.perf_counter() - t0:.1f} s{note}",
+              flush=True)
+    return 0
+
+
+def output_uris(out: str, input_uri: str, ratios: Sequence) -> list[str]:
+    """Output path/URL of each ratio.
+
+    * ``{ratio}`` in ``out`` is replaced by the ratio's slug (``9x16``), for any number of ratios;
+    * one ratio: ``out`` is the file, unless it ends with ``/`` or is an existing local folder;
+    * several ratios (or a folder): ``out/<input stem>_<slug>.mp4``.
+
+    Raises:
+        InputError: several ratios with an ``out`` that names a single ``.mp4`` file.
+    """
+    if "{ratio}" in out:
+        return [out.replace("{ratio}", r.slug) for r in ratios]
+    is_url = "://" in out
+    folder = out.endswith("/") or (not is_url and os.path.isdir(out))
+    if len(ratios) == 1 and not folder:
+        return [out]
+    if not folder and (out.lower().endswith(".mp4") or (not is_url and os.path.isfile(out))):
+        raise InputError(
+            f"--out {out} names one file but {len(ratios)} ratios were given "
+            f"({','.join(map(str, ratios))}); give a folder, or put {{ratio}} in the name (e.g. clip_{{ratio}}.mp4)"
+        )
+    stem = posixpath.splitext(posixpath.basename(input_uri.replace(os.sep, "/").rstrip("/")))[0] or "video"
+    join = (lambda name: out.rstrip("/") + "/" + name) if is_url else (lambda name: os.path.join(out, name))
+    return [join(f"{stem}_{r.slug}.mp4") for r in ratios]
+
+
+@contextlib.contextmanager
+def _quiet_diffusers():
+    """Hide diffusers' loader chatter while loading models (missing accelerate; a logged "error" when a
+    folder has .bin instead of .safetensors weights); real load failures still raise."""
+    from diffusers.utils import logging as diffusers_logging
+
+    level = diffusers_logging.get_verbosity()
+    diffusers_logging.set_verbosity(diffusers_logging.CRITICAL)
+    try:
+        yield
+    finally:
+        diffusers_logging.set_verbosity(level)
+
+
+def _check_device(device: str) -> None:
+    if device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise InputError("--device cuda: no CUDA device is available here; use --device cpu or auto")
+
+
+# --------------------------------------------------------------------------- registry and main
+# --------------------------------------------------------------------------- outpaint (Ray batch job)
+def add_outpaint(subparsers) -> None:
+    from .distributed.job import add_outpaint_arguments
+
+    p = subparsers.add_parser(
+        "outpaint",
+        help="outpaint every video of a manifest on Ray Data (embedded local Ray or a cluster)",
+        description="The batch job: manifest -> prepare -> coarse actor pool -> fine actor pool -> finalize "
+                    "-> videos + one Parquet row per (clip, ratio). Exit code 0: all rows ok/unchanged; "
+                    "1: some rows are 'error' (all rows are in the table); 2: invalid input, nothing ran.",
+    )
+    add_outpaint_arguments(p)
+    p.set_defaults(func=cmd_outpaint)
+
+
+def cmd_outpaint(args: argparse.Namespace) -> int:
+    from .distributed.job import run_from_args
+
+    with _quiet_diffusers():
+        return run_from_args(args)
+
+
+#: Subcommand registration functions, in the order ``--help`` lists them
+#: (``manifest`` and ``eval`` go here too).
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_outpaint_video, add_outpaint]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(prog="m3ddm-ray",
+                                     description="Video outpainting (aspect-ratio change) with M3DDM.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for add in COMMANDS:
+        add(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code (0 ok, 2 error, 130 interrupted)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help, --version, usage errors (argparse already printed them)
+        return e.code if isinstance(e.code, int) else EXIT_ERROR
+    try:
+        return int(args.func(args) or 0)
+    except M3DDMError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
