@@ -199,9 +199,37 @@ def cmd_outpaint(args: argparse.Namespace) -> int:
         return run_from_args(args)
 
 
-#: Subcommand registration functions, in the order ``--help`` lists them
-#: (``manifest`` and ``eval`` go here too).
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_outpaint_video, add_outpaint]
+# --------------------------------------------------------------------------- manifest
+def add_manifest(subparsers) -> None:
+    p = subparsers.add_parser(
+        "manifest",
+        help="write a manifest of every video under a folder or fsspec prefix",
+        description="List the videos under PREFIX (recursively, sorted, stable clip ids) and write a "
+                    "Parquet / JSONL / CSV manifest (by the extension of --out) for `m3ddm-ray outpaint`.",
+    )
+    p.add_argument("prefix", metavar="PREFIX", help="local folder or fsspec URL (s3://bucket/videos)")
+    p.add_argument("--out", required=True, help="manifest to write: .parquet, .jsonl or .csv (path or URL)")
+    p.add_argument("--ratio", default=None, help="target_ratios to put in every row, e.g. 9:16,1:1")
+    p.set_defaults(func=cmd_manifest)
+
+
+def cmd_manifest(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from .distributed.manifest import manifest_from_prefix, write_manifest
+    from .geometry import parse_ratios
+
+    rows = manifest_from_prefix(args.prefix)
+    if args.ratio:
+        ratios = tuple(str(r) for r in parse_ratios(args.ratio))
+        rows = [dataclasses.replace(r, target_ratios=ratios) for r in rows]
+    write_manifest(rows, args.out)
+    print(f"{len(rows)} videos -> {args.out}")
+    return 0
+
+
+#: Subcommand registration functions, in the order ``--help`` lists them (``eval`` goes here too).
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_outpaint_video, add_outpaint, add_manifest]
 
 
 def build_parser() -> argparse.ArgumentParser:

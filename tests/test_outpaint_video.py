@@ -371,3 +371,22 @@ def test_python_dash_m_entry_point():
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     assert "--ratio" in res.stdout and "--output-size" in res.stdout
+
+
+def test_manifest_command_lists_a_folder(tmp_path, capsys):
+    import shutil
+
+    from m3ddm_ray.cli import main
+    from m3ddm_ray.distributed.manifest import read_manifest
+
+    (tmp_path / "videos" / "sub").mkdir(parents=True)
+    shutil.copy(DATA / "tree_60.mp4", tmp_path / "videos" / "b.mp4")
+    shutil.copy(DATA / "box_24.mp4", tmp_path / "videos" / "sub" / "a.mp4")
+    (tmp_path / "videos" / "notes.txt").write_text("not a video")
+    out = tmp_path / "m.parquet"
+    assert main(["manifest", str(tmp_path / "videos"), "--out", str(out), "--ratio", "9:16,1:1"]) == 0
+    assert "2 videos" in capsys.readouterr().out
+    rows = read_manifest(str(out))
+    assert [os.path.basename(r.video_uri) for r in rows] == ["b.mp4", "a.mp4"]
+    assert all(r.target_ratios == ("9:16", "1:1") for r in rows)
+    assert main(["manifest", str(tmp_path / "nothing"), "--out", str(out)]) == 2

@@ -17,6 +17,7 @@ from typing import Any, Mapping
 
 import pyarrow as pa
 
+from ..quality import REPORT_KEYS
 from .config import load_config
 from .stages import RESULT_COLUMNS, CoarseStage, FinalizeStage, FineStage, PrepareStage, expand_manifest_row
 
@@ -29,9 +30,7 @@ RESULT_SCHEMA = pa.schema([
     ("seconds_prepare", pa.float64()), ("seconds_coarse", pa.float64()), ("seconds_fine", pa.float64()),
     ("seconds_finalize", pa.float64()), ("seconds_unet", pa.float64()),
     ("model", pa.string()), ("vae", pa.string()), ("config_hash", pa.string()), ("settings", pa.string()),
-    ("q_flicker_generated", pa.float64()), ("q_flicker_known", pa.float64()), ("q_flicker_ratio", pa.float64()),
-    ("q_seam_strength", pa.float64()), ("q_generated_mean", pa.float64()), ("q_generated_std", pa.float64()),
-    ("q_generated_saturated_frac", pa.float64()),
+    *[(key, pa.float64()) for key in REPORT_KEYS],
 ])
 assert tuple(RESULT_SCHEMA.names) == RESULT_COLUMNS
 

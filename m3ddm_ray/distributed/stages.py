@@ -22,6 +22,7 @@ from typing import Any, Iterator, Mapping
 import numpy as np
 
 from ..errors import M3DDMError
+from ..quality import REPORT_KEYS
 from .config import config_hash, job_settings
 
 #: Result-table columns, in order (the Parquet schema is documented in the README).
@@ -30,8 +31,7 @@ RESULT_COLUMNS = (
     "source_width", "source_height", "output_width", "output_height",
     "seconds_prepare", "seconds_coarse", "seconds_fine", "seconds_finalize", "seconds_unet",
     "model", "vae", "config_hash", "settings",
-    "q_flicker_generated", "q_flicker_known", "q_flicker_ratio", "q_seam_strength",
-    "q_generated_mean", "q_generated_std", "q_generated_saturated_frac",
+    *REPORT_KEYS,  # no-reference quality numbers (m3ddm_ray.quality)
 )
 STATUSES = ("ok", "error", "skipped", "unchanged")
 
