@@ -1,0 +1,1 @@
+"""Offline evaluation of outpainted videos against ground truth (PSNR, SSIM, LPIPS, FVD, BMSE)."""
