@@ -205,31 +205,71 @@ def add_manifest(subparsers) -> None:
         "manifest",
         help="write a manifest of every video under a folder or fsspec prefix",
         description="List the videos under PREFIX (recursively, sorted, stable clip ids) and write a "
-                    "Parquet / JSONL / CSV manifest (by the extension of --out) for `m3ddm-ray outpaint`.",
+                    "Parquet / JSONL / CSV manifest (by the extension of --out) for `m3ddm-ray outpaint`. "
+                    "With --only-new, only the videos the job would still compute: those without an "
+                    "ok/unchanged output for the same config under --output (for scheduled runs).",
     )
     p.add_argument("prefix", metavar="PREFIX", help="local folder or fsspec URL (s3://bucket/videos)")
     p.add_argument("--out", required=True, help="manifest to write: .parquet, .jsonl or .csv (path or URL)")
     p.add_argument("--ratio", default=None, help="target_ratios to put in every row, e.g. 9:16,1:1")
+    p.add_argument("--only-new", action="store_true",
+                   help="keep only videos with some (clip, ratio) not yet done under --output (same config "
+                        "hash); writes nothing (exit 0) when there is none")
+    p.add_argument("--output", default=None, metavar="OUTPUT_PREFIX",
+                   help="output prefix of the job (required with --only-new)")
+    p.add_argument("--config", default=None,
+                   help="YAML job config of the job (its storage_options, and with --only-new its model, "
+                        "settings and ratios, which decide the config hash)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
+                   help="override a config key, as for `m3ddm-ray outpaint`")
     p.set_defaults(func=cmd_manifest)
 
 
 def cmd_manifest(args: argparse.Namespace) -> int:
     import dataclasses
 
+    from .distributed.config import load_config
     from .distributed.manifest import manifest_from_prefix, write_manifest
     from .geometry import parse_ratios
 
-    rows = manifest_from_prefix(args.prefix)
+    if args.only_new and not args.output:
+        raise InputError("--only-new needs --output OUTPUT_PREFIX (the job's output prefix)")
+    cfg = load_config(args.config, args.overrides)
+    so = cfg.get("storage_options") or None
+    rows = manifest_from_prefix(args.prefix, storage_options=so)
     if args.ratio:
         ratios = tuple(str(r) for r in parse_ratios(args.ratio))
         rows = [dataclasses.replace(r, target_ratios=ratios) for r in rows]
-    write_manifest(rows, args.out)
+    total = len(rows)
+    if args.only_new:
+        from .distributed.job import absolute_uri, resolve_paths
+        from .distributed.manifest import validate_manifest
+        from .distributed.resume import pending_rows
+        from .distributed.stages import expand_manifest_row
+
+        cfg = resolve_paths(cfg)
+        output = absolute_uri(args.output)
+        # the rows exactly as the job will see them (job ratios filled in the same way)
+        as_job = validate_manifest([r.to_record() for r in rows], source=args.prefix, default_ratios=cfg["ratios"])
+        expanded = [expand_manifest_row(dataclasses.asdict(r), cfg, output) for r in as_job]
+        planned, _ = pending_rows([x for group in expanded for x in group], output, so)
+        todo = {x["clip_id"] for x in planned if x["status"] == "pending"}
+        rows = [r for r in rows if r.clip_id in todo]
+        if not rows:
+            print(f"0 of {total} videos are new under {args.output}; nothing written to {args.out}")
+            return 0
+        write_manifest(rows, args.out, so)
+        print(f"{len(rows)} of {total} videos are new -> {args.out}")
+        return 0
+    write_manifest(rows, args.out, so)
     print(f"{len(rows)} videos -> {args.out}")
     return 0
 
 
-#: Subcommand registration functions, in the order ``--help`` lists them (``eval`` goes here too).
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_outpaint_video, add_outpaint, add_manifest]
+from .evaluation.run import add_eval  # noqa: E402  (evaluation on DAVIS / YouTube-VOS)
+
+#: Subcommand registration functions, in the order ``--help`` lists them.
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_outpaint_video, add_outpaint, add_manifest, add_eval]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -18,16 +18,32 @@ when the ``with`` block finishes without an exception is the file published:
 
 On any failure (including ``KeyboardInterrupt``) the temporary file is deleted and the target is left
 as it was. A process killed with SIGKILL can leave a hidden ``.<name>.<random>.tmp`` file next to a
-local target, never a partial file under the target's name.
+local target, never a partial file under the target's name. Temporary names always start with ``.``
+and never equal a final name, so a listing that looks for exact output names (the job's resume) can
+never take one for an output.
+
+Retries
+-------
+Remote uploads (:func:`atomic_output`, :func:`atomic_upload`, :func:`atomic_write_bytes`),
+:func:`download` / :func:`local_copy` and :func:`list_files` retry *transient* storage errors
+(:func:`is_transient`: time-outs, dropped connections, HTTP 5xx / throttling) with exponential backoff
+and jitter, as set by :func:`set_retry_policy` (default :data:`DEFAULT_RETRY_POLICY`). "Not found",
+"permission denied" and other errors that a second try cannot fix are raised at once. Every retried
+operation is idempotent (a complete file is uploaded again under the same name).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import logging
 import os
+import random
 import tempfile
+import time
 import uuid
-from typing import IO, Any, Iterator
+from dataclasses import dataclass
+from typing import IO, Any, Callable, Iterator, TypeVar
 
 import fsspec
 from fsspec.core import url_to_fs as _fsspec_url_to_fs
@@ -43,7 +59,190 @@ __all__ = [
     "atomic_output",
     "atomic_upload",
     "atomic_write_bytes",
+    "RetryPolicy",
+    "DEFAULT_RETRY_POLICY",
+    "set_retry_policy",
+    "get_retry_policy",
+    "is_transient",
+    "retry",
+    "download",
+    "local_copy",
+    "list_files",
 ]
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+# --------------------------------------------------------------------------------------------------
+# Retries
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How :func:`retry` retries transient errors.
+
+    Attributes:
+        attempts: total tries (1 = no retry).
+        base_delay_s: wait before the 2nd try; doubled before each further one.
+        max_delay_s: upper bound of one wait.
+        jitter: each wait is multiplied by a random factor in ``[1 - jitter, 1]`` (spreads the retries
+            of many workers that failed at the same moment).
+    """
+
+    attempts: int = 4
+    base_delay_s: float = 0.5
+    max_delay_s: float = 20.0
+    jitter: float = 0.5
+
+    def __post_init__(self):
+        if int(self.attempts) < 1:
+            raise ValueError(f"RetryPolicy.attempts must be >= 1, got {self.attempts!r}")
+        if self.base_delay_s < 0 or self.max_delay_s < 0 or not 0 <= self.jitter <= 1:
+            raise ValueError(f"RetryPolicy delays must be >= 0 and jitter in [0, 1], got {self!r}")
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> "RetryPolicy":
+        """From a mapping with any of ``storage_attempts``, ``storage_base_delay_s``,
+        ``storage_max_delay_s`` (the job config's ``retries`` section); missing keys keep the defaults."""
+        cfg = dict(cfg or {})
+        d = DEFAULT_RETRY_POLICY
+        return cls(attempts=int(cfg.get("storage_attempts", d.attempts)),
+                   base_delay_s=float(cfg.get("storage_base_delay_s", d.base_delay_s)),
+                   max_delay_s=float(cfg.get("storage_max_delay_s", d.max_delay_s)),
+                   jitter=float(cfg.get("storage_jitter", d.jitter)))
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait after failed try number ``attempt`` (1-based)."""
+        base = min(self.max_delay_s, self.base_delay_s * (2 ** (attempt - 1)))
+        return base * (1.0 - self.jitter * random.random())
+
+
+#: The policy used when none is given and :func:`set_retry_policy` was not called.
+DEFAULT_RETRY_POLICY = RetryPolicy()
+_policy = DEFAULT_RETRY_POLICY
+
+
+def set_retry_policy(policy: RetryPolicy | None) -> RetryPolicy:
+    """Set the process-wide policy of every retried operation (None: the default); returns the old one.
+
+    Each process (each Ray worker) has its own; the batch job sets it from the config in every stage.
+    """
+    global _policy
+    old = _policy
+    _policy = policy or DEFAULT_RETRY_POLICY
+    return old
+
+
+def get_retry_policy() -> RetryPolicy:
+    """The process-wide retry policy."""
+    return _policy
+
+
+# errno values a retry cannot fix (missing path, permissions, wrong kind of path, bad name, full disk)
+_PERMANENT_ERRNOS = frozenset({
+    errno.ENOENT, errno.EACCES, errno.EPERM, errno.EISDIR, errno.ENOTDIR, errno.EEXIST, errno.EINVAL,
+    errno.ENAMETOOLONG, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.ENOTEMPTY, errno.ELOOP,
+})
+# class names (anywhere in the MRO) of network errors raised by botocore / aiohttp / urllib3 / fsspec
+_TRANSIENT_NAMES = frozenset({
+    "HTTPClientError", "ConnectionClosedError", "EndpointConnectionError", "ReadTimeoutError",
+    "ConnectTimeoutError", "ProxyConnectionError", "ResponseStreamingError", "IncompleteReadError",
+    "ClientPayloadError", "ClientConnectionError", "ServerDisconnectedError", "ServerTimeoutError",
+    "IncompleteRead", "ProtocolError", "FSTimeoutError",
+})
+# S3 / GCS style error codes worth another try
+_TRANSIENT_CODES = frozenset({
+    "InternalError", "ServiceUnavailable", "SlowDown", "Throttling", "ThrottlingException",
+    "RequestTimeout", "RequestTimeTooSkewed", "RequestLimitExceeded", "TooManyRequestsException",
+    "500", "502", "503", "504",
+})
+
+
+def _client_error_transient(exc: BaseException) -> bool | None:
+    """True/False for an error carrying an HTTP response (botocore ClientError), None otherwise."""
+    resp = getattr(exc, "response", None)
+    if not isinstance(resp, dict):
+        return None
+    code = str((resp.get("Error") or {}).get("Code") or "")
+    status = (resp.get("ResponseMetadata") or {}).get("HTTPStatusCode")
+    if code in _TRANSIENT_CODES:
+        return True
+    if isinstance(status, int):
+        return status >= 500 or status in (408, 429)
+    return False
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether another try of the operation that raised ``exc`` may succeed.
+
+    Never: ``FileNotFoundError``, ``PermissionError``, ``IsADirectoryError``, ``NotADirectoryError``,
+    ``FileExistsError``, OS errors with such an errno (also disk full, read-only), HTTP 4xx responses
+    other than 408/429, and anything that is not an I/O or network error (``ValueError``, bugs).
+    Yes: ``TimeoutError``, ``ConnectionError``, other ``OSError`` (S3's 5xx become ``OSError(EIO /
+    EBUSY / EREMOTEIO)`` in s3fs), HTTP 5xx / 408 / 429 / throttling codes, and the connection and
+    time-out errors of botocore, aiohttp, urllib3 and fsspec.
+    """
+    if isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError,
+                        FileExistsError)):
+        return False
+    verdict = _client_error_transient(exc)
+    if verdict is not None:
+        return verdict
+    if isinstance(exc, OSError):
+        cause = exc.__cause__
+        if cause is not None and cause is not exc:
+            verdict = _client_error_transient(cause)
+            if verdict is not None:
+                return verdict
+        return exc.errno not in _PERMANENT_ERRNOS
+    if isinstance(exc, (TimeoutError, ConnectionError)):
+        return True
+    return any(k.__name__ in _TRANSIENT_NAMES for k in type(exc).__mro__)
+
+
+def retry(fn: Callable[..., T], *args: Any, what: str = "", policy: RetryPolicy | None = None,
+          is_retryable: Callable[[BaseException], bool] = is_transient,
+          sleep: Callable[[float], None] = time.sleep, **kwargs: Any) -> T:
+    """``fn(*args, **kwargs)``, tried again after transient errors with exponential backoff.
+
+    Args:
+        fn: the operation; it must be safe to repeat.
+        what: description for the log (``"upload s3://b/k"``).
+        policy: attempts and delays (default: the process-wide :func:`get_retry_policy`).
+        is_retryable: which exceptions are retried (default :func:`is_transient`).
+        sleep: the wait function (tests pass a fake).
+
+    Returns:
+        what ``fn`` returns.
+
+    Raises:
+        the first non-retryable exception at once, or the last exception after ``policy.attempts``
+        tries (its message is left unchanged; the number of tries is logged).
+    """
+    policy = policy or _policy
+    attempt = 1
+    while True:
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:
+            if attempt >= policy.attempts or not is_retryable(exc):
+                if attempt > 1:
+                    logger.warning("%s failed after %d tries: %s", what or getattr(fn, "__name__", "operation"),
+                                   attempt, _one_line(exc))
+                raise
+            wait = policy.delay(attempt)
+            logger.warning("%s: transient error (try %d of %d), retrying in %.1f s: %s",
+                           what or getattr(fn, "__name__", "operation"), attempt, policy.attempts, wait,
+                           _one_line(exc))
+        sleep(wait)
+        attempt += 1
+
+
+def _one_line(exc: BaseException) -> str:
+    text = (str(exc).strip().splitlines() or [""])[0][:200]
+    return f"{type(exc).__name__}: {text}"
 
 
 def _expand(uri: str | os.PathLike) -> str:
@@ -175,7 +374,7 @@ def atomic_output(
     tmp = _new_local_temp(tempfile.gettempdir(), os.path.basename(path.rstrip("/")) or "upload", suffix)
     try:
         yield tmp
-        fs.put_file(tmp, path)
+        retry(fs.put_file, tmp, path, what=f"upload {uri}")
     finally:
         _remove_quietly(tmp)
 
@@ -186,13 +385,13 @@ def atomic_upload(
     """Publish the existing local file ``local_file`` at ``uri`` atomically; ``local_file`` is kept.
 
     Local target: copied next to the target, then renamed over it. Remote target: one
-    ``fs.put_file`` upload.
+    ``fs.put_file`` upload (retried on transient errors).
     """
     local_file = os.fspath(local_file)
     target = local_path(uri, storage_options)
     if target is None:
         fs, path = url_to_fs(uri, storage_options)
-        fs.put_file(local_file, path)
+        retry(fs.put_file, local_file, path, what=f"upload {uri}")
         return
     import shutil
 
@@ -203,13 +402,79 @@ def atomic_upload(
 def atomic_write_bytes(uri: str | os.PathLike, data: bytes, storage_options: dict[str, Any] | None = None) -> None:
     """Write ``data`` to ``uri`` atomically: all of it becomes visible at once, or nothing changes.
 
-    Local target: temporary file + :func:`os.replace`. Remote target: one ``fs.pipe_file`` request.
+    Local target: temporary file + :func:`os.replace`. Remote target: one ``fs.pipe_file`` request
+    (retried on transient errors).
     """
     target = local_path(uri, storage_options)
     if target is None:
         fs, path = url_to_fs(uri, storage_options)
-        fs.pipe_file(path, bytes(data))
+        retry(fs.pipe_file, path, bytes(data), what=f"upload {uri}")
         return
     with atomic_output(uri, storage_options) as tmp:
         with open(tmp, "wb") as f:
             f.write(data)
+
+
+# --------------------------------------------------------------------------------------------------
+# Downloads and listings (retried)
+# --------------------------------------------------------------------------------------------------
+
+
+def download(uri: str | os.PathLike, local_file: str | os.PathLike,
+             storage_options: dict[str, Any] | None = None) -> None:
+    """Copy the remote (or local) file ``uri`` to ``local_file``, retrying transient errors.
+
+    Raises:
+        FileNotFoundError, PermissionError, IsADirectoryError: at once (``uri`` names a folder: the
+            latter); other errors after the retries.
+    """
+    fs, path = url_to_fs(uri, storage_options)
+    info = retry(fs.info, path, what=f"stat {uri}")
+    if info.get("type") == "directory":
+        raise IsADirectoryError(errno.EISDIR, "is a directory", os.fspath(uri))
+    retry(fs.get_file, path, os.fspath(local_file), what=f"download {uri}")
+
+
+@contextlib.contextmanager
+def local_copy(uri: str | os.PathLike, storage_options: dict[str, Any] | None = None, *,
+               directory: str | None = None) -> Iterator[str]:
+    """Yield a local path holding the content of ``uri``: the file itself when it is local, else a
+    temporary download (retried, see :func:`download`) that is deleted when the block exits.
+
+    The temporary file keeps the extension of ``uri`` (some demuxers look at it).
+    """
+    path = local_path(uri, storage_options)
+    if path is not None:
+        yield path
+        return
+    name = os.path.basename(os.fspath(uri).rstrip("/")) or "download"
+    ext = os.path.splitext(name)[1][:16]
+    tmp = _new_local_temp(directory or tempfile.gettempdir(), "m3ddm-src", ext)
+    try:
+        download(uri, tmp, storage_options)
+        yield tmp
+    finally:
+        _remove_quietly(tmp)
+
+
+def list_files(uri: str | os.PathLike, storage_options: dict[str, Any] | None = None) -> list[str]:
+    """Every file under the folder / prefix ``uri`` (recursive, one ``fs.find``), as paths *relative
+    to* ``uri`` with ``/`` separators, sorted. A prefix that does not exist gives ``[]``.
+    Transient errors are retried.
+    """
+    fs, root = url_to_fs(uri, storage_options)
+    with contextlib.suppress(Exception):  # object-store filesystems cache listings per instance
+        fs.invalidate_cache(root)
+    try:
+        found = retry(fs.find, root, what=f"list {uri}")
+    except FileNotFoundError:
+        return []
+    base = root.rstrip("/")
+    if isinstance(fs, LocalFileSystem):
+        base = base.replace(os.sep, "/")
+    out = []
+    for p in found:
+        p = str(p).replace(os.sep, "/") if isinstance(fs, LocalFileSystem) else str(p)
+        if p.startswith(base + "/"):
+            out.append(p[len(base) + 1:])
+    return sorted(out)

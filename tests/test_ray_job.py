@@ -158,3 +158,19 @@ def test_manifest_and_outputs_on_s3(ray_session, s3_options, tmp_path):
     listed = fs.find("bkt/out")
     assert len([k for k in listed if k.endswith(".mp4")]) == 2
     assert not [k for k in listed if "tmp" in k.rsplit("/", 1)[-1] or k.endswith(".part")]  # no temp leftovers
+
+
+def test_frame_folder_row_runs_through_the_main_job(ray_session, tmp_path):
+    import cv2
+
+    frames, _ = read_frames(DATA / "megamind_20.mp4")
+    folder = tmp_path / "frames" / "seq"
+    folder.mkdir(parents=True)
+    for i, f in enumerate(frames):
+        cv2.imwrite(str(folder / f"{i:05d}.png"), cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
+    (folder / "fps.txt").write_text("15\n")
+    uri = manifest(tmp_path, [{"video_uri": str(folder), "clip_id": "seq", "target_ratios": "9:16"}])
+    (row,) = run_job(tiny_cfg(), uri, str(tmp_path / "out")).table.to_pylist()
+    assert row["status"] == "ok", row["error"]
+    info = probe(row["output_uri"], count_frames=True)
+    assert info.num_frames == 20 and abs(info.fps - 15) < 1e-6 and not info.has_audio

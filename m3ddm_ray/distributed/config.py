@@ -35,8 +35,12 @@ DEFAULTS: dict[str, Any] = {
     "vae_batch_size": 16,
     "encode": {"crf": 18, "preset": "medium"},
     "ray": {"address": None, "num_cpus": None, "num_gpus": None},
+    "retries": {
+        "actor_max_restarts": -1, "actor_max_task_retries": 3, "task_max_retries": 3,
+        "storage_attempts": 4, "storage_base_delay_s": 0.5, "storage_max_delay_s": 20.0,
+    },
     "stages": {
-        "prepare": {"num_cpus": 1, "concurrency": None},
+        "prepare": {"num_cpus": 1, "concurrency": None, "prepare_timeout_s": 3600},
         "coarse": {"num_actors": 1, "num_gpus": 1, "num_cpus": 1, "batch_size": 1},
         "fine": {"num_actors": 1, "num_gpus": 1, "num_cpus": 1, "batch_size": 1},
         "finalize": {"num_cpus": 1, "concurrency": None},

@@ -3,23 +3,44 @@
 Runs on an embedded local Ray (no address), or joins a cluster (``--address`` / ``RAY_ADDRESS`` /
 ``ray.address`` in the config). The manifest is read and validated on the driver before any GPU work;
 each manifest row becomes one row per target ratio, and every one of them ends in the result table
-with its status (``ok``, ``error``, ``unchanged``) — a bad video never stops the job.
+with its status (``ok``, ``error``, ``unchanged``, ``skipped``) — a bad video never stops the job.
+
+Before anything starts, the driver lists the output prefix once and marks rows that an earlier run
+already finished as ``skipped`` (:mod:`.resume`); when no row is left, Ray is not even started. Model
+actors that die are restarted and their batches retried (``retries.actor_*``); tasks likewise
+(``retries.task_max_retries``). If Ray gives up anyway, the rows it did not return become ``error``
+rows and the result table is still written.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Any, Mapping
 
 import pyarrow as pa
 
 from ..quality import REPORT_KEYS
+from . import resume
 from .config import load_config
-from .stages import RESULT_COLUMNS, CoarseStage, FinalizeStage, FineStage, PrepareStage, expand_manifest_row
+from .stages import (
+    RESULT_COLUMNS,
+    CoarseStage,
+    FinalizeStage,
+    FineStage,
+    PrepareStage,
+    apply_retry_policy,
+    expand_manifest_row,
+    redact,
+    result_row,
+)
+
+logger = logging.getLogger(__name__)
 
 #: Arrow schema of the result table (one row per (clip, ratio)); documented in the README.
 RESULT_SCHEMA = pa.schema([
@@ -31,6 +52,7 @@ RESULT_SCHEMA = pa.schema([
     ("seconds_finalize", pa.float64()), ("seconds_unet", pa.float64()),
     ("model", pa.string()), ("vae", pa.string()), ("config_hash", pa.string()), ("settings", pa.string()),
     *[(key, pa.float64()) for key in REPORT_KEYS],
+    ("previous_result", pa.string()),
 ])
 assert tuple(RESULT_SCHEMA.names) == RESULT_COLUMNS
 
@@ -42,6 +64,7 @@ class JobResult:
     table: pa.Table
     results_uri: str
     seconds: float
+    notes: list[str] = dataclasses.field(default_factory=list)
 
     def counts(self) -> dict[str, int]:
         """Rows per status."""
@@ -57,7 +80,9 @@ class JobResult:
         c = self.counts()
         parts = ", ".join(f"{k} {c.get(k, 0)}" for k in ("ok", "unchanged", "skipped", "error"))
         lines = [f"{len(rows)} outputs (clip x ratio): {parts}",
-                 f"{frames} frames outpainted in {self.seconds:.1f} s ({frames / max(self.seconds, 1e-9):.2f} frames/s)",
+                 f"{frames} frames outpainted in {self.seconds:.1f} s wall time "
+                 f"({frames / max(self.seconds, 1e-9):.2f} frames/s)",
+                 *self.notes,
                  f"results: {self.results_uri}"]
         for r in rows:
             if r["status"] == "error":
@@ -88,7 +113,34 @@ def init_ray(cfg: Mapping[str, Any]):
     return ray
 
 
+#: Defaults of the optional ``retries`` config section (see the README).
+RETRY_DEFAULTS = {
+    "actor_max_restarts": -1,      # restart a dead model actor (GPU node lost, OOM-killed...) without limit
+    "actor_max_task_retries": 3,   # ... and retry its unfinished batch at most this often (bounds poison rows)
+    "task_max_retries": 3,         # prepare / finalize tasks whose worker process died
+    "storage_attempts": 4,         # transient storage errors: tries per upload / download / listing
+    "storage_base_delay_s": 0.5,   # first backoff wait, doubled each time
+    "storage_max_delay_s": 20.0,
+}
+
+
+def retry_setting(cfg: Mapping[str, Any], key: str) -> Any:
+    """``cfg['retries'][key]``, or its default from :data:`RETRY_DEFAULTS`."""
+    value = (cfg.get("retries") or {}).get(key)
+    return RETRY_DEFAULTS[key] if value is None else value
+
+
 def _pool(stage_cfg: Mapping[str, Any], device: str) -> dict[str, Any]:
+    """map_batches arguments of a model stage: a fixed-size actor pool.
+
+    Fault tolerance (:func:`_fault_args`): Ray restarts an actor whose process died
+    (``max_restarts``) and retries the batch it was running on the restarted actor
+    (``max_task_retries``). Ray Data 2.60 already defaults to ``max_restarts=-1,
+    max_task_retries=-1``; the job sets them explicitly so that a clip that kills its actor every
+    time (a poison input) fails after ``retries.actor_max_task_retries`` tries instead of looping
+    forever. Application errors are not retried by Ray (``DataContext.actor_task_retry_on_errors``
+    stays False): the stages turn them into ``error`` rows themselves.
+    """
     import ray.data
 
     gpus = float(stage_cfg.get("num_gpus") or 0)
@@ -99,6 +151,29 @@ def _pool(stage_cfg: Mapping[str, Any], device: str) -> dict[str, Any]:
         "num_gpus": gpus, "num_cpus": float(stage_cfg.get("num_cpus") or 1),
         "batch_size": int(stage_cfg.get("batch_size") or 1),
     }
+
+
+def _fault_args(cfg: Mapping[str, Any], actors: bool) -> dict[str, int]:
+    if actors:
+        return {"max_restarts": int(retry_setting(cfg, "actor_max_restarts")),
+                "max_task_retries": int(retry_setting(cfg, "actor_max_task_retries"))}
+    return {"max_retries": int(retry_setting(cfg, "task_max_retries"))}
+
+
+def _with_fault_args(method, fn, fault_args: Mapping[str, int], **kwargs):
+    """``method(fn, **kwargs, **fault_args)``: the retry limits go through Ray Data's generic
+    ``**ray_remote_args``, which Ray 2.60 deprecates (without a named replacement yet; removal is
+    announced for 2.64). The warning is silenced here; a Ray that rejects them gets the call without
+    them (its own defaults: unlimited restarts and retries) and a logged warning."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*ray_remote_args.* is deprecated")
+        try:
+            return method(fn, **kwargs, **fault_args)
+        except TypeError as exc:
+            if not any(k in str(exc) for k in fault_args):
+                raise
+    logger.warning("this Ray version does not take %s; using its default retry limits", sorted(fault_args))
+    return method(fn, **kwargs)
 
 
 def absolute_uri(uri: str) -> str:
@@ -176,41 +251,94 @@ def diffusion_dataset(cfg: Mapping[str, Any], rows: list[dict]):
         return PrepareStage(cfg)(group)
 
     ds = ray.data.from_items(clips, override_num_blocks=max(1, len(clips)))
-    ds = ds.flat_map(prepare, num_cpus=float(prep_cfg.get("num_cpus") or 1), concurrency=prep_cfg.get("concurrency"))
+    ds = _with_fault_args(ds.flat_map, prepare, _fault_args(cfg, actors=False),
+                          num_cpus=float(prep_cfg.get("num_cpus") or 1), concurrency=prep_cfg.get("concurrency"))
     for stage_cls, name in ((CoarseStage, "coarse"), (FineStage, "fine")):
         pool = _pool(cfg["stages"][name], device)
-        ds = ds.map_batches(stage_cls, fn_constructor_kwargs={"cfg": dict(cfg)}, batch_format="numpy", **pool)
+        ds = _with_fault_args(ds.map_batches, stage_cls, _fault_args(cfg, actors=True),
+                              fn_constructor_kwargs={"cfg": dict(cfg)}, batch_format="numpy", **pool)
     return ds
 
 
-def run_job(cfg: Mapping[str, Any], manifest_uri: str, output: str) -> JobResult:
+def run_job(cfg: Mapping[str, Any], manifest_uri: str, output: str, *, mode: str = "resume") -> JobResult:
     """Run the whole batch job and write ``<output>/results/results-<time>.parquet`` atomically.
+
+    Args:
+        mode: ``"resume"`` (default: rows an earlier run finished are ``skipped``), ``"overwrite"``
+            (recompute everything) or ``"retry-errors"`` (run only rows whose last result is
+            ``error``); see :mod:`m3ddm_ray.distributed.resume`.
+
+    When no row is left to compute, Ray is not started at all; the result table (all ``skipped``)
+    is still written.
 
     Raises:
         InputError: an invalid manifest or config (nothing has run yet).
     """
     import pyarrow.parquet as pq
 
+    from ..errors import InputError
     from ..storage import atomic_output
 
+    if mode not in resume.MODES:
+        raise InputError(f"mode {mode!r}: use one of {', '.join(resume.MODES)}")
     t0 = time.perf_counter()
     cfg = resolve_paths(cfg)
+    apply_retry_policy(cfg)
+    so = cfg.get("storage_options") or None
     output = absolute_uri(output)
     rows = build_rows(cfg, manifest_uri, output)
+    rows, state = resume.pending_rows(rows, output, so, mode)
+    pending = [r for r in rows if r["status"] == "pending"]
+    done = [result_row(r, cfg) for r in rows if r["status"] != "pending"]
+    notes = [_resume_note(mode, output, state, len(rows), len(rows) - len(pending))]
+    notes += [f"  ignored unreadable result table {redact(p, cfg)}" for p in state.problems]
+
+    results: list[dict] = []
+    if pending:
+        results, failure = _run_dataset(cfg, pending)
+        if failure is not None:
+            got = {(r["clip_id"], r["ratio"]) for r in results}
+            lost = [r for r in pending if (r["clip_id"], r["ratio"]) not in got]
+            first_line = (str(failure).strip().splitlines() or [""])[0][:300]
+            msg = redact(f"{type(failure).__name__}: {first_line}", cfg)
+            notes.append(f"Ray execution failed ({msg}); {len(lost)} unfinished rows are 'error' -- re-run to resume")
+            for r in lost:
+                results.append(result_row(dict(r, status="error", output_uri=None, error=(
+                    f"job: {r['video_uri']}: the Ray execution failed before this row finished ({msg}); "
+                    "re-run the job to resume")), cfg))
+    table = pa.Table.from_pylist([_clean(r) for r in done + results], schema=RESULT_SCHEMA)
+    table = table.sort_by([("clip_id", "ascending"), ("ratio", "ascending")])
+    results_uri = f"{output.rstrip('/')}/{resume.RESULTS_DIR}/{resume.results_file_name()}"
+    with atomic_output(results_uri, so, suffix=".parquet") as tmp:
+        pq.write_table(table, tmp)
+    return JobResult(table, results_uri, time.perf_counter() - t0, notes)
+
+
+def _run_dataset(cfg: Mapping[str, Any], pending: list[dict]) -> tuple[list[dict], BaseException | None]:
+    """Run the Ray pipeline over ``pending``; returns the result rows it produced and the exception
+    that stopped it (None when it finished)."""
     fin_cfg = cfg["stages"]["finalize"]
 
     def finalize(row: dict) -> dict:
         return FinalizeStage(cfg)(dict(row))
 
-    ds = diffusion_dataset(cfg, rows)
-    ds = ds.map(finalize, num_cpus=float(fin_cfg.get("num_cpus") or 1), concurrency=fin_cfg.get("concurrency"))
-    results = ds.take_all()
-    table = pa.Table.from_pylist([_clean(r) for r in results], schema=RESULT_SCHEMA)
-    table = table.sort_by([("clip_id", "ascending"), ("ratio", "ascending")])
-    results_uri = f"{output.rstrip('/')}/results/results-{time.strftime('%Y%m%dT%H%M%S')}.parquet"
-    with atomic_output(results_uri, cfg.get("storage_options") or None, suffix=".parquet") as tmp:
-        pq.write_table(table, tmp)
-    return JobResult(table, results_uri, time.perf_counter() - t0)
+    ds = diffusion_dataset(cfg, pending)
+    ds = _with_fault_args(ds.map, finalize, _fault_args(cfg, actors=False),
+                          num_cpus=float(fin_cfg.get("num_cpus") or 1), concurrency=fin_cfg.get("concurrency"))
+    results: list[dict] = []
+    try:
+        for row in ds.iter_rows():
+            results.append(dict(row))
+    except Exception as exc:  # noqa: BLE001 - Ray gave up (retries exhausted); keep what finished
+        return results, exc
+    return results, None
+
+
+def _resume_note(mode: str, output: str, state: "resume.OutputState", total: int, skipped: int) -> str:
+    if mode == "overwrite":
+        return f"overwrite: {total} rows recomputed (no resume)"
+    return (f"{mode}: {skipped} of {total} rows skipped (listed {output} once: {len(state.files)} files, "
+            f"{len(state.results_files)} earlier result tables, {state.seconds:.2f} s)")
 
 
 # --------------------------------------------------------------------------- command line
@@ -231,6 +359,11 @@ def add_outpaint_arguments(p) -> None:
     p.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS or an embedded local Ray)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
                    help="override any config key, e.g. --set stages.coarse.num_actors=2")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--overwrite", action="store_true",
+                   help="recompute every row, even those an earlier run finished (default: resume, skip them)")
+    g.add_argument("--retry-errors", action="store_true",
+                   help="run only the rows whose last result is 'error'; skip everything else")
 
 
 def run_from_args(args) -> int:
@@ -243,6 +376,8 @@ def run_from_args(args) -> int:
         ratios=ratios, canvas_size=args.canvas_size, output_size=args.output_size,
         sampler__steps=args.steps, sampler__seed=args.seed, ray__address=args.address,
     )
-    result = run_job(cfg, args.manifest, args.output)
+    mode = "overwrite" if getattr(args, "overwrite", False) else (
+        "retry-errors" if getattr(args, "retry_errors", False) else "resume")
+    result = run_job(cfg, args.manifest, args.output, mode=mode)
     print(result.summary())
     return 1 if result.counts().get("error") else 0

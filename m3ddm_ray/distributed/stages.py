@@ -7,23 +7,41 @@ through untouched, so every (clip, ratio) pair of the manifest reaches the resul
 
 Row fields (internal): ``clip_id, video_uri, ratio, output_uri, status, error, overrides`` (JSON),
 ``clip`` (pickled :class:`~m3ddm_ray.pipeline.PreparedClip`), ``state`` (pickled
-:class:`~m3ddm_ray.pipeline.ClipState`), ``frames, fps, source_width, source_height`` and the
-``seconds_*`` timings. :func:`result_row` keeps only the documented result columns.
+:class:`~m3ddm_ray.pipeline.ClipState`), ``frames, fps, source_width, source_height, has_audio``,
+``previous_result`` and the ``seconds_*`` timings. :func:`result_row` keeps only the documented
+result columns.
+
+Faults handled here (the job config's optional ``retries`` section and ``stages.prepare``):
+
+* remote sources are downloaded once per stage to a local temporary file with retries
+  (:func:`m3ddm_ray.storage.local_copy`); uploads retry inside :mod:`m3ddm_ray.storage`;
+* the prepare of a clip is bounded by ``stages.prepare.prepare_timeout_s``: it runs in a thread
+  that is abandoned (and asked to stop at the next frame) when the time is up;
+* CUDA out-of-memory in a model stage: the cache is emptied and the row is tried once more with
+  half the ``vae_batch_size`` before it becomes an ``error`` row.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
+import logging
+import os
 import pickle
+import threading
 import time
 import traceback
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 
-from ..errors import M3DDMError
+from .. import storage
+from ..errors import InputError, M3DDMError, VideoError
 from ..quality import REPORT_KEYS
 from .config import config_hash, job_settings
+
+logger = logging.getLogger(__name__)
 
 #: Result-table columns, in order (the Parquet schema is documented in the README).
 RESULT_COLUMNS = (
@@ -32,8 +50,12 @@ RESULT_COLUMNS = (
     "seconds_prepare", "seconds_coarse", "seconds_fine", "seconds_finalize", "seconds_unet",
     "model", "vae", "config_hash", "settings",
     *REPORT_KEYS,  # no-reference quality numbers (m3ddm_ray.quality)
+    "previous_result",  # results file of the earlier verdict this run relied on (resume)
 )
 STATUSES = ("ok", "error", "skipped", "unchanged")
+
+#: Default of ``stages.prepare.prepare_timeout_s`` (seconds for probe + decode + canvases of one clip).
+DEFAULT_PREPARE_TIMEOUT_S = 3600.0
 
 
 def _describe(exc: BaseException) -> str:
@@ -42,17 +64,70 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def _fail(row: dict, stage: str, exc: BaseException) -> dict:
+_SECRET_KEY_PARTS = ("key", "secret", "token", "password", "passwd", "credential", "auth", "signature", "sas")
+
+
+def redact(text: str, cfg: Mapping[str, Any] | None) -> str:
+    """``text`` with the values of credential-like ``storage_options`` entries (names containing
+    key / secret / token / password / credential / auth, at any depth) replaced by ``***`` -- defence
+    in depth for messages that end up in result tables and summaries."""
+    secrets: list[str] = []
+
+    def walk(v: Any, sensitive: bool) -> None:
+        if isinstance(v, Mapping):
+            for k, x in v.items():
+                walk(x, sensitive or any(p in str(k).lower() for p in _SECRET_KEY_PARTS))
+        elif isinstance(v, (list, tuple)):
+            for x in v:
+                walk(x, sensitive)
+        elif sensitive and isinstance(v, str) and len(v) >= 4:
+            secrets.append(v)
+
+    walk((cfg or {}).get("storage_options") or {}, False)
+    for secret in sorted(set(secrets), key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
+
+
+def _fail(row: dict, stage: str, exc: BaseException, cfg: Mapping[str, Any] | None = None) -> dict:
+    """Turn ``row`` into an error row; the message always names the input video."""
+    msg = _describe(exc)
+    uri = row.get("video_uri")
+    if uri and str(uri) not in msg:
+        msg = f"{uri}: {msg}"
     row["status"] = "error"
-    row["error"] = f"{stage}: {_describe(exc)}"
-    row["traceback"] = traceback.format_exc(limit=8)
+    row["error"] = redact(f"{stage}: {msg}", cfg)
+    row["traceback"] = redact(traceback.format_exc(limit=8), cfg)
     row["clip"] = b""
     row["state"] = b""
     return row
 
 
+def _retries(cfg: Mapping[str, Any]) -> Mapping[str, Any]:
+    return cfg.get("retries") or {}
+
+
+def apply_retry_policy(cfg: Mapping[str, Any]) -> None:
+    """Set this process's storage retry policy from the config's ``retries`` section."""
+    storage.set_retry_policy(storage.RetryPolicy.from_config(_retries(cfg)))
+
+
 def output_key(output: str, clip_id: str, ratio: str, chash: str, prefix: str | None = None) -> str:
-    """Deterministic output URI ``<output>/[<prefix>/]<clip_id>/<clip_id>_<W>x<H>_<hash>.mp4``."""
+    """Deterministic output URI ``<output>/[<prefix>/]<clip_id>/<clip_id>_<W>x<H>_<hash>.mp4``.
+
+    Raises:
+        InputError: ``clip_id`` or ``prefix`` could leave the output prefix (``..``, ``/``, ...); the
+            manifest validation rejects such rows earlier, this is the last line of defence.
+    """
+    from .manifest import check_clip_id, check_output_prefix
+
+    why = check_clip_id(clip_id)
+    if why:
+        raise InputError(f"clip_id {clip_id!r} {why}")
+    if prefix:
+        why = check_output_prefix(prefix)
+        if why:
+            raise InputError(f"output_prefix {prefix!r} {why}")
     slug = ratio.replace(":", "x")
     parts = [output.rstrip("/")] + ([prefix.strip("/")] if prefix else []) + [clip_id, f"{clip_id}_{slug}_{chash}.mp4"]
     return "/".join(parts)
@@ -72,38 +147,155 @@ def expand_manifest_row(row: Mapping[str, Any], cfg: Mapping[str, Any], output: 
             "output_uri": output_key(output, row["clip_id"], str(ratio), chash, row.get("output_prefix")),
             "status": "pending", "error": None, "overrides": json.dumps(overrides), "config_hash": chash,
             "settings": json.dumps(settings.to_dict(), sort_keys=True), "clip": b"", "state": b"",
+            "previous_result": None,
         })
     return out
+
+
+# --------------------------------------------------------------------------- sources and time limits
+def _is_frame_folder(uri: str, cfg: Mapping[str, Any]) -> bool:
+    """True when a manifest URI names a folder of frames rather than a video file (one listing call,
+    skipped for names with a video extension)."""
+    from ..evaluation.datasets import is_image_sequence
+    from .manifest import VIDEO_EXTENSIONS
+
+    if str(uri).lower().endswith(tuple(VIDEO_EXTENSIONS)):
+        return False
+    return is_image_sequence(uri, cfg.get("storage_options") or None)
+
+
+@contextlib.contextmanager
+def source_file(uri: str, storage_options: Mapping[str, Any] | None) -> Iterator[str]:
+    """A local path of the video ``uri`` (remote: a temporary download with retries, deleted after).
+
+    Errors are :class:`VideoError` naming ``uri`` (never the temporary path), with the same reasons
+    as :mod:`m3ddm_ray.video` gives for files it opens itself.
+    """
+    so = dict(storage_options or {})
+    stack = contextlib.ExitStack()
+    try:
+        path = stack.enter_context(storage.local_copy(uri, so))
+    except FileNotFoundError as e:
+        raise VideoError(uri, "file not found; check the path or URL") from e
+    except PermissionError as e:
+        raise VideoError(uri, "permission denied; check file permissions or storage credentials") from e
+    except IsADirectoryError as e:
+        raise VideoError(uri, "is a directory, not a video file; give the path of a file") from e
+    except Exception as e:
+        tries = storage.get_retry_policy().attempts
+        raise VideoError(uri, f"cannot download the file ({type(e).__name__}: {e}; {tries} tries)") from e
+    with stack:
+        try:
+            yield path
+        except VideoError as e:
+            if e.uri != uri:  # errors about the temporary copy name the real input
+                raise VideoError(uri, e.reason) from e
+            raise
+
+
+def has_audio(row: Mapping[str, Any]) -> bool:
+    """Whether the row's source has audio (unknown: True)."""
+    v = row.get("has_audio")
+    return True if v is None else bool(v)
+
+
+class PrepareTimeout(M3DDMError, TimeoutError):
+    """The prepare of a clip took longer than ``stages.prepare.prepare_timeout_s``."""
+
+
+def run_with_timeout(fn: Callable[[threading.Event], Any], timeout_s: float | None, what: str = "") -> Any:
+    """``fn(cancel)`` in a daemon thread, waiting at most ``timeout_s`` seconds (None/<= 0: no limit,
+    runs inline).
+
+    On time-out ``cancel`` is set (``fn`` should check it between units of work) and the thread is
+    abandoned: :class:`PrepareTimeout` is raised at once. A thread stuck inside native code (a
+    decoder loop, a blocked read) cannot be stopped; it is left to end with its worker process.
+    """
+    cancel = threading.Event()
+    if not timeout_s or timeout_s <= 0:
+        return fn(cancel)
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = fn(cancel)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            box["error"] = exc
+
+    thread = threading.Thread(target=target, name=f"m3ddm-{what or 'work'}", daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    if thread.is_alive():
+        cancel.set()
+        raise PrepareTimeout(f"timed out after {timeout_s:g} s (stages.prepare.prepare_timeout_s); "
+                             f"the {what or 'work'} was abandoned")
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+def _until_cancelled(frames: Iterator[np.ndarray], cancel: threading.Event) -> Iterator[np.ndarray]:
+    for frame in frames:
+        if cancel.is_set():
+            raise PrepareTimeout("cancelled")
+        yield frame
 
 
 class PrepareStage:
     """CPU: probe and decode a clip once, build canvases/masks/global frames for each of its ratios.
 
     Input: the rows of one clip (same ``video_uri``, one per ratio), output: the same rows with
-    ``clip`` filled (or ``status`` error / unchanged).
+    ``clip`` filled (or ``status`` error / unchanged). A remote video is downloaded once (with
+    retries); the whole prepare is bounded by ``stages.prepare.prepare_timeout_s``.
     """
 
     def __init__(self, cfg: Mapping[str, Any]):
         self.cfg = cfg
 
-    def __call__(self, rows: list[dict]) -> list[dict]:
+    def timeout_s(self) -> float | None:
+        prep = (self.cfg.get("stages") or {}).get("prepare") or {}
+        value = prep.get("prepare_timeout_s", DEFAULT_PREPARE_TIMEOUT_S)
+        return float(value) if value else None
+
+    def _prepare(self, rows: list[dict], cancel: threading.Event):
         from ..pipeline import prepare_clips
         from ..video import iter_frames, probe
 
-        t0 = time.perf_counter()
         first = rows[0]
-        so = self.cfg.get("storage_options") or None
+        uri = first["video_uri"]
+        settings = job_settings(self.cfg, json.loads(first["overrides"]))
+        ratios = [r["ratio"] for r in rows]
+        if _is_frame_folder(uri, self.cfg):  # a folder of images (DAVIS / YouTube-VOS layout)
+            from ..evaluation.datasets import image_sequence_info, iter_image_sequence
+
+            so = self.cfg.get("storage_options") or None
+            info = image_sequence_info(uri, storage_options=so)
+            frames = _until_cancelled(iter_image_sequence(uri, so), cancel)
+            return info, prepare_clips(frames, info.num_frames, info.fps, ratios, settings)
+        with source_file(uri, self.cfg.get("storage_options")) as path:
+            if cancel.is_set():
+                raise PrepareTimeout("cancelled")
+            info = probe(path, count_frames=True)
+            frames = _until_cancelled(iter_frames(path), cancel)
+            clips = prepare_clips(frames, info.num_frames, info.fps, ratios, settings)
+        return info, clips
+
+    def __call__(self, rows: list[dict]) -> list[dict]:
+        from .. import pipeline, video  # noqa: F401 - imported here, outside the timed thread
+
+        apply_retry_policy(self.cfg)
+        t0 = time.perf_counter()
         try:
-            settings = job_settings(self.cfg, json.loads(first["overrides"]))
-            info = probe(first["video_uri"], so, count_frames=True)
-            clips = prepare_clips(iter_frames(first["video_uri"], storage_options=so), info.num_frames, info.fps,
-                                  [r["ratio"] for r in rows], settings)
+            info, clips = run_with_timeout(lambda cancel: self._prepare(rows, cancel), self.timeout_s(),
+                                           "decode")
         except Exception as exc:  # noqa: BLE001 - one bad video must not stop the job
-            return [_fail(dict(r, seconds_prepare=time.perf_counter() - t0), "prepare", exc) for r in rows]
+            return [_fail(dict(r, seconds_prepare=time.perf_counter() - t0), "prepare", exc, self.cfg)
+                    for r in rows]
         out = []
         for row, clip in zip(rows, clips):
             row = dict(row, frames=info.num_frames, fps=info.fps, source_width=info.width,
-                       source_height=info.height, seconds_prepare=time.perf_counter() - t0)
+                       source_height=info.height, has_audio=bool(info.has_audio),
+                       seconds_prepare=time.perf_counter() - t0)
             row["status"] = "unchanged" if clip.passthrough else "pending"
             row["clip"] = pickle.dumps(clip, protocol=pickle.HIGHEST_PROTOCOL)
             out.append(row)
@@ -126,29 +318,105 @@ class _ModelStage:
             self.unet = load_unet(cfg["model"], cfg["dtype"], cfg["device"], storage_options=so)
             self.vae = load_vae(cfg["vae"], cfg["dtype"], cfg["device"], storage_options=so)
 
-    def outpainter(self, row: Mapping[str, Any]):
+    def outpainter(self, row: Mapping[str, Any], vae_batch_size: int | None = None):
         from ..pipeline import Outpainter
 
-        return Outpainter(self.unet, self.vae, job_settings(self.cfg, json.loads(row["overrides"])))
+        settings = job_settings(self.cfg, json.loads(row["overrides"]))
+        if vae_batch_size is not None:
+            settings = dataclasses.replace(settings, vae_batch_size=int(vae_batch_size))
+        return Outpainter(self.unet, self.vae, settings)
 
-    def run(self, row: dict) -> dict:  # pragma: no cover - overridden
+    def run(self, row: dict, vae_batch_size: int | None = None) -> dict:  # pragma: no cover - overridden
         raise NotImplementedError
 
+    def run_oom_safe(self, row: dict) -> dict:
+        """:meth:`run`; on CUDA out-of-memory empty the cache and try once more with half the
+        ``vae_batch_size``. A second out-of-memory raises :class:`OutOfMemory` (an error row)."""
+        try:
+            return self.run(row)
+        except Exception as exc:  # noqa: BLE001 - only OOM is handled here
+            if not is_out_of_memory(exc):
+                raise
+            first = _describe(exc)  # keep text only: the traceback holds the tensors
+        _free_accelerator_memory()
+        full = int(job_settings(self.cfg, json.loads(row["overrides"])).vae_batch_size)
+        half = max(1, full // 2)
+        logger.warning("%s: out of memory on %s (%s); retrying once with vae_batch_size=%d",
+                       self.stage, row.get("video_uri"), first.splitlines()[0][:200], half)
+        try:
+            row = self.run(row, vae_batch_size=half)
+        except Exception as exc:  # noqa: BLE001
+            if not is_out_of_memory(exc):
+                raise
+            text = _describe(exc).splitlines()[0][:300]
+        else:
+            settings = json.loads(row["settings"])
+            settings["vae_batch_size"] = half  # what this row really ran with
+            row["settings"] = json.dumps(settings, sort_keys=True)
+            return row
+        _free_accelerator_memory()
+        raise OutOfMemory(f"out of memory, also after a retry with vae_batch_size={half} (was {full}); "
+                          f"use a smaller canvas_size / vae_batch_size or a larger GPU ({text})")
+
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        apply_retry_policy(self.cfg)
         rows = _rows(batch)
         out = []
-        for row in rows:
+        for i, row in enumerate(rows):
             if row["status"] != "pending":
                 out.append(row)
                 continue
             t0 = time.perf_counter()
             try:
-                row = self.run(row)
+                row = self.run_oom_safe(row)
             except Exception as exc:  # noqa: BLE001
-                row = _fail(row, self.stage, exc)
+                row = _fail(row, self.stage, exc, self.cfg)
             row[f"seconds_{self.stage}"] = time.perf_counter() - t0
             out.append(row)
+            _test_exit_hook(self.cfg, self.stage, i, len(rows))
         return _batch(out)
+
+
+class OutOfMemory(M3DDMError):
+    """A model stage ran out of accelerator memory twice on one row."""
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """``torch.cuda.OutOfMemoryError`` (any device's OOM), or a RuntimeError saying "out of memory"."""
+    import torch
+
+    oom_types = tuple(t for t in (getattr(torch.cuda, "OutOfMemoryError", None),
+                                  getattr(torch, "OutOfMemoryError", None)) if isinstance(t, type))
+    if oom_types and isinstance(exc, oom_types):
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+def _free_accelerator_memory() -> None:
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _test_exit_hook(cfg: Mapping[str, Any], stage: str, index: int, batch_len: int) -> None:
+    """Test-only fault injection: with ``cfg["_test_hooks"]["<stage>_exit_once"] = <marker path>``
+    the first actor that finishes a row of a batch creates the marker and kills its own process
+    (``os._exit``), mid-batch when the batch has more rows. Fires once per marker file. The key
+    cannot be set from YAML or ``--set`` (it is not a config key), only by code."""
+    marker = ((cfg.get("_test_hooks") or {}).get(f"{stage}_exit_once"))
+    if not marker or index != 0:
+        return
+    try:
+        fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        return
+    os.write(fd, f"{os.getpid()} {stage} row 1 of {batch_len}\n".encode())
+    os.close(fd)
+    os._exit(1)
 
 
 class CoarseStage(_ModelStage):
@@ -156,9 +424,9 @@ class CoarseStage(_ModelStage):
 
     stage = "coarse"
 
-    def run(self, row: dict) -> dict:
+    def run(self, row: dict, vae_batch_size: int | None = None) -> dict:
         clip = pickle.loads(row["clip"])
-        state = self.outpainter(row).run_coarse(clip)
+        state = self.outpainter(row, vae_batch_size).run_coarse(clip)
         row["state"] = pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
         return row
 
@@ -168,9 +436,9 @@ class FineStage(_ModelStage):
 
     stage = "fine"
 
-    def run(self, row: dict) -> dict:
+    def run(self, row: dict, vae_batch_size: int | None = None) -> dict:
         clip, state = pickle.loads(row["clip"]), pickle.loads(row["state"])
-        state = self.outpainter(row).run_fine(clip, state)
+        state = self.outpainter(row, vae_batch_size).run_fine(clip, state)
         row["state"] = pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
         return row
 
@@ -183,28 +451,41 @@ class FinalizeStage:
         self.cfg = cfg
 
     def __call__(self, row: dict) -> dict:
+        apply_retry_policy(self.cfg)
         t0 = time.perf_counter()
         if row["status"] in ("pending", "unchanged"):
             try:
                 row.update(self._finalize(row))
                 row["status"] = "ok" if row["status"] == "pending" else "unchanged"
             except Exception as exc:  # noqa: BLE001
-                row = _fail(row, "finalize", exc)
+                row = _fail(row, "finalize", exc, self.cfg)
         row["seconds_finalize"] = time.perf_counter() - t0
         return result_row(row, self.cfg)
 
     def _finalize(self, row: dict) -> dict:
+        clip = pickle.loads(row["clip"])
+        settings = job_settings(self.cfg, json.loads(row["overrides"]))
+        needs_source = clip.passthrough or settings.output_size == "source" or has_audio(row)
+        if not needs_source or _is_frame_folder(row["video_uri"], self.cfg):
+            return self._finalize_from(row, clip, settings, None)
+        with source_file(row["video_uri"], self.cfg.get("storage_options")) as src:
+            return self._finalize_from(row, clip, settings, src)
+
+    def _finalize_from(self, row: dict, clip, settings, src: str | None) -> dict:
         from .. import quality
         from ..geometry import paste_back
         from ..pipeline import finalize_clip, generated_array
         from ..video import read_frames, write_video
 
         so = self.cfg.get("storage_options") or None
-        clip = pickle.loads(row["clip"])
-        settings = job_settings(self.cfg, json.loads(row["overrides"]))
         source = None
         if clip.passthrough or settings.output_size == "source":
-            source, _ = read_frames(row["video_uri"], storage_options=so)
+            if src is None:  # a frame folder: no single source file to download
+                from ..evaluation.datasets import read_image_sequence
+
+                source, _ = read_image_sequence(row["video_uri"], storage_options=so)
+            else:
+                source, _ = read_frames(src)
         extra: dict[str, Any] = {}
         if clip.passthrough:
             out = finalize_clip(clip, None, settings, source)
@@ -216,7 +497,8 @@ class FinalizeStage:
             extra.update(quality.quality_report(composite, clip.mask))
             extra["seconds_unet"] = state.unet_seconds
         enc = self.cfg["encode"]
-        write_video(row["output_uri"], out, row["fps"], audio_source=row["video_uri"], crf=int(enc["crf"]),
+        audio = src if has_audio(row) else None
+        write_video(row["output_uri"], out, row["fps"], audio_source=audio, crf=int(enc["crf"]),
                     preset=str(enc["preset"]), storage_options=so)
         extra.update(output_height=int(out.shape[1]), output_width=int(out.shape[2]))
         return extra

@@ -3,6 +3,7 @@
 Not run by the tests (the sources are not available there); run it by hand after changing a clip:
 
     .venv/bin/python tests/data/make_test_clips.py [--videos ../shared/videos] [--out tests/data]
+    .venv/bin/python tests/data/make_test_clips.py --synthetic-only   # only the synthetic clips (no sources)
 
 The default source folder is ``shared/videos`` next to the repository (``<repo>/../shared/videos``).
 Every clip is written with this project's own :func:`m3ddm_ray.video.write_video` (libx264, crf 18,
@@ -87,6 +88,58 @@ def rotated_mp4(path: str, frames: np.ndarray, fps: int, ccw_degrees: int) -> No
             c.mux(p)
 
 
+def synthetic_frames(count: int, width: int, height: int) -> np.ndarray:
+    """Deterministic test pattern: colour gradients plus a bright disc moving 5 px per frame."""
+    y, x = np.mgrid[0:height, 0:width]
+    frames = []
+    for t in range(count):
+        r = (x * 255 // max(width - 1, 1)).astype(np.uint8)
+        g = (y * 255 // max(height - 1, 1)).astype(np.uint8)
+        b = np.full_like(r, 96)
+        img = np.dstack([r, g, b])
+        cx, cy, rad = (20 + 5 * t) % max(width, 1), height // 2, max(2, min(width, height) // 6)
+        img[(x - cx) ** 2 + (y - cy) ** 2 <= rad * rad] = 240
+        frames.append(img)
+    return np.stack(frames)
+
+
+def raw_h264(path: str, frames: np.ndarray, rate: Fraction, pix_fmt: str = "yuv420p",
+             pts: list[int] | None = None, time_base: Fraction | None = None) -> None:
+    """Write frames with libx264 directly (write_video only takes even sizes and a constant rate).
+
+    ``pts`` (in ``time_base`` units) gives each frame its own presentation time: irregular values make
+    a variable-frame-rate file.
+    """
+    h, w = frames.shape[1:3]
+    with av.open(path, "w", format="mp4") as c:
+        s = c.add_stream("libx264", rate=rate)
+        s.width, s.height, s.pix_fmt = w, h, pix_fmt
+        s.options = {"crf": "18", "preset": "medium"}
+        if time_base is not None:
+            s.codec_context.time_base = time_base
+        for i, arr in enumerate(frames):
+            f = av.VideoFrame.from_ndarray(arr, format="rgb24")
+            f.pts = i if pts is None else pts[i]
+            if time_base is not None:
+                f.time_base = time_base
+            for p in s.encode(f):
+                c.mux(p)
+        for p in s.encode(None):
+            c.mux(p)
+
+
+def make_synthetic(out) -> None:
+    """The synthetic clips (no source video needed): edge cases of the batch job's bad-input tests."""
+    # a video of exactly one frame
+    raw_h264(out("one_frame.mp4"), synthetic_frames(1, 160, 120), Fraction(15))
+    # odd and extreme dimensions: 7 px wide, 4000 px tall (4:4:4 chroma allows an odd width)
+    raw_h264(out("tall_7x4000.mp4"), synthetic_frames(3, 7, 4000), Fraction(15), pix_fmt="yuv444p")
+    # variable frame rate: 20 frames shown for 33, 100, 50, 33, 200 ms (repeating), millisecond time base
+    durations = [33, 100, 50, 33, 200] * 4
+    pts = [int(v) for v in np.cumsum([0] + durations[:19])]
+    raw_h264(out("vfr_20.mp4"), synthetic_frames(20, 160, 120), Fraction(15), pts=pts, time_base=Fraction(1, 1000))
+
+
 def packet_ends(path: str) -> list[int]:
     with av.open(path) as c:
         return [p.pos + p.size for p in c.demux(video=0) if p.size]
@@ -96,9 +149,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--videos", default=os.path.join(os.path.dirname(REPO), "shared", "videos"))
     ap.add_argument("--out", default=HERE)
+    ap.add_argument("--synthetic-only", action="store_true", help="only the synthetic clips (step 6)")
     args = ap.parse_args()
     src = lambda name: os.path.join(args.videos, name)  # noqa: E731
     out = lambda name: os.path.join(args.out, name)  # noqa: E731
+    if args.synthetic_only:
+        make_synthetic(out)
+        return
 
     # 1. plain clips, original frame rate (floats snap to 15, 24000/1001, 30000/1001)
     tree, tree_info = take(src("tree.avi"), 0, 60)
@@ -141,6 +198,9 @@ def main() -> None:
     # 5. not a video at all
     with open(out("not_a_video.mp4"), "w") as f:
         f.write("This is a text file with an .mp4 name. It is not a video.\n")
+
+    # 6. synthetic edge cases (one frame, 7x4000, variable frame rate)
+    make_synthetic(out)
 
     for name in sorted(os.listdir(args.out)):
         path = out(name)
