@@ -49,10 +49,11 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
-def _merge(base: dict, extra: Mapping) -> dict:
+def deep_merge(base: dict, extra: Mapping) -> dict:
+    """Merge ``extra`` into ``base`` in place, recursing into nested mappings; returns ``base``."""
     for key, value in extra.items():
         if isinstance(value, Mapping) and isinstance(base.get(key), dict):
-            _merge(base[key], value)
+            deep_merge(base[key], value)
         else:
             base[key] = copy.deepcopy(value)
     return base
@@ -91,12 +92,12 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = (), *
         if not isinstance(data, Mapping):
             raise InputError(f"config {path}: the top level must be a mapping of keys")
         _check_keys(data, DEFAULTS, f"config {path}")
-        _merge(cfg, data)
+        deep_merge(cfg, data)
     items = [parse_override(o) for o in overrides]
     items += [(k.split("__"), v) for k, v in flags.items() if v is not None]
     for keys, value in items:
         _check_keys(_nest(keys, value), DEFAULTS, "override")
-        _merge(cfg, _nest(keys, value))
+        deep_merge(cfg, _nest(keys, value))
     return cfg
 
 

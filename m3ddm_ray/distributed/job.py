@@ -57,6 +57,14 @@ RESULT_SCHEMA = pa.schema([
 assert tuple(RESULT_SCHEMA.names) == RESULT_COLUMNS
 
 
+def status_counts(table: pa.Table) -> dict[str, int]:
+    """Rows per value of the ``status`` column of a result table."""
+    out: dict[str, int] = {}
+    for s in table.column("status").to_pylist():
+        out[s] = out.get(s, 0) + 1
+    return out
+
+
 @dataclass
 class JobResult:
     """What :func:`run_job` returns: the result table and where it was written."""
@@ -68,10 +76,7 @@ class JobResult:
 
     def counts(self) -> dict[str, int]:
         """Rows per status."""
-        out: dict[str, int] = {}
-        for s in self.table.column("status").to_pylist():
-            out[s] = out.get(s, 0) + 1
-        return out
+        return status_counts(self.table)
 
     def summary(self) -> str:
         """Human summary: rows per status, frames per second, where the outputs are."""

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from ..distributed.config import deep_merge
 from ..errors import InputError, M3DDMError
 
 __all__ = [
@@ -121,14 +122,6 @@ def _check_eval_keys(data: Mapping, ref: Mapping, where: str, prefix: str = "eva
             _check_eval_keys(value, ref[key], where, f"{prefix}{key}.")
 
 
-def _merge(base: dict, extra: Mapping) -> dict:
-    for key, value in extra.items():
-        if isinstance(value, Mapping) and isinstance(base.get(key), dict):
-            _merge(base[key], value)
-        else:
-            base[key] = copy.deepcopy(value)
-    return base
-
 
 def load_eval_config(path: str | os.PathLike | None = None, overrides: Sequence[str] = (),
                      eval_flags: Mapping[str, Any] | None = None, **flags: Any) -> tuple[dict, dict]:
@@ -160,7 +153,7 @@ def load_eval_config(path: str | os.PathLike | None = None, overrides: Sequence[
     if not isinstance(eval_part, Mapping):
         raise InputError(f"config {path}: 'eval' must be a mapping of keys")
     _check_eval_keys(eval_part, EVAL_DEFAULTS, f"config {path}")
-    _merge(ecfg, eval_part)
+    deep_merge(ecfg, eval_part)
     for key in data:
         if key not in DEFAULTS:
             raise InputError(f"config {path}: unknown config key {key!r}; known keys: {sorted(DEFAULTS) + ['eval']}")
@@ -174,7 +167,7 @@ def load_eval_config(path: str | os.PathLike | None = None, overrides: Sequence[
             if not isinstance(nested, Mapping):
                 raise InputError(f"override {text!r}: give a key below eval, e.g. eval.clip_len=32")
             _check_eval_keys(nested, EVAL_DEFAULTS, "override")
-            _merge(ecfg, nested)
+            deep_merge(ecfg, nested)
         else:
             job_overrides.append(text)
     for name, value in (eval_flags or {}).items():
@@ -184,7 +177,7 @@ def load_eval_config(path: str | os.PathLike | None = None, overrides: Sequence[
         for k in reversed(name.split("__")):
             nested = {k: nested}
         _check_eval_keys(nested, EVAL_DEFAULTS, "flag")
-        _merge(ecfg, nested)
+        deep_merge(ecfg, nested)
     cfg = load_config(None, job_overrides, **flags)
     cfg["output_size"] = "canvas"  # the protocol scores the canvas crop
     return cfg, ecfg
@@ -466,10 +459,10 @@ class EvalResult:
     markdown: str = ""
 
     def counts(self) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for s in self.table.column("status").to_pylist():
-            out[s] = out.get(s, 0) + 1
-        return out
+        """Rows per status."""
+        from ..distributed.job import status_counts
+
+        return status_counts(self.table)
 
     def summary_text(self) -> str:
         rows = self.table.to_pylist()
