@@ -170,13 +170,15 @@ class CpuMeter:
         return self_cpu_seconds() + (self_cpu_seconds(True) if self.children else 0.0)
 
     def __enter__(self):
-        self.t0, self.s0, self.c0 = time.perf_counter(), system_busy_seconds(), self._ours()
+        self.c0 = self._ours()
+        self.s0 = system_busy_seconds()
+        self.t0 = time.perf_counter()
         return self
 
     def __exit__(self, *exc):
         self.wall = time.perf_counter() - self.t0
-        self.ours = self._ours() - self.c0
         busy = system_busy_seconds() - self.s0
+        self.ours = self._ours() - self.c0
         self.foreign_cores = max(0.0, busy - self.ours) / max(self.wall, 1e-9)
         return False
 
@@ -188,9 +190,11 @@ def foreign_load(seconds: float = 1.0) -> float:
     return m.foreign_cores
 
 
-def wait_quiet(max_cores: float = 0.25, timeout: float = 600.0, quiet: bool = False) -> float:
-    """Wait (up to ``timeout`` s) until other processes use less than ``max_cores``; returns the last
-    measured foreign load. Prints a note while waiting."""
+def wait_quiet(max_cores: float = 0.25, timeout: float | None = None, quiet: bool = False) -> float:
+    """Wait (up to ``timeout`` s, default ``$BENCH_MAX_WAIT`` or 600) until other processes use less
+    than ``max_cores``; returns the last measured foreign load. Prints a note while waiting."""
+    if timeout is None:
+        timeout = float(os.environ.get("BENCH_MAX_WAIT", "600"))
     t0 = time.perf_counter()
     load = foreign_load()
     while load > max_cores and time.perf_counter() - t0 < timeout:
@@ -199,3 +203,45 @@ def wait_quiet(max_cores: float = 0.25, timeout: float = 600.0, quiet: bool = Fa
         time.sleep(5)
         load = foreign_load()
     return load
+
+
+def tree_cpu_seconds(root_pid: int | None = None) -> float:
+    """CPU-seconds (user+sys, including reaped children) of ``root_pid`` and all its live descendants.
+
+    Used for the Ray job, whose GCS, raylet and workers descend from the driver process.
+    """
+    root_pid = root_pid or os.getpid()
+    parent: dict[int, int] = {}
+    cpu: dict[int, float] = {}
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            text = (d / "stat").read_text()
+        except OSError:
+            continue
+        rest = text[text.rfind(")") + 2:].split()
+        # fields after "pid (comm) ": state ppid ... utime(12) stime(13) cutime(14) cstime(15)
+        pid = int(d.name)
+        parent[pid] = int(rest[1])
+        cpu[pid] = sum(int(x) for x in rest[11:15]) / _HZ
+    total, todo = 0.0, [root_pid]
+    children: dict[int, list[int]] = {}
+    for pid, ppid in parent.items():
+        children.setdefault(ppid, []).append(pid)
+    seen = set()
+    while todo:
+        pid = todo.pop()
+        if pid in seen:
+            continue
+        seen.add(pid)
+        total += cpu.get(pid, 0.0)
+        todo.extend(children.get(pid, []))
+    return total
+
+
+class TreeCpuMeter(CpuMeter):
+    """:class:`CpuMeter` counting this process and all its descendants as "ours"."""
+
+    def _ours(self) -> float:
+        return tree_cpu_seconds()

@@ -39,8 +39,8 @@ from pathlib import Path
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import (DATA, ROOT, TINY_UNET, TINY_VAE, CpuMeter, machine_info, peak_rss_mib,  # noqa: E402
-                     print_table, run_child, wait_quiet, write_json)
+from _common import (DATA, ROOT, TINY_UNET, TINY_VAE, CpuMeter, TreeCpuMeter, machine_info,  # noqa: E402
+                     peak_rss_mib, print_table, run_child, wait_quiet, write_json)
 
 CLIPS = [("tree", "tree_60.mp4"), ("megamind", "megamind_20.mp4"), ("box", "box_24.mp4")]
 RATIO = "9:16"
@@ -85,7 +85,7 @@ def run_single(cfg: dict, out_dir: Path) -> dict:
     unet_s = sum(c["seconds_unet"] for c in per_clip)
     return {"mode": "single process", "threads": torch.get_num_threads(), "setup_seconds": load_s,
             "seconds": m.wall, "frames": frames, "seconds_unet": unet_s, "per_clip": per_clip,
-            "foreign_cores": m.foreign_cores, "peak_rss_mib_driver": peak_rss_mib()}
+            "foreign_cores": m.foreign_cores, "cpu_cores_used": m.ours / m.wall, "peak_rss_mib_driver": peak_rss_mib()}
 
 
 def run_ray(cfg: dict, out_dir: Path) -> dict:
@@ -99,7 +99,7 @@ def run_ray(cfg: dict, out_dir: Path) -> dict:
     ray = init_ray(cfg)
     init_s = time.perf_counter() - t0
     try:
-        with CpuMeter() as m:
+        with TreeCpuMeter() as m:  # driver + GCS + raylet + workers all descend from this process
             result = run_job(cfg, uri, str(out_dir / "out"))
         rows = result.table.to_pylist()
     finally:
@@ -115,8 +115,7 @@ def run_ray(cfg: dict, out_dir: Path) -> dict:
             "seconds_finalize": col("seconds_finalize"),
             "per_clip": [{k: r[k] for k in ("clip_id", "frames", "seconds_prepare", "seconds_coarse", "seconds_fine",
                                             "seconds_finalize", "seconds_unet")} for r in rows],
-            "foreign_cores": float("nan"),  # Ray workers are not our children: not separable here
-            "system_busy_cores": (m.ours + m.foreign_cores * m.wall) / m.wall}
+            "foreign_cores": m.foreign_cores, "cpu_cores_used": m.ours / m.wall}
 
 
 # --------------------------------------------------------------------------- part 2
@@ -160,6 +159,10 @@ def memory_child(t: int, steps: int) -> dict:
     out = finalize_clip(clip, generated_array(clip, state), settings, frames)
     marks["finalize_clip"] = peak_rss_mib()
     seconds = time.perf_counter() - t0
+    # what a Ray model actor additionally holds: the row's pickled clip and the re-pickled state
+    clip_b = pickle.dumps(clip, protocol=pickle.HIGHEST_PROTOCOL)
+    state_b = pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
+    marks["+ pickles (Ray rows)"] = peak_rss_mib()
 
     def nbytes(arrs) -> int:
         return int(sum(a.nbytes for a in arrs))
@@ -170,8 +173,8 @@ def memory_child(t: int, steps: int) -> dict:
         "state.generated": nbytes(state.generated.values()),
         "state.stored": nbytes(state.stored.values()),
         "output frames": out.nbytes,
-        "pickled clip": len(pickle.dumps(clip, protocol=pickle.HIGHEST_PROTOCOL)),
-        "pickled state (after fine)": len(pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)),
+        "pickled clip": len(clip_b),
+        "pickled state (after fine)": len(state_b),
     }
     return {"frames": t, "windows": len(clip.plan.windows), "seconds": seconds, "peak_rss_mib": marks,
             "bytes": sizes}
@@ -214,10 +217,10 @@ def main(argv=None) -> int:
             rows.append([r["mode"], r["frames"], r["setup_seconds"], r["seconds"], r["frames"] / r["seconds"],
                          r["seconds_unet"], f"{100 * r['seconds_unet'] / r['seconds']:.1f} %",
                          f"{100 * (r['seconds'] - r['seconds_unet']) / r['seconds_unet']:.0f} %",
-                         r.get("foreign_cores", float("nan"))])
+                         r["cpu_cores_used"], r["foreign_cores"]])
         payload["tables"].append(print_table(
             ["mode", "frames", "setup s (model load / ray.init)", "wall s", "frames/s", "UNet (sampling) s",
-             "UNet share", "overhead (wall-UNet)/UNet", "other load (cores)"], rows,
+             "UNet share", "overhead (wall-UNet)/UNet", "our CPU use (cores)", "other load (cores)"], rows,
             title=f"3 clips -> {RATIO}, tiny model, {steps} steps, CPU"))
         rows = [[r["clip_id"], r["frames"], r["seconds_prepare"], r["seconds_coarse"], r["seconds_fine"],
                  r["seconds_finalize"], r["seconds_unet"]] for r in job["per_clip"]]
@@ -240,12 +243,13 @@ def main(argv=None) -> int:
         for r in mem:
             p, b = r["peak_rss_mib"], r["bytes"]
             rows.append([r["frames"], r["windows"], r["seconds"], p["models loaded"], p["prepare_clip"],
-                         p["run_coarse"], p["run_fine"], p["finalize_clip"], p["finalize_clip"] - p["models loaded"],
+                         p["run_coarse"], p["run_fine"], p["finalize_clip"], p["+ pickles (Ray rows)"],
+                         p["finalize_clip"] - p["models loaded"],
                          b["clip.masked + clip.inpainted"] / mib, b["state.generated"] / mib,
                          b["pickled clip"] / mib, b["pickled state (after fine)"] / mib])
         payload["tables"].append(print_table(
             ["frames", "windows", "s", "RSS models MiB", "peak after prepare", "after coarse", "after fine",
-             "after finalize", "growth over models", "masked+inpainted MiB", "state.generated MiB",
+             "after finalize", "+ row pickles", "growth models->finalize", "masked+inpainted MiB", "state.generated MiB",
              "pickled clip MiB", "pickled state MiB"], rows,
             title=f"Peak RSS vs length (64x96 -> {RATIO}, canvas 64, {args.mem_steps} steps, one process per length)"))
     write_json(args.json, payload)
