@@ -89,7 +89,8 @@ _NAN = float("nan")
 # --------------------------------------------------------------------------------------------------
 
 
-def _check_frames(frames, name: str = "frames") -> np.ndarray:
+def check_frames(frames, name: str = "frames") -> np.ndarray:
+    """``frames`` as a uint8 ``(T, H, W, 3)`` array with T, H, W >= 1; InputError naming ``name`` otherwise."""
     arr = np.asarray(frames)
     if arr.dtype != np.uint8:
         raise InputError(f"{name} has dtype {arr.dtype}; expected uint8 RGB frames (T, H, W, 3)")
@@ -353,7 +354,7 @@ def temporal_flicker(
         InputError: ``frames`` not ``uint8 (T, H, W, 3)``; ``region_mask`` not ``uint8``/``bool``,
             not ``(H, W)`` or with values other than 0/1; ``chunk_frames`` not a positive integer.
     """
-    frames = _check_frames(frames)
+    frames = check_frames(frames)
     hw = frames.shape[1:3]
     region = _check_mask(region_mask, hw, "region_mask")
     acc = _run(frames, _Accumulator(hw, [region]), chunk_frames)
@@ -382,7 +383,7 @@ def flicker_ratio(
     Raises:
         InputError: as :func:`temporal_flicker`, naming ``mask``.
     """
-    frames = _check_frames(frames)
+    frames = check_frames(frames)
     hw = frames.shape[1:3]
     m = _check_mask(mask, hw, "mask")
     acc = _run(frames, _Accumulator(hw, [m, ~m]), chunk_frames)
@@ -418,7 +419,7 @@ def seam_strength(
         InputError: bad ``frames`` / ``mask`` (see :func:`flicker_ratio`), ``width`` or
             ``chunk_frames`` not a positive integer.
     """
-    frames = _check_frames(frames)
+    frames = check_frames(frames)
     hw = frames.shape[1:3]
     m = _check_mask(mask, hw, "mask")
     w = _check_pos_int("width", width)
@@ -450,7 +451,7 @@ def generated_stats(
     Raises:
         InputError: bad ``frames`` / ``mask`` (see :func:`flicker_ratio`).
     """
-    frames = _check_frames(frames)
+    frames = check_frames(frames)
     hw = frames.shape[1:3]
     m = _check_mask(mask, hw, "mask")
     acc = _run(frames, _Accumulator(hw, [], mask=m, gen_stats=True), chunk_frames)
@@ -496,7 +497,7 @@ def quality_report(
         InputError: bad ``frames`` / ``mask`` (see :func:`flicker_ratio`), ``seam_width`` or
             ``chunk_frames`` not a positive integer.
     """
-    frames = _check_frames(frames)
+    frames = check_frames(frames)
     hw = frames.shape[1:3]
     m = _check_mask(mask, hw, "mask")
     w = _check_pos_int("seam_width", seam_width)

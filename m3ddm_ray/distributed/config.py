@@ -68,6 +68,17 @@ def _check_keys(cfg: Mapping, ref: Mapping, where: str, prefix: str = "") -> Non
             _check_keys(value, ref[key], where, path + ".")
 
 
+def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
+    """The top-level mapping of a YAML config file. Raises InputError naming the file otherwise."""
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise InputError(f"config {path}: cannot read it ({exc})") from exc
+    if not isinstance(data, Mapping):
+        raise InputError(f"config {path}: the top level must be a mapping of keys")
+    return dict(data)
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """``"stages.coarse.num_actors=2"`` -> ``(["stages", "coarse", "num_actors"], 2)`` (YAML scalar)."""
     if "=" not in text:
@@ -85,12 +96,7 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = (), *
     """
     cfg = copy.deepcopy(DEFAULTS)
     if path is not None:
-        try:
-            data = yaml.safe_load(Path(path).read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise InputError(f"config {path}: cannot read it ({exc})") from exc
-        if not isinstance(data, Mapping):
-            raise InputError(f"config {path}: the top level must be a mapping of keys")
+        data = read_yaml_mapping(path)
         _check_keys(data, DEFAULTS, f"config {path}")
         deep_merge(cfg, data)
     items = [parse_override(o) for o in overrides]

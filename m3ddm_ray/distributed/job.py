@@ -215,20 +215,29 @@ def build_rows(cfg: Mapping[str, Any], manifest_uri: str, output: str) -> list[d
     return rows
 
 
-def _clean(row: Mapping[str, Any]) -> dict:
-    """Coerce a result row to the schema's types (Ray's block formats may turn None into NaN)."""
+def conform_row(row: Mapping[str, Any], schema: pa.Schema = RESULT_SCHEMA, *,
+                missing_float: float | None = None) -> dict:
+    """Coerce a result row to ``schema``'s types, column by column.
+
+    Ray's block formats may turn None into NaN and ints into numpy scalars on the way; a NaN in a
+    non-float column becomes None, and a missing float becomes ``missing_float`` (None or NaN).
+    """
     import math
 
     out = {}
-    for field in RESULT_SCHEMA:
+    for field in schema:
         v = row.get(field.name)
         if isinstance(v, float) and math.isnan(v) and not pa.types.is_floating(field.type):
             v = None
-        if v is not None and pa.types.is_integer(field.type):
+        if v is None:
+            v = missing_float if pa.types.is_floating(field.type) else None
+        elif pa.types.is_integer(field.type):
             v = int(v)
-        elif v is not None and pa.types.is_floating(field.type):
+        elif pa.types.is_floating(field.type):
             v = float(v)
-        elif v is not None and pa.types.is_string(field.type):
+        elif pa.types.is_boolean(field.type):
+            v = bool(v)
+        elif pa.types.is_string(field.type):
             v = str(v)
         out[field.name] = v
     return out
@@ -311,7 +320,7 @@ def run_job(cfg: Mapping[str, Any], manifest_uri: str, output: str, *, mode: str
                 results.append(result_row(dict(r, status="error", output_uri=None, error=(
                     f"job: {r['video_uri']}: the Ray execution failed before this row finished ({msg}); "
                     "re-run the job to resume")), cfg))
-    table = pa.Table.from_pylist([_clean(r) for r in done + results], schema=RESULT_SCHEMA)
+    table = pa.Table.from_pylist([conform_row(r) for r in done + results], schema=RESULT_SCHEMA)
     table = table.sort_by([("clip_id", "ascending"), ("ratio", "ascending")])
     results_uri = f"{output.rstrip('/')}/{resume.RESULTS_DIR}/{resume.results_file_name()}"
     with atomic_output(results_uri, so, suffix=".parquet") as tmp:

@@ -93,14 +93,9 @@ _FRAME_CHUNK = 8  # frames per vectorised SSIM / BMSE / PSNR step (bounds float6
 
 
 def _check_clip(x, name: str) -> np.ndarray:
-    arr = np.asarray(x)
-    if arr.dtype != np.uint8:
-        raise InputError(f"{name} has dtype {arr.dtype}; expected uint8 RGB frames (T, H, W, 3)")
-    if arr.ndim != 4 or arr.shape[-1] != 3:
-        raise InputError(f"{name} has shape {arr.shape}; expected (T, H, W, 3) RGB frames")
-    if min(arr.shape[:3]) < 1:
-        raise InputError(f"{name} has shape {arr.shape}; T, H and W must all be >= 1")
-    return arr
+    from ..quality import check_frames
+
+    return check_frames(x, name)
 
 
 def _check_pair(pred, gt) -> Tuple[np.ndarray, np.ndarray]:

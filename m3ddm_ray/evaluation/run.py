@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import os
 import pickle
 import time
@@ -135,19 +134,12 @@ def load_eval_config(path: str | os.PathLike | None = None, overrides: Sequence[
     Raises:
         InputError: unreadable YAML, unknown keys (job or eval), malformed overrides.
     """
-    import yaml
 
-    from ..distributed.config import DEFAULTS, load_config, parse_override
+    from ..distributed.config import DEFAULTS, load_config, parse_override, read_yaml_mapping
 
     data: dict[str, Any] = {}
     if path is not None:
-        try:
-            data = yaml.safe_load(Path(path).read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise InputError(f"config {path}: cannot read it ({exc})") from exc
-        if not isinstance(data, Mapping):
-            raise InputError(f"config {path}: the top level must be a mapping of keys")
-        data = dict(data)
+        data = read_yaml_mapping(path)
     ecfg = copy.deepcopy(EVAL_DEFAULTS)
     eval_part = data.pop("eval", None) or {}
     if not isinstance(eval_part, Mapping):
@@ -477,25 +469,10 @@ class EvalResult:
 
 
 def _clean(row: Mapping[str, Any], schema) -> dict:
-    import pyarrow as pa
+    """A result row in ``schema``'s types; missing metric values are NaN."""
+    from ..distributed.job import conform_row
 
-    out = {}
-    for f in schema:
-        v = row.get(f.name)
-        if isinstance(v, float) and math.isnan(v) and not pa.types.is_floating(f.type):
-            v = None
-        if v is None and pa.types.is_floating(f.type):
-            v = float("nan")
-        elif v is not None and pa.types.is_integer(f.type):
-            v = int(v)
-        elif v is not None and pa.types.is_floating(f.type):
-            v = float(v)
-        elif v is not None and pa.types.is_boolean(f.type):
-            v = bool(v)
-        elif v is not None and pa.types.is_string(f.type):
-            v = str(v)
-        out[f.name] = v
-    return out
+    return conform_row(row, schema, missing_float=float("nan"))
 
 
 def _fvd(results: Sequence[Mapping[str, Any]], methods: Sequence[str], labels: Sequence[str]) -> tuple[dict, dict]:
