@@ -454,7 +454,7 @@ def _done(cfg, rows, status="ok", name="results-20250102T000000.000000Z-000001.p
             Path(r["output_uri"]).write_bytes(b"fake")
     folder = Path(rows[0]["output_uri"]).parent.parent / "results"
     folder.mkdir(parents=True, exist_ok=True)
-    table = pa.Table.from_pylist([job._clean(stages.result_row(dict(r, status=status), cfg)) for r in rows],
+    table = pa.Table.from_pylist([job.conform_row(stages.result_row(dict(r, status=status), cfg)) for r in rows],
                                  schema=RESULT_SCHEMA)
     pq.write_table(table, folder / name)
 
