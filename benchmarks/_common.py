@@ -24,20 +24,33 @@ TINY_UNET = GOLDEN / "models" / "unet"
 TINY_VAE = GOLDEN / "models" / "vae"
 
 
+def _status_kib(key: str) -> float | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return float(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
 def peak_rss_mib() -> float:
-    """Peak resident set size of this process so far (``ru_maxrss`` is in KiB on Linux)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    """Peak resident set size of this process so far, in MiB.
+
+    ``VmHWM`` from ``/proc/self/status``: the high-water mark of this process's own address space.
+    (``ru_maxrss`` is not used on Linux: a child started by ``subprocess`` inherits the parent's
+    high-water mark there, which hides the child's own peak when the parent is bigger.)
+    """
+    kib = _status_kib("VmHWM")
+    if kib is None:
+        kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return kib / 1024.0
 
 
 def current_rss_mib() -> float:
     """Current resident set size from ``/proc/self/status`` (VmRSS)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    return float("nan")
+    kib = _status_kib("VmRSS")
+    return float("nan") if kib is None else kib / 1024.0
 
 
 def machine_info() -> dict[str, Any]:
