@@ -356,12 +356,8 @@ def _resume_note(mode: str, output: str, state: "resume.OutputState", total: int
 
 
 # --------------------------------------------------------------------------- command line
-def add_outpaint_arguments(p) -> None:
-    """Arguments of ``m3ddm-ray outpaint`` / ``python -m pipelines.outpaint``."""
-    p.add_argument("--manifest", required=True, help="Parquet / JSONL / CSV manifest (local path or fsspec URL)")
-    p.add_argument("--output", required=True, help="output prefix: local folder or fsspec URL (s3://bucket/out)")
-    p.add_argument("--config", default=None, help="YAML job config (see configs/); defaults: configs/default.yaml values")
-    p.add_argument("--ratio", action="append", default=None, help="target ratio(s), e.g. 9:16 or 9:16,1:1 (repeatable)")
+def add_model_arguments(p) -> None:
+    """Model, sampler and cluster flags shared by ``m3ddm-ray outpaint`` and ``m3ddm-ray eval``."""
     p.add_argument("--model", default=None, help="M3DDM UNet: folder, fsspec URL or hub id")
     p.add_argument("--vae", default=None, help="SD 1.5 VAE: folder, fsspec URL or hub id")
     p.add_argument("--steps", type=int, default=None, help="PNDM steps (50 official)")
@@ -369,8 +365,17 @@ def add_outpaint_arguments(p) -> None:
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--dtype", default=None, choices=["auto", "fp32", "fp16", "bf16"])
     p.add_argument("--device", default=None, help="auto, cpu, cuda")
-    p.add_argument("--output-size", default=None, choices=["canvas", "source"])
     p.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS or an embedded local Ray)")
+
+
+def add_outpaint_arguments(p) -> None:
+    """Arguments of ``m3ddm-ray outpaint`` / ``python -m pipelines.outpaint``."""
+    p.add_argument("--manifest", required=True, help="Parquet / JSONL / CSV manifest (local path or fsspec URL)")
+    p.add_argument("--output", required=True, help="output prefix: local folder or fsspec URL (s3://bucket/out)")
+    p.add_argument("--config", default=None, help="YAML job config (see configs/); defaults: configs/default.yaml values")
+    p.add_argument("--ratio", action="append", default=None, help="target ratio(s), e.g. 9:16 or 9:16,1:1 (repeatable)")
+    add_model_arguments(p)
+    p.add_argument("--output-size", default=None, choices=["canvas", "source"])
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
                    help="override any config key, e.g. --set stages.coarse.num_actors=2")
     g = p.add_mutually_exclusive_group()

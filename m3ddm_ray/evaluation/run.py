@@ -635,15 +635,9 @@ def add_eval_arguments(p) -> None:
                    help="videogpt: i3d_pretrained_400.pt; stylegan-v: i3d_torchscript.pt (default: videogpt)")
     p.add_argument("--config", default=None,
                    help="YAML job config with an optional eval: section (configs/*-eval.yaml)")
-    p.add_argument("--model", default=None, help="M3DDM UNet: folder, fsspec URL or hub id")
-    p.add_argument("--vae", default=None, help="SD 1.5 VAE: folder, fsspec URL or hub id")
-    p.add_argument("--steps", type=int, default=None, help="PNDM steps (50 official)")
-    p.add_argument("--canvas-size", type=int, default=None, help="square canvas side in pixels (256 official)")
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--dtype", default=None, choices=["auto", "fp32", "fp16", "bf16"])
-    p.add_argument("--device", default=None, help="auto, cpu, cuda")
-    p.add_argument("--address", default=None,
-                   help="Ray cluster address (default: RAY_ADDRESS or an embedded local Ray)")
+    from ..distributed.job import add_model_arguments
+
+    add_model_arguments(p)
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
                    help="override any config key, e.g. --set eval.clip_len=32 --set stages.coarse.num_actors=2")
 
