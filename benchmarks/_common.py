@@ -131,7 +131,7 @@ def write_json(path: str | None, payload: dict) -> None:
 def run_child(args: Sequence[str], env: dict | None = None, timeout: float | None = None) -> dict:
     """Run ``python <args>`` in a fresh process; its last stdout line must be a JSON object.
 
-    Used to get an independent peak RSS per measurement (``ru_maxrss`` never goes down).
+    Used to get an independent peak RSS per measurement (see :func:`peak_rss_mib`).
     """
     e = dict(os.environ)
     e.update(env or {})

@@ -17,7 +17,7 @@ sampling loops (UNet calls + scheduler arithmetic). Overhead = (wall - UNet time
 Part 2, memory: for synthetic videos of 300, 1000, 3000 frames (64x96 moving gradients generated
 in memory, ratio 9:16, canvas 64, 2 steps) one child process per length loads the tiny models,
 runs ``prepare_clip`` + ``Outpainter.run_coarse`` + ``run_fine`` + ``finalize_clip`` and reports
-its peak RSS (``ru_maxrss``) after each step, and the size of the per-clip arrays that scale with T.
+its peak RSS (``VmHWM``) after each step, and the size of the per-clip arrays that scale with T.
 
 Usage::
 
@@ -96,7 +96,15 @@ def run_ray(cfg: dict, out_dir: Path) -> dict:
     uri = str(out_dir / "manifest.jsonl")
     write_manifest(validate_manifest(entries), uri)
     t0 = time.perf_counter()
-    ray = init_ray(cfg)
+    try:
+        ray = init_ray(cfg)
+    except ValueError as exc:
+        # init_ray (no address) joins a `ray start` cluster already running on this machine, and then
+        # refuses num_cpus: force a private embedded Ray instead.
+        import ray
+
+        print(f"[init_ray failed ({exc}); starting a private local Ray with address='local']", file=sys.stderr)
+        ray.init(address="local", num_cpus=cfg["ray"]["num_cpus"], ignore_reinit_error=True)
     init_s = time.perf_counter() - t0
     try:
         with TreeCpuMeter() as m:  # driver + GCS + raylet + workers all descend from this process
@@ -135,8 +143,6 @@ def synthetic_frames(t: int, h: int = 64, w: int = 96):
 
 
 def memory_child(t: int, steps: int) -> dict:
-    import numpy as np
-
     from m3ddm_ray.models.loading import load_unet, load_vae
     from m3ddm_ray.pipeline import (Outpainter, OutpaintSettings, finalize_clip, generated_array, prepare_clip)
     from m3ddm_ray.sampling import SamplerSettings
