@@ -39,7 +39,6 @@ from .sampling import (
     encode_images,
     make_scheduler,
     sample_window,
-    seeded_posterior_noise,
 )
 
 
@@ -58,7 +57,7 @@ class OutpaintSettings:
             resolution, generated border upscaled).
         posterior: ``"sample"`` (official: VAE posterior samples, seeded by ``posterior_seed``) or
             ``"mode"`` (posterior mean; deterministic and seed-free).
-        posterior_seed: seed of the posterior noise stream of a clip (``None``: the sampler seed).
+        posterior_seed: seed of the clip's posterior noise, keyed per frame (``None``: the sampler seed).
         vae_batch_size: images per VAE encode/decode call (memory knob; does not change results
             beyond float rounding).
     """
@@ -257,17 +256,50 @@ def prepare_clip(frames: np.ndarray, fps: float, ratio, settings: OutpaintSettin
 
 
 # --------------------------------------------------------------------------- latents of a clip
+class KeyedPosteriorNoise:
+    """VAE posterior noise keyed by (seed, image kind, frame index): the draw for one image does not
+    depend on which other images are encoded, in which order or in which process.
+
+    So a clip split into segments that run on different actors, in any order, encodes every frame
+    exactly as the whole-clip run does. Each image's ``(4, h, w)`` draw comes from its own CPU
+    generator, seeded with a 63-bit BLAKE2 hash of ``"<seed>:<kind>:<index>"``; float32.
+    Kinds used by :class:`ClipLatents`: ``inpainted`` / ``masked`` (frame index), ``global``
+    (frame index of the global frame), ``black`` (0).
+    """
+
+    def __init__(self, seed: int):
+        self.seed = int(seed)
+
+    def key(self, kind: str, index: int) -> int:
+        """The generator seed of one image."""
+        import hashlib
+
+        digest = hashlib.blake2b(f"{self.seed}:{kind}:{int(index)}".encode(), digest_size=8).digest()
+        return int.from_bytes(digest, "little") & ((1 << 63) - 1)
+
+    def for_images(self, kind: str, indices: Sequence[int]) -> PosteriorNoise:
+        """A :data:`PosteriorNoise` for one VAE call over the images ``indices`` of ``kind``."""
+        ids = [int(i) for i in indices]
+
+        def draw(shape: tuple[int, ...]) -> torch.Tensor:
+            if shape[0] != len(ids):
+                raise RuntimeError(f"posterior draw for {len(ids)} {kind} images asked for shape {shape}")
+            return torch.stack([torch.randn(tuple(shape[1:]), generator=torch.Generator("cpu").manual_seed(
+                self.key(kind, i)), dtype=torch.float32) for i in ids])
+
+        return draw
+
+
 class ClipLatents:
     """Production latents of one clip: every frame's canvases VAE-encoded once, on first use.
 
     Holds ``(4, h, w)`` float32 latents per frame for the inpainted and masked canvases, the black
-    ("unconditional") image latent, and the global-frame latents. Posterior noise comes from one
-    seeded stream per clip (or the posterior mean with ``noise=None``), so results do not depend on
-    how the windows are spread over machines as long as the encode order is the same; the coarse and
-    fine stages therefore encode in plan order.
+    ("unconditional") image latent, and the global-frame latents. Posterior noise is keyed per
+    image (:class:`KeyedPosteriorNoise`), or the posterior mean with ``noise=None``: results do not
+    depend on how the windows are split into segments or where and in which order they run.
     """
 
-    def __init__(self, vae, clip: PreparedClip, noise: PosteriorNoise | None, batch_size: int = 16,
+    def __init__(self, vae, clip: PreparedClip, noise: KeyedPosteriorNoise | None, batch_size: int = 16,
                  global_latents: torch.Tensor | None = None):
         self.vae, self.clip, self.noise, self.batch_size = vae, clip, noise, batch_size
         self._inpainted: dict[int, torch.Tensor] = {}
@@ -275,31 +307,37 @@ class ClipLatents:
         self._global = global_latents
         self._black: torch.Tensor | None = None
 
-    def _encode(self, images: np.ndarray) -> torch.Tensor:
-        out = [encode_images(self.vae, images_to_tensor(images[i:i + self.batch_size]), self.noise)
-               for i in range(0, len(images), self.batch_size)]
+    def _noise(self, kind: str, ids: Sequence[int]) -> PosteriorNoise | None:
+        return None if self.noise is None else self.noise.for_images(kind, ids)
+
+    def _encode(self, images: np.ndarray, kind: str, ids: Sequence[int]) -> torch.Tensor:
+        bs = self.batch_size
+        out = [encode_images(self.vae, images_to_tensor(images[i:i + bs]), self._noise(kind, ids[i:i + bs]))
+               for i in range(0, len(images), bs)]
         return torch.cat(out).cpu()
 
     def global_latents(self, window: Window | None = None) -> torch.Tensor:
         """``(G, 4, h, w)`` latents of the global frames (encoded once per clip)."""
         if self._global is None:
             gf = torch.from_numpy(self.clip.global_frames)
-            self._global = torch.cat([encode_images(self.vae, gf[i:i + self.batch_size], self.noise)
-                                      for i in range(0, len(gf), self.batch_size)]).cpu()
+            gids = [int(f) for f in geometry.global_frame_ids(self.clip.num_frames, len(gf))]
+            bs = self.batch_size
+            self._global = torch.cat([encode_images(self.vae, gf[i:i + bs], self._noise("global", gids[i:i + bs]))
+                                      for i in range(0, len(gf), bs)]).cpu()
         return self._global
 
     def window_latents(self, window: Window) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(z_init, z_cond, z_uncond)`` each ``(1, 4, F, h, w)`` for the window's frames."""
         todo = sorted({f for f in window.frame_ids if f not in self._inpainted})
         if todo:
-            zi = self._encode(self.clip.inpainted[todo])
-            zm = self._encode(self.clip.masked[todo])
+            zi = self._encode(self.clip.inpainted[todo], "inpainted", todo)
+            zm = self._encode(self.clip.masked[todo], "masked", todo)
             for j, f in enumerate(todo):
                 self._inpainted[f], self._masked[f] = zi[j], zm[j]
         if self._black is None:
             s = self.clip.geom.canvas_size
             black = torch.full((1, 3, s, s), -1.0)
-            self._black = encode_images(self.vae, black, self.noise)[0].cpu()
+            self._black = encode_images(self.vae, black, self._noise("black", [0]))[0].cpu()
         stack = lambda d: torch.stack([d[f] for f in window.frame_ids], dim=1)[None]  # noqa: E731
         zu = self._black[:, None].expand(-1, len(window.frame_ids), -1, -1)[None]
         return stack(self._inpainted), stack(self._masked), zu
@@ -364,7 +402,7 @@ class Outpainter:
     def latents_for(self, clip: PreparedClip, state: ClipState) -> ClipLatents:
         """Production latent source for ``clip`` (posterior noise seeded per clip)."""
         s = self.settings
-        noise = None if s.posterior == "mode" else seeded_posterior_noise(
+        noise = None if s.posterior == "mode" else KeyedPosteriorNoise(
             s.posterior_seed if s.posterior_seed is not None else s.sampler.seed)
         g = None if state.global_latents is None else torch.from_numpy(state.global_latents)
         latents = ClipLatents(self.vae, clip, noise, s.vae_batch_size, g)

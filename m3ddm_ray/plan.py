@@ -32,7 +32,7 @@ from typing import Iterable, Mapping, Optional, Sequence, Tuple, Union
 
 from m3ddm_ray.errors import InputError
 
-__all__ = ["NO_SOURCE", "strides_for", "Window", "WindowPlan", "plan_windows"]
+__all__ = ["NO_SOURCE", "strides_for", "Window", "Segment", "WindowPlan", "plan_windows"]
 
 #: ``guide_from`` entry of a position that is not a guide.
 NO_SOURCE: Tuple[int, int] = (-1, -1)
@@ -104,6 +104,32 @@ class Window:
 
 
 @dataclass(frozen=True)
+class Segment:
+    """An independent piece of a clip's fine work: windows that read latents only from the coarse
+    pass and from each other (see :meth:`WindowPlan.segments`).
+
+    Attributes:
+        index: position among the clip's segments (ordered by first window).
+        windows: indices of its windows, in execution order.
+        frames: sorted frames its windows cover (whose canvases / latents it needs).
+        output_frames: sorted frames whose output image this segment makes (their
+            :meth:`WindowPlan.output_sources` window is one of ``windows``).
+        coarse_guides: sorted frames whose coarse-pass latent its windows read as guides.
+    """
+
+    index: int
+    windows: Tuple[int, ...]
+    frames: Tuple[int, ...]
+    output_frames: Tuple[int, ...]
+    coarse_guides: Tuple[int, ...]
+
+    @property
+    def frame_range(self) -> Tuple[int, int]:
+        """``(first, last + 1)`` of :attr:`frames`: the span of the source to decode."""
+        return (self.frames[0], self.frames[-1] + 1)
+
+
+@dataclass(frozen=True)
 class WindowPlan:
     """All windows of one video, in execution order, with the latent store they imply.
 
@@ -155,6 +181,57 @@ class WindowPlan:
     def windows_containing(self, frame: int) -> Tuple[int, ...]:
         """Indices of the windows (execution order) that contain ``frame`` at some position."""
         return tuple(w.index for w in self.windows if frame in w.frame_ids)
+
+    def segments(self) -> Tuple[Segment, ...]:
+        """The fine windows split into independent segments (connected components of the "reads a
+        latent stored by" relation among fine windows).
+
+        Rule: two fine windows are in one segment when one reads a guide latent the other stored
+        (``guide_from``), transitively. So a segment's windows need only the coarse pass's latents
+        and their own, may run in any order relative to other segments (in execution order
+        inside), and give exactly the latents of the whole-clip run. Every frame's output image
+        comes from the last window containing it (official output rule,
+        :meth:`output_sources`), which lies in exactly one segment: :attr:`Segment.output_frames`
+        partition the frames whose output window is fine.
+
+        With the official plan (``[15, 5, 1]``, ``T >= 50``) each segment is one stride-5 window
+        (frames ``[75 s, 75 s + 75]``, keyframes at both ends) plus the stride-1 windows inside
+        it; with ``strides == (1,)`` consecutive windows share a stored frame and the whole clip
+        is one segment; other strides get whatever independent groups exist.
+        """
+        fine = self.fine
+        if not fine:
+            return ()
+        coarse_ids = {w.index for w in self.coarse}
+        parent = {w.index: w.index for w in fine}
+
+        def root(i: int) -> int:
+            while parent[i] != i:
+                parent[i] = parent[parent[i]]
+                i = parent[i]
+            return i
+
+        for w in fine:
+            for src in w.depends_on:
+                if src not in coarse_ids:
+                    a, b = root(w.index), root(src)
+                    if a != b:
+                        parent[max(a, b)] = min(a, b)
+        groups: dict[int, list[Window]] = {}
+        for w in fine:
+            groups.setdefault(root(w.index), []).append(w)
+        owner_of = {}
+        for frame, (wi, _) in enumerate(self.output_sources()):
+            owner_of.setdefault(wi, []).append(frame)
+        out = []
+        for n, key in enumerate(sorted(groups)):
+            ws = groups[key]
+            frames = sorted({f for w in ws for f in w.frame_ids})
+            outputs = sorted(f for w in ws for f in owner_of.get(w.index, ()))
+            guides = sorted({w.frame_ids[k] for w in ws for k in w.guide_positions
+                             if w.guide_from[k][0] in coarse_ids})
+            out.append(Segment(n, tuple(w.index for w in ws), tuple(frames), tuple(outputs), tuple(guides)))
+        return tuple(out)
 
     def output_sources(self) -> Tuple[Tuple[int, int], ...]:
         """Per frame ``0..T-1``, the ``(window, position)`` whose composite is the official output frame.

@@ -34,16 +34,17 @@ DEFAULTS: dict[str, Any] = {
     "sampler": {"steps": 50, "guidance_scale": 2.0, "previous_guidance_scale": 4.0, "seed": 6},
     "vae_batch_size": 16,
     "encode": {"crf": 18, "preset": "medium"},
-    "ray": {"address": None, "num_cpus": None, "num_gpus": None},
+    "ray": {"address": None, "num_cpus": None, "num_gpus": None, "autoscaling": False,
+            "stall_timeout_s": 3600, "actor_start_timeout_s": 1800},
     "retries": {
         "actor_max_restarts": -1, "actor_max_task_retries": 3, "task_max_retries": 3,
         "storage_attempts": 4, "storage_base_delay_s": 0.5, "storage_max_delay_s": 20.0,
     },
     "stages": {
-        "prepare": {"num_cpus": 1, "concurrency": None, "prepare_timeout_s": 3600},
-        "coarse": {"num_actors": 1, "num_gpus": 1, "num_cpus": 1, "batch_size": 1},
-        "fine": {"num_actors": 1, "num_gpus": 1, "num_cpus": 1, "batch_size": 1},
-        "finalize": {"num_cpus": 1, "concurrency": None},
+        "prepare": {"num_cpus": "auto", "concurrency": None, "prepare_timeout_s": 3600},
+        "coarse": {"num_actors": 1, "num_gpus": "auto", "num_cpus": "auto", "batch_size": 1},
+        "fine": {"num_actors": 1, "num_gpus": "auto", "num_cpus": "auto", "batch_size": 1},
+        "finalize": {"num_cpus": "auto", "concurrency": None},
     },
     "storage_options": {},
 }
@@ -138,9 +139,24 @@ def job_settings(cfg: Mapping[str, Any], overrides: Mapping[str, Any] | None = N
     )
 
 
+#: Settings that change memory use or speed but not the pixels of an output: left out of the hash.
+UNHASHED_SETTINGS = ("vae_batch_size", "max_batch")
+
+
 def config_hash(cfg: Mapping[str, Any], settings=None) -> str:
-    """12-hex fingerprint of what changes the pixels: model and VAE sources, dtype, all settings."""
+    """12-hex fingerprint of what changes the pixels: model and VAE sources, the resolved dtype and
+    device kind (``dtype: auto`` is fp16 on CUDA and fp32 on the CPU: they must not share an output
+    name), every pixel-changing setting (not :data:`UNHASHED_SETTINGS`), the encoder settings."""
+    from .resources import resolve_device, resolve_dtype
+
     settings = settings if settings is not None else job_settings(cfg)
-    payload = {"model": str(cfg["model"]), "vae": str(cfg["vae"]), "dtype": str(cfg["dtype"]),
-               "settings": settings.to_dict(), "encode": cfg["encode"]}
+    device = str(cfg["device"]).lower()
+    if device == "auto":  # unresolved config (callers outside the job): the local machine decides
+        from .resources import local_gpu_count
+
+        device = resolve_device("auto", local_gpu_count())
+    device = resolve_device(device, 0)
+    pixels = {k: v for k, v in settings.to_dict().items() if k not in UNHASHED_SETTINGS}
+    payload = {"model": str(cfg["model"]), "vae": str(cfg["vae"]), "dtype": resolve_dtype(cfg["dtype"], device),
+               "device": device, "settings": pixels, "encode": cfg["encode"]}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:12]

@@ -18,16 +18,20 @@ import dataclasses
 import json
 import logging
 import os
+import signal
+import threading
 import time
 import warnings
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import pyarrow as pa
 
+from ..errors import M3DDMError
 from ..quality import REPORT_KEYS
 from . import resume
 from .config import load_config
+from .resources import MODEL_STAGES, ResourcePlan, local_gpu_count, plan_pools
 from .stages import (
     RESULT_COLUMNS,
     CoarseStage,
@@ -138,24 +142,75 @@ def retry_setting(cfg: Mapping[str, Any], key: str) -> Any:
 def _pool(stage_cfg: Mapping[str, Any], device: str) -> dict[str, Any]:
     """map_batches arguments of a model stage: a fixed-size actor pool.
 
-    Fault tolerance (:func:`_fault_args`): Ray restarts an actor whose process died
-    (``max_restarts``) and retries the batch it was running on the restarted actor
-    (``max_task_retries``). Ray Data 2.60 already defaults to ``max_restarts=-1,
-    max_task_retries=-1``; the job sets them explicitly so that a clip that kills its actor every
-    time (a poison input) fails after ``retries.actor_max_task_retries`` tries instead of looping
-    forever. Application errors are not retried by Ray (``DataContext.actor_task_retry_on_errors``
-    stays False): the stages turn them into ``error`` rows themselves.
+    ``stage_cfg`` holds numbers (:func:`resolve_runtime` replaced ``auto``). Fault tolerance
+    (:func:`_fault_args`): Ray restarts an actor whose process died (``max_restarts``) and retries
+    the batch it was running on the restarted actor (``max_task_retries``). Ray Data 2.60 already
+    defaults to ``max_restarts=-1, max_task_retries=-1``; the job sets them explicitly so that a clip
+    that kills its actor every time (a poison input) fails after ``retries.actor_max_task_retries``
+    tries instead of looping forever. Application errors are not retried by Ray
+    (``DataContext.actor_task_retry_on_errors`` stays False): the stages turn them into ``error``
+    rows themselves.
     """
     import ray.data
 
-    gpus = float(stage_cfg.get("num_gpus") or 0)
+    gpus = _as_float(stage_cfg.get("num_gpus"), 0.0)
     if str(device) == "cpu":
         gpus = 0.0
     return {
         "compute": ray.data.ActorPoolStrategy(size=int(stage_cfg.get("num_actors") or 1)),
-        "num_gpus": gpus, "num_cpus": float(stage_cfg.get("num_cpus") or 1),
+        "num_gpus": gpus, "num_cpus": _as_float(stage_cfg.get("num_cpus"), 1.0),
         "batch_size": int(stage_cfg.get("batch_size") or 1),
     }
+
+
+def _as_float(value: Any, default: float) -> float:
+    """A resolved resource number; ``auto`` / None (unresolved config) -> ``default``."""
+    if value is None or (isinstance(value, str) and value.lower() == "auto"):
+        return default
+    return float(value)
+
+
+def cluster_resources(cfg: Mapping[str, Any]) -> dict[str, float]:
+    """Total CPUs / GPUs the job will run on, without starting Ray when it would run embedded.
+
+    A running Ray session or a cluster address: ``ray.cluster_resources()`` (connecting first).
+    An embedded local Ray (not started yet): ``ray.num_cpus`` / ``ray.num_gpus`` of the config, else
+    this machine's CPU count and GPUs (:func:`~.resources.local_gpu_count`) -- what Ray would detect.
+    """
+    import ray
+
+    rc = cfg.get("ray") or {}
+    if ray.is_initialized() or rc.get("address") or os.environ.get("RAY_ADDRESS"):
+        if not ray.is_initialized():
+            init_ray(cfg)
+        total = ray.cluster_resources()
+        return {"CPU": float(total.get("CPU", 0)), "GPU": float(total.get("GPU", 0))}
+    cpus = rc.get("num_cpus") if rc.get("num_cpus") is not None else (os.cpu_count() or 1)
+    gpus = rc.get("num_gpus") if rc.get("num_gpus") is not None else local_gpu_count()
+    return {"CPU": float(cpus), "GPU": float(gpus)}
+
+
+def resolve_runtime(cfg: Mapping[str, Any], cluster: Mapping[str, float] | None = None
+                    ) -> tuple[dict[str, Any], ResourcePlan]:
+    """A copy of ``cfg`` with ``device`` / ``dtype`` resolved and every stage's ``num_cpus`` /
+    ``num_gpus`` a number that fits ``cluster`` (default: :func:`cluster_resources`), and the plan.
+
+    Idempotent: resolving a resolved config changes nothing.
+
+    Raises:
+        ResourceError: a pool cannot be placed (one line: stage, ask, cluster, fix).
+    """
+    cluster = cluster if cluster is not None else cluster_resources(cfg)
+    rc = cfg.get("ray") or {}
+    plan = plan_pools(cfg["stages"], cfg["device"], cfg["dtype"], cluster,
+                      autoscaling=bool(rc.get("autoscaling")))
+    out = dict(cfg, device=plan.device, dtype=plan.dtype)
+    out["stages"] = {name: dict(stage) for name, stage in cfg["stages"].items()}
+    for name, ask in plan.asks.items():
+        out["stages"][name]["num_cpus"] = ask.num_cpus
+        if name in MODEL_STAGES:
+            out["stages"][name]["num_gpus"] = ask.num_gpus
+    return out, plan
 
 
 def _fault_args(cfg: Mapping[str, Any], actors: bool) -> dict[str, int]:
@@ -255,6 +310,8 @@ def diffusion_dataset(cfg: Mapping[str, Any], rows: list[dict]):
     from .stages import group_by_clip
 
     init_ray(cfg)
+    cfg, _ = resolve_runtime(cfg)
+    _set_actor_start_timeout(cfg)
     clips = [{"rows": json.dumps([{k: v for k, v in r.items() if k not in ("clip", "state")} for r in g])}
              for g in group_by_clip(rows)]
     device = str(cfg["device"])
@@ -266,7 +323,7 @@ def diffusion_dataset(cfg: Mapping[str, Any], rows: list[dict]):
 
     ds = ray.data.from_items(clips, override_num_blocks=max(1, len(clips)))
     ds = _with_fault_args(ds.flat_map, prepare, _fault_args(cfg, actors=False),
-                          num_cpus=float(prep_cfg.get("num_cpus") or 1), concurrency=prep_cfg.get("concurrency"))
+                          num_cpus=_as_float(prep_cfg.get("num_cpus"), 1.0), concurrency=prep_cfg.get("concurrency"))
     for stage_cls, name in ((CoarseStage, "coarse"), (FineStage, "fine")):
         pool = _pool(cfg["stages"][name], device)
         ds = _with_fault_args(ds.map_batches, stage_cls, _fault_args(cfg, actors=True),
@@ -296,7 +353,7 @@ def run_job(cfg: Mapping[str, Any], manifest_uri: str, output: str, *, mode: str
     if mode not in resume.MODES:
         raise InputError(f"mode {mode!r}: use one of {', '.join(resume.MODES)}")
     t0 = time.perf_counter()
-    cfg = resolve_paths(cfg)
+    cfg, plan = resolve_runtime(resolve_paths(cfg))  # fails fast: every pool must fit the cluster
     apply_retry_policy(cfg)
     so = cfg.get("storage_options") or None
     output = absolute_uri(output)
@@ -306,6 +363,7 @@ def run_job(cfg: Mapping[str, Any], manifest_uri: str, output: str, *, mode: str
     done = [result_row(r, cfg) for r in rows if r["status"] != "pending"]
     notes = [_resume_note(mode, output, state, len(rows), len(rows) - len(pending))]
     notes += [f"  ignored unreadable result table {redact(p, cfg)}" for p in state.problems]
+    notes += list(plan.notes)
 
     results: list[dict] = []
     if pending:
@@ -330,7 +388,12 @@ def run_job(cfg: Mapping[str, Any], manifest_uri: str, output: str, *, mode: str
 
 def _run_dataset(cfg: Mapping[str, Any], pending: list[dict]) -> tuple[list[dict], BaseException | None]:
     """Run the Ray pipeline over ``pending``; returns the result rows it produced and the exception
-    that stopped it (None when it finished)."""
+    that stopped it (None when it finished).
+
+    A watchdog (:class:`StallWatchdog`, ``ray.stall_timeout_s``) ends the run with
+    :class:`JobStalled` when no row finishes for that long while rows are still pending; the rows
+    that finished are kept, the others become ``error`` rows in :func:`run_job`.
+    """
     fin_cfg = cfg["stages"]["finalize"]
 
     def finalize(row: dict) -> dict:
@@ -338,14 +401,112 @@ def _run_dataset(cfg: Mapping[str, Any], pending: list[dict]) -> tuple[list[dict
 
     ds = diffusion_dataset(cfg, pending)
     ds = _with_fault_args(ds.map, finalize, _fault_args(cfg, actors=False),
-                          num_cpus=float(fin_cfg.get("num_cpus") or 1), concurrency=fin_cfg.get("concurrency"))
+                          num_cpus=_as_float(fin_cfg.get("num_cpus"), 1.0), concurrency=fin_cfg.get("concurrency"))
     results: list[dict] = []
+    timeout = float((cfg.get("ray") or {}).get("stall_timeout_s") or 0)
     try:
-        for row in ds.iter_rows():
-            results.append(dict(row))
-    except Exception as exc:  # noqa: BLE001 - Ray gave up (retries exhausted); keep what finished
+        with StallWatchdog(timeout, lambda: len(pending) - len(results)) as dog:
+            # no prefetch: a finished row reaches the driver at once (``iter_rows`` holds it back until
+            # the next block is ready, so one stuck clip would hide the rows finished before it)
+            for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=0):
+                results.extend(batch.to_pylist())
+                dog.progress()
+    except Exception as exc:  # noqa: BLE001 - Ray gave up (retries exhausted) or the watchdog fired
+        if dog.fired and not isinstance(exc, JobStalled):  # Ray re-raised it wrapped
+            exc = JobStalled(dog.message())
         return results, exc
     return results, None
+
+
+class JobStalled(M3DDMError):
+    """No row of the job finished within ``ray.stall_timeout_s`` while rows were pending."""
+
+
+class StallWatchdog:
+    """Raises :class:`JobStalled` in the main thread when :meth:`progress` is not called for
+    ``timeout_s`` seconds (0 / None: off).
+
+    A thread watches the clock and, on a stall, sends this process ``SIGUSR1``, whose handler
+    raises in the main thread -- that also wakes a main thread blocked inside Ray's result queue, so
+    the dataset's generator is closed and Ray Data shuts its operators down. Used as a context
+    manager around the loop that consumes the results. Off the main thread (no signal handler can
+    be installed there) it only logs the stall.
+    """
+
+    def __init__(self, timeout_s: float | None, pending: Callable[[], int], poll_s: float = 0.5):
+        self.timeout_s = float(timeout_s or 0)
+        self.pending = pending
+        self.poll_s = min(poll_s, max(self.timeout_s / 4, 0.05)) if self.timeout_s else poll_s
+        self._last = time.monotonic()
+        self._done = threading.Event()
+        self._fired = False
+        self._old_handler = None
+        self._armed = False
+        self._thread: threading.Thread | None = None
+
+    def progress(self) -> None:
+        """A row finished: restart the clock."""
+        self._last = time.monotonic()
+
+    @property
+    def fired(self) -> bool:
+        """Whether the watchdog saw a stall."""
+        return self._fired
+
+    def message(self) -> str:
+        """The one-line stall error."""
+        return self._message()
+
+    def _message(self) -> str:
+        return (f"no row finished for {self.timeout_s:g} s while {self.pending()} rows were pending "
+                "(ray.stall_timeout_s); the job was stopped -- check the Ray dashboard / logs for a stuck "
+                "or unplaceable stage, or raise --set ray.stall_timeout_s=SECONDS for very long clips")
+
+    def _handler(self, signum, frame):  # noqa: ARG002 - signal handler signature
+        if self._fired and not self._done.is_set():
+            raise JobStalled(self._message())
+
+    def _watch(self) -> None:
+        sent = 0.0
+        while not self._done.wait(self.poll_s):
+            if not self._fired and (time.monotonic() - self._last <= self.timeout_s or self.pending() <= 0):
+                continue
+            if not self._fired:
+                self._fired = True
+                logger.error("%s", self._message())
+            if not self._armed:
+                return  # not on the main thread: nothing can be interrupted
+            if time.monotonic() - sent > 5.0:  # again later if something swallowed the first one
+                sent = time.monotonic()
+                os.kill(os.getpid(), signal.SIGUSR1)
+
+    def __enter__(self) -> "StallWatchdog":
+        if self.timeout_s <= 0:
+            return self
+        if threading.current_thread() is threading.main_thread():
+            self._old_handler = signal.signal(signal.SIGUSR1, self._handler)
+            self._armed = True
+        self._last = time.monotonic()
+        self._thread = threading.Thread(target=self._watch, name="m3ddm-stall-watchdog", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._done.set()
+        if self._thread is not None:
+            self._thread.join()
+        if self._armed:
+            signal.signal(signal.SIGUSR1, self._old_handler)
+
+
+def _set_actor_start_timeout(cfg: Mapping[str, Any]) -> None:
+    """Model pools whose actors do not start (placed + model loaded) within
+    ``ray.actor_start_timeout_s`` fail instead of waiting (Ray Data's ``wait_for_min_actors_s``)."""
+    import ray.data
+
+    value = (cfg.get("ray") or {}).get("actor_start_timeout_s")
+    if value:
+        ray.data.DataContext.get_current().wait_for_min_actors_s = int(value)
 
 
 def _resume_note(mode: str, output: str, state: "resume.OutputState", total: int, skipped: int) -> str:

@@ -1,0 +1,111 @@
+"""A job never hangs: pools that cannot be placed fail before any work, a stalled job is stopped by
+its watchdog, and the newcomer's command on a CPU-only machine finishes (issue: long videos / no hang)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+
+import pytest
+
+from m3ddm_ray.distributed.job import StallWatchdog, run_job
+from m3ddm_ray.distributed.resources import ResourceError
+
+from conftest import DATA
+from test_ray_job import manifest, tiny_cfg
+
+pytestmark = pytest.mark.ray
+
+
+def test_gpu_asked_on_a_cluster_without_gpu_fails_before_any_work(ray_session, tmp_path):
+    uri = manifest(tmp_path, [{"video_uri": str(DATA / "megamind_20.mp4"), "clip_id": "m"}])
+    cfg = tiny_cfg(device="cuda")
+    with pytest.raises(ResourceError, match=r"device is cuda but the cluster has no GPU \(4 CPUs, 0 GPUs\)"):
+        run_job(cfg, uri, str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()  # nothing ran, nothing was written
+
+
+def test_cpus_over_asked_fail_before_any_work(ray_session, tmp_path):
+    uri = manifest(tmp_path, [{"video_uri": str(DATA / "megamind_20.mp4"), "clip_id": "m"}])
+    cfg = tiny_cfg()
+    cfg["stages"]["coarse"]["num_cpus"] = 3
+    with pytest.raises(ResourceError, match=r"stages prepare, finalize cannot be placed: the stages with explicit "
+                       r"num_cpus \(coarse 1 x 3, fine 1 x 1\) ask 4 CPUs, the cluster has 4; lower them "
+                       r"\(--set stages.coarse.num_cpus=auto\)"):
+        run_job(cfg, uri, str(tmp_path / "out"))
+
+
+@pytest.fixture
+def silent_server():
+    """``http://127.0.0.1:PORT``: accepts connections and never answers (a source that hangs)."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(16)
+    held, stop = [], threading.Event()
+
+    def accept():
+        srv.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(srv.accept()[0])
+            except OSError:
+                pass
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{srv.getsockname()[1]}"
+    stop.set()
+    thread.join()
+    for conn in held:
+        conn.close()
+    srv.close()
+
+
+def test_a_stalled_job_is_stopped_by_the_watchdog_and_still_writes_every_row(ray_session, tmp_path, silent_server):
+    # the good clip first: the stuck one then holds the only prepare slot (4 CPUs: 1 prepare task at a time)
+    uri = manifest(tmp_path, [{"video_uri": str(DATA / "megamind_20.mp4"), "clip_id": "fine"},
+                              {"video_uri": f"{silent_server}/stuck.mp4", "clip_id": "stuck"}])
+    cfg = tiny_cfg(ratios=["9:16"])
+    cfg["stages"]["prepare"]["prepare_timeout_s"] = 0  # no per-clip limit: only the watchdog is left
+    cfg["retries"]["storage_attempts"] = 1
+    cfg["ray"]["stall_timeout_s"] = 20
+    result = run_job(cfg, uri, str(tmp_path / "out"))
+    rows = {r["clip_id"]: r for r in result.table.to_pylist()}
+    assert set(rows) == {"stuck", "fine"}
+    assert rows["fine"]["status"] == "ok", rows["fine"]["error"]  # finished before the stall: kept
+    assert rows["stuck"]["status"] == "error"
+    assert "no row finished for 20 s while 1 rows were pending (ray.stall_timeout_s)" in rows["stuck"]["error"]
+    assert "JobStalled" in result.summary()
+
+
+def test_watchdog_interrupts_a_blocked_main_thread_and_is_quiet_while_rows_progress():
+    blocker = threading.Event()
+    with pytest.raises(Exception) as err:
+        with StallWatchdog(0.3, lambda: 1, poll_s=0.05):
+            blocker.wait(60)  # a main thread blocked in a lock, as in Ray's result queue
+    assert "no row finished for 0.3 s while 1 rows were pending" in str(err.value)
+    with StallWatchdog(0.3, lambda: 1, poll_s=0.05) as dog:
+        for _ in range(10):
+            threading.Event().wait(0.1)
+            dog.progress()
+    assert not dog.fired
+    with StallWatchdog(0.2, lambda: 0, poll_s=0.05) as dog:  # nothing pending: not a stall
+        threading.Event().wait(0.5)
+    assert not dog.fired
+
+
+@pytest.mark.slow
+def test_newcomer_command_without_config_runs_on_a_cpu_only_machine(tmp_path):
+    """The README's users on a machine without a GPU, default pools (a fresh embedded Ray)."""
+    env = dict(os.environ, RAY_AUTH_MODE="disabled", CUDA_VISIBLE_DEVICES="")
+    env.pop("RAY_ADDRESS", None)
+    cmd = [sys.executable, "-m", "m3ddm_ray", "outpaint", "--manifest", str(DATA / "sample_manifest.jsonl"),
+           "--output", str(tmp_path / "out"), "--model", str(DATA / "golden" / "models" / "unet"),
+           "--vae", str(DATA / "golden" / "models" / "vae"), "--steps", "2", "--canvas-size", "64",
+           "--ratio", "9:16"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=DATA.parent.parent)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "error 0" in proc.stdout and "ok " in proc.stdout
