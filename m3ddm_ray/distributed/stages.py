@@ -156,7 +156,7 @@ def expand_manifest_row(row: Mapping[str, Any], cfg: Mapping[str, Any], output: 
 def _is_frame_folder(uri: str, cfg: Mapping[str, Any]) -> bool:
     """True when a manifest URI names a folder of frames rather than a video file (one listing call,
     skipped for names with a video extension)."""
-    from ..evaluation.datasets import is_image_sequence
+    from ..video import is_image_sequence
     from .manifest import VIDEO_EXTENSIONS
 
     if str(uri).lower().endswith(tuple(VIDEO_EXTENSIONS)):
@@ -266,7 +266,7 @@ class PrepareStage:
         settings = job_settings(self.cfg, json.loads(first["overrides"]))
         ratios = [r["ratio"] for r in rows]
         if _is_frame_folder(uri, self.cfg):  # a folder of images (DAVIS / YouTube-VOS layout)
-            from ..evaluation.datasets import image_sequence_info, iter_image_sequence
+            from ..video import image_sequence_info, iter_image_sequence
 
             so = self.cfg.get("storage_options") or None
             info = image_sequence_info(uri, storage_options=so)
@@ -481,7 +481,7 @@ class FinalizeStage:
         source = None
         if clip.passthrough or settings.output_size == "source":
             if src is None:  # a frame folder: no single source file to download
-                from ..evaluation.datasets import read_image_sequence
+                from ..video import read_image_sequence
 
                 source, _ = read_image_sequence(row["video_uri"], storage_options=so)
             else:
