@@ -27,7 +27,6 @@ import contextlib
 import dataclasses
 import json
 import logging
-import os
 import pickle
 import threading
 import time
@@ -362,7 +361,7 @@ class _ModelStage:
         apply_retry_policy(self.cfg)
         rows = _rows(batch)
         out = []
-        for i, row in enumerate(rows):
+        for row in rows:
             if row["status"] != "pending":
                 out.append(row)
                 continue
@@ -373,7 +372,6 @@ class _ModelStage:
                 row = _fail(row, self.stage, exc, self.cfg)
             row[f"seconds_{self.stage}"] = time.perf_counter() - t0
             out.append(row)
-            _test_exit_hook(self.cfg, self.stage, i, len(rows))
         return _batch(out)
 
 
@@ -400,23 +398,6 @@ def _free_accelerator_memory() -> None:
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-
-
-def _test_exit_hook(cfg: Mapping[str, Any], stage: str, index: int, batch_len: int) -> None:
-    """Test-only fault injection: with ``cfg["_test_hooks"]["<stage>_exit_once"] = <marker path>``
-    the first actor that finishes a row of a batch creates the marker and kills its own process
-    (``os._exit``), mid-batch when the batch has more rows. Fires once per marker file. The key
-    cannot be set from YAML or ``--set`` (it is not a config key), only by code."""
-    marker = ((cfg.get("_test_hooks") or {}).get(f"{stage}_exit_once"))
-    if not marker or index != 0:
-        return
-    try:
-        fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    except FileExistsError:
-        return
-    os.write(fd, f"{os.getpid()} {stage} row 1 of {batch_len}\n".encode())
-    os.close(fd)
-    os._exit(1)
 
 
 class CoarseStage(_ModelStage):
