@@ -742,3 +742,16 @@ def test_when_ray_gives_up_unfinished_rows_become_errors_and_the_table_is_writte
     assert rows["b"]["error"].startswith(f"job: {DATA / 'megamind_20.mp4'}: the Ray execution failed")
     assert "re-run the job to resume" in rows["b"]["error"] and SECRET not in rows["b"]["error"]
     assert "2 unfinished rows" in result.summary() and Path(result.results_uri).is_file()
+
+
+def test_retry_defaults_have_one_home_and_storage_jitter_is_a_config_key():
+    from m3ddm_ray.distributed.config import DEFAULTS, load_config
+
+    cfg = load_config(None, ["retries.storage_jitter=0.25", "retries.storage_attempts=7"])
+    policy = storage.RetryPolicy.from_config(cfg["retries"])
+    assert (policy.jitter, policy.attempts) == (0.25, 7)
+    d = storage.DEFAULT_RETRY_POLICY
+    assert storage.RetryPolicy.from_config(load_config()["retries"]) == d
+    assert job.RETRY_DEFAULTS is DEFAULTS["retries"]
+    assert [DEFAULTS["retries"][k] for k in ("storage_attempts", "storage_base_delay_s", "storage_max_delay_s",
+                                             "storage_jitter")] == [d.attempts, d.base_delay_s, d.max_delay_s, d.jitter]

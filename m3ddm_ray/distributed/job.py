@@ -27,7 +27,7 @@ import pyarrow as pa
 
 from ..quality import REPORT_KEYS
 from . import resume
-from .config import load_config
+from .config import DEFAULTS, load_config
 from .stages import (
     RESULT_COLUMNS,
     CoarseStage,
@@ -118,15 +118,8 @@ def init_ray(cfg: Mapping[str, Any]):
     return ray
 
 
-#: Defaults of the optional ``retries`` config section (see the README).
-RETRY_DEFAULTS = {
-    "actor_max_restarts": -1,      # restart a dead model actor (GPU node lost, OOM-killed...) without limit
-    "actor_max_task_retries": 3,   # ... and retry its unfinished batch at most this often (bounds poison rows)
-    "task_max_retries": 3,         # prepare / finalize tasks whose worker process died
-    "storage_attempts": 4,         # transient storage errors: tries per upload / download / listing
-    "storage_base_delay_s": 0.5,   # first backoff wait, doubled each time
-    "storage_max_delay_s": 20.0,
-}
+#: Defaults of the optional ``retries`` config section (see the README): the config's own defaults.
+RETRY_DEFAULTS = DEFAULTS["retries"]
 
 
 def retry_setting(cfg: Mapping[str, Any], key: str) -> Any:

@@ -39,6 +39,7 @@ from .. import storage
 from ..errors import InputError, M3DDMError, VideoError
 from ..quality import REPORT_KEYS
 from .config import config_hash, job_settings
+from .manifest import SAMPLER_OVERRIDE_COLUMNS, VIDEO_EXTENSIONS, check_clip_id, check_output_prefix
 
 logger = logging.getLogger(__name__)
 
@@ -118,8 +119,6 @@ def output_key(output: str, clip_id: str, ratio: str, chash: str, prefix: str | 
         InputError: ``clip_id`` or ``prefix`` could leave the output prefix (``..``, ``/``, ...); the
             manifest validation rejects such rows earlier, this is the last line of defence.
     """
-    from .manifest import check_clip_id, check_output_prefix
-
     why = check_clip_id(clip_id)
     if why:
         raise InputError(f"clip_id {clip_id!r} {why}")
@@ -135,8 +134,7 @@ def output_key(output: str, clip_id: str, ratio: str, chash: str, prefix: str | 
 def expand_manifest_row(row: Mapping[str, Any], cfg: Mapping[str, Any], output: str) -> list[dict]:
     """One pending row per (clip, ratio) of a manifest row (ratios from the row or the job)."""
     ratios = list(row.get("target_ratios") or cfg["ratios"])
-    overrides = {k: row.get(k) for k in ("seed", "num_inference_steps", "guidance_scale",
-                                          "previous_guidance_scale", "canvas_size", "output_size")}
+    overrides = {k: row.get(k) for k in SAMPLER_OVERRIDE_COLUMNS}
     settings = job_settings(cfg, overrides)
     chash = config_hash(cfg, settings)
     out = []
@@ -156,7 +154,6 @@ def _is_frame_folder(uri: str, cfg: Mapping[str, Any]) -> bool:
     """True when a manifest URI names a folder of frames rather than a video file (one listing call,
     skipped for names with a video extension)."""
     from ..video import is_image_sequence
-    from .manifest import VIDEO_EXTENSIONS
 
     if str(uri).lower().endswith(tuple(VIDEO_EXTENSIONS)):
         return False
