@@ -158,12 +158,9 @@ class PreparedClip:
 
 
 def _check_frames(frames: np.ndarray) -> np.ndarray:
-    frames = np.asarray(frames)
-    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-        raise InputError(f"frames must be uint8 (T, H, W, 3) RGB; got {frames.dtype} {frames.shape}")
-    if frames.shape[0] < 1:
-        raise InputError("the video has 0 frames; nothing to outpaint")
-    return frames
+    from .quality import check_frames  # the one frame validator
+
+    return check_frames(frames, "frames")
 
 
 def prepare_clips(frames: Iterable[np.ndarray], num_frames: int, fps: float, ratios,

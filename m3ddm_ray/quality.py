@@ -43,6 +43,8 @@ __all__ = [
     "SATURATION_LEVELS",
     "DEFAULT_CHUNK_FRAMES",
     "REPORT_KEYS",
+    "check_frames",
+    "check_mask",
     "luma",
     "temporal_flicker",
     "flicker_ratio",
@@ -101,8 +103,9 @@ def check_frames(frames, name: str = "frames") -> np.ndarray:
     return arr
 
 
-def _check_mask(mask, hw: Tuple[int, int], name: str) -> np.ndarray:
-    """Return ``mask`` as a C-contiguous bool ``(H, W)`` array."""
+def check_mask(mask, hw: Tuple[int, int], name: str = "mask") -> np.ndarray:
+    """``mask`` (uint8 0/1 or bool, ``(H, W)`` = ``hw``) as a C-contiguous bool array; InputError naming
+    ``name`` otherwise. 1 / True = generated pixel."""
     arr = np.asarray(mask)
     if arr.dtype != np.bool_ and arr.dtype != np.uint8:
         raise InputError(f"{name} has dtype {arr.dtype}; expected uint8 (values 0/1) or bool")
@@ -356,7 +359,7 @@ def temporal_flicker(
     """
     frames = check_frames(frames)
     hw = frames.shape[1:3]
-    region = _check_mask(region_mask, hw, "region_mask")
+    region = check_mask(region_mask, hw, "region_mask")
     acc = _run(frames, _Accumulator(hw, [region]), chunk_frames)
     return acc.flicker(0)
 
@@ -385,7 +388,7 @@ def flicker_ratio(
     """
     frames = check_frames(frames)
     hw = frames.shape[1:3]
-    m = _check_mask(mask, hw, "mask")
+    m = check_mask(mask, hw, "mask")
     acc = _run(frames, _Accumulator(hw, [m, ~m]), chunk_frames)
     if acc.n_diffs == 0:
         return _NAN
@@ -421,7 +424,7 @@ def seam_strength(
     """
     frames = check_frames(frames)
     hw = frames.shape[1:3]
-    m = _check_mask(mask, hw, "mask")
+    m = check_mask(mask, hw, "mask")
     w = _check_pos_int("width", width)
     acc = _run(frames, _Accumulator(hw, [], mask=m, seam_width=w), chunk_frames)
     return acc.seam_value()
@@ -453,7 +456,7 @@ def generated_stats(
     """
     frames = check_frames(frames)
     hw = frames.shape[1:3]
-    m = _check_mask(mask, hw, "mask")
+    m = check_mask(mask, hw, "mask")
     acc = _run(frames, _Accumulator(hw, [], mask=m, gen_stats=True), chunk_frames)
     return acc.generated()
 
@@ -499,7 +502,7 @@ def quality_report(
     """
     frames = check_frames(frames)
     hw = frames.shape[1:3]
-    m = _check_mask(mask, hw, "mask")
+    m = check_mask(mask, hw, "mask")
     w = _check_pos_int("seam_width", seam_width)
     acc = _Accumulator(hw, [m, ~m], mask=m, seam_width=w, gen_stats=True)
     _run(frames, acc, chunk_frames)
