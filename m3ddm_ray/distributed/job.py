@@ -174,6 +174,26 @@ def _with_fault_args(method, fn, fault_args: Mapping[str, int], **kwargs):
     return method(fn, **kwargs)
 
 
+def map_on_actor_pool(ds, stage_cls, cfg: Mapping[str, Any], stage_cfg: Mapping[str, Any], device: str, **kwargs):
+    """``ds.map_batches(stage_cls)`` on a fixed-size actor pool (:func:`_pool`) with the job's actor
+    retry limits (:func:`_fault_args`): the one pool builder of the outpaint and the eval job.
+    ``kwargs`` go to ``map_batches`` (``fn_constructor_kwargs`` ...); batches are numpy."""
+    return _with_fault_args(ds.map_batches, stage_cls, _fault_args(cfg, actors=True), batch_format="numpy",
+                            **_pool(stage_cfg, device), **kwargs)
+
+
+def collect_rows(ds) -> tuple[list[dict], BaseException | None]:
+    """Every row ``ds`` produces and the exception that stopped it (None when it finished): when Ray
+    gives up (retry limits exhausted) the rows that finished are kept."""
+    results: list[dict] = []
+    try:
+        for row in ds.iter_rows():
+            results.append(dict(row))
+    except Exception as exc:  # noqa: BLE001 - Ray gave up (retries exhausted); keep what finished
+        return results, exc
+    return results, None
+
+
 def absolute_uri(uri: str) -> str:
     """Relative local paths -> absolute (Ray workers on other nodes do not share the driver's cwd)."""
     text = str(uri)
@@ -261,9 +281,7 @@ def diffusion_dataset(cfg: Mapping[str, Any], rows: list[dict]):
     ds = _with_fault_args(ds.flat_map, prepare, _fault_args(cfg, actors=False),
                           num_cpus=float(prep_cfg.get("num_cpus") or 1), concurrency=prep_cfg.get("concurrency"))
     for stage_cls, name in ((CoarseStage, "coarse"), (FineStage, "fine")):
-        pool = _pool(cfg["stages"][name], device)
-        ds = _with_fault_args(ds.map_batches, stage_cls, _fault_args(cfg, actors=True),
-                              fn_constructor_kwargs={"cfg": dict(cfg)}, batch_format="numpy", **pool)
+        ds = map_on_actor_pool(ds, stage_cls, cfg, cfg["stages"][name], device, fn_constructor_kwargs={"cfg": dict(cfg)})
     return ds
 
 
@@ -332,13 +350,7 @@ def _run_dataset(cfg: Mapping[str, Any], pending: list[dict]) -> tuple[list[dict
     ds = diffusion_dataset(cfg, pending)
     ds = _with_fault_args(ds.map, finalize, _fault_args(cfg, actors=False),
                           num_cpus=float(fin_cfg.get("num_cpus") or 1), concurrency=fin_cfg.get("concurrency"))
-    results: list[dict] = []
-    try:
-        for row in ds.iter_rows():
-            results.append(dict(row))
-    except Exception as exc:  # noqa: BLE001 - Ray gave up (retries exhausted); keep what finished
-        return results, exc
-    return results, None
+    return collect_rows(ds)
 
 
 def _resume_note(mode: str, output: str, state: "resume.OutputState", total: int, skipped: int) -> str:
