@@ -31,6 +31,9 @@ __all__ = ["validate_manifest"]
 
 _PANDAS_INDEX = re.compile(r"__index_level_\d+__")
 
+#: Integer overrides whose limits are the settings' own rules (one definition, in m3ddm_ray.rules).
+_SHARED_INT_RULES = {"num_inference_steps": inference_steps_problem, "canvas_size": canvas_size_problem}
+
 
 class _Bad(Exception):
     """Internal: a value problem (message only; row/column are added by the caller)."""
@@ -101,28 +104,31 @@ def _as_str(v: Any) -> str:
     return v.strip()
 
 
+def _safe_name(v: Any, check, hint: str = "") -> str:
+    """``v`` stripped, when it is a string that ``check`` (:mod:`.naming`) accepts; else _Bad."""
+    text = _as_str(v)
+    why = check(text)
+    if why:
+        raise _Bad(f"{_short(v)} {why}{hint}")
+    return text
+
+
 def _parse_override(name: str, v: Any) -> Any:
     if name == "seed":
         x = _as_int(v)
         if not 0 <= x <= MAX_SEED:
             raise _Bad(f"seed must be in 0..2**63-1, got {x}")
         return x
-    if name == "num_inference_steps":
+    if name in _SHARED_INT_RULES:  # the sampler's / the pipeline's own rule (m3ddm_ray.rules)
         x = _as_int(v)
-        why = inference_steps_problem(x)  # the sampler's own rule
+        why = _SHARED_INT_RULES[name](x)
         if why:
-            raise _Bad(f"num_inference_steps {why}, got {x}")
+            raise _Bad(f"{name} {why}, got {x}")
         return x
     if name in ("guidance_scale", "previous_guidance_scale"):
         x = _as_float(v)
         if x < 0:
             raise _Bad(f"{name} must be >= 0, got {x}")
-        return x
-    if name == "canvas_size":
-        x = _as_int(v)
-        why = canvas_size_problem(x)  # the pipeline's own rule
-        if why:
-            raise _Bad(f"canvas_size {why}, got {x}")
         return x
     if name == "output_size":
         s = _as_str(v).lower()
@@ -297,15 +303,11 @@ def _validate(
         derived = False
         v = rec.get("clip_id")
         if not _is_missing(v):
-            if not isinstance(v, str):
-                bad("clip_id", f"expected a string, got {type(v).__name__} {_short(v)}")
-            else:
-                why = check_clip_id(v.strip())
-                if why:
-                    bad("clip_id", f"{_short(v)} {why}; use 1-{MAX_CLIP_ID_LENGTH} characters "
-                                   "from [A-Za-z0-9._-], not '.' or '..'")
-                else:
-                    clip_id = v.strip()
+            try:
+                clip_id = _safe_name(v, check_clip_id, f"; use 1-{MAX_CLIP_ID_LENGTH} characters "
+                                                       "from [A-Za-z0-9._-], not '.' or '..'")
+            except _Bad as e:
+                bad("clip_id", str(e))
         elif uri is not None:
             clip_id = derive_clip_id(uri)
             derived = True
@@ -321,14 +323,10 @@ def _validate(
         prefix = None
         v = rec.get("output_prefix")
         if not _is_missing(v):
-            if not isinstance(v, str):
-                bad("output_prefix", f"expected a string, got {type(v).__name__} {_short(v)}")
-            else:
-                why = check_output_prefix(v.strip())
-                if why:
-                    bad("output_prefix", f"{_short(v)} {why}")
-                else:
-                    prefix = v.strip().rstrip("/")
+            try:
+                prefix = _safe_name(v, check_output_prefix).rstrip("/")
+            except _Bad as e:
+                bad("output_prefix", str(e))
 
         overrides: dict[str, Any] = {}
         for c in SAMPLER_OVERRIDE_COLUMNS:
