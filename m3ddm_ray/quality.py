@@ -22,7 +22,11 @@ Cost: one pass over the frames, ``O(T * H * W)``: frames are converted to luma i
 ``chunk_frames`` (default :data:`DEFAULT_CHUNK_FRAMES`), masked sums run per frame in OpenCV, so peak
 extra memory is about ``chunk_frames * H * W * 20`` bytes (float32 RGB copy, luma, generated pixels)
 whatever ``T`` is (~40 MB for 32 frames of 256 x 256). A 256 x 256 x 300-frame report takes well
-under a second on one CPU core. Nothing here imports torch or Ray.
+under a second on one CPU core (``benchmarks/bench_quality.py``). Nothing here imports torch or Ray.
+
+The package's frame and mask validators (:func:`check_frames`, :func:`check_mask`) live here too, so
+every layer above checks frames one way; with them the module is just past 500 lines, all of it one
+job (validated frames + mask -> the quality numbers).
 """
 
 from __future__ import annotations
