@@ -1,14 +1,20 @@
 """m3ddm-ray: video outpainting (aspect-ratio change) with M3DDM, batched on Ray Data.
 
-Layers, from the bottom up (nothing reaches back up):
+Layers, from the bottom up; a module imports only its own layer and those below
+(``tests/test_layering.py`` checks it on the import graph, lazy imports included; no cycle):
 
-* pure numpy: :mod:`m3ddm_ray.geometry` (ratios, canvas, masks, crops), :mod:`m3ddm_ray.plan`
-  (window plan), :mod:`m3ddm_ray.distributed.manifest` (manifests);
-* I/O: :mod:`m3ddm_ray.video` (PyAV + fsspec);
-* model: :mod:`m3ddm_ray.models` (the M3DDM UNet and loaders);
-* sampling: :mod:`m3ddm_ray.sampling` (one window, PNDM + guidance);
-* :mod:`m3ddm_ray.pipeline`: one video in memory -> outpainted frames, no Ray;
-* :mod:`m3ddm_ray.distributed`: Ray Data stages that wrap the pipeline.
+1. :mod:`m3ddm_ray.errors`, :mod:`m3ddm_ray.rules` (value rules shared by several layers);
+2. pure numpy / pyarrow / fsspec: :mod:`m3ddm_ray.geometry` (ratios, canvas, masks, crops),
+   :mod:`m3ddm_ray.plan` (window plan), :mod:`m3ddm_ray.storage` (fsspec, atomic writes, retries),
+   :mod:`m3ddm_ray.quality` (frame checks, no-reference numbers), :mod:`m3ddm_ray.distributed.manifest`
+   (manifests; pure despite its folder);
+3. I/O: :mod:`m3ddm_ray.video` (PyAV over fsspec, frame folders);
+4. model: :mod:`m3ddm_ray.models` (the M3DDM UNet and loaders), :mod:`m3ddm_ray.sampling` (one
+   window, PNDM + guidance);
+5. :mod:`m3ddm_ray.pipeline`: one video in memory -> outpainted frames, no Ray;
+6. :mod:`m3ddm_ray.distributed`: Ray Data stages that wrap the pipeline, the batch job;
+7. :mod:`m3ddm_ray.evaluation`: benchmark evaluation on the job's stages and pools;
+8. :mod:`m3ddm_ray.cli`: the command line.
 """
 
 __version__ = "0.1.0"

@@ -14,7 +14,6 @@ the rest (PyAV, the pipeline) is imported when a command runs.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import posixpath
 import sys
@@ -110,9 +109,8 @@ def cmd_outpaint_video(args: argparse.Namespace) -> int:
     pipe = None
     if len(unchanged) < len(ratios):  # load the models only when some ratio needs diffusion
         _check_device(args.device)
-        with _quiet_diffusers():
-            pipe = OutpaintPipeline.from_pretrained(args.model, args.vae, dtype=args.dtype, device=args.device,
-                                                    settings=settings)
+        pipe = OutpaintPipeline.from_pretrained(args.model, args.vae, dtype=args.dtype, device=args.device,
+                                                settings=settings)  # the loaders keep diffusers quiet themselves
     frames, info = video.read_frames(args.input)
 
     for ratio, uri in zip(ratios, outputs):
@@ -154,20 +152,6 @@ def output_uris(out: str, input_uri: str, ratios: Sequence) -> list[str]:
     return [join(f"{stem}_{r.slug}.mp4") for r in ratios]
 
 
-@contextlib.contextmanager
-def _quiet_diffusers():
-    """Hide diffusers' loader chatter while loading models (missing accelerate; a logged "error" when a
-    folder has .bin instead of .safetensors weights); real load failures still raise."""
-    from diffusers.utils import logging as diffusers_logging
-
-    level = diffusers_logging.get_verbosity()
-    diffusers_logging.set_verbosity(diffusers_logging.CRITICAL)
-    try:
-        yield
-    finally:
-        diffusers_logging.set_verbosity(level)
-
-
 def _check_device(device: str) -> None:
     if device == "cuda":
         import torch
@@ -195,8 +179,7 @@ def add_outpaint(subparsers) -> None:
 def cmd_outpaint(args: argparse.Namespace) -> int:
     from .distributed.job import run_from_args
 
-    with _quiet_diffusers():
-        return run_from_args(args)
+    return run_from_args(args)
 
 
 # --------------------------------------------------------------------------- manifest

@@ -30,6 +30,7 @@ import cv2
 import numpy as np
 
 from m3ddm_ray.errors import InputError
+from m3ddm_ray.rules import canvas_size_problem
 
 __all__ = [
     "Ratio",
@@ -271,8 +272,8 @@ def plan_canvas(
     h = _check_pos_int("height", height)
     w = _check_pos_int("width", width)
     s = _check_pos_int("canvas_size", canvas_size, " multiple of 8, e.g. 256")
-    if s % 8:
-        raise InputError(f"canvas_size={canvas_size!r} must be a positive multiple of 8, e.g. 256")
+    if canvas_size_problem(s):
+        raise InputError(f"canvas_size={canvas_size!r} {canvas_size_problem(s)}")
     ratios = tuple(parse_ratios(ratio))
 
     cur = w / h

@@ -30,6 +30,7 @@ import torch
 
 from . import geometry
 from .errors import InputError
+from .rules import OUTPUT_SIZES, canvas_size_problem
 from .plan import Window, WindowPlan, plan_windows
 from .sampling import (
     PosteriorNoise,
@@ -75,12 +76,12 @@ class OutpaintSettings:
     def __post_init__(self):
         if self.paste_mode not in ("round", "official"):
             raise InputError(f"paste_mode={self.paste_mode!r}; use 'round' or 'official'")
-        if self.output_size not in ("canvas", "source"):
+        if self.output_size not in OUTPUT_SIZES:
             raise InputError(f"output_size={self.output_size!r}; use 'canvas' or 'source'")
         if self.posterior not in ("sample", "mode"):
             raise InputError(f"posterior={self.posterior!r}; use 'sample' or 'mode'")
-        if self.canvas_size <= 0 or self.canvas_size % 8:
-            raise InputError(f"canvas_size={self.canvas_size} must be a positive multiple of 8 (e.g. 256)")
+        if canvas_size_problem(self.canvas_size):
+            raise InputError(f"canvas_size={self.canvas_size} {canvas_size_problem(self.canvas_size)}")
         if self.num_global_frames < 1:
             raise InputError(f"num_global_frames={self.num_global_frames} must be >= 1 (16 as trained)")
 
@@ -156,12 +157,9 @@ class PreparedClip:
 
 
 def _check_frames(frames: np.ndarray) -> np.ndarray:
-    frames = np.asarray(frames)
-    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-        raise InputError(f"frames must be uint8 (T, H, W, 3) RGB; got {frames.dtype} {frames.shape}")
-    if frames.shape[0] < 1:
-        raise InputError("the video has 0 frames; nothing to outpaint")
-    return frames
+    from .quality import check_frames  # the one frame validator
+
+    return check_frames(frames, "frames")
 
 
 def prepare_clips(frames: Iterable[np.ndarray], num_frames: int, fps: float, ratios,

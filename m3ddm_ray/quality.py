@@ -22,7 +22,11 @@ Cost: one pass over the frames, ``O(T * H * W)``: frames are converted to luma i
 ``chunk_frames`` (default :data:`DEFAULT_CHUNK_FRAMES`), masked sums run per frame in OpenCV, so peak
 extra memory is about ``chunk_frames * H * W * 20`` bytes (float32 RGB copy, luma, generated pixels)
 whatever ``T`` is (~40 MB for 32 frames of 256 x 256). A 256 x 256 x 300-frame report takes well
-under a second on one CPU core. Nothing here imports torch or Ray.
+under a second on one CPU core (``benchmarks/bench_quality.py``). Nothing here imports torch or Ray.
+
+The package's frame and mask validators (:func:`check_frames`, :func:`check_mask`) live here too, so
+every layer above checks frames one way; with them the module is just past 500 lines, all of it one
+job (validated frames + mask -> the quality numbers).
 """
 
 from __future__ import annotations
@@ -43,6 +47,8 @@ __all__ = [
     "SATURATION_LEVELS",
     "DEFAULT_CHUNK_FRAMES",
     "REPORT_KEYS",
+    "check_frames",
+    "check_mask",
     "luma",
     "temporal_flicker",
     "flicker_ratio",
@@ -101,8 +107,9 @@ def check_frames(frames, name: str = "frames") -> np.ndarray:
     return arr
 
 
-def _check_mask(mask, hw: Tuple[int, int], name: str) -> np.ndarray:
-    """Return ``mask`` as a C-contiguous bool ``(H, W)`` array."""
+def check_mask(mask, hw: Tuple[int, int], name: str = "mask") -> np.ndarray:
+    """``mask`` (uint8 0/1 or bool, ``(H, W)`` = ``hw``) as a C-contiguous bool array; InputError naming
+    ``name`` otherwise. 1 / True = generated pixel."""
     arr = np.asarray(mask)
     if arr.dtype != np.bool_ and arr.dtype != np.uint8:
         raise InputError(f"{name} has dtype {arr.dtype}; expected uint8 (values 0/1) or bool")
@@ -356,7 +363,7 @@ def temporal_flicker(
     """
     frames = check_frames(frames)
     hw = frames.shape[1:3]
-    region = _check_mask(region_mask, hw, "region_mask")
+    region = check_mask(region_mask, hw, "region_mask")
     acc = _run(frames, _Accumulator(hw, [region]), chunk_frames)
     return acc.flicker(0)
 
@@ -385,7 +392,7 @@ def flicker_ratio(
     """
     frames = check_frames(frames)
     hw = frames.shape[1:3]
-    m = _check_mask(mask, hw, "mask")
+    m = check_mask(mask, hw, "mask")
     acc = _run(frames, _Accumulator(hw, [m, ~m]), chunk_frames)
     if acc.n_diffs == 0:
         return _NAN
@@ -421,7 +428,7 @@ def seam_strength(
     """
     frames = check_frames(frames)
     hw = frames.shape[1:3]
-    m = _check_mask(mask, hw, "mask")
+    m = check_mask(mask, hw, "mask")
     w = _check_pos_int("width", width)
     acc = _run(frames, _Accumulator(hw, [], mask=m, seam_width=w), chunk_frames)
     return acc.seam_value()
@@ -453,7 +460,7 @@ def generated_stats(
     """
     frames = check_frames(frames)
     hw = frames.shape[1:3]
-    m = _check_mask(mask, hw, "mask")
+    m = check_mask(mask, hw, "mask")
     acc = _run(frames, _Accumulator(hw, [], mask=m, gen_stats=True), chunk_frames)
     return acc.generated()
 
@@ -499,7 +506,7 @@ def quality_report(
     """
     frames = check_frames(frames)
     hw = frames.shape[1:3]
-    m = _check_mask(mask, hw, "mask")
+    m = check_mask(mask, hw, "mask")
     w = _check_pos_int("seam_width", seam_width)
     acc = _Accumulator(hw, [m, ~m], mask=m, seam_width=w, gen_stats=True)
     _run(frames, acc, chunk_frames)

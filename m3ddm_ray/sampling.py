@@ -28,6 +28,7 @@ from typing import Callable, Mapping
 import torch
 
 from .errors import InputError
+from .rules import inference_steps_problem
 
 VAE_SCALE = 0.18215
 #: Noise generator seed of the official inference (``--seed 6``).
@@ -54,8 +55,9 @@ class SamplerSettings:
     official_batch4: bool = False
 
     def __post_init__(self):
-        if self.num_inference_steps < 2:
-            raise InputError(f"num_inference_steps={self.num_inference_steps}: must be >= 2 (50 official)")
+        why = inference_steps_problem(self.num_inference_steps)
+        if why:
+            raise InputError(f"num_inference_steps={self.num_inference_steps} {why}")
 
 
 def make_scheduler(config: Mapping | None = None):

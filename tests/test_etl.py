@@ -580,12 +580,36 @@ def test_third_run_skips_everything_without_starting_ray(killed_then_resumed, mo
 
 
 # --------------------------------------------------------------------------- (2) a model actor dies mid-batch
-def test_fine_actor_killed_mid_batch_is_restarted_and_rows_are_done_once(ray_session, tmp_path):
+def _dies_once_after_first_row(stage_cls, marker: Path):
+    """A subclass of the model stage ``stage_cls`` whose first actor to finish a row creates
+    ``marker`` and kills its own process (``os._exit``), mid-batch when the batch has more rows.
+    Fires once per marker file. Defined locally so that Ray pickles it by value into the actors;
+    the production stage has no fault hook."""
+
+    class DiesOnce(stage_cls):
+        def __call__(self, batch):
+            self._batch_len = len(next(iter(batch.values())))
+            return super().__call__(batch)
+
+        def run_oom_safe(self, row):
+            row = super().run_oom_safe(row)
+            try:
+                fd = os.open(str(marker), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                return row
+            os.write(fd, f"{os.getpid()} {self.stage} row 1 of {self._batch_len}\n".encode())
+            os.close(fd)
+            os._exit(1)
+
+    return DiesOnce
+
+
+def test_fine_actor_killed_mid_batch_is_restarted_and_rows_are_done_once(ray_session, tmp_path, monkeypatch):
     marker = tmp_path / "fine-killed"
     entries = [{"video_uri": str(DATA / "megamind_20.mp4"), "clip_id": "a"}]  # 2 ratios: one 2-row batch
     cfg = tiny_cfg()
     cfg["stages"]["coarse"]["batch_size"] = cfg["stages"]["fine"]["batch_size"] = 2
-    cfg["_test_hooks"] = {"fine_exit_once": str(marker)}
+    monkeypatch.setattr(job, "FineStage", _dies_once_after_first_row(stages.FineStage, marker))
     result = run_job(cfg, manifest(tmp_path, entries), str(tmp_path / "out"))
     assert marker.exists(), "the fault was not injected"
     pid, stage, where = marker.read_text().split(" ", 2)
@@ -718,3 +742,16 @@ def test_when_ray_gives_up_unfinished_rows_become_errors_and_the_table_is_writte
     assert rows["b"]["error"].startswith(f"job: {DATA / 'megamind_20.mp4'}: the Ray execution failed")
     assert "re-run the job to resume" in rows["b"]["error"] and SECRET not in rows["b"]["error"]
     assert "2 unfinished rows" in result.summary() and Path(result.results_uri).is_file()
+
+
+def test_retry_defaults_have_one_home_and_storage_jitter_is_a_config_key():
+    from m3ddm_ray.distributed.config import DEFAULTS, load_config
+
+    cfg = load_config(None, ["retries.storage_jitter=0.25", "retries.storage_attempts=7"])
+    policy = storage.RetryPolicy.from_config(cfg["retries"])
+    assert (policy.jitter, policy.attempts) == (0.25, 7)
+    d = storage.DEFAULT_RETRY_POLICY
+    assert storage.RetryPolicy.from_config(load_config()["retries"]) == d
+    assert job.RETRY_DEFAULTS is DEFAULTS["retries"]
+    assert [DEFAULTS["retries"][k] for k in ("storage_attempts", "storage_base_delay_s", "storage_max_delay_s",
+                                             "storage_jitter")] == [d.attempts, d.base_delay_s, d.max_delay_s, d.jitter]

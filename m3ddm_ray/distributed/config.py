@@ -17,6 +17,7 @@ from typing import Any, Iterable, Mapping
 import yaml
 
 from ..errors import InputError
+from ..storage import DEFAULT_RETRY_POLICY as _STORAGE
 
 #: Defaults of every key (the released model on one GPU per actor). ``configs/default.yaml`` mirrors it.
 DEFAULTS: dict[str, Any] = {
@@ -36,9 +37,14 @@ DEFAULTS: dict[str, Any] = {
     "encode": {"crf": 18, "preset": "medium"},
     "ray": {"address": None, "num_cpus": None, "num_gpus": None, "autoscaling": False,
             "stall_timeout_s": 3600, "actor_start_timeout_s": 1800},
-    "retries": {
-        "actor_max_restarts": -1, "actor_max_task_retries": 3, "task_max_retries": 3,
-        "storage_attempts": 4, "storage_base_delay_s": 0.5, "storage_max_delay_s": 20.0,
+    "retries": {  # the one home of the retry defaults (storage_*: m3ddm_ray.storage.RetryPolicy's)
+        "actor_max_restarts": -1,      # restart a dead model actor (GPU node lost, OOM-killed...) without limit
+        "actor_max_task_retries": 3,   # ... and retry its unfinished batch at most this often (bounds poison rows)
+        "task_max_retries": 3,         # prepare / finalize tasks whose worker process died
+        "storage_attempts": _STORAGE.attempts,          # tries per upload / download / listing
+        "storage_base_delay_s": _STORAGE.base_delay_s,  # first backoff wait, doubled each time
+        "storage_max_delay_s": _STORAGE.max_delay_s,
+        "storage_jitter": _STORAGE.jitter,              # each wait times a random factor in [1 - jitter, 1]
     },
     "stages": {
         "prepare": {"num_cpus": "auto", "concurrency": None, "prepare_timeout_s": 3600},

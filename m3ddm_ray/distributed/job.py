@@ -30,7 +30,7 @@ import pyarrow as pa
 from ..errors import M3DDMError
 from ..quality import REPORT_KEYS
 from . import resume
-from .config import load_config
+from .config import DEFAULTS, load_config
 from .resources import MODEL_STAGES, ResourcePlan, local_gpu_count, plan_pools
 from .stages import (
     RESULT_COLUMNS,
@@ -122,15 +122,8 @@ def init_ray(cfg: Mapping[str, Any]):
     return ray
 
 
-#: Defaults of the optional ``retries`` config section (see the README).
-RETRY_DEFAULTS = {
-    "actor_max_restarts": -1,      # restart a dead model actor (GPU node lost, OOM-killed...) without limit
-    "actor_max_task_retries": 3,   # ... and retry its unfinished batch at most this often (bounds poison rows)
-    "task_max_retries": 3,         # prepare / finalize tasks whose worker process died
-    "storage_attempts": 4,         # transient storage errors: tries per upload / download / listing
-    "storage_base_delay_s": 0.5,   # first backoff wait, doubled each time
-    "storage_max_delay_s": 20.0,
-}
+#: Defaults of the optional ``retries`` config section (see the README): the config's own defaults.
+RETRY_DEFAULTS = DEFAULTS["retries"]
 
 
 def retry_setting(cfg: Mapping[str, Any], key: str) -> Any:
@@ -190,10 +183,11 @@ def cluster_resources(cfg: Mapping[str, Any]) -> dict[str, float]:
     return {"CPU": float(cpus), "GPU": float(gpus)}
 
 
-def resolve_runtime(cfg: Mapping[str, Any], cluster: Mapping[str, float] | None = None
+def resolve_runtime(cfg: Mapping[str, Any], cluster: Mapping[str, float] | None = None, **pools
                     ) -> tuple[dict[str, Any], ResourcePlan]:
     """A copy of ``cfg`` with ``device`` / ``dtype`` resolved and every stage's ``num_cpus`` /
     ``num_gpus`` a number that fits ``cluster`` (default: :func:`cluster_resources`), and the plan.
+    ``pools`` (``actors=``, ``tasks=``) name the job's stages for :func:`~.resources.plan_pools`.
 
     Idempotent: resolving a resolved config changes nothing.
 
@@ -203,12 +197,12 @@ def resolve_runtime(cfg: Mapping[str, Any], cluster: Mapping[str, float] | None 
     cluster = cluster if cluster is not None else cluster_resources(cfg)
     rc = cfg.get("ray") or {}
     plan = plan_pools(cfg["stages"], cfg["device"], cfg["dtype"], cluster,
-                      autoscaling=bool(rc.get("autoscaling")))
+                      autoscaling=bool(rc.get("autoscaling")), **pools)
     out = dict(cfg, device=plan.device, dtype=plan.dtype)
     out["stages"] = {name: dict(stage) for name, stage in cfg["stages"].items()}
     for name, ask in plan.asks.items():
-        out["stages"][name]["num_cpus"] = ask.num_cpus
-        if name in MODEL_STAGES:
+        out["stages"].setdefault(name, {})["num_cpus"] = ask.num_cpus
+        if name in MODEL_STAGES or name in pools.get("actors", ()):
             out["stages"][name]["num_gpus"] = ask.num_gpus
     return out, plan
 
@@ -234,6 +228,40 @@ def _with_fault_args(method, fn, fault_args: Mapping[str, int], **kwargs):
                 raise
     logger.warning("this Ray version does not take %s; using its default retry limits", sorted(fault_args))
     return method(fn, **kwargs)
+
+
+def map_on_actor_pool(ds, stage_cls, cfg: Mapping[str, Any], stage_cfg: Mapping[str, Any], device: str, **kwargs):
+    """``ds.map_batches(stage_cls)`` on a fixed-size actor pool (:func:`_pool`) with the job's actor
+    retry limits (:func:`_fault_args`): the one pool builder of the outpaint and the eval job.
+    ``kwargs`` go to ``map_batches`` (``fn_constructor_kwargs`` ...); batches are numpy."""
+    return _with_fault_args(ds.map_batches, stage_cls, _fault_args(cfg, actors=True), batch_format="numpy",
+                            **_pool(stage_cfg, device), **kwargs)
+
+
+def collect_rows(ds, cfg: Mapping[str, Any] | None = None, expected: int | None = None
+                 ) -> tuple[list[dict], BaseException | None]:
+    """Every row ``ds`` produces and the exception that stopped it (None when it finished): when Ray
+    gives up (retry limits exhausted) the rows that finished are kept.
+
+    With ``expected`` rows, a watchdog (:class:`StallWatchdog`, ``cfg["ray"]["stall_timeout_s"]``)
+    stops the run with :class:`JobStalled` when no row arrives for that long while rows are still
+    pending. Rows are read without prefetch, so a finished row reaches the driver at once
+    (``iter_rows`` holds it back until the next block is ready, so one stuck clip would hide the
+    rows finished before it).
+    """
+    results: list[dict] = []
+    timeout = float(((cfg or {}).get("ray") or {}).get("stall_timeout_s") or 0) if expected else 0.0
+    dog = StallWatchdog(timeout, lambda: (expected or 0) - len(results))
+    try:
+        with dog:
+            for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=0):
+                results.extend(batch.to_pylist())
+                dog.progress()
+    except Exception as exc:  # noqa: BLE001 - Ray gave up (retries exhausted) or the watchdog fired
+        if dog.fired and not isinstance(exc, JobStalled):  # Ray re-raised it wrapped
+            exc = JobStalled(dog.message())
+        return results, exc
+    return results, None
 
 
 def absolute_uri(uri: str) -> str:
@@ -325,9 +353,7 @@ def diffusion_dataset(cfg: Mapping[str, Any], rows: list[dict]):
     ds = _with_fault_args(ds.flat_map, prepare, _fault_args(cfg, actors=False),
                           num_cpus=_as_float(prep_cfg.get("num_cpus"), 1.0), concurrency=prep_cfg.get("concurrency"))
     for stage_cls, name in ((CoarseStage, "coarse"), (FineStage, "fine")):
-        pool = _pool(cfg["stages"][name], device)
-        ds = _with_fault_args(ds.map_batches, stage_cls, _fault_args(cfg, actors=True),
-                              fn_constructor_kwargs={"cfg": dict(cfg)}, batch_format="numpy", **pool)
+        ds = map_on_actor_pool(ds, stage_cls, cfg, cfg["stages"][name], device, fn_constructor_kwargs={"cfg": dict(cfg)})
     return ds
 
 
@@ -402,20 +428,7 @@ def _run_dataset(cfg: Mapping[str, Any], pending: list[dict]) -> tuple[list[dict
     ds = diffusion_dataset(cfg, pending)
     ds = _with_fault_args(ds.map, finalize, _fault_args(cfg, actors=False),
                           num_cpus=_as_float(fin_cfg.get("num_cpus"), 1.0), concurrency=fin_cfg.get("concurrency"))
-    results: list[dict] = []
-    timeout = float((cfg.get("ray") or {}).get("stall_timeout_s") or 0)
-    try:
-        with StallWatchdog(timeout, lambda: len(pending) - len(results)) as dog:
-            # no prefetch: a finished row reaches the driver at once (``iter_rows`` holds it back until
-            # the next block is ready, so one stuck clip would hide the rows finished before it)
-            for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=0):
-                results.extend(batch.to_pylist())
-                dog.progress()
-    except Exception as exc:  # noqa: BLE001 - Ray gave up (retries exhausted) or the watchdog fired
-        if dog.fired and not isinstance(exc, JobStalled):  # Ray re-raised it wrapped
-            exc = JobStalled(dog.message())
-        return results, exc
-    return results, None
+    return collect_rows(ds, cfg, len(pending))
 
 
 class JobStalled(M3DDMError):

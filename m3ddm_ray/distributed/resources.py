@@ -119,7 +119,9 @@ def _fmt(x: float) -> str:
 
 
 def plan_pools(stages: Mapping[str, Mapping[str, Any]], device: Any, dtype: Any,
-               cluster: Mapping[str, float], *, autoscaling: bool = False) -> ResourcePlan:
+               cluster: Mapping[str, float], *, autoscaling: bool = False,
+               actors: tuple[str, ...] = MODEL_STAGES, tasks: tuple[str, ...] = ("prepare", "finalize"),
+               ) -> ResourcePlan:
     """Resolve every stage's CPUs / GPUs against the cluster (rules in the module docstring).
 
     Args:
@@ -127,6 +129,9 @@ def plan_pools(stages: Mapping[str, Mapping[str, Any]], device: Any, dtype: Any,
         device, dtype: the config's values (``auto`` allowed).
         cluster: total resources, e.g. ``ray.cluster_resources()`` (``"CPU"``, ``"GPU"`` keys).
         autoscaling: the cluster may grow; shortfalls become notes instead of errors.
+        actors, tasks: the actor-pool stages and the task stages of the job (the eval job adds its
+            ``score`` pool and has no finalize); only :data:`MODEL_STAGES` get ``auto`` GPUs, other
+            actor stages keep their explicit ``num_gpus`` (default 0).
 
     Returns:
         The :class:`ResourcePlan`.
@@ -145,35 +150,40 @@ def plan_pools(stages: Mapping[str, Mapping[str, Any]], device: Any, dtype: Any,
             raise ResourceError(msg)
         notes.append(f"{msg} (ray.autoscaling: waiting for the autoscaler)")
 
-    count = {s: 1 for s in STAGES}
-    for s in MODEL_STAGES:
+    names = tuple(tasks[:1]) + tuple(actors) + tuple(tasks[1:])  # dataflow order for messages
+    gpu_stages = tuple(s for s in actors if s in MODEL_STAGES)
+    count = {s: 1 for s in names}
+    for s in actors:
         n = (stages.get(s) or {}).get("num_actors")
         n = 1 if n is None else n
         if isinstance(n, bool) or not isinstance(n, (int, float)) or int(n) != n or int(n) < 1:
             raise ResourceError(f"stages.{s}.num_actors={n!r}: use a whole number >= 1")
         count[s] = int(n)
-    model_actors = sum(count[s] for s in MODEL_STAGES)
+    model_actors = sum(count[s] for s in gpu_stages)
 
     # GPUs -------------------------------------------------------------------------------------
-    gpu_ask: dict[str, float] = {s: 0.0 for s in STAGES}
+    gpu_ask: dict[str, float] = {s: 0.0 for s in names}
+    for s in actors:
+        if s not in gpu_stages:
+            gpu_ask[s] = _number(s, "num_gpus", (stages.get(s) or {}).get("num_gpus")) or 0.0
     if dev == "cuda":
         if gpus <= 0:
             shortfall(f"device is cuda but the cluster has no GPU ({_fmt(cpus)} CPUs, 0 GPUs); "
                       "run on the CPU with --device cpu, or start the job on a cluster with GPUs")
         # model actors per GPU so that all fit (an autoscaler adds whole GPUs: 1 each)
         per_gpu = 1 if gpus <= 0 or gpus >= model_actors else math.ceil(model_actors / gpus)
-        for s in MODEL_STAGES:
+        for s in gpu_stages:
             ask = _number(s, "num_gpus", (stages.get(s) or {}).get("num_gpus"))
             gpu_ask[s] = (1.0 / per_gpu) if ask is None else ask
-        need = sum(gpu_ask[s] * count[s] for s in MODEL_STAGES)
-        for s in MODEL_STAGES:
+        need = sum(gpu_ask[s] * count[s] for s in actors)
+        for s in actors:
             if gpu_ask[s] > 1 and gpu_ask[s] != int(gpu_ask[s]):
                 raise ResourceError(f"stages.{s}.num_gpus={_fmt(gpu_ask[s])}: a fraction must be below 1, "
                                     "above 1 use a whole number of GPUs")
         if gpus > 0 and need > gpus + 1e-9:
-            worst = max(MODEL_STAGES, key=lambda s: gpu_ask[s] * count[s])
+            worst = max(actors, key=lambda s: gpu_ask[s] * count[s])
             shortfall(f"stage {worst!r} cannot be placed: the model pools ask "
-                      + " + ".join(f"{count[s]} x {_fmt(gpu_ask[s])} GPU ({s})" for s in MODEL_STAGES)
+                      + " + ".join(f"{count[s]} x {_fmt(gpu_ask[s])} GPU ({s})" for s in actors if gpu_ask[s])
                       + f" = {_fmt(need)} GPUs, the cluster has {_fmt(gpus)}; "
                       f"share GPUs with --set stages.{worst}.num_gpus=auto (or 0.5), "
                       f"or use fewer actors (--set stages.{worst}.num_actors=1)")
@@ -181,7 +191,7 @@ def plan_pools(stages: Mapping[str, Mapping[str, Any]], device: Any, dtype: Any,
     # CPUs -------------------------------------------------------------------------------------
     explicit: dict[str, float] = {}
     auto: list[str] = []
-    for s in STAGES:
+    for s in names:
         ask = _number(s, "num_cpus", (stages.get(s) or {}).get("num_cpus"))
         if ask is None:
             auto.append(s)
@@ -207,14 +217,14 @@ def plan_pools(stages: Mapping[str, Mapping[str, Any]], device: Any, dtype: Any,
                   f"(--set stages.{biggest}.num_cpus=auto)")
         for s in auto:
             cpu_ask[s] = 1.0
-    need = sum(cpu_ask[s] * count[s] for s in STAGES)
+    need = sum(cpu_ask[s] * count[s] for s in names)
     if need > cpus + 1e-3:
-        worst = max(STAGES, key=lambda s: cpu_ask[s] * count[s])
+        worst = max(names, key=lambda s: cpu_ask[s] * count[s])
         shortfall(f"stage {worst!r} cannot be placed: the job needs "
-                  + " + ".join(f"{count[s]} x {_fmt(cpu_ask[s])} CPU ({s})" for s in STAGES)
+                  + " + ".join(f"{count[s]} x {_fmt(cpu_ask[s])} CPU ({s})" for s in names)
                   + f" = {_fmt(need)} CPUs at once, the cluster has {_fmt(cpus)}; "
                   f"use --set stages.{worst}.num_cpus=auto (or a fraction such as 0.5), or a larger cluster")
-    asks = {s: PoolAsk(s, count[s], float(cpu_ask[s]), float(gpu_ask[s])) for s in STAGES}
+    asks = {s: PoolAsk(s, count[s], float(cpu_ask[s]), float(gpu_ask[s])) for s in names}
     return ResourcePlan(dev, dt, asks, tuple(notes))
 
 

@@ -27,7 +27,6 @@ import contextlib
 import dataclasses
 import json
 import logging
-import os
 import pickle
 import threading
 import time
@@ -40,6 +39,7 @@ from .. import storage
 from ..errors import InputError, M3DDMError, VideoError
 from ..quality import REPORT_KEYS
 from .config import config_hash, job_settings
+from .manifest import SAMPLER_OVERRIDE_COLUMNS, VIDEO_EXTENSIONS, check_clip_id, check_output_prefix
 
 logger = logging.getLogger(__name__)
 
@@ -119,8 +119,6 @@ def output_key(output: str, clip_id: str, ratio: str, chash: str, prefix: str | 
         InputError: ``clip_id`` or ``prefix`` could leave the output prefix (``..``, ``/``, ...); the
             manifest validation rejects such rows earlier, this is the last line of defence.
     """
-    from .manifest import check_clip_id, check_output_prefix
-
     why = check_clip_id(clip_id)
     if why:
         raise InputError(f"clip_id {clip_id!r} {why}")
@@ -136,8 +134,7 @@ def output_key(output: str, clip_id: str, ratio: str, chash: str, prefix: str | 
 def expand_manifest_row(row: Mapping[str, Any], cfg: Mapping[str, Any], output: str) -> list[dict]:
     """One pending row per (clip, ratio) of a manifest row (ratios from the row or the job)."""
     ratios = list(row.get("target_ratios") or cfg["ratios"])
-    overrides = {k: row.get(k) for k in ("seed", "num_inference_steps", "guidance_scale",
-                                          "previous_guidance_scale", "canvas_size", "output_size")}
+    overrides = {k: row.get(k) for k in SAMPLER_OVERRIDE_COLUMNS}
     settings = job_settings(cfg, overrides)
     chash = config_hash(cfg, settings)
     out = []
@@ -156,8 +153,7 @@ def expand_manifest_row(row: Mapping[str, Any], cfg: Mapping[str, Any], output: 
 def _is_frame_folder(uri: str, cfg: Mapping[str, Any]) -> bool:
     """True when a manifest URI names a folder of frames rather than a video file (one listing call,
     skipped for names with a video extension)."""
-    from ..evaluation.datasets import is_image_sequence
-    from .manifest import VIDEO_EXTENSIONS
+    from ..video import is_image_sequence
 
     if str(uri).lower().endswith(tuple(VIDEO_EXTENSIONS)):
         return False
@@ -266,7 +262,7 @@ class PrepareStage:
         settings = job_settings(self.cfg, json.loads(first["overrides"]))
         ratios = [r["ratio"] for r in rows]
         if _is_frame_folder(uri, self.cfg):  # a folder of images (DAVIS / YouTube-VOS layout)
-            from ..evaluation.datasets import image_sequence_info, iter_image_sequence
+            from ..video import image_sequence_info, iter_image_sequence
 
             so = self.cfg.get("storage_options") or None
             info = image_sequence_info(uri, storage_options=so)
@@ -362,7 +358,7 @@ class _ModelStage:
         apply_retry_policy(self.cfg)
         rows = _rows(batch)
         out = []
-        for i, row in enumerate(rows):
+        for row in rows:
             if row["status"] != "pending":
                 out.append(row)
                 continue
@@ -373,7 +369,6 @@ class _ModelStage:
                 row = _fail(row, self.stage, exc, self.cfg)
             row[f"seconds_{self.stage}"] = time.perf_counter() - t0
             out.append(row)
-            _test_exit_hook(self.cfg, self.stage, i, len(rows))
         return _batch(out)
 
 
@@ -400,23 +395,6 @@ def _free_accelerator_memory() -> None:
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-
-
-def _test_exit_hook(cfg: Mapping[str, Any], stage: str, index: int, batch_len: int) -> None:
-    """Test-only fault injection: with ``cfg["_test_hooks"]["<stage>_exit_once"] = <marker path>``
-    the first actor that finishes a row of a batch creates the marker and kills its own process
-    (``os._exit``), mid-batch when the batch has more rows. Fires once per marker file. The key
-    cannot be set from YAML or ``--set`` (it is not a config key), only by code."""
-    marker = ((cfg.get("_test_hooks") or {}).get(f"{stage}_exit_once"))
-    if not marker or index != 0:
-        return
-    try:
-        fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    except FileExistsError:
-        return
-    os.write(fd, f"{os.getpid()} {stage} row 1 of {batch_len}\n".encode())
-    os.close(fd)
-    os._exit(1)
 
 
 class CoarseStage(_ModelStage):
@@ -481,7 +459,7 @@ class FinalizeStage:
         source = None
         if clip.passthrough or settings.output_size == "source":
             if src is None:  # a frame folder: no single source file to download
-                from ..evaluation.datasets import read_image_sequence
+                from ..video import read_image_sequence
 
                 source, _ = read_image_sequence(row["video_uri"], storage_options=so)
             else:

@@ -1,6 +1,12 @@
 """Inception-v1 I3D (Carreira & Zisserman, 2017) with the parameter names of ``pytorch-i3d``.
 
-Private helper of :mod:`m3ddm_ray.evaluation.metrics` (FVD features). Written from the architecture
+Why our own module: the VideoGPT / TATS checkpoint is a state dict of ``pytorch_i3d.InceptionI3d``,
+a class that lives in a GitHub repository (piergiaj/pytorch-i3d) and is not published on PyPI, so no
+installable package loads that file; the FVD packages on PyPI (e.g. ``cd-fvd``) wrap the TorchScript
+I3D or VideoMAE instead, and the TorchScript file needs no code at all (``torch.jit.load``, used
+for ``kind="stylegan-v"``).
+
+Private helper of :mod:`m3ddm_ray.evaluation.metrics.video_distance` (FVD features). Written from the architecture
 description: the module and parameter names are chosen so that the FVD checkpoint used by VideoGPT
 and TATS (``i3d_pretrained_400.pt``, a plain state dict of ``pytorch_i3d.InceptionI3d(400)``) loads
 with ``strict=True``:

@@ -1,7 +1,15 @@
 """LPIPS v0.1 with the AlexNet trunk (Zhang et al., CVPR 2018), written from the paper and the
 definitions of the ``lpips`` package (richzhang/PerceptualSimilarity).
 
-Private helper of :mod:`m3ddm_ray.evaluation.metrics`. Parameter names follow the two checkpoints
+Why our own module and not the package: ``lpips`` (0.1.4, and ``torchmetrics``' LPIPS, which
+wraps it) builds its trunk with ``torchvision.models.alexnet``, so it cannot load the standard
+weight files without torchvision; torchvision wheels pin one exact torch build (CPU or one CUDA
+variant), and depending on it would let pip replace the project's torch. This module is ~100
+lines, has the same parameter names, loads the same two standard files strictly with
+``torch.load(weights_only=True)``, and ``tests/test_eval_metrics.py`` checks it against the
+functional definition.
+
+Private helper of :mod:`m3ddm_ray.evaluation.metrics.perceptual`. Parameter names follow the two checkpoints
 that are used with it, so both load strictly:
 
 * ``features.{0,3,6,8,10}.{weight,bias}``: torchvision's ImageNet AlexNet (``alexnet-owt-7be5be79.pth``,

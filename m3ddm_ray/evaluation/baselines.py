@@ -26,6 +26,7 @@ import numpy as np
 
 from .. import geometry
 from ..errors import InputError
+from ..quality import check_frames
 
 __all__ = ["METHODS", "BASELINES", "place_on_canvas", "replicate", "reflect", "blur", "telea", "outpaint"]
 
@@ -49,9 +50,7 @@ def place_on_canvas(strip: np.ndarray, geom: geometry.CanvasGeometry) -> np.ndar
 
 
 def _check(strip: np.ndarray, geom: geometry.CanvasGeometry) -> np.ndarray:
-    strip = np.asarray(strip)
-    if strip.dtype != np.uint8 or strip.ndim != 4 or strip.shape[-1] != 3 or strip.shape[0] < 1:
-        raise InputError(f"strip must be uint8 (T, h, w, 3) with T >= 1; got {strip.dtype} {strip.shape}")
+    strip = check_frames(strip, "strip")
     if tuple(strip.shape[1:3]) != tuple(geom.source_hw):
         raise InputError(f"strip is {strip.shape[1]}x{strip.shape[2]} (HxW) but the canvas was planned for "
                          f"{geom.source_hw[0]}x{geom.source_hw[1]}")

@@ -69,6 +69,7 @@ import numpy as np
 
 from .. import geometry
 from ..errors import InputError
+from ..quality import check_frames
 
 __all__ = [
     "PROTOCOLS",
@@ -238,9 +239,9 @@ class MaskCase:
             *before* the replacement: 0 when the pipeline put the input back unchanged.
         """
         gt = self._check_gt(gt)
-        out = np.asarray(output)
-        if out.dtype != np.uint8 or out.ndim != 4 or out.shape[0] != gt.shape[0] or out.shape[3] != 3:
-            raise InputError(f"output must be uint8 (T, h, w, 3) with T={gt.shape[0]}; got {out.dtype} {out.shape}")
+        out = check_frames(output, "output")
+        if out.shape[0] != gt.shape[0]:
+            raise InputError(f"output has {out.shape[0]} frames but the ground truth {gt.shape[0]}; they must match")
         out = resize_frames(out, self.frame_hw, "cubic") if out.shape[1:3] != self.frame_hw else out.copy()
         y0, y1, x0, x1 = self.known_box
         diff = np.abs(out[:, y0:y1, x0:x1].astype(np.int16) - gt[:, y0:y1, x0:x1].astype(np.int16))
@@ -249,8 +250,8 @@ class MaskCase:
         return out, err
 
     def _check_gt(self, gt: np.ndarray) -> np.ndarray:
-        gt = np.asarray(gt)
-        if gt.dtype != np.uint8 or gt.ndim != 4 or gt.shape[1:] != (*self.frame_hw, 3):
+        gt = check_frames(gt, "ground truth")
+        if tuple(gt.shape[1:3]) != tuple(self.frame_hw):
             raise InputError(f"ground truth must be uint8 (T, {self.frame_hw[0]}, {self.frame_hw[1]}, 3); "
                              f"got {gt.dtype} {gt.shape}")
         return gt

@@ -16,6 +16,11 @@ FVD once per (method, mask ratio) and writes::
     <output>/report/img/*.png
     <output>/manifest.parquet     the evaluation manifest (clips, frame files, frame ranges)
 
+Modules: :mod:`.config` (the ``eval:`` section), :mod:`.rows` (columns, pending rows, CPU
+preparation), :mod:`.scoring` (metric networks, :class:`ScoreStage`, FVD per set) and this one (the
+Ray wiring, the job, the command line). Error rows and retry limits are the outpaint job's
+(:func:`m3ddm_ray.distributed.stages._fail`, :func:`m3ddm_ray.distributed.job.map_on_actor_pool`).
+
 Configuration: the job config of ``m3ddm-ray outpaint`` (``configs/*.yaml``; model, VAE, sampler,
 stage pools) plus an ``eval:`` section (:data:`EVAL_DEFAULTS`), both overridable with
 ``--set KEY.PATH=VALUE`` (``--set eval.clip_len=32``). The canvas output is always used
@@ -24,18 +29,16 @@ stage pools) plus an ``eval:`` section (:data:`EVAL_DEFAULTS`), both overridable
 
 from __future__ import annotations
 
-import copy
-import json
-import os
 import pickle
 import time
-import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from ..distributed.config import deep_merge
-from ..errors import InputError, M3DDMError
+from ..errors import InputError
+from .config import EVAL_DEFAULTS, METHODS, build_protocol, load_eval_config, parse_methods
+from .rows import EVAL_COLUMNS, build_rows, eval_schema, prepare_group
+from .scoring import RANDOM_INIT, ScoreStage, fvd_by_set, make_fvd, make_lpips
 
 __all__ = [
     "EVAL_DEFAULTS",
@@ -47,392 +50,12 @@ __all__ = [
     "build_protocol",
     "build_rows",
     "ScoreStage",
+    "eval_dataset",
     "run_eval",
     "add_eval_arguments",
     "add_eval",
     "cmd_eval",
 ]
-
-#: Defaults of the ``eval:`` config section (configs/davis-eval.yaml shows every key).
-EVAL_DEFAULTS: dict[str, Any] = {
-    "dataset": None,            # davis2017 | davis2016 | youtube-vos | folder
-    "root": None,
-    "split": "val",
-    "protocol": "benchmark",    # benchmark | m3ddm-plus
-    "methods": ["m3ddm"],       # m3ddm | replicate | reflect | blur | telea
-    "clip_len": 16,             # frames per clip; 0 = whole sequences
-    "clips": "first",           # first: one clip per video; all: tile every video
-    "max_clips": None,
-    "benchmark": {"size": 256, "mask_ratios": [0.25, 0.66], "direction": "horizontal", "interpolation": "area"},
-    "m3ddm_plus": {"output_size": 256, "target_ratio": "16:9", "crop_ratios": [0.25], "crop_axis": "horizontal",
-                   "interpolation": "linear"},
-    "metrics": {
-        "lpips": "auto",            # auto (if the default weight files exist) | true | false
-        "lpips_weights": None,      # LPIPS linear heads (lpips/weights/v0.1/alex.pth); random-init: tests only
-        "lpips_backbone": None,     # torchvision AlexNet (alexnet-owt-7be5be79.pth); default: torch hub cache
-        "fvd_weights": None,        # I3D checkpoint; FVD is computed only when set; random-init: tests only
-        "fvd_kind": "videogpt",     # videogpt (i3d_pretrained_400.pt) | stylegan-v (i3d_torchscript.pt)
-        "ssim_window": "gaussian",  # gaussian (common protocol) | uniform (skimage default, M3DDM+ script)
-        "device": "cpu",
-    },
-    "baselines": {"blur_sigma": None, "telea_radius": 5},
-    "report": {"frames": 4},
-    "score": {"num_actors": 1, "num_cpus": 1, "num_gpus": 0, "batch_size": 1},
-}
-
-#: ``--method`` values (= ``baselines.METHODS``; kept here so that registering the command imports nothing heavy).
-METHODS = ("m3ddm", "replicate", "reflect", "blur", "telea")
-
-#: Columns of ``per_clip.parquet`` and their Arrow types (:func:`eval_schema`).
-EVAL_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("clip_id", "string"), ("sequence", "string"), ("dataset", "string"), ("split", "string"),
-    ("uri", "string"), ("start", "int64"), ("frames", "int64"), ("fps", "float64"),
-    ("protocol", "string"), ("mask_ratio", "float64"), ("ratio_label", "string"), ("method", "string"),
-    ("status", "string"), ("error", "string"),
-    ("psnr", "float64"), ("ssim", "float64"), ("lpips", "float64"), ("bmse", "float64"),
-    ("psnr_generated", "float64"), ("mse", "float64"), ("bmse_gt", "float64"), ("metric_impl", "string"),
-    ("known_error", "float64"), ("placement_exact", "bool_"),
-    ("frame_height", "int64"), ("frame_width", "int64"), ("known_box", "string"),
-    ("target_ratio", "string"), ("canvas_size", "int64"), ("image", "string"),
-    ("seconds_prepare", "float64"), ("seconds_coarse", "float64"), ("seconds_fine", "float64"),
-    ("seconds_method", "float64"), ("seconds_score", "float64"), ("seconds_unet", "float64"),
-    ("model", "string"), ("vae", "string"), ("config_hash", "string"), ("settings", "string"),
-)
-
-
-def eval_schema():
-    """Arrow schema of ``per_clip.parquet`` (one row per clip x mask ratio x method)."""
-    import pyarrow as pa
-
-    return pa.schema([(name, getattr(pa, kind)()) for name, kind in EVAL_COLUMNS])
-
-
-# --------------------------------------------------------------------------------------------------
-# Configuration
-# --------------------------------------------------------------------------------------------------
-
-
-def _check_eval_keys(data: Mapping, ref: Mapping, where: str, prefix: str = "eval.") -> None:
-    for key, value in data.items():
-        if key not in ref:
-            raise InputError(f"{where}: unknown config key {prefix + str(key)!r}; known keys at this level: "
-                             f"{sorted(ref)}")
-        if isinstance(ref[key], dict) and isinstance(value, Mapping):
-            _check_eval_keys(value, ref[key], where, f"{prefix}{key}.")
-
-
-
-def load_eval_config(path: str | os.PathLike | None = None, overrides: Sequence[str] = (),
-                     eval_flags: Mapping[str, Any] | None = None, **flags: Any) -> tuple[dict, dict]:
-    """``(job config, eval config)`` from a YAML file with an optional ``eval:`` section.
-
-    Precedence: defaults <- YAML <- ``--set`` overrides (``eval.*`` ones go to the eval config) <-
-    command-line flags (``flags``: job keys as in :func:`m3ddm_ray.distributed.config.load_config`;
-    ``eval_flags``: eval keys, dotted paths with ``__``). The job part goes through ``load_config``
-    unchanged (its YAML keys are passed as overrides before the user's), so it is validated the same way.
-
-    Raises:
-        InputError: unreadable YAML, unknown keys (job or eval), malformed overrides.
-    """
-
-    from ..distributed.config import DEFAULTS, load_config, parse_override, read_yaml_mapping
-
-    data: dict[str, Any] = {}
-    if path is not None:
-        data = read_yaml_mapping(path)
-    ecfg = copy.deepcopy(EVAL_DEFAULTS)
-    eval_part = data.pop("eval", None) or {}
-    if not isinstance(eval_part, Mapping):
-        raise InputError(f"config {path}: 'eval' must be a mapping of keys")
-    _check_eval_keys(eval_part, EVAL_DEFAULTS, f"config {path}")
-    deep_merge(ecfg, eval_part)
-    for key in data:
-        if key not in DEFAULTS:
-            raise InputError(f"config {path}: unknown config key {key!r}; known keys: {sorted(DEFAULTS) + ['eval']}")
-    job_overrides = [f"{k}={json.dumps(v)}" for k, v in data.items()]
-    for text in overrides:
-        keys, value = parse_override(text)
-        if keys[0] == "eval":
-            nested: Any = value
-            for k in reversed(keys[1:]):
-                nested = {k: nested}
-            if not isinstance(nested, Mapping):
-                raise InputError(f"override {text!r}: give a key below eval, e.g. eval.clip_len=32")
-            _check_eval_keys(nested, EVAL_DEFAULTS, "override")
-            deep_merge(ecfg, nested)
-        else:
-            job_overrides.append(text)
-    for name, value in (eval_flags or {}).items():
-        if value is None:
-            continue
-        nested = value
-        for k in reversed(name.split("__")):
-            nested = {k: nested}
-        _check_eval_keys(nested, EVAL_DEFAULTS, "flag")
-        deep_merge(ecfg, nested)
-    cfg = load_config(None, job_overrides, **flags)
-    cfg["output_size"] = "canvas"  # the protocol scores the canvas crop
-    return cfg, ecfg
-
-
-def _methods(value: Any) -> list[str]:
-    items = value if isinstance(value, (list, tuple)) else [value]
-    out: list[str] = []
-    for item in items:
-        for m in str(item).split(","):
-            m = m.strip()
-            if not m:
-                continue
-            if m not in METHODS:
-                raise InputError(f"unknown method {m!r}; use one of {', '.join(METHODS)} (comma-separated for several)")
-            if m not in out:
-                out.append(m)
-    if not out:
-        raise InputError(f"no method given; use one of {', '.join(METHODS)}")
-    return out
-
-
-def build_protocol(ecfg: Mapping[str, Any]):
-    """The protocol object of the eval config."""
-    from .protocols import make_protocol
-
-    name = ecfg["protocol"]
-    options = ecfg["benchmark"] if name == "benchmark" else ecfg["m3ddm_plus"] if name == "m3ddm-plus" else {}
-    return make_protocol(name, options)
-
-
-# --------------------------------------------------------------------------------------------------
-# Rows
-# --------------------------------------------------------------------------------------------------
-
-
-def build_rows(cfg: Mapping[str, Any], ecfg: Mapping[str, Any], clips, cases) -> list[list[dict]]:
-    """Pending rows grouped by clip: one per (mask ratio, method) of each clip."""
-    from ..distributed.config import config_hash, job_settings
-
-    methods = _methods(ecfg["methods"])
-    settings = job_settings(cfg)
-    chash = config_hash(cfg, settings)
-    settings_json = json.dumps(settings.to_dict(), sort_keys=True)
-    groups = []
-    for clip in clips:
-        record = json.dumps(clip.to_record())
-        group = []
-        for ci, case in enumerate(cases):
-            for mi, method in enumerate(methods):
-                model = method == "m3ddm"
-                group.append({
-                    "clip_id": clip.clip_id, "sequence": clip.sequence, "dataset": clip.dataset, "split": clip.split,
-                    "uri": clip.uri, "video_uri": clip.uri, "start": clip.start, "frames": clip.num_frames,
-                    "fps": clip.fps,
-                    "protocol": case.protocol, "mask_ratio": case.mask_ratio, "ratio_label": case.label,
-                    "method": method, "status": "pending" if model else "baseline", "error": None,
-                    "record": record, "overrides": "{}", "clip": b"", "state": b"",
-                    "fvd_real_wanted": ci == 0 and mi == 0,
-                    "model": str(cfg["model"]) if model else None, "vae": str(cfg["vae"]) if model else None,
-                    "config_hash": chash if model else None, "settings": settings_json if model else None,
-                })
-        groups.append(group)
-    return groups
-
-
-def _fail(row: dict, stage: str, exc: BaseException) -> dict:
-    row["status"] = "error"
-    row["error"] = f"{stage}: {exc}" if isinstance(exc, M3DDMError) else f"{stage}: {type(exc).__name__}: {exc}"
-    row["traceback"] = traceback.format_exc(limit=8)
-    row["clip"], row["state"] = b"", b""
-    return row
-
-
-def _ground_truth(row: Mapping[str, Any], protocol, storage_options):
-    from .datasets import EvalClip, load_clip
-
-    clip = EvalClip.from_record(json.loads(row["record"]))
-    return protocol.ground_truth(load_clip(clip, storage_options))
-
-
-def prepare_group(rows: list[dict], cfg: Mapping[str, Any], ecfg: Mapping[str, Any]) -> list[dict]:
-    """CPU: decode a clip once, cut each mask ratio's strip, ``prepare_clip`` it for the ``m3ddm`` rows."""
-    from ..distributed.config import job_settings
-    from ..pipeline import prepare_clip
-
-    t0 = time.perf_counter()
-    so = cfg.get("storage_options") or None
-    try:
-        protocol = build_protocol(ecfg)
-        cases = {c.label: c for c in protocol.cases(int(cfg["canvas_size"]))}
-        gt = _ground_truth(rows[0], protocol, so)
-        settings = job_settings(cfg)
-        strips = {}
-        for row in rows:
-            if row["method"] == "m3ddm":
-                case = cases[row["ratio_label"]]
-                if case.label not in strips:
-                    prepared = prepare_clip(case.strip(gt), float(row["fps"]), case.ratio, settings)
-                    strips[case.label] = pickle.dumps(prepared, protocol=pickle.HIGHEST_PROTOCOL)
-                row["clip"] = strips[case.label]
-    except Exception as exc:  # noqa: BLE001 - one bad clip must not stop the job
-        return [_fail(dict(r, seconds_prepare=time.perf_counter() - t0), "prepare", exc) for r in rows]
-    return [dict(r, seconds_prepare=time.perf_counter() - t0) for r in rows]
-
-
-# --------------------------------------------------------------------------------------------------
-# Scoring
-# --------------------------------------------------------------------------------------------------
-
-
-RANDOM_INIT = "random-init"
-
-
-def make_lpips(metrics: Mapping[str, Any]):
-    """The LPIPS network of the eval config, or None when LPIPS is off.
-
-    ``lpips: auto`` uses the default weight locations when both files are there (else None),
-    ``true`` requires them (ModelLoadError naming the missing file), ``false`` turns LPIPS off.
-    ``lpips_weights`` / ``lpips_backbone`` = ``random-init``: seeded random weights (tests only).
-    """
-    from ..errors import ModelLoadError
-    from .metrics import LPIPS
-
-    mode = str(metrics.get("lpips", "auto")).lower()
-    if mode == "false":
-        return None
-    device = str(metrics.get("device") or "cpu")
-    head, backbone = metrics.get("lpips_weights"), metrics.get("lpips_backbone")
-    if RANDOM_INIT in (head, backbone):
-        return LPIPS(device=device, random_init=True)
-    try:
-        return LPIPS(backbone, head, device)
-    except ModelLoadError:
-        if mode == "auto" and head is None and backbone is None:
-            return None
-        raise
-
-
-def make_fvd(metrics: Mapping[str, Any]):
-    """The I3D feature extractor of the eval config, or None when FVD is off (``fvd_weights`` unset).
-    ``fvd_weights: random-init``: a seeded random I3D (tests only)."""
-    from .metrics import FVDFeatureExtractor
-
-    weights = metrics.get("fvd_weights")
-    if not weights:
-        return None
-    kind, device = str(metrics.get("fvd_kind") or "videogpt"), str(metrics.get("device") or "cpu")
-    if weights == RANDOM_INIT:
-        return FVDFeatureExtractor(kind, None, device, random_init=True)
-    return FVDFeatureExtractor(kind, str(weights), device)
-
-
-def _features(extractor, clip) -> bytes:
-    import numpy as np
-
-    fn = getattr(extractor, "features", None) or extractor
-    feats = np.asarray(fn([clip]), dtype=np.float64)
-    return pickle.dumps(feats[0], protocol=pickle.HIGHEST_PROTOCOL)
-
-
-class ScoreStage:
-    """CPU (or GPU for LPIPS / I3D) actor: output frames of a row -> scores, strip image, I3D features.
-
-    ``m3ddm`` rows: ``finalize_clip`` of the fine stage's canvases (paste-back + crop, as the main job).
-    Baseline rows: :func:`m3ddm_ray.evaluation.baselines.outpaint` of the strip. Then
-    ``MaskCase.compose`` (ground truth in the known region) and :class:`metrics.ClipScores`.
-    """
-
-    def __init__(self, cfg: Mapping[str, Any], ecfg: Mapping[str, Any], output: str):
-        from .metrics import ClipScores
-
-        self.cfg, self.ecfg, self.output = cfg, ecfg, output.rstrip("/")
-        self.protocol = build_protocol(ecfg)
-        self.cases = {c.label: c for c in self.protocol.cases(int(cfg["canvas_size"]))}
-        metrics = ecfg["metrics"]
-        self.scores = ClipScores(make_lpips(metrics), ssim_window=str(metrics.get("ssim_window") or "gaussian"))
-        self.fvd = make_fvd(metrics)
-        self.so = cfg.get("storage_options") or None
-
-    def __call__(self, batch: Mapping[str, Any]) -> dict[str, Any]:
-        from ..distributed.stages import _batch, _rows
-
-        return _batch([self.score(row) for row in _rows(batch)])
-
-    def _output(self, row: dict, case, gt):
-        import numpy as np
-
-        from ..distributed.config import job_settings
-        from ..pipeline import finalize_clip, generated_array
-        from . import baselines
-
-        if row["method"] == "m3ddm":
-            clip, state = pickle.loads(row["clip"]), pickle.loads(row["state"])
-            row["seconds_unet"] = float(state.unet_seconds)
-            return finalize_clip(clip, generated_array(clip, state), job_settings(self.cfg))
-        b = self.ecfg["baselines"]
-        kw = {}
-        if row["method"] == "blur" and b.get("blur_sigma") is not None:
-            kw["sigma"] = float(b["blur_sigma"])
-        if row["method"] == "telea":
-            kw["radius"] = int(b.get("telea_radius") or 5)
-        t0 = time.perf_counter()
-        strip = case.strip(gt)
-        canvas = baselines.BASELINES[row["method"]](strip, case.geom, **kw)
-        from .. import geometry
-
-        masked = baselines.place_on_canvas(strip, case.geom)
-        composite = geometry.paste_back(canvas, masked, geometry.pixel_mask(case.geom), mode="round")
-        y0, y1, x0, x1 = case.out_box
-        row["seconds_method"] = time.perf_counter() - t0
-        return np.ascontiguousarray(composite[:, y0:y1, x0:x1])
-
-    def score(self, row: dict) -> dict:
-        from .report import strip_image
-
-        t0 = time.perf_counter()
-        case = self.cases.get(row["ratio_label"])
-        gt = None
-        if row["status"] in ("pending", "baseline"):
-            try:
-                gt = _ground_truth(row, self.protocol, self.so)
-                out = self._output(row, case, gt)
-                composed, known_error = case.compose(out, gt)
-                mask = case.mask()
-                s = self.scores(composed, gt, mask)
-                row.update({k: s[k] for k in ("psnr", "ssim", "lpips", "bmse", "psnr_generated", "mse", "bmse_gt")})
-                impl = dict(s["metric_impl"])
-                row["metric_impl"] = json.dumps(impl, sort_keys=True)
-                row["known_error"] = known_error
-                inputs = gt * (1 - mask)[None, :, :, None]
-                img = strip_image(inputs, composed, gt, max_frames=int(self.ecfg["report"].get("frames") or 4))
-                row["image"] = self._write_png(row, img)
-                if self.fvd is not None:
-                    row["fvd_fake"] = _features(self.fvd, composed)
-                row["status"] = "ok"
-            except Exception as exc:  # noqa: BLE001
-                row = _fail(row, "score", exc)
-        if self.fvd is not None and row.get("fvd_real_wanted"):
-            try:  # the ground truth's features, once per clip (the real set of FVD)
-                gt = gt if gt is not None else _ground_truth(row, self.protocol, self.so)
-                row["fvd_real"] = _features(self.fvd, gt)
-            except Exception:  # noqa: BLE001 - the clip is then left out of the real set
-                row["fvd_real"] = b""
-        if case is not None:
-            row.update(placement_exact=case.exact, frame_height=case.frame_hw[0], frame_width=case.frame_hw[1],
-                       known_box=",".join(map(str, case.known_box)), target_ratio=str(case.ratio),
-                       canvas_size=case.canvas_size)
-        row["seconds_score"] = time.perf_counter() - t0
-        row["clip"], row["state"] = b"", b""
-        return row
-
-    def _write_png(self, row: Mapping[str, Any], img) -> str:
-        import cv2
-
-        from ..storage import atomic_write_bytes
-
-        name = f"{row['clip_id']}_{row['ratio_label']}_{row['method']}.png"
-        ok, buf = cv2.imencode(".png", cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
-        if not ok:
-            raise RuntimeError("PNG encoding failed")
-        atomic_write_bytes(f"{self.output}/report/img/{name}", buf.tobytes(), self.so)
-        return f"img/{name}"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -475,33 +98,51 @@ def _clean(row: Mapping[str, Any], schema) -> dict:
     return conform_row(row, schema, missing_float=float("nan"))
 
 
-def _fvd(results: Sequence[Mapping[str, Any]], methods: Sequence[str], labels: Sequence[str]) -> tuple[dict, dict]:
-    """FVD per (method, label) over the clips with features; ``(values, notes)``."""
-    import numpy as np
+def eval_dataset(cfg: Mapping[str, Any], ecfg: Mapping[str, Any], groups: Sequence[list[dict]],
+                 methods: Sequence[str], output: str):
+    """The Ray Dataset of the evaluation: one item per clip -> prepare (CPU ``flat_map``) -> the outpaint
+    job's coarse and fine actor pools (``m3ddm`` only) -> the scoring pool.
 
-    from .metrics import frechet_distance
+    Every pool and task stage is built like the outpaint job's (:func:`~m3ddm_ray.distributed.job.
+    map_on_actor_pool`, :func:`~m3ddm_ray.distributed.job._with_fault_args`), with its retry limits
+    (``retries.*``): a clip that kills its actor every time ends as error rows instead of being
+    retried forever.
+    """
+    import ray.data
 
-    real = {r["clip_id"]: pickle.loads(r["fvd_real"]) for r in results if r.get("fvd_real")}
-    values, notes = {}, {}
-    for m in methods:
-        for lab in labels:
-            sel = [r for r in results if r["method"] == m and r["ratio_label"] == lab and r["status"] == "ok"
-                   and r.get("fvd_fake") and r["clip_id"] in real]
-            if len(sel) < 2:
-                values[(m, lab)] = float("nan")
-                notes[f"{m} {lab}"] = f"{len(sel)} clip(s) with features; FVD needs at least 2"
-                continue
-            fake = np.stack([pickle.loads(r["fvd_fake"]) for r in sel])
-            gt = np.stack([real[r["clip_id"]] for r in sel])
-            values[(m, lab)] = frechet_distance(fake, gt)
-            notes[f"{m} {lab}"] = f"{len(sel)} clips"
-    return values, notes
+    from ..distributed.job import _fault_args, _with_fault_args, map_on_actor_pool
+    from ..distributed.stages import CoarseStage, FineStage
+
+    device = str(cfg["device"])
+    prep_cfg = cfg["stages"]["prepare"]
+    items = [{"rows": pickle.dumps(list(g), protocol=pickle.HIGHEST_PROTOCOL)} for g in groups]
+
+    def prepare(item: dict) -> list[dict]:
+        return prepare_group(pickle.loads(item["rows"]), cfg, ecfg)
+
+    ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
+    ds = _with_fault_args(ds.flat_map, prepare, _fault_args(cfg, actors=False),
+                          num_cpus=float(prep_cfg.get("num_cpus") or 1), concurrency=prep_cfg.get("concurrency"))
+    if "m3ddm" in methods:
+        for stage_cls, name in ((CoarseStage, "coarse"), (FineStage, "fine")):
+            ds = map_on_actor_pool(ds, stage_cls, cfg, cfg["stages"][name], device,
+                                   fn_constructor_kwargs={"cfg": dict(cfg)})
+    score_device = str(ecfg["metrics"].get("device") or "cpu")
+    return map_on_actor_pool(ds, ScoreStage, cfg, dict(ecfg["score"]), "cpu" if score_device == "cpu" else device,
+                             fn_constructor_kwargs={"cfg": dict(cfg), "ecfg": dict(ecfg), "output": output})
 
 
-def _pool(stage_cfg: Mapping[str, Any], device: str) -> dict[str, Any]:
-    from ..distributed.job import _pool as job_pool
+def _lost_rows(groups: Sequence[list[dict]], results: Sequence[Mapping[str, Any]], failure: BaseException,
+               cfg: Mapping[str, Any]) -> list[dict]:
+    """Error rows for the rows Ray did not return before it gave up (message redacted, as the job's)."""
+    from ..distributed.stages import redact
 
-    return job_pool(stage_cfg, device)
+    got = {(r["clip_id"], r["ratio_label"], r["method"]) for r in results}
+    first_line = (str(failure).strip().splitlines() or [""])[0][:300]
+    msg = redact(f"{type(failure).__name__}: {first_line}", cfg)
+    return [dict(r, status="error", clip=b"", state=b"",
+                 error=f"eval: {r['uri']}: the Ray execution failed before this row finished ({msg})")
+            for g in groups for r in g if (r["clip_id"], r["ratio_label"], r["method"]) not in got]
 
 
 def run_eval(cfg: Mapping[str, Any], ecfg: Mapping[str, Any], output: str) -> EvalResult:
@@ -513,17 +154,15 @@ def run_eval(cfg: Mapping[str, Any], ecfg: Mapping[str, Any], output: str) -> Ev
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
-    import ray.data
 
-    from ..distributed.job import absolute_uri, init_ray, resolve_paths
-    from ..distributed.stages import CoarseStage, FineStage
+    from ..distributed.job import absolute_uri, collect_rows, init_ray, resolve_paths, resolve_runtime
     from ..storage import atomic_output, atomic_write_bytes
     from . import datasets, report
 
     t0 = time.perf_counter()
     if not ecfg.get("dataset") or not ecfg.get("root"):
         raise InputError("give the dataset (--dataset) and its folder (--root)")
-    methods = _methods(ecfg["methods"])
+    methods = parse_methods(ecfg["methods"])
     cfg = resolve_paths(cfg) if "m3ddm" in methods else dict(cfg)
     output = absolute_uri(output).rstrip("/")
     so = cfg.get("storage_options") or None
@@ -548,31 +187,21 @@ def run_eval(cfg: Mapping[str, Any], ecfg: Mapping[str, Any], output: str) -> Ev
     groups = build_rows(cfg, ecfg, clips, cases)
 
     init_ray(cfg)
-    device = str(cfg["device"])
-    prep_cfg = cfg["stages"]["prepare"]
-    items = [{"rows": pickle.dumps(g, protocol=pickle.HIGHEST_PROTOCOL)} for g in groups]
-
-    def prepare(item: dict) -> list[dict]:
-        return prepare_group(pickle.loads(item["rows"]), cfg, ecfg)
-
-    ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
-    ds = ds.flat_map(prepare, num_cpus=float(prep_cfg.get("num_cpus") or 1), concurrency=prep_cfg.get("concurrency"))
-    if "m3ddm" in methods:
-        for stage_cls, name in ((CoarseStage, "coarse"), (FineStage, "fine")):
-            ds = ds.map_batches(stage_cls, fn_constructor_kwargs={"cfg": dict(cfg)}, batch_format="numpy",
-                                **_pool(cfg["stages"][name], device))
-    score_cfg = dict(ecfg["score"])
-    score_device = str(metrics.get("device") or "cpu")
-    ds = ds.map_batches(ScoreStage, fn_constructor_kwargs={"cfg": dict(cfg), "ecfg": dict(ecfg), "output": output},
-                        batch_format="numpy", **_pool(score_cfg, "cpu" if score_device == "cpu" else device))
-    results = ds.take_all()
+    # every pool must fit the cluster before any work (the scoring pool counts; no finalize here)
+    actors = (("coarse", "fine") if "m3ddm" in methods else ()) + ("score",)
+    cfg, _ = resolve_runtime({**cfg, "stages": {**cfg["stages"], "score": dict(ecfg["score"])}},
+                             actors=actors, tasks=("prepare",))
+    ecfg = {**ecfg, "score": cfg["stages"]["score"]}
+    results, failure = collect_rows(eval_dataset(cfg, ecfg, groups, methods, output), cfg, sum(map(len, groups)))
+    if failure is not None:
+        results += _lost_rows(groups, results, failure, cfg)
 
     order = {m: i for i, m in enumerate(methods)}
     lab_order = {lab: i for i, lab in enumerate(labels)}
     results.sort(key=lambda r: (str(r["clip_id"]), lab_order.get(r["ratio_label"], 99), order.get(r["method"], 99)))
     fvd, fvd_notes = ({}, {})
     if any(r.get("fvd_real") for r in results):
-        fvd, fvd_notes = _fvd(results, methods, labels)
+        fvd, fvd_notes = fvd_by_set(results, methods, labels)
     schema = eval_schema()
     table = pa.Table.from_pylist([_clean(r, schema) for r in results], schema=schema)
     rows = table.to_pylist()
@@ -661,7 +290,7 @@ def config_from_args(args) -> tuple[dict, dict]:
     eval_flags = {
         "dataset": args.dataset, "root": args.root, "protocol": args.protocol, "split": args.split,
         "clip_len": args.clip_len, "clips": args.clips, "max_clips": args.max_clips,
-        "methods": _methods(args.method) if args.method else None,
+        "methods": parse_methods(args.method) if args.method else None,
         "metrics__lpips_weights": args.lpips_weights, "metrics__lpips_backbone": args.lpips_backbone,
         "metrics__fvd_weights": args.fvd_weights, "metrics__fvd_kind": args.fvd_kind,
     }
@@ -677,15 +306,7 @@ def config_from_args(args) -> tuple[dict, dict]:
 
 def cmd_eval(args) -> int:
     """``m3ddm-ray eval``: run the evaluation, print the summary; 0 ok, 1 if some rows failed."""
-    import contextlib
-
     cfg, ecfg = config_from_args(args)
-    quiet = contextlib.nullcontext()
-    with contextlib.suppress(Exception):
-        from ..cli import _quiet_diffusers
-
-        quiet = _quiet_diffusers()
-    with quiet:
-        result = run_eval(cfg, ecfg, args.output)
+    result = run_eval(cfg, ecfg, args.output)  # the model loaders keep third-party warnings quiet themselves
     print(result.summary_text())
     return 1 if result.counts().get("error") else 0

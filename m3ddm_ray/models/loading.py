@@ -13,6 +13,14 @@ Sources, in the order they are recognised:
 Checkpoints are read with safetensors, or with ``torch.load(weights_only=True)`` for ``.bin`` files:
 nothing is ever unpickled beyond tensors. The UNet load is strict: any missing or unexpected key
 is an error naming the file.
+
+Quiet loading: diffusers logs three misleading warnings on every load (each model actor printed
+them): "accelerate was not found" (we pass ``low_cpu_mem_usage=False`` ourselves when accelerate is
+absent -- what diffusers falls back to anyway), "An error occurred ... Defaulting to unsafe
+serialization" (we tell ``from_pretrained`` which weight file the folder has, and a ``.bin`` file is
+read with ``weights_only=True``), and "modules ... should be kept in float32: []" (our UNet keeps no
+module in float32; :func:`_cast` uses ``torch.nn.Module.to``). They are avoided where they arise, so
+diffusers' real warnings and errors still show.
 """
 
 from __future__ import annotations
@@ -236,7 +244,32 @@ def load_unet(
         model.load_state_dict(state, strict=True, assign=True)
     except RuntimeError as exc:
         raise ModelLoadError(f"{path}: tensor shapes do not match the config ({exc})") from exc
-    return model.to(device=device, dtype=dtype).eval().requires_grad_(False)
+    return _cast(model, device, dtype).eval().requires_grad_(False)
+
+
+def _cast(model: torch.nn.Module, device: torch.device | None, dtype: torch.dtype):
+    """``model`` moved to ``device`` and cast to ``dtype`` with ``torch.nn.Module.to``.
+
+    diffusers' ``ModelMixin.to`` warns "modules ... should be kept in float32: []" on every dtype
+    cast, even for models that keep none in float32 (``_keep_in_fp32_modules`` is None for ours and
+    for ``AutoencoderKL``); only such models are cast here.
+    """
+    if getattr(model, "_keep_in_fp32_modules", None):
+        return model.to(device=device, dtype=dtype)  # keep diffusers' handling (and its warning)
+    return torch.nn.Module.to(model, device=device, dtype=dtype)
+
+
+def _from_pretrained_kwargs(folder: Path) -> dict[str, Any]:
+    """``from_pretrained`` arguments that load ``folder`` the way diffusers would, without its
+    misleading warnings: the weight format present (safetensors when there, else the ``.bin``, read
+    with ``weights_only=True`` by diffusers), and ``low_cpu_mem_usage=False`` when accelerate is not
+    installed (diffusers' own fallback, which it announces as a warning on every load)."""
+    from diffusers.utils import is_accelerate_available
+
+    kwargs: dict[str, Any] = {"use_safetensors": (folder / WEIGHT_NAMES[0]).is_file()}
+    if not is_accelerate_available():
+        kwargs["low_cpu_mem_usage"] = False
+    return kwargs
 
 
 def load_vae(
@@ -277,7 +310,8 @@ def load_vae(
         raise ModelLoadError(f"{folder / 'config.json'}: _class_name is {config.get('_class_name')!r}, expected "
                              f"'AutoencoderKL' (the vae/ folder of Stable Diffusion 1.5)")
     try:
-        vae = AutoencoderKL.from_pretrained(str(folder), torch_dtype=dtype, local_files_only=True)
+        vae = AutoencoderKL.from_pretrained(str(folder), torch_dtype=dtype, local_files_only=True,
+                                            **_from_pretrained_kwargs(folder))
     except Exception as exc:
         raise ModelLoadError(f"{folder}: cannot load the VAE ({type(exc).__name__}: {exc})") from exc
     return vae.to(device).eval().requires_grad_(False)
@@ -319,4 +353,4 @@ def make_tiny_models(seed: int = 0, dtype: torch.dtype = torch.float32):
         vae = AutoencoderKL(**tiny_vae_config())
     finally:
         torch.random.set_rng_state(gen_state)
-    return unet.to(dtype).eval().requires_grad_(False), vae.to(dtype).eval().requires_grad_(False)
+    return _cast(unet, None, dtype).eval().requires_grad_(False), _cast(vae, None, dtype).eval().requires_grad_(False)
