@@ -31,7 +31,7 @@ import torch
 from . import geometry
 from .errors import InputError
 from .rules import OUTPUT_SIZES, canvas_size_problem
-from .plan import Window, WindowPlan, plan_windows
+from .plan import Segment, Window, WindowPlan, plan_windows
 from .sampling import (
     PosteriorNoise,
     SamplerSettings,
@@ -134,6 +134,9 @@ class PreparedClip:
         global_frames: float32 ``(G, 3, S, S)`` in ``[-1, 1]``.
         strides: the pass strides used for the plan.
         passthrough: the source already has the target ratio: no diffusion, frames pass unchanged.
+        first_frame: index of ``masked[0]`` in the video (0 for a whole clip; the first frame of a
+            segment's span for :meth:`segment_slice`).
+        total_frames: ``T`` of the whole video when ``masked`` holds only a span (None: all of it).
     """
 
     ratio: geometry.Ratio
@@ -145,10 +148,32 @@ class PreparedClip:
     global_frames: np.ndarray
     strides: tuple[int, ...]
     passthrough: bool = False
+    first_frame: int = 0
+    total_frames: int | None = None
 
     @property
     def num_frames(self) -> int:
-        return int(self.masked.shape[0])
+        """``T`` of the whole video (also for a segment slice)."""
+        return int(self.total_frames if self.total_frames is not None else self.masked.shape[0])
+
+    def rows(self, frames: Sequence[int]) -> list[int]:
+        """Positions in ``masked`` / ``inpainted`` of video frames ``frames``.
+
+        Raises:
+            RuntimeError: a frame outside the span this clip (slice) holds.
+        """
+        lo, n = self.first_frame, int(self.masked.shape[0])
+        out = [int(f) - lo for f in frames]
+        if any(not 0 <= r < n for r in out):
+            raise RuntimeError(f"frames {list(frames)[:4]}... are outside the held span [{lo}, {lo + n})")
+        return out
+
+    def segment_slice(self, segment: Segment) -> "PreparedClip":
+        """This clip with canvases only for ``segment.frames`` (what a segment's fine work needs)."""
+        lo, hi = segment.frame_range
+        a, b = lo - self.first_frame, hi - self.first_frame
+        return replace(self, masked=self.masked[a:b].copy(), inpainted=self.inpainted[a:b].copy(),
+                       first_frame=lo, total_frames=self.num_frames)
 
     @property
     def plan(self) -> WindowPlan:
@@ -328,8 +353,9 @@ class ClipLatents:
         """``(z_init, z_cond, z_uncond)`` each ``(1, 4, F, h, w)`` for the window's frames."""
         todo = sorted({f for f in window.frame_ids if f not in self._inpainted})
         if todo:
-            zi = self._encode(self.clip.inpainted[todo], "inpainted", todo)
-            zm = self._encode(self.clip.masked[todo], "masked", todo)
+            rows = self.clip.rows(todo)
+            zi = self._encode(self.clip.inpainted[rows], "inpainted", todo)
+            zm = self._encode(self.clip.masked[rows], "masked", todo)
             for j, f in enumerate(todo):
                 self._inpainted[f], self._masked[f] = zi[j], zm[j]
         if self._black is None:
@@ -482,14 +508,33 @@ class Outpainter:
         """Fine stage: the remaining passes (``plan.fine``) guided by the coarse stage's latents."""
         return self.run_windows(clip, clip.plan.fine, state, **kw)
 
+    def run_segment(self, clip: PreparedClip, segment: Segment, state: ClipState, **kw) -> ClipState:
+        """Fine work of one segment (:meth:`WindowPlan.segments`): its windows, in order, guided by
+        the coarse latents in ``state`` (:func:`segment_state`); ``clip`` may be the segment's
+        :meth:`PreparedClip.segment_slice`. Afterwards ``state.generated`` holds exactly the output
+        canvases of ``segment.output_frames``, equal to the whole-clip run's (posterior noise is
+        keyed per frame, windows of a segment read only coarse latents and their own)."""
+        windows = [clip.plan.windows[i] for i in segment.windows]
+        return self.run_windows(clip, windows, state, **kw)
+
+
+def segment_state(state: ClipState, segment: Segment) -> ClipState:
+    """What one segment needs of the coarse stage's ``state``: the global-frame latents and the
+    stored latents of ``segment.coarse_guides`` (a few frames, not the whole clip's)."""
+    return ClipState(global_latents=state.global_latents,
+                     stored={f: state.stored[f] for f in segment.coarse_guides},
+                     windows_done=list(state.windows_done))
+
 
 # --------------------------------------------------------------------------- 4. finalize (CPU)
-def generated_array(clip: PreparedClip, state: ClipState) -> np.ndarray:
-    """Stack ``state.generated`` to uint8 ``(T, S, S, 3)``; raises RuntimeError if a frame is missing."""
-    missing = [f for f in range(clip.num_frames) if f not in state.generated]
+def generated_array(clip: PreparedClip, state: ClipState, frames: Sequence[int] | None = None) -> np.ndarray:
+    """Stack ``state.generated`` to uint8 ``(N, S, S, 3)`` for ``frames`` (default: all ``T``);
+    raises RuntimeError if a frame is missing."""
+    frames = list(range(clip.num_frames)) if frames is None else list(frames)
+    missing = [f for f in frames if f not in state.generated]
     if missing:
         raise RuntimeError(f"no generated image for frames {missing[:5]}...; the fine stage did not finish")
-    return np.stack([state.generated[f] for f in range(clip.num_frames)])
+    return np.stack([state.generated[f] for f in frames])
 
 
 def finalize_clip(clip: PreparedClip, generated: np.ndarray | None, settings: OutpaintSettings = OutpaintSettings(),
@@ -505,18 +550,37 @@ def finalize_clip(clip: PreparedClip, generated: np.ndarray | None, settings: Ou
         the composited canvas; with ``"source"`` the source-resolution composition. A passthrough clip
         returns the source frames (cropped to even sizes for H.264).
     """
+    return finalize_frames(clip, generated, settings, source_frames)[0]
+
+
+def finalize_frames(clip: PreparedClip, generated: np.ndarray | None, settings: OutpaintSettings = OutpaintSettings(),
+                    source_frames: np.ndarray | None = None, frames: Sequence[int] | None = None
+                    ) -> tuple[np.ndarray, np.ndarray | None]:
+    """:func:`finalize_clip` for the video frames ``frames`` (default: all ``T``; a segment's
+    ``output_frames`` with a :meth:`PreparedClip.segment_slice`), also returning the composited
+    canvases (for the quality numbers) -- the paste-back is done once.
+
+    Args:
+        generated: uint8 ``(N, S, S, 3)``, the decoded canvases of ``frames``.
+        source_frames: uint8 ``(N, H, W, 3)`` source frames of ``frames`` (``output_size="source"``
+            and passthrough).
+
+    Returns:
+        ``(output uint8 (N, H', W', 3), composite uint8 (N, S, S, 3) or None for a passthrough)``.
+    """
     if clip.passthrough:
         if source_frames is None:
             raise InputError("a passthrough clip needs source_frames")
         h, w = source_frames.shape[1] // 2 * 2, source_frames.shape[2] // 2 * 2
-        return np.ascontiguousarray(source_frames[:, :h, :w])
-    composite = geometry.paste_back(generated, clip.masked, clip.mask, mode=settings.paste_mode)
+        return np.ascontiguousarray(source_frames[:, :h, :w]), None
+    masked = clip.masked if frames is None else clip.masked[clip.rows(frames)]
+    composite = geometry.paste_back(generated, masked, clip.mask, mode=settings.paste_mode)
     if settings.output_size == "source":
         if source_frames is None:
             raise InputError("output_size='source' needs the source frames")
-        return geometry.compose_source_resolution(composite, source_frames, clip.geom, clip.ratio)
+        return geometry.compose_source_resolution(composite, source_frames, clip.geom, clip.ratio), composite
     y0, y1, x0, x1 = geometry.crop_box(clip.geom, clip.ratio)
-    return np.ascontiguousarray(composite[:, y0:y1, x0:x1])
+    return np.ascontiguousarray(composite[:, y0:y1, x0:x1]), composite
 
 
 # --------------------------------------------------------------------------- the whole thing

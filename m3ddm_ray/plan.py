@@ -194,6 +194,10 @@ class WindowPlan:
         :meth:`output_sources`), which lies in exactly one segment: :attr:`Segment.output_frames`
         partition the frames whose output window is fine.
 
+        Segments are ordered by their output frames, each a run of consecutive frames (the job
+        encodes each as one video piece and joins them); a plan whose groups would not make
+        consecutive runs is one segment.
+
         With the official plan (``[15, 5, 1]``, ``T >= 50``) each segment is one stride-5 window
         (frames ``[75 s, 75 s + 75]``, keyframes at both ends) plus the stride-1 windows inside
         it; with ``strides == (1,)`` consecutive windows share a stored frame and the whole clip
@@ -223,15 +227,23 @@ class WindowPlan:
         owner_of = {}
         for frame, (wi, _) in enumerate(self.output_sources()):
             owner_of.setdefault(wi, []).append(frame)
-        out = []
-        for n, key in enumerate(sorted(groups)):
-            ws = groups[key]
+
+        def build(n: int, ws: list[Window]) -> Segment:
             frames = sorted({f for w in ws for f in w.frame_ids})
             outputs = sorted(f for w in ws for f in owner_of.get(w.index, ()))
             guides = sorted({w.frame_ids[k] for w in ws for k in w.guide_positions
                              if w.guide_from[k][0] in coarse_ids})
-            out.append(Segment(n, tuple(w.index for w in ws), tuple(frames), tuple(outputs), tuple(guides)))
-        return tuple(out)
+            return Segment(n, tuple(w.index for w in ws), tuple(frames), tuple(outputs), tuple(guides))
+
+        segs = [build(0, groups[key]) for key in groups]
+        # the job joins the segments' outputs as consecutive video pieces: each segment must make a
+        # non-empty run of consecutive frames. Plans where that fails (possible with custom strides)
+        # are one segment.
+        if any(not s.output_frames or s.output_frames[-1] - s.output_frames[0] + 1 != len(s.output_frames)
+               for s in segs):
+            return (build(0, list(fine)),)
+        segs.sort(key=lambda s: s.output_frames[0])
+        return tuple(build(n, groups[root(s.windows[0])]) for n, s in enumerate(segs))
 
     def output_sources(self) -> Tuple[Tuple[int, int], ...]:
         """Per frame ``0..T-1``, the ``(window, position)`` whose composite is the official output frame.

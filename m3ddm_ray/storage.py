@@ -457,6 +457,15 @@ def local_copy(uri: str | os.PathLike, storage_options: dict[str, Any] | None = 
         _remove_quietly(tmp)
 
 
+def remove_tree(uri: str | os.PathLike, storage_options: dict[str, Any] | None = None) -> None:
+    """Delete the file or folder / prefix ``uri`` with everything under it; no error if it is not
+    there or cannot be deleted (scratch data: a left-over is harmless, a failed job is worse)."""
+    with contextlib.suppress(Exception):
+        fs, root = url_to_fs(uri, storage_options)
+        if fs.exists(root):
+            fs.rm(root, recursive=True)
+
+
 def list_files(uri: str | os.PathLike, storage_options: dict[str, Any] | None = None) -> list[str]:
     """Every file under the folder / prefix ``uri`` (recursive, one ``fs.find``), as paths *relative
     to* ``uri`` with ``/`` separators, sorted. A prefix that does not exist gives ``[]``.

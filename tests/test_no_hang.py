@@ -71,13 +71,13 @@ def test_a_stalled_job_is_stopped_by_the_watchdog_and_still_writes_every_row(ray
     cfg = tiny_cfg(ratios=["9:16"])
     cfg["stages"]["prepare"]["prepare_timeout_s"] = 0  # no per-clip limit: only the watchdog is left
     cfg["retries"]["storage_attempts"] = 1
-    cfg["ray"]["stall_timeout_s"] = 20
+    cfg["ray"]["stall_timeout_s"] = 45
     result = run_job(cfg, uri, str(tmp_path / "out"))
     rows = {r["clip_id"]: r for r in result.table.to_pylist()}
     assert set(rows) == {"stuck", "fine"}
     assert rows["fine"]["status"] == "ok", rows["fine"]["error"]  # finished before the stall: kept
     assert rows["stuck"]["status"] == "error"
-    assert "no row finished for 20 s while 1 rows were pending (ray.stall_timeout_s)" in rows["stuck"]["error"]
+    assert "no row finished for 45 s while 1 rows were pending (ray.stall_timeout_s)" in rows["stuck"]["error"]
     assert "JobStalled" in result.summary()
 
 

@@ -42,8 +42,11 @@ Layout (one job per module; everything public is re-exported here, import from `
 * :mod:`.readers` -- :func:`iter_frames`, :func:`read_frames` (random and whole reads);
 * :mod:`.images` -- frame folders (image sequences) read like videos;
 * :mod:`.encode` -- :func:`write_video`, encoder discovery, :func:`fps_to_fraction`;
-* :mod:`.audio` -- copying / re-encoding the source's audio into the output (remux).
+* :mod:`.audio` -- copying / re-encoding the source's audio into the output (remux);
+* :mod:`.concat` -- :func:`concat_videos`, joining encoded pieces losslessly (packet remux).
 """
+
+from .concat import concat_videos
 
 from .encode import H264_ENCODERS, X264_PRESETS, fps_to_fraction, h264_encoder, write_video
 from .images import (
@@ -67,6 +70,7 @@ __all__ = [
     "read_frames",
     "count_frames",
     "write_video",
+    "concat_videos",
     "fps_to_fraction",
     "h264_encoder",
     "H264_ENCODERS",

@@ -1,0 +1,160 @@
+"""A clip's fine work as independent segments through the job, and their pieces joined into one video.
+
+After the coarse stage (global-frame latents + the stride-15 keyframe pass of the whole clip), a
+clip row becomes one row per segment (:meth:`m3ddm_ray.plan.WindowPlan.segments`): each carries
+only the canvases of its frame span and the few coarse latents its windows read
+(:func:`split_row`). Fine actors run segments independently, in any order, on any actor; the
+finalize task of a segment encodes its output frames as one H.264 piece next to the output
+(:func:`piece_uri`). The driver collects the pieces of each (clip, ratio) (:class:`PieceCollector`)
+and, once all are in, a CPU task joins them losslessly with the source audio muxed once and
+publishes the video atomically (:func:`assemble`); the pieces are deleted afterwards.
+
+A clip with a single segment (short clips, ``strides: [1]``, passthrough, errors) keeps the
+one-row path: its finalize writes the video directly.
+
+Quality numbers of a segmented output are the per-piece numbers averaged with the pieces' frame
+counts as weights (temporal numbers do not see the frame pairs across piece boundaries).
+"""
+
+from __future__ import annotations
+
+import math
+import pickle
+from typing import Any, Callable, Mapping
+
+from ..quality import REPORT_KEYS
+
+#: Internal row fields of a segment (besides the clip row's own).
+SEGMENT_FIELDS = ("segment", "num_segments", "piece_uri", "piece_frames", "has_audio")
+
+
+def num_segments(row: Mapping[str, Any]) -> int:
+    """Segments of the row's clip (1 for rows that never were split)."""
+    n = row.get("num_segments")
+    return 1 if n is None or (isinstance(n, float) and math.isnan(n)) else int(n)
+
+
+def pieces_folder(output_uri: str) -> str:
+    """The scratch folder of an output's pieces (deleted once they are joined)."""
+    return f"{output_uri}.parts"
+
+
+def piece_uri(output_uri: str, segment: int, total: int) -> str:
+    """Where segment ``segment`` of ``total`` of an output is encoded before the join."""
+    return f"{pieces_folder(output_uri)}/{segment:05d}-of-{total:05d}.mp4"
+
+
+def split_row(row: dict, clip, state) -> list[dict]:
+    """The coarse stage's output for one clip row: one row per segment.
+
+    Each segment row holds the clip's :meth:`~m3ddm_ray.pipeline.PreparedClip.segment_slice`
+    (canvases of its span only) and :func:`~m3ddm_ray.pipeline.segment_state` (global latents and
+    the coarse latents it reads). The coarse pass's UNet seconds go with segment 0 only, so the
+    segments' sum is the clip's.
+    """
+    from ..pipeline import segment_state
+
+    segs = clip.plan.segments()
+    if len(segs) <= 1:
+        return [dict(row, segment=0, num_segments=1, clip=pickle.dumps(clip, protocol=pickle.HIGHEST_PROTOCOL),
+                     state=pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL))]
+    out = []
+    for seg in segs:
+        sub = segment_state(state, seg)
+        sub.unet_seconds = state.unet_seconds if seg.index == 0 else 0.0
+        out.append(dict(row, segment=seg.index, num_segments=len(segs),
+                        clip=pickle.dumps(clip.segment_slice(seg), protocol=pickle.HIGHEST_PROTOCOL),
+                        state=pickle.dumps(sub, protocol=pickle.HIGHEST_PROTOCOL)))
+    return out
+
+
+def _weighted(pieces: list[dict], key: str) -> float:
+    num = den = 0.0
+    for p in pieces:
+        v, w = p.get(key), float(p.get("piece_frames") or 0)
+        if v is None or (isinstance(v, float) and math.isnan(v)) or w <= 0:
+            continue
+        num += float(v) * w
+        den += w
+    return num / den if den else float("nan")
+
+
+def _sum(pieces: list[dict], key: str) -> float:
+    vals = [float(p[key]) for p in pieces if p.get(key) is not None and not math.isnan(float(p[key]))]
+    return float(sum(vals)) if vals else float("nan")
+
+
+def assemble(pieces: list[dict], cfg: Mapping[str, Any]) -> dict:
+    """Join the pieces of one (clip, ratio) into its output video; returns its result row.
+
+    ``pieces``: every segment row of the output (any order), as the finalize stage returned them.
+    A segment that failed makes the whole output an ``error`` row (its message). The pieces are
+    deleted in every case.
+    """
+    from .. import storage
+    from ..video import concat_videos
+    from .stages import _fail, _is_frame_folder, has_audio, result_row, source_file
+
+    pieces = sorted(pieces, key=lambda p: int(p["segment"]))
+    row = dict(pieces[0])
+    so = cfg.get("storage_options") or None
+    uris = [p["piece_uri"] for p in pieces if p.get("piece_uri")]
+    try:
+        failed = [p for p in pieces if p["status"] == "error"]
+        if failed:
+            row.update(status="error", error=failed[0]["error"])
+        else:
+            try:
+                if has_audio(row) and not _is_frame_folder(row["video_uri"], cfg):
+                    with source_file(row["video_uri"], so) as src:
+                        frames = concat_videos(uris, row["output_uri"], audio_source=src, storage_options=so)
+                else:
+                    frames = concat_videos(uris, row["output_uri"], storage_options=so)
+                if frames != int(row["frames"]):
+                    raise RuntimeError(f"the joined video has {frames} frames, the source {row['frames']}")
+                row["status"] = "ok"
+            except Exception as exc:  # noqa: BLE001 - one bad output must not stop the job
+                row = _fail(dict(row, status="pending"), "finalize", exc, cfg)
+        for key in REPORT_KEYS:
+            row[key] = _weighted(pieces, key)
+        for key in ("seconds_fine", "seconds_finalize", "seconds_unet"):
+            row[key] = _sum(pieces, key)
+    finally:
+        storage.remove_tree(pieces_folder(row["output_uri"]), so)
+    return result_row(row, cfg)
+
+
+class PieceCollector:
+    """Driver side: turns the rows coming out of the job into final result rows.
+
+    Rows of single-segment clips pass through. Segment rows are held (small: no pixels) until every
+    segment of their (clip, ratio) is in; then :func:`assemble` runs as a Ray task (``submit``) and
+    :meth:`finish` waits for those tasks. ``finished`` counts the (clip, ratio) rows done so far.
+    """
+
+    def __init__(self, cfg: Mapping[str, Any], submit: Callable[[list[dict]], Any]):
+        self.cfg, self.submit = cfg, submit
+        self.groups: dict[tuple[str, str], list[dict]] = {}
+        self.futures: list[Any] = []
+        self.finished = 0
+
+    def add(self, row: dict) -> list[dict]:
+        """A row from the dataset -> the final rows it completes (0 or 1)."""
+        n = num_segments(row)
+        if n <= 1:
+            self.finished += 1
+            return [row]
+        key = (row["clip_id"], row["ratio"])
+        group = self.groups.setdefault(key, [])
+        group.append(row)
+        if len({int(r["segment"]) for r in group}) == n:
+            del self.groups[key]
+            self.futures.append(self.submit(group))
+        return []
+
+    def finish(self, get: Callable[[list[Any]], list[dict]]) -> list[dict]:
+        """Wait for the joins (``get`` = ``ray.get``); returns their result rows."""
+        out = get(self.futures) if self.futures else []
+        self.finished += len(out)
+        self.futures = []
+        return list(out)

@@ -1,0 +1,108 @@
+"""Joining video pieces losslessly: the H.264 packets of each piece are remuxed one after the other
+into one MP4 (no decode, no re-encode), and the source's audio is muxed once over the whole.
+
+How production encoders spread one long video over many machines: each piece is encoded on its
+own with the same settings (:func:`~m3ddm_ray.video.encode.write_video`; every piece starts with
+a keyframe), then the pieces are concatenated at the packet level. Timestamps of piece ``k`` are
+shifted by the frames of the pieces before it, so the result plays at the pieces' common frame
+rate with exactly the sum of their frames.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from fractions import Fraction
+from typing import Any, Sequence
+
+import av
+
+from m3ddm_ray import storage
+from m3ddm_ray.errors import InputError, VideoError
+
+from .audio import _AudioFeed
+from .source import _open_container, _reason, _uri_str
+
+
+def _piece_rate(stream: Any, uri: str) -> Fraction:
+    rate = stream.average_rate or stream.base_rate or stream.guessed_rate
+    if not rate:
+        raise VideoError(uri, "a piece without a frame rate cannot be joined")
+    return Fraction(rate)
+
+
+def concat_videos(pieces: Sequence[str], uri: str, *, audio_source: str | None = None,
+                  storage_options: dict[str, Any] | None = None, trim_audio: bool = True) -> int:
+    """Join the H.264 MP4 ``pieces`` (in order) into one MP4 at ``uri``, atomically; returns its
+    number of frames.
+
+    Args:
+        pieces: local paths or fsspec URLs of MP4s made by :func:`write_video` with the same size,
+            frame rate and encoder settings (checked: size, codec and rate must agree).
+        uri: output path or fsspec URL; nothing appears there unless the whole join succeeds.
+        audio_source: optional file whose first audio stream is muxed over the joined video, as
+            :func:`write_video` does (copied when MP4 takes the codec, else AAC; aligned to the
+            source's first video frame; with ``trim_audio`` cut at the end of the video).
+        storage_options: fsspec options for every URI.
+
+    Raises:
+        InputError: no pieces.
+        VideoError: a piece cannot be read, has no video, or does not match the first piece; the
+            audio source cannot be read; writing or uploading failed.
+    """
+    uri = _uri_str(uri)
+    if not pieces:
+        raise InputError(f"concat_videos({uri}): no pieces to join")
+    try:
+        with storage.atomic_output(uri, storage_options, suffix=".mp4") as tmp, contextlib.ExitStack() as stack:
+            out = stack.enter_context(av.open(tmp, mode="w", format="mp4", options={"movflags": "+faststart"}))
+            feed = None
+            if audio_source is not None:
+                asrc = _uri_str(audio_source)
+                acont = stack.enter_context(_open_container(asrc, storage_options, what="audio source: "))
+                if acont.streams.audio:
+                    feed = _AudioFeed(acont, asrc)
+            return _join(pieces, out, feed, storage_options, uri, trim_audio)
+    except (av.FFmpegError, OSError) as e:
+        raise VideoError(uri, f"joining the pieces failed ({_reason(e)}); check free space and write access") from e
+
+
+def _join(pieces: Sequence[str], out: Any, feed: _AudioFeed | None, storage_options: dict[str, Any] | None,
+          uri: str, trim_audio: bool) -> int:
+    vs = None
+    first: tuple[int, int, str, Fraction] | None = None
+    frames = 0
+    for n, piece in enumerate(pieces):
+        piece = _uri_str(piece)
+        with _open_container(piece, storage_options, what="piece: ") as cont:
+            if not cont.streams.video:
+                raise VideoError(piece, "no video stream in this piece")
+            ins = cont.streams.video[0]
+            rate = _piece_rate(ins, piece)
+            key = (ins.codec_context.width, ins.codec_context.height, ins.codec_context.name, rate)
+            if first is None:
+                first = key
+                vs = out.add_stream_from_template(ins)
+                if feed is not None:
+                    feed.add_to(out)
+            elif key != first:
+                raise VideoError(piece, f"piece {n} is {key[0]}x{key[1]} {key[2]} at {key[3]} fps, the first "
+                                        f"piece {first[0]}x{first[1]} {first[2]} at {first[3]} fps; cannot join")
+            tb = ins.time_base
+            shift = int(round(Fraction(frames, 1) / rate / tb))  # this piece starts after `frames` frames
+            count = 0
+            for pkt in cont.demux(ins):
+                if pkt.dts is None and pkt.pts is None:
+                    continue  # the demuxer's final empty packet
+                if pkt.pts is not None:
+                    pkt.pts += shift
+                if pkt.dts is not None:
+                    pkt.dts += shift
+                pkt.stream = vs
+                out.mux(pkt)
+                count += 1
+                if feed is not None:
+                    feed.feed_until(out, float(Fraction(frames + count, 1) / rate))
+            frames += count
+    if feed is not None:
+        feed.finish(out, float(Fraction(frames, 1) / first[3]) if trim_audio else None)
+    return frames
