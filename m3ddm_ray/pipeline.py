@@ -137,6 +137,8 @@ class PreparedClip:
         first_frame: index of ``masked[0]`` in the video (0 for a whole clip; the first frame of a
             segment's span for :meth:`segment_slice`).
         total_frames: ``T`` of the whole video when ``masked`` holds only a span (None: all of it).
+        segment: index of the segment (:meth:`WindowPlan.segments`) this slice was made for, or
+            None for a whole clip.
     """
 
     ratio: geometry.Ratio
@@ -150,6 +152,7 @@ class PreparedClip:
     passthrough: bool = False
     first_frame: int = 0
     total_frames: int | None = None
+    segment: int | None = None
 
     @property
     def num_frames(self) -> int:
@@ -173,7 +176,7 @@ class PreparedClip:
         lo, hi = segment.frame_range
         a, b = lo - self.first_frame, hi - self.first_frame
         return replace(self, masked=self.masked[a:b].copy(), inpainted=self.inpainted[a:b].copy(),
-                       first_frame=lo, total_frames=self.num_frames)
+                       first_frame=lo, total_frames=self.num_frames, segment=segment.index)
 
     @property
     def plan(self) -> WindowPlan:
@@ -334,9 +337,20 @@ class ClipLatents:
         return None if self.noise is None else self.noise.for_images(kind, ids)
 
     def _encode(self, images: np.ndarray, kind: str, ids: Sequence[int]) -> torch.Tensor:
+        """Encode in VAE calls of exactly ``batch_size`` images (a short last call is padded with
+        copies of its last image, whose latents are dropped): CPU and GPU convolution kernels
+        round differently for different batch sizes, never for different batch contents, so a
+        frame's latent is the same whichever frames share its call -- a segment's encode equals the
+        whole clip's."""
         bs = self.batch_size
-        out = [encode_images(self.vae, images_to_tensor(images[i:i + bs]), self._noise(kind, ids[i:i + bs]))
-               for i in range(0, len(images), bs)]
+        out = []
+        for i in range(0, len(images), bs):
+            chunk, cids = images[i:i + bs], list(ids[i:i + bs])
+            n = len(chunk)
+            if n < bs:
+                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], bs - n, axis=0)])
+                cids += [cids[-1]] * (bs - n)
+            out.append(encode_images(self.vae, images_to_tensor(chunk), self._noise(kind, cids))[:n])
         return torch.cat(out).cpu()
 
     def global_latents(self, window: Window | None = None) -> torch.Tensor:
@@ -505,7 +519,10 @@ class Outpainter:
         return self.run_windows(clip, clip.plan.coarse, state, **kw)
 
     def run_fine(self, clip: PreparedClip, state: ClipState, **kw) -> ClipState:
-        """Fine stage: the remaining passes (``plan.fine``) guided by the coarse stage's latents."""
+        """Fine stage: the remaining passes (``plan.fine``) guided by the coarse stage's latents; for
+        a :meth:`PreparedClip.segment_slice`, only that segment's windows (:meth:`run_segment`)."""
+        if clip.segment is not None:
+            return self.run_segment(clip, clip.plan.segments()[clip.segment], state, **kw)
         return self.run_windows(clip, clip.plan.fine, state, **kw)
 
     def run_segment(self, clip: PreparedClip, segment: Segment, state: ClipState, **kw) -> ClipState:

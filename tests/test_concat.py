@@ -18,7 +18,7 @@ def pieces(tmp_path_factory):
     frames, info = read_frames(DATA / "tree_60.mp4")
     frames = np.ascontiguousarray(frames[:, :120, :160])
     paths = []
-    for k, (lo, hi) in enumerate([(0, 25), (25, 45), (45, 60)]):
+    for k, (lo, hi) in enumerate([(0, 25), (25, 58), (58, 60)]):  # a 2-frame piece has no B-frames
         p = str(tmp / f"piece{k}.mp4")
         write_video(p, frames[lo:hi], info.fps, crf=18, preset="veryfast")
         paths.append(p)

@@ -238,14 +238,17 @@ def map_on_actor_pool(ds, stage_cls, cfg: Mapping[str, Any], stage_cfg: Mapping[
                             **_pool(stage_cfg, device), **kwargs)
 
 
-def collect_rows(ds, cfg: Mapping[str, Any] | None = None, expected: int | None = None
+def collect_rows(ds, cfg: Mapping[str, Any] | None = None, expected: int | None = None, *,
+                 on_row: Callable[[dict], list[dict]] | None = None
                  ) -> tuple[list[dict], BaseException | None]:
     """Every row ``ds`` produces and the exception that stopped it (None when it finished): when Ray
     gives up (retry limits exhausted) the rows that finished are kept.
 
     With ``expected`` rows, a watchdog (:class:`StallWatchdog`, ``cfg["ray"]["stall_timeout_s"]``)
     stops the run with :class:`JobStalled` when no row arrives for that long while rows are still
-    pending. Rows are read without prefetch, so a finished row reaches the driver at once
+    pending. ``on_row`` maps each row that arrives to the result rows it completes (the segment
+    pieces of a clip are held until all are in). Rows are read without prefetch, so a finished row
+    reaches the driver at once
     (``iter_rows`` holds it back until the next block is ready, so one stuck clip would hide the
     rows finished before it).
     """
@@ -255,7 +258,8 @@ def collect_rows(ds, cfg: Mapping[str, Any] | None = None, expected: int | None 
     try:
         with dog:
             for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=0):
-                results.extend(batch.to_pylist())
+                for row in batch.to_pylist():
+                    results.extend(on_row(row) if on_row is not None else [row])
                 dog.progress()
     except Exception as exc:  # noqa: BLE001 - Ray gave up (retries exhausted) or the watchdog fired
         if dog.fired and not isinstance(exc, JobStalled):  # Ray re-raised it wrapped
@@ -404,6 +408,12 @@ def run_job(cfg: Mapping[str, Any], manifest_uri: str, output: str, *, mode: str
                 results.append(result_row(dict(r, status="error", output_uri=None, error=(
                     f"job: {r['video_uri']}: the Ray execution failed before this row finished ({msg}); "
                     "re-run the job to resume")), cfg))
+    busy: dict[str, float] = {}
+    for r in results:  # per fine actor: did every actor get work (segments of long clips spread)?
+        for actor, secs in (r.get("fine_busy") or {}).items():
+            busy[actor] = busy.get(actor, 0.0) + float(secs)
+    if busy:
+        notes.append("fine actors busy: " + ", ".join(f"{a} {s:.1f} s" for a, s in sorted(busy.items())))
     table = pa.Table.from_pylist([conform_row(r) for r in done + results], schema=RESULT_SCHEMA)
     table = table.sort_by([("clip_id", "ascending"), ("ratio", "ascending")])
     results_uri = f"{output.rstrip('/')}/{resume.RESULTS_DIR}/{resume.results_file_name()}"
@@ -425,10 +435,31 @@ def _run_dataset(cfg: Mapping[str, Any], pending: list[dict]) -> tuple[list[dict
     def finalize(row: dict) -> dict:
         return FinalizeStage(cfg)(dict(row))
 
+    import ray
+
+    from .segments import PieceCollector
+
     ds = diffusion_dataset(cfg, pending)
+    fin_cpus = _as_float(fin_cfg.get("num_cpus"), 1.0)
     ds = _with_fault_args(ds.map, finalize, _fault_args(cfg, actors=False),
-                          num_cpus=_as_float(fin_cfg.get("num_cpus"), 1.0), concurrency=fin_cfg.get("concurrency"))
-    return collect_rows(ds, cfg, len(pending))
+                          num_cpus=fin_cpus, concurrency=fin_cfg.get("concurrency"))
+    join = ray.remote(_assemble).options(num_cpus=fin_cpus, **_fault_args(cfg, actors=False))
+    collector = PieceCollector(cfg, lambda group: join.remote(group, dict(cfg)))
+    results, failure = collect_rows(ds, cfg, len(pending), on_row=collector.add)
+    for ref in collector.take_futures():  # the joins of segmented clips still running
+        try:
+            results.append(ray.get(ref))
+        except Exception as exc:  # noqa: BLE001 - that output's row becomes an error row in run_job
+            failure = failure or exc
+    return results, failure
+
+
+def _assemble(pieces: list[dict], cfg: Mapping[str, Any]) -> dict:
+    """Ray task: join one output's pieces (:func:`.segments.assemble`)."""
+    from .segments import assemble
+
+    apply_retry_policy(cfg)
+    return assemble(pieces, cfg)
 
 
 class JobStalled(M3DDMError):

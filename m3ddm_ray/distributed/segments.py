@@ -25,7 +25,17 @@ from typing import Any, Callable, Mapping
 from ..quality import REPORT_KEYS
 
 #: Internal row fields of a segment (besides the clip row's own).
-SEGMENT_FIELDS = ("segment", "num_segments", "piece_uri", "piece_frames", "has_audio")
+SEGMENT_FIELDS = ("segment", "num_segments", "piece_uri", "piece_frames", "has_audio", "fine_actor")
+
+
+def fine_busy(rows: list[dict]) -> dict[str, float]:
+    """Seconds each fine actor spent on ``rows`` (their ``fine_actor`` / ``seconds_fine``)."""
+    busy: dict[str, float] = {}
+    for r in rows:
+        actor, secs = r.get("fine_actor"), r.get("seconds_fine")
+        if actor and secs is not None and not math.isnan(float(secs)):
+            busy[str(actor)] = busy.get(str(actor), 0.0) + float(secs)
+    return busy
 
 
 def num_segments(row: Mapping[str, Any]) -> int:
@@ -119,9 +129,10 @@ def assemble(pieces: list[dict], cfg: Mapping[str, Any]) -> dict:
             row[key] = _weighted(pieces, key)
         for key in ("seconds_fine", "seconds_finalize", "seconds_unet"):
             row[key] = _sum(pieces, key)
+        row["fine_busy"] = fine_busy(pieces)
     finally:
         storage.remove_tree(pieces_folder(row["output_uri"]), so)
-    return result_row(row, cfg)
+    return dict(result_row(row, cfg), fine_busy=row.get("fine_busy"))
 
 
 class PieceCollector:
@@ -129,7 +140,8 @@ class PieceCollector:
 
     Rows of single-segment clips pass through. Segment rows are held (small: no pixels) until every
     segment of their (clip, ratio) is in; then :func:`assemble` runs as a Ray task (``submit``) and
-    :meth:`finish` waits for those tasks. ``finished`` counts the (clip, ratio) rows done so far.
+    the caller waits for them (:meth:`take_futures`). ``finished`` counts the (clip, ratio) rows
+    passed through.
     """
 
     def __init__(self, cfg: Mapping[str, Any], submit: Callable[[list[dict]], Any]):
@@ -143,7 +155,7 @@ class PieceCollector:
         n = num_segments(row)
         if n <= 1:
             self.finished += 1
-            return [row]
+            return [dict(row, fine_busy=fine_busy([row]))]
         key = (row["clip_id"], row["ratio"])
         group = self.groups.setdefault(key, [])
         group.append(row)
@@ -152,9 +164,7 @@ class PieceCollector:
             self.futures.append(self.submit(group))
         return []
 
-    def finish(self, get: Callable[[list[Any]], list[dict]]) -> list[dict]:
-        """Wait for the joins (``get`` = ``ray.get``); returns their result rows."""
-        out = get(self.futures) if self.futures else []
-        self.finished += len(out)
-        self.futures = []
-        return list(out)
+    def take_futures(self) -> list[Any]:
+        """The submitted joins (each resolves to one result row); the collector forgets them."""
+        out, self.futures = self.futures, []
+        return out

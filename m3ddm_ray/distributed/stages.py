@@ -28,6 +28,7 @@ import dataclasses
 import json
 import logging
 import pickle
+import socket
 import threading
 import time
 import traceback
@@ -100,7 +101,7 @@ def _fail(row: dict, stage: str, exc: BaseException, cfg: Mapping[str, Any] | No
     row["traceback"] = redact(traceback.format_exc(limit=8), cfg)
     row["clip"] = b""
     row["state"] = b""
-    return row
+    return row  # segment / num_segments stay: a failed segment still counts for its clip
 
 
 def _retries(cfg: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -298,6 +299,10 @@ class PrepareStage:
         return out
 
 
+#: This process in the job summary's per-actor busy seconds.
+ACTOR_NAME = f"{socket.gethostname()}:{os.getpid()}"
+
+
 class _ModelStage:
     """Shared set-up of the GPU stages: load the UNet and the VAE once per actor."""
 
@@ -324,6 +329,10 @@ class _ModelStage:
 
     def run(self, row: dict, vae_batch_size: int | None = None) -> dict:  # pragma: no cover - overridden
         raise NotImplementedError
+
+    def emit(self, row: dict) -> list[dict]:
+        """The rows this stage hands on for one finished (or failed) input row."""
+        return [row]
 
     def run_oom_safe(self, row: dict) -> dict:
         """:meth:`run`; on CUDA out-of-memory empty the cache and try once more with half the
@@ -368,7 +377,8 @@ class _ModelStage:
             except Exception as exc:  # noqa: BLE001
                 row = _fail(row, self.stage, exc, self.cfg)
             row[f"seconds_{self.stage}"] = time.perf_counter() - t0
-            out.append(row)
+            row[f"{self.stage}_actor"] = ACTOR_NAME  # busy seconds per actor in the job summary
+            out.extend(self.emit(row))
         return _batch(out)
 
 
@@ -398,7 +408,8 @@ def _free_accelerator_memory() -> None:
 
 
 class CoarseStage(_ModelStage):
-    """GPU: global-frame latents and the stride-15 keyframe pass (``Outpainter.run_coarse``)."""
+    """GPU: global-frame latents and the stride-15 keyframe pass (``Outpainter.run_coarse``); hands
+    on one row per segment of the clip's fine work (:func:`.segments.split_row`)."""
 
     stage = "coarse"
 
@@ -408,15 +419,23 @@ class CoarseStage(_ModelStage):
         row["state"] = pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
         return row
 
+    def emit(self, row: dict) -> list[dict]:
+        from .segments import split_row
+
+        if row["status"] != "pending":
+            return [dict(row, segment=0, num_segments=1)]
+        return split_row(row, pickle.loads(row["clip"]), pickle.loads(row["state"]))
+
 
 class FineStage(_ModelStage):
-    """GPU: the stride-5 / stride-1 passes with keyframes as guides, and the decode of all frames."""
+    """GPU: the stride-5 / stride-1 windows of one segment with keyframes as guides, and the decode
+    of the segment's output frames (``Outpainter.run_segment``)."""
 
     stage = "fine"
 
     def run(self, row: dict, vae_batch_size: int | None = None) -> dict:
         clip, state = pickle.loads(row["clip"]), pickle.loads(row["state"])
-        state = self.outpainter(row, vae_batch_size).run_fine(clip, state)
+        state = self.outpainter(row, vae_batch_size).run_fine(clip, state)  # a slice: its segment only
         row["state"] = pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
         return row
 
@@ -429,16 +448,25 @@ class FinalizeStage:
         self.cfg = cfg
 
     def __call__(self, row: dict) -> dict:
+        from .segments import SEGMENT_FIELDS, num_segments
+
         apply_retry_policy(self.cfg)
         t0 = time.perf_counter()
+        pieces = num_segments(row) > 1
         if row["status"] in ("pending", "unchanged"):
             try:
-                row.update(self._finalize(row))
-                row["status"] = "ok" if row["status"] == "pending" else "unchanged"
+                row.update(self._piece(row) if pieces else self._finalize(row))
+                if not pieces:
+                    row["status"] = "ok" if row["status"] == "pending" else "unchanged"
             except Exception as exc:  # noqa: BLE001
                 row = _fail(row, "finalize", exc, self.cfg)
         row["seconds_finalize"] = time.perf_counter() - t0
-        return result_row(row, self.cfg)
+        out = result_row(row, self.cfg)
+        out["fine_actor"] = row.get("fine_actor")  # for the driver's busy-seconds note (not a column)
+        if pieces:  # the driver joins the pieces (segments.assemble): keep what it needs
+            out.update({k: row.get(k) for k in SEGMENT_FIELDS})
+            out["status"] = row["status"]
+        return out
 
     def _finalize(self, row: dict) -> dict:
         clip = pickle.loads(row["clip"])
@@ -449,29 +477,31 @@ class FinalizeStage:
         with source_file(row["video_uri"], self.cfg.get("storage_options")) as src:
             return self._finalize_from(row, clip, settings, src)
 
+    def _source_frames(self, row: dict, src: str | None, frames=None):
+        """Source frames (all, or the video frames ``frames``) for passthrough / source-size output."""
+        from ..video import read_frames, read_image_sequence
+
+        so = self.cfg.get("storage_options") or None
+        if src is None:  # a frame folder: no single source file to download
+            source, _ = read_image_sequence(row["video_uri"], storage_options=so)
+            return source if frames is None else source[list(frames)]
+        return read_frames(src, None if frames is None else list(frames))[0]
+
     def _finalize_from(self, row: dict, clip, settings, src: str | None) -> dict:
         from .. import quality
-        from ..geometry import paste_back
-        from ..pipeline import finalize_clip, generated_array
-        from ..video import read_frames, write_video
+        from ..pipeline import finalize_frames, generated_array
+        from ..video import write_video
 
         so = self.cfg.get("storage_options") or None
         source = None
         if clip.passthrough or settings.output_size == "source":
-            if src is None:  # a frame folder: no single source file to download
-                from ..video import read_image_sequence
-
-                source, _ = read_image_sequence(row["video_uri"], storage_options=so)
-            else:
-                source, _ = read_frames(src)
+            source = self._source_frames(row, src)
         extra: dict[str, Any] = {}
         if clip.passthrough:
-            out = finalize_clip(clip, None, settings, source)
+            out, _ = finalize_frames(clip, None, settings, source)
         else:
             state = pickle.loads(row["state"])
-            gen = generated_array(clip, state)
-            out = finalize_clip(clip, gen, settings, source)
-            composite = paste_back(gen, clip.masked, clip.mask, mode=settings.paste_mode)
+            out, composite = finalize_frames(clip, generated_array(clip, state), settings, source)
             extra.update(quality.quality_report(composite, clip.mask))
             extra["seconds_unet"] = state.unet_seconds
         enc = self.cfg["encode"]
@@ -479,6 +509,35 @@ class FinalizeStage:
         write_video(row["output_uri"], out, row["fps"], audio_source=audio, crf=int(enc["crf"]),
                     preset=str(enc["preset"]), storage_options=so)
         extra.update(output_height=int(out.shape[1]), output_width=int(out.shape[2]))
+        return extra
+
+    def _piece(self, row: dict) -> dict:
+        """One segment of a split clip: its output frames as one H.264 piece (no audio; the join
+        adds it once), and the piece's quality numbers."""
+        from .. import quality
+        from ..pipeline import finalize_frames, generated_array
+        from ..video import write_video
+        from .segments import piece_uri
+
+        clip, state = pickle.loads(row["clip"]), pickle.loads(row["state"])
+        settings = job_settings(self.cfg, json.loads(row["overrides"]))
+        segment = clip.plan.segments()[int(row["segment"])]
+        frames = segment.output_frames
+        source = None
+        if settings.output_size == "source":
+            if _is_frame_folder(row["video_uri"], self.cfg):
+                source = self._source_frames(row, None, frames)
+            else:
+                with source_file(row["video_uri"], self.cfg.get("storage_options")) as src:
+                    source = self._source_frames(row, src, frames)
+        out, composite = finalize_frames(clip, generated_array(clip, state, frames), settings, source, frames)
+        uri = piece_uri(row["output_uri"], int(row["segment"]), int(row["num_segments"]))
+        enc = self.cfg["encode"]
+        write_video(uri, out, row["fps"], crf=int(enc["crf"]), preset=str(enc["preset"]),
+                    storage_options=self.cfg.get("storage_options") or None)
+        extra = quality.quality_report(composite, clip.mask)
+        extra.update(piece_uri=uri, piece_frames=len(frames), seconds_unet=state.unet_seconds,
+                     output_height=int(out.shape[1]), output_width=int(out.shape[2]))
         return extra
 
 

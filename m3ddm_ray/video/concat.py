@@ -66,8 +66,26 @@ def concat_videos(pieces: Sequence[str], uri: str, *, audio_source: str | None =
         raise VideoError(uri, f"joining the pieces failed ({_reason(e)}); check free space and write access") from e
 
 
+def _decode_delay(piece: str, storage_options: dict[str, Any] | None) -> Fraction:
+    """Seconds the first packet's decode time stamp lies before the first frame's (the encoder's
+    B-frame reorder delay; 0 for a piece without B-frames, e.g. a very short one)."""
+    with _open_container(piece, storage_options, what="piece: ") as cont:
+        if not cont.streams.video:
+            raise VideoError(piece, "no video stream in this piece")
+        ins = cont.streams.video[0]
+        for pkt in cont.demux(ins):
+            if pkt.dts is not None:
+                return max(Fraction(0), -Fraction(pkt.dts) * ins.time_base)
+    return Fraction(0)
+
+
 def _join(pieces: Sequence[str], out: Any, feed: _AudioFeed | None, storage_options: dict[str, Any] | None,
           uri: str, trim_audio: bool) -> int:
+    # Decode time stamps: pieces can have different reorder delays (a short piece gets no
+    # B-frames). Every piece's DTS is moved back to the largest delay, so the joined DTS run on
+    # frame after frame without a gap (a gap would show as a lower average frame rate).
+    delays = [_decode_delay(_uri_str(p), storage_options) for p in pieces]
+    delay = max(delays)
     vs = None
     first: tuple[int, int, str, Fraction] | None = None
     frames = 0
@@ -89,6 +107,7 @@ def _join(pieces: Sequence[str], out: Any, feed: _AudioFeed | None, storage_opti
                                         f"piece {first[0]}x{first[1]} {first[2]} at {first[3]} fps; cannot join")
             tb = ins.time_base
             shift = int(round(Fraction(frames, 1) / rate / tb))  # this piece starts after `frames` frames
+            dts_shift = shift - int(round((delay - delays[n]) / tb))
             count = 0
             for pkt in cont.demux(ins):
                 if pkt.dts is None and pkt.pts is None:
@@ -96,7 +115,7 @@ def _join(pieces: Sequence[str], out: Any, feed: _AudioFeed | None, storage_opti
                 if pkt.pts is not None:
                     pkt.pts += shift
                 if pkt.dts is not None:
-                    pkt.dts += shift
+                    pkt.dts += dts_shift
                 pkt.stream = vs
                 out.mux(pkt)
                 count += 1
