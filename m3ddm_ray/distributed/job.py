@@ -25,11 +25,10 @@ from typing import Any, Mapping
 
 import pyarrow as pa
 
-from ..quality import REPORT_KEYS
 from . import resume
 from .config import DEFAULTS, load_config
+from .results import RESULT_SCHEMA
 from .stages import (
-    RESULT_COLUMNS,
     CoarseStage,
     FinalizeStage,
     FineStage,
@@ -41,20 +40,6 @@ from .stages import (
 )
 
 logger = logging.getLogger(__name__)
-
-#: Arrow schema of the result table (one row per (clip, ratio)); documented in the README.
-RESULT_SCHEMA = pa.schema([
-    ("clip_id", pa.string()), ("video_uri", pa.string()), ("ratio", pa.string()), ("output_uri", pa.string()),
-    ("status", pa.string()), ("error", pa.string()), ("frames", pa.int64()), ("fps", pa.float64()),
-    ("source_width", pa.int64()), ("source_height", pa.int64()), ("output_width", pa.int64()),
-    ("output_height", pa.int64()),
-    ("seconds_prepare", pa.float64()), ("seconds_coarse", pa.float64()), ("seconds_fine", pa.float64()),
-    ("seconds_finalize", pa.float64()), ("seconds_unet", pa.float64()),
-    ("model", pa.string()), ("vae", pa.string()), ("config_hash", pa.string()), ("settings", pa.string()),
-    *[(key, pa.float64()) for key in REPORT_KEYS],
-    ("previous_result", pa.string()),
-])
-assert tuple(RESULT_SCHEMA.names) == RESULT_COLUMNS
 
 
 def status_counts(table: pa.Table) -> dict[str, int]:
