@@ -105,3 +105,46 @@ def test_eval_pools_and_tasks_carry_the_job_retry_limits(tmp_path, monkeypatch, 
     for _, _, kwargs in calls[1:]:  # every actor pool: restarted actors, but a bounded number of retries
         assert (kwargs["max_restarts"], kwargs["max_task_retries"]) == (-1, 2)
         assert kwargs["batch_format"] == "numpy" and "compute" in kwargs
+
+
+def _score_dies_on(clip_id: str):
+    """A ScoreStage whose actor process dies (``os._exit``) on every row of ``clip_id``: a poison
+    clip. Local class, so Ray pickles it by value into the actors."""
+
+    class Poisoned(run.ScoreStage):
+        def score(self, row):
+            import os
+
+            if row["clip_id"] == clip_id:
+                os._exit(1)
+            return super().score(row)
+
+    return Poisoned
+
+
+@pytest.mark.ray
+@pytest.mark.timeout(600)
+def test_a_clip_that_kills_its_score_actor_ends_as_error_rows(ray_session, tmp_path, monkeypatch):
+    """Without retry limits on the eval pools this ran forever; now Ray gives up after
+    ``retries.actor_max_task_retries`` and the rows it did not return are error rows."""
+    import json
+
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from test_eval_job import eval_args, tiny_flags, write_davis
+
+    root = tmp_path / "DAVIS"
+    write_davis(root, {"grey": np.full((9, 32, 48, 3), 128, np.uint8),
+                       "poison": np.full((9, 32, 48, 3), 60, np.uint8)}, ".png")
+    args = eval_args(*tiny_flags(root, tmp_path / "out", "--method", "replicate", "--clip-len", "9",
+                                 "--set", "eval.metrics.lpips=false", "--set", "retries.actor_max_task_retries=1"))
+    monkeypatch.setattr(run, "ScoreStage", _score_dies_on("poison"))
+    assert args.func(args) == 1
+    rows = pq.read_table(tmp_path / "out" / "per_clip.parquet").to_pylist()
+    assert sorted((r["clip_id"], r["ratio_label"]) for r in rows) == [
+        ("grey", "0.25"), ("grey", "0.66"), ("poison", "0.25"), ("poison", "0.66")]
+    for r in rows:
+        if r["clip_id"] == "poison":
+            assert r["status"] == "error" and "the Ray execution failed" in r["error"], r["error"]
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["methods"]["replicate"]

@@ -28,12 +28,11 @@ from typing import Any, Callable, Mapping
 import pyarrow as pa
 
 from ..errors import M3DDMError
-from ..quality import REPORT_KEYS
 from . import resume
 from .config import DEFAULTS, load_config
 from .resources import MODEL_STAGES, ResourcePlan, local_gpu_count, plan_pools
+from .results import RESULT_SCHEMA
 from .stages import (
-    RESULT_COLUMNS,
     CoarseStage,
     FinalizeStage,
     FineStage,
@@ -45,20 +44,6 @@ from .stages import (
 )
 
 logger = logging.getLogger(__name__)
-
-#: Arrow schema of the result table (one row per (clip, ratio)); documented in the README.
-RESULT_SCHEMA = pa.schema([
-    ("clip_id", pa.string()), ("video_uri", pa.string()), ("ratio", pa.string()), ("output_uri", pa.string()),
-    ("status", pa.string()), ("error", pa.string()), ("frames", pa.int64()), ("fps", pa.float64()),
-    ("source_width", pa.int64()), ("source_height", pa.int64()), ("output_width", pa.int64()),
-    ("output_height", pa.int64()),
-    ("seconds_prepare", pa.float64()), ("seconds_coarse", pa.float64()), ("seconds_fine", pa.float64()),
-    ("seconds_finalize", pa.float64()), ("seconds_unet", pa.float64()),
-    ("model", pa.string()), ("vae", pa.string()), ("config_hash", pa.string()), ("settings", pa.string()),
-    *[(key, pa.float64()) for key in REPORT_KEYS],
-    ("previous_result", pa.string()),
-])
-assert tuple(RESULT_SCHEMA.names) == RESULT_COLUMNS
 
 
 def status_counts(table: pa.Table) -> dict[str, int]:
@@ -455,8 +440,8 @@ def _run_dataset(cfg: Mapping[str, Any], pending: list[dict]) -> tuple[list[dict
 
 
 def _assemble(pieces: list[dict], cfg: Mapping[str, Any]) -> dict:
-    """Ray task: join one output's pieces (:func:`.segments.assemble`)."""
-    from .segments import assemble
+    """Ray task: join one output's pieces (:func:`.join.assemble`)."""
+    from .join import assemble
 
     apply_retry_policy(cfg)
     return assemble(pieces, cfg)

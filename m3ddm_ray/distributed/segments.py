@@ -7,7 +7,8 @@ only the canvases of its frame span and the few coarse latents its windows read
 finalize task of a segment encodes its output frames as one H.264 piece next to the output
 (:func:`piece_uri`). The driver collects the pieces of each (clip, ratio) (:class:`PieceCollector`)
 and, once all are in, a CPU task joins them losslessly with the source audio muxed once and
-publishes the video atomically (:func:`assemble`); the pieces are deleted afterwards.
+publishes the video atomically (:func:`m3ddm_ray.distributed.join.assemble`); the pieces are
+deleted afterwards.
 
 A clip with a single segment (short clips, ``strides: [1]``, passthrough, errors) keeps the
 one-row path: its finalize writes the video directly.
@@ -22,7 +23,6 @@ import math
 import pickle
 from typing import Any, Callable, Mapping
 
-from ..quality import REPORT_KEYS
 
 #: Internal row fields of a segment (besides the clip row's own).
 SEGMENT_FIELDS = ("segment", "num_segments", "piece_uri", "piece_frames", "has_audio", "fine_actor")
@@ -78,68 +78,11 @@ def split_row(row: dict, clip, state) -> list[dict]:
     return out
 
 
-def _weighted(pieces: list[dict], key: str) -> float:
-    num = den = 0.0
-    for p in pieces:
-        v, w = p.get(key), float(p.get("piece_frames") or 0)
-        if v is None or (isinstance(v, float) and math.isnan(v)) or w <= 0:
-            continue
-        num += float(v) * w
-        den += w
-    return num / den if den else float("nan")
-
-
-def _sum(pieces: list[dict], key: str) -> float:
-    vals = [float(p[key]) for p in pieces if p.get(key) is not None and not math.isnan(float(p[key]))]
-    return float(sum(vals)) if vals else float("nan")
-
-
-def assemble(pieces: list[dict], cfg: Mapping[str, Any]) -> dict:
-    """Join the pieces of one (clip, ratio) into its output video; returns its result row.
-
-    ``pieces``: every segment row of the output (any order), as the finalize stage returned them.
-    A segment that failed makes the whole output an ``error`` row (its message). The pieces are
-    deleted in every case.
-    """
-    from .. import storage
-    from ..video import concat_videos
-    from .stages import _fail, _is_frame_folder, has_audio, result_row, source_file
-
-    pieces = sorted(pieces, key=lambda p: int(p["segment"]))
-    row = dict(pieces[0])
-    so = cfg.get("storage_options") or None
-    uris = [p["piece_uri"] for p in pieces if p.get("piece_uri")]
-    try:
-        failed = [p for p in pieces if p["status"] == "error"]
-        if failed:
-            row.update(status="error", error=failed[0]["error"])
-        else:
-            try:
-                if has_audio(row) and not _is_frame_folder(row["video_uri"], cfg):
-                    with source_file(row["video_uri"], so) as src:
-                        frames = concat_videos(uris, row["output_uri"], audio_source=src, storage_options=so)
-                else:
-                    frames = concat_videos(uris, row["output_uri"], storage_options=so)
-                if frames != int(row["frames"]):
-                    raise RuntimeError(f"the joined video has {frames} frames, the source {row['frames']}")
-                row["status"] = "ok"
-            except Exception as exc:  # noqa: BLE001 - one bad output must not stop the job
-                row = _fail(dict(row, status="pending"), "finalize", exc, cfg)
-        for key in REPORT_KEYS:
-            row[key] = _weighted(pieces, key)
-        for key in ("seconds_fine", "seconds_finalize", "seconds_unet"):
-            row[key] = _sum(pieces, key)
-        row["fine_busy"] = fine_busy(pieces)
-    finally:
-        storage.remove_tree(pieces_folder(row["output_uri"]), so)
-    return dict(result_row(row, cfg), fine_busy=row.get("fine_busy"))
-
-
 class PieceCollector:
     """Driver side: turns the rows coming out of the job into final result rows.
 
     Rows of single-segment clips pass through. Segment rows are held (small: no pixels) until every
-    segment of their (clip, ratio) is in; then :func:`assemble` runs as a Ray task (``submit``) and
+    segment of their (clip, ratio) is in; then :func:`~m3ddm_ray.distributed.join.assemble` runs as a Ray task (``submit``) and
     the caller waits for them (:meth:`take_futures`). ``finished`` counts the (clip, ratio) rows
     passed through.
     """

@@ -27,6 +27,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import os
 import pickle
 import socket
 import threading
@@ -38,21 +39,12 @@ import numpy as np
 
 from .. import storage
 from ..errors import InputError, M3DDMError, VideoError
-from ..quality import REPORT_KEYS
 from .config import config_hash, job_settings
 from .manifest import SAMPLER_OVERRIDE_COLUMNS, VIDEO_EXTENSIONS, check_clip_id, check_output_prefix
+from .results import RESULT_COLUMNS
 
 logger = logging.getLogger(__name__)
 
-#: Result-table columns, in order (the Parquet schema is documented in the README).
-RESULT_COLUMNS = (
-    "clip_id", "video_uri", "ratio", "output_uri", "status", "error", "frames", "fps",
-    "source_width", "source_height", "output_width", "output_height",
-    "seconds_prepare", "seconds_coarse", "seconds_fine", "seconds_finalize", "seconds_unet",
-    "model", "vae", "config_hash", "settings",
-    *REPORT_KEYS,  # no-reference quality numbers (m3ddm_ray.quality)
-    "previous_result",  # results file of the earlier verdict this run relied on (resume)
-)
 STATUSES = ("ok", "error", "skipped", "unchanged")
 
 #: Default of ``stages.prepare.prepare_timeout_s`` (seconds for probe + decode + canvases of one clip).

@@ -1,0 +1,68 @@
+"""Joining the pieces of a segmented output into its video (a CPU task the driver starts once every
+segment of a (clip, ratio) has been finalized; :mod:`.segments`)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping
+
+from .. import storage
+from ..quality import REPORT_KEYS
+from ..video import concat_videos
+from .segments import fine_busy, pieces_folder
+from .stages import _fail, _is_frame_folder, has_audio, result_row, source_file
+
+
+def _weighted(pieces: list[dict], key: str) -> float:
+    num = den = 0.0
+    for p in pieces:
+        v, w = p.get(key), float(p.get("piece_frames") or 0)
+        if v is None or (isinstance(v, float) and math.isnan(v)) or w <= 0:
+            continue
+        num += float(v) * w
+        den += w
+    return num / den if den else float("nan")
+
+
+def _sum(pieces: list[dict], key: str) -> float:
+    vals = [float(p[key]) for p in pieces if p.get(key) is not None and not math.isnan(float(p[key]))]
+    return float(sum(vals)) if vals else float("nan")
+
+
+def assemble(pieces: list[dict], cfg: Mapping[str, Any]) -> dict:
+    """Join the pieces of one (clip, ratio) into its output video; returns its result row.
+
+    ``pieces``: every segment row of the output (any order), as the finalize stage returned them.
+    A segment that failed makes the whole output an ``error`` row (its message). The pieces are
+    deleted in every case.
+    """
+    pieces = sorted(pieces, key=lambda p: int(p["segment"]))
+    row = dict(pieces[0])
+    so = cfg.get("storage_options") or None
+    uris = [p["piece_uri"] for p in pieces if p.get("piece_uri")]
+    try:
+        failed = [p for p in pieces if p["status"] == "error"]
+        if failed:
+            row.update(status="error", error=failed[0]["error"])
+        else:
+            try:
+                if has_audio(row) and not _is_frame_folder(row["video_uri"], cfg):
+                    with source_file(row["video_uri"], so) as src:
+                        frames = concat_videos(uris, row["output_uri"], audio_source=src, storage_options=so)
+                else:
+                    frames = concat_videos(uris, row["output_uri"], storage_options=so)
+                if frames != int(row["frames"]):
+                    raise RuntimeError(f"the joined video has {frames} frames, the source {row['frames']}")
+                row["status"] = "ok"
+            except Exception as exc:  # noqa: BLE001 - one bad output must not stop the job
+                row = _fail(dict(row, status="pending"), "finalize", exc, cfg)
+        for key in REPORT_KEYS:
+            row[key] = _weighted(pieces, key)
+        for key in ("seconds_fine", "seconds_finalize", "seconds_unet"):
+            row[key] = _sum(pieces, key)
+        row["fine_busy"] = fine_busy(pieces)
+    finally:
+        storage.remove_tree(pieces_folder(row["output_uri"]), so)
+    return dict(result_row(row, cfg), fine_busy=row.get("fine_busy"))
+
+
