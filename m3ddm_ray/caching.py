@@ -69,11 +69,13 @@ class TokenCache:
         self.encodes = 0  # calls of the global encoder on a clip's latents (tests)
 
     def tokens(self, unet, g: torch.Tensor) -> torch.Tensor:
-        """Tokens for global latents ``g (G, 4, h, w)`` (the same tensor object -> cached tokens)."""
+        """Tokens for global latents ``g (G, 4, h, w)`` (equal latents -> the cached tokens)."""
         if not self.enabled:
             self.encodes += 1
             return context_tokens(unet, g)
-        if self._key is not g:
+        same = self._key is g or (self._key is not None and self._key.shape == g.shape
+                                  and self._key.device == g.device and torch.equal(self._key, g))
+        if not same:
             self.encodes += 1
             tg = unet.encode_global_frames(g.to(unet.device), 1)
             self._key, self._tokens = g, torch.cat([zero_tokens(unet, g), tg])
