@@ -102,24 +102,14 @@ def add_outpaint_video(subparsers) -> None:
 
 def cmd_outpaint_video(args: argparse.Namespace) -> int:
     from . import geometry, video
-    from .pipeline import OutpaintPipeline, OutpaintSettings, finalize_clip, prepare_clip
-    from .sampling import SamplerSettings
+    from .pipeline import OutpaintPipeline, finalize_clip, prepare_clip
 
     # everything cheap is checked before the models are loaded or the video is decoded
     ratios = geometry.parse_ratios(args.ratio)
     outputs = output_uris(args.out, args.input, ratios)
     if args.preset not in video.X264_PRESETS:
         raise InputError(f"--preset {args.preset!r} is not an x264 preset; use one of {', '.join(video.X264_PRESETS)}")
-    from .distributed.config import job_settings, load_config
-
-    sampler = job_settings(load_config(overrides=sampler_overrides(args))).sampler  # preset / scheduler
-    steps = args.steps if getattr(args, "steps_given", False) else sampler.num_inference_steps
-    settings = OutpaintSettings(
-        sampler=dataclasses.replace(sampler, num_inference_steps=steps, guidance_scale=args.guidance_scale,
-                                    previous_guidance_scale=args.previous_guidance_scale, seed=args.seed),
-        canvas_size=args.canvas_size,
-        output_size=args.output_size,
-    )
+    settings = video_settings(args)
     info = video.probe(args.input)
     unchanged = {r for r in ratios if geometry.is_passthrough(info.height, info.width, r)}
     pipe = None
@@ -141,6 +131,22 @@ def cmd_outpaint_video(args: argparse.Namespace) -> int:
         print(f"{uri}  {len(out)} frames  {out.shape[2]}x{out.shape[1]}  {time.perf_counter() - t0:.1f} s{note}",
               flush=True)
     return 0
+
+
+def video_settings(args: argparse.Namespace):
+    """:class:`OutpaintSettings` of ``outpaint-video``: the sampler preset / scheduler flags first, then
+    the explicit flags (``--steps`` only when given, so a preset's step count survives)."""
+    from .distributed.config import job_settings, load_config
+    from .pipeline import OutpaintSettings
+
+    sampler = job_settings(load_config(overrides=sampler_overrides(args))).sampler
+    steps = args.steps if getattr(args, "steps_given", False) else sampler.num_inference_steps
+    return OutpaintSettings(
+        sampler=dataclasses.replace(sampler, num_inference_steps=steps, guidance_scale=args.guidance_scale,
+                                    previous_guidance_scale=args.previous_guidance_scale, seed=args.seed),
+        canvas_size=args.canvas_size,
+        output_size=args.output_size,
+    )
 
 
 def output_uris(out: str, input_uri: str, ratios: Sequence) -> list[str]:

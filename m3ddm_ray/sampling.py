@@ -7,7 +7,9 @@ disk or Ray. It follows the official
 
 * PNDM (Stable Diffusion 1.5 scheduler config, PLMS branch), ``set_timesteps(n)`` per window; the
   initial latents are the **inpainted** canvas latents noised to ``timesteps[1]`` (961 for 50 steps)
-  and the UNet runs at ``timesteps[1:]`` (961, 961, 941, …, 1) — the official quirk, kept.
+  and the UNet runs at ``timesteps[1:]`` (961, 961, 941, …, 1) — the official quirk, kept. This is
+  the default ``scheduler="pndm-official"``; the solver schedulers (DPM-Solver++ 2M, UniPC, DDIM,
+  Euler) and their start are described in :mod:`m3ddm_ray.schedulers`.
 * Classifier-free guidance with three branches: ``e_uu`` (no masked-video condition, no global
   context), ``e_cu`` (condition, no global context), ``e_cc`` (condition and global context):
   ``ε = e_uu + w·(e_cu − e_uu) + w_g·(e_cc − e_cu)`` with ``w = 2`` (``guidance_scale``) and
@@ -16,8 +18,12 @@ disk or Ray. It follows the official
 * Guide frames: positions whose frame already has a final latent take that latent as their
   condition (in both the conditional and unconditional inputs) with mask 0; they are still denoised.
 
+* Independent windows of one pass can be denoised as one UNet batch (:func:`sample_windows`,
+  ``max_batch``); caches (:mod:`m3ddm_ray.caching`) and device knobs (:mod:`m3ddm_ray.runtime`)
+  are settings of :class:`SamplerSettings`.
+
 Latents are ``(B, 4, F, h, w)`` scaled by :data:`VAE_SCALE`; all scheduler arithmetic is float32
-whatever the UNet dtype.
+whatever the UNet dtype (autocast covers the UNet call only).
 """
 
 from __future__ import annotations
