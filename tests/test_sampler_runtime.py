@@ -99,3 +99,4 @@ def test_device_knobs_reach_the_job_settings_and_only_autocast_is_hashed():
     s = job_settings(cfg).sampler
     assert (s.sdpa_backend, s.channels_last, s.compile_backend) == ("efficient", True, "inductor")
     assert config_hash(cfg) == config_hash(load_config())
+    assert job_settings(load_config(overrides=["sampler.autocast=off"])).sampler.autocast == "off"  # YAML false

@@ -154,7 +154,8 @@ def job_settings(cfg: Mapping[str, Any], overrides: Mapping[str, Any] | None = N
         scheduler=str(s["scheduler"]), karras_sigmas=bool(s["karras_sigmas"]),
         timestep_spacing=str(s["timestep_spacing"]), exact_caches=bool(s["exact_caches"]),
         deepcache_interval=int(s["deepcache_interval"]), tgate_step=int(s["tgate_step"]),
-        max_batch=int(s["max_batch"]), autocast=str(s["autocast"]), sdpa_backend=str(s["sdpa_backend"]),
+        max_batch=int(s["max_batch"]), sdpa_backend=str(s["sdpa_backend"]),
+        autocast="off" if s["autocast"] in (False, None) else str(s["autocast"]),  # YAML reads off as false
         channels_last=bool(s["channels_last"]), compile_backend=s["compile_backend"] or None,
     )
     strides = tuple(cfg["strides"]) if cfg.get("strides") else None
