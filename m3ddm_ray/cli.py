@@ -14,6 +14,7 @@ the rest (PyAV, the pipeline) is imported when a command runs.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import posixpath
 import sys
@@ -43,6 +44,15 @@ def _int_in(lo: int, hi: int | None = None) -> Callable[[str], int]:
     return parse
 
 
+class _Given(argparse.Action):
+    """Store the value and remember that the flag was given (``<dest>_given``), so a preset can
+    supply the value of a flag left at its default."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, values)
+        setattr(namespace, f"{self.dest}_given", True)
+
+
 # --------------------------------------------------------------------------- outpaint-video
 def add_outpaint_video(subparsers) -> None:
     from .models.loading import DEFAULT_UNET, DEFAULT_VAE
@@ -65,8 +75,8 @@ def add_outpaint_video(subparsers) -> None:
                    help=f"M3DDM UNet: folder, fsspec URL or hub id (default: {DEFAULT_UNET})")
     p.add_argument("--vae", default=DEFAULT_VAE,
                    help=f"Stable Diffusion 1.5 VAE: folder, fsspec URL or hub id (default: {DEFAULT_VAE})")
-    p.add_argument("--steps", type=_int_in(2), default=official.num_inference_steps,
-                   help="denoising steps per window (default: %(default)s)")
+    p.add_argument("--steps", type=_int_in(2), default=official.num_inference_steps, action=_Given,
+                   help="denoising steps per window (default: %(default)s, or the sampler preset's)")
     p.add_argument("--guidance-scale", type=float, default=official.guidance_scale,
                    help="weight of the masked-video condition (default: %(default)s)")
     p.add_argument("--previous-guidance-scale", type=float, default=official.previous_guidance_scale,
@@ -85,25 +95,20 @@ def add_outpaint_video(subparsers) -> None:
     p.add_argument("--preset", default="medium", metavar="PRESET",
                    help="x264 speed preset, ultrafast..veryslow (default: %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_sampler_arguments(p, "--sampler-preset")  # --preset is x264's here
     p.set_defaults(func=cmd_outpaint_video)
 
 
 def cmd_outpaint_video(args: argparse.Namespace) -> int:
     from . import geometry, video
-    from .pipeline import OutpaintPipeline, OutpaintSettings, finalize_clip, prepare_clip
-    from .sampling import SamplerSettings
+    from .pipeline import OutpaintPipeline, finalize_clip, prepare_clip
 
     # everything cheap is checked before the models are loaded or the video is decoded
     ratios = geometry.parse_ratios(args.ratio)
     outputs = output_uris(args.out, args.input, ratios)
     if args.preset not in video.X264_PRESETS:
         raise InputError(f"--preset {args.preset!r} is not an x264 preset; use one of {', '.join(video.X264_PRESETS)}")
-    settings = OutpaintSettings(
-        sampler=SamplerSettings(num_inference_steps=args.steps, guidance_scale=args.guidance_scale,
-                                previous_guidance_scale=args.previous_guidance_scale, seed=args.seed),
-        canvas_size=args.canvas_size,
-        output_size=args.output_size,
-    )
+    settings = video_settings(args)
     info = video.probe(args.input)
     unchanged = {r for r in ratios if geometry.is_passthrough(info.height, info.width, r)}
     pipe = None
@@ -124,6 +129,22 @@ def cmd_outpaint_video(args: argparse.Namespace) -> int:
         print(f"{uri}  {len(out)} frames  {out.shape[2]}x{out.shape[1]}  {time.perf_counter() - t0:.1f} s{note}",
               flush=True)
     return 0
+
+
+def video_settings(args: argparse.Namespace):
+    """:class:`OutpaintSettings` of ``outpaint-video``: the sampler preset / scheduler flags first, then
+    the explicit flags (``--steps`` only when given, so a preset's step count survives)."""
+    from .distributed.config import job_settings, load_config
+    from .pipeline import OutpaintSettings
+
+    sampler = job_settings(load_config(overrides=sampler_overrides(args))).sampler
+    steps = args.steps if getattr(args, "steps_given", False) else sampler.num_inference_steps
+    return OutpaintSettings(
+        sampler=dataclasses.replace(sampler, num_inference_steps=steps, guidance_scale=args.guidance_scale,
+                                    previous_guidance_scale=args.previous_guidance_scale, seed=args.seed),
+        canvas_size=args.canvas_size,
+        output_size=args.output_size,
+    )
 
 
 def output_uris(out: str, input_uri: str, ratios: Sequence) -> list[str]:
@@ -173,12 +194,31 @@ def add_outpaint(subparsers) -> None:
                     "1: some rows are 'error' (all rows are in the table); 2: invalid input, nothing ran.",
     )
     add_outpaint_arguments(p)
+    add_sampler_arguments(p)
     p.set_defaults(func=cmd_outpaint)
+
+
+def add_sampler_arguments(p, preset_flag: str = "--preset") -> None:
+    """``--scheduler NAME`` and a sampler-preset flag (``--preset fast``; see ``distributed.config.PRESETS``)."""
+    from .distributed.config import PRESETS
+    from .schedulers import SCHEDULERS
+
+    p.add_argument("--scheduler", default=None, choices=SCHEDULERS,
+                   help="diffusion scheduler (default pndm-official: the official PNDM path)")
+    p.add_argument(preset_flag, dest="sampler_preset", default=None, choices=sorted(PRESETS),
+                   help="named sampler preset, e.g. fast = 20-step DPM-Solver++ 2M with the exact caches")
+
+
+def sampler_overrides(args: argparse.Namespace) -> list[str]:
+    """``KEY=VALUE`` config overrides of :func:`add_sampler_arguments`' flags."""
+    out = [f"preset={args.sampler_preset}"] if getattr(args, "sampler_preset", None) else []
+    return out + ([f"sampler.scheduler={args.scheduler}"] if getattr(args, "scheduler", None) else [])
 
 
 def cmd_outpaint(args: argparse.Namespace) -> int:
     from .distributed.job import run_from_args
 
+    args.overrides = sampler_overrides(args) + list(args.overrides)  # explicit --set wins
     return run_from_args(args)
 
 

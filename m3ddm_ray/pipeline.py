@@ -39,7 +39,7 @@ from .sampling import (
     decode_latents,
     encode_images,
     make_scheduler,
-    sample_window,
+    sample_windows,
 )
 
 
@@ -427,6 +427,27 @@ class ClipState:
     unet_seconds: float = 0.0
 
 
+def batch_windows(windows: Iterable[Window], max_batch: int) -> list[list[Window]]:
+    """Split ``windows`` (in execution order) into consecutive groups that can be denoised as one UNet
+    batch: the same pass, at most ``max_batch`` windows, and no window reading a stored latent of
+    another window of its group (``Window.depends_on``). Running the groups in order gives the same
+    stored latents as running the windows one by one (the first writer of a frame still wins).
+
+    E.g. the official ``[15, 5, 1]`` plan: the stride-5 and stride-1 windows of a pass only read
+    keyframes of earlier passes, so they batch freely; the ``[1]`` plan chains every window to the
+    previous one (they overlap by a frame), so its groups have one window.
+    """
+    groups: list[list[Window]] = []
+    for w in windows:
+        g = groups[-1] if groups else None
+        if (g is not None and len(g) < max_batch and g[0].pass_index == w.pass_index
+                and not set(w.depends_on) & {x.index for x in g}):
+            g.append(w)
+        else:
+            groups.append([w])
+    return groups
+
+
 class Outpainter:
     """Holds the UNet, the VAE and a scheduler; runs windows of prepared clips (one process, one device).
 
@@ -434,11 +455,14 @@ class Outpainter:
     """
 
     def __init__(self, unet, vae, settings: OutpaintSettings = OutpaintSettings(), scheduler_config=None):
+        from .caching import TokenCache
+
         self.unet, self.vae, self.settings = unet, vae, settings
-        self.scheduler = make_scheduler(scheduler_config)
+        self.scheduler = make_scheduler(scheduler_config, settings.sampler)
+        self.tokens = TokenCache(settings.sampler.exact_caches)  # global-frame tokens once per clip
 
     def latents_for(self, clip: PreparedClip, state: ClipState) -> ClipLatents:
-        """Production latent source for ``clip`` (posterior noise seeded per clip)."""
+        """Production latent source for ``clip`` (posterior noise keyed per frame)."""
         s = self.settings
         noise = None if s.posterior == "mode" else KeyedPosteriorNoise(
             s.posterior_seed if s.posterior_seed is not None else s.sampler.seed)
@@ -477,35 +501,36 @@ class Outpainter:
         latents = latents if latents is not None else self.latents_for(clip, state)
         h = clip.geom.latent_size
         lmask = torch.from_numpy(geometry.latent_mask(clip.mask).astype(np.float32))
-        for window in windows:
-            z_init, z_cond, z_uncond = latents.window_latents(window)
-            g = latents.global_latents(window)
-            tokens = self.unet.encode_global_frames(torch.cat([torch.zeros_like(g), g]).to(self.unet.device), 2)
-            guides = {}
-            for k in window.guide_positions:
-                frame = window.frame_ids[k]
-                if frame not in state.stored:
-                    raise RuntimeError(f"window {window.index} needs the stored latent of frame {frame}; "
-                                       f"run the earlier windows (coarse stage) first")
-                guides[k] = torch.from_numpy(state.stored[frame])
-            f = len(window.frame_ids)
-            inp = WindowInputs(z_init, z_cond, z_uncond, lmask.view(1, 1, 1, h, h).expand(1, 1, f, h, h),
-                               guides, tokens, window.fps)
+        for group in batch_windows(windows, self.settings.sampler.max_batch):
+            inputs = []
+            for window in group:
+                z_init, z_cond, z_uncond = latents.window_latents(window)
+                tokens = self.tokens.tokens(self.unet, latents.global_latents(window))
+                guides = {}
+                for k in window.guide_positions:
+                    frame = window.frame_ids[k]
+                    if frame not in state.stored:
+                        raise RuntimeError(f"window {window.index} needs the stored latent of frame {frame}; "
+                                           f"run the earlier windows (coarse stage) first")
+                    guides[k] = torch.from_numpy(state.stored[frame])
+                f = len(window.frame_ids)
+                inputs.append(WindowInputs(z_init, z_cond, z_uncond, lmask.view(1, 1, 1, h, h).expand(1, 1, f, h, h),
+                                           guides, tokens, window.fps))
             t0 = time.perf_counter()
-            x = sample_window(self.unet, self.scheduler, inp, self.settings.sampler, on_step=on_step)
+            xs = sample_windows(self.unet, self.scheduler, inputs, self.settings.sampler, on_step=on_step)
             state.unet_seconds += time.perf_counter() - t0
-            x = x[0].float().cpu()  # (4, F, h, w)
-            for k, frame in enumerate(window.frame_ids):
-                if frame not in state.stored:
-                    state.stored[frame] = x[:, k].numpy().copy()
-            outs = [(frame, k) for frame, (wi, k) in enumerate(owners) if wi == window.index]
-            if outs:
-                lat = torch.stack([x[:, k] for _, k in outs])
-                for (frame, _), img in zip(outs, self._decode(lat)):
-                    state.generated[frame] = img
-            state.windows_done.append(window.index)
-            if on_window is not None:
-                on_window(window, x)
+            for window, x in zip(group, xs.float().cpu()):  # x: (4, F, h, w)
+                for k, frame in enumerate(window.frame_ids):
+                    if frame not in state.stored:
+                        state.stored[frame] = x[:, k].numpy().copy()
+                outs = [(frame, k) for frame, (wi, k) in enumerate(owners) if wi == window.index]
+                if outs:
+                    lat = torch.stack([x[:, k] for _, k in outs])
+                    for (frame, _), img in zip(outs, self._decode(lat)):
+                        state.generated[frame] = img
+                state.windows_done.append(window.index)
+                if on_window is not None:
+                    on_window(window, x)
         return state
 
     def _decode(self, latents: torch.Tensor) -> list[np.ndarray]:

@@ -7,7 +7,9 @@ disk or Ray. It follows the official
 
 * PNDM (Stable Diffusion 1.5 scheduler config, PLMS branch), ``set_timesteps(n)`` per window; the
   initial latents are the **inpainted** canvas latents noised to ``timesteps[1]`` (961 for 50 steps)
-  and the UNet runs at ``timesteps[1:]`` (961, 961, 941, …, 1) — the official quirk, kept.
+  and the UNet runs at ``timesteps[1:]`` (961, 961, 941, …, 1) — the official quirk, kept. This is
+  the default ``scheduler="pndm-official"``; the solver schedulers (DPM-Solver++ 2M, UniPC, DDIM,
+  Euler) and their start are described in :mod:`m3ddm_ray.schedulers`.
 * Classifier-free guidance with three branches: ``e_uu`` (no masked-video condition, no global
   context), ``e_cu`` (condition, no global context), ``e_cc`` (condition and global context):
   ``ε = e_uu + w·(e_cu − e_uu) + w_g·(e_cc − e_cu)`` with ``w = 2`` (``guidance_scale``) and
@@ -16,14 +18,18 @@ disk or Ray. It follows the official
 * Guide frames: positions whose frame already has a final latent take that latent as their
   condition (in both the conditional and unconditional inputs) with mask 0; they are still denoised.
 
+* Independent windows of one pass can be denoised as one UNet batch (:func:`sample_windows`,
+  ``max_batch``); caches (:mod:`m3ddm_ray.caching`) and device knobs (:mod:`m3ddm_ray.runtime`)
+  are settings of :class:`SamplerSettings`.
+
 Latents are ``(B, 4, F, h, w)`` scaled by :data:`VAE_SCALE`; all scheduler arithmetic is float32
-whatever the UNet dtype.
+whatever the UNet dtype (autocast covers the UNet call only).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Sequence
 
 import torch
 
@@ -35,17 +41,41 @@ VAE_SCALE = 0.18215
 OFFICIAL_SEED = 6
 
 
+#: Settings that change only float rounding or speed, never the picture: left out of the config hash.
+NOT_HASHED = ("max_batch", "exact_caches", "sdpa_backend", "channels_last", "compile_backend")
+AUTOCAST = ("off", "fp16", "bf16")
+SDPA_BACKENDS = ("auto", "math", "flash", "efficient", "cudnn")
+
+
 @dataclass(frozen=True)
 class SamplerSettings:
     """Knobs of the window sampler; the defaults are the official inference settings.
 
     Attributes:
-        num_inference_steps: PNDM steps (the UNet runs this many times per window).
+        num_inference_steps: scheduler steps (the UNet runs this many times per window).
         guidance_scale: weight ``w`` of the masked-video condition (official 2.0).
         previous_guidance_scale: weight ``w_g`` of the global-frame context (official 4.0).
         seed: seed of the per-window diffusion noise (CPU generator, the same noise in every window,
             as the official code).
         official_batch4: run the official discarded fourth guidance branch (parity tests only).
+        scheduler: scheduler name (:data:`m3ddm_ray.schedulers.SCHEDULERS`); ``"pndm-official"`` is
+            today's exact path.
+        karras_sigmas: Karras sigma spacing (``dpmsolver++``, ``unipc``, ``euler`` only).
+        timestep_spacing: ``"trailing"`` / ``"leading"`` / ``"linspace"`` for the solver schedulers
+            (ignored by ``pndm-official``); see :mod:`m3ddm_ray.schedulers`.
+        exact_caches: global-frame tokens once per clip, zero-context tokens once per model,
+            cross-attention K/V once per window (:mod:`m3ddm_ray.caching`; exact).
+        deepcache_interval: DeepCache: full UNet every N-th step, shallow branch in between
+            (0 or 1 = off; approximate).
+        tgate_step: T-GATE: reuse the cross-attention outputs from this step on (0 = off; approximate).
+        max_batch: windows denoised together in one UNet batch (``windows x 3`` branches) when they are
+            independent; 1 = one by one. Same results up to float rounding (not hashed).
+        autocast: ``"off"`` (the model's dtype), ``"fp16"`` or ``"bf16"`` autocast around the UNet call;
+            scheduler arithmetic stays float32.
+        sdpa_backend: scaled-dot-product attention backend: ``"auto"`` (torch's choice), ``"math"``,
+            ``"flash"``, ``"efficient"`` (memory-efficient), ``"cudnn"``.
+        channels_last: channels-last (``channels_last_3d``) weights and UNet inputs.
+        compile_backend: ``torch.compile`` backend for the UNet (e.g. ``"inductor"``); ``None`` = eager.
     """
 
     num_inference_steps: int = 50
@@ -53,20 +83,56 @@ class SamplerSettings:
     previous_guidance_scale: float = 4.0
     seed: int = OFFICIAL_SEED
     official_batch4: bool = False
+    scheduler: str = "pndm-official"
+    karras_sigmas: bool = False
+    timestep_spacing: str = "trailing"
+    exact_caches: bool = True
+    deepcache_interval: int = 0
+    tgate_step: int = 0
+    max_batch: int = 1
+    autocast: str = "off"
+    sdpa_backend: str = "auto"
+    channels_last: bool = False
+    compile_backend: str | None = None
 
     def __post_init__(self):
+        from .schedulers import check_scheduler
+
         why = inference_steps_problem(self.num_inference_steps)
         if why:
             raise InputError(f"num_inference_steps={self.num_inference_steps} {why}")
+        check_scheduler(self.scheduler, self.karras_sigmas, self.timestep_spacing)
+        if self.deepcache_interval < 0:
+            raise InputError(f"sampler.deepcache_interval={self.deepcache_interval}: use 0 (off) or N >= 2")
+        if self.tgate_step < 0:
+            raise InputError(f"sampler.tgate_step={self.tgate_step}: use 0 (off) or a step k >= 1")
+        if self.max_batch < 1:
+            raise InputError(f"sampler.max_batch={self.max_batch}: must be >= 1 (windows per UNet call)")
+        if self.autocast not in AUTOCAST:
+            raise InputError(f"sampler.autocast={self.autocast!r}; use one of {', '.join(AUTOCAST)}")
+        if self.sdpa_backend not in SDPA_BACKENDS:
+            raise InputError(f"sampler.sdpa_backend={self.sdpa_backend!r}; use one of {', '.join(SDPA_BACKENDS)}")
+        if self.official_batch4 and self.max_batch > 1:
+            raise InputError("official_batch4 (parity runs) needs max_batch=1")
+
+    def hashed(self) -> dict:
+        """The settings that change pixels, for the config hash: :data:`NOT_HASHED` left out, and the
+        settings added after the first release left out while at their default (so today's default
+        outputs keep their names)."""
+        d = {k: getattr(self, k) for k in self.__dataclass_fields__ if k not in NOT_HASHED}
+        for k in ("scheduler", "karras_sigmas", "timestep_spacing", "deepcache_interval", "tgate_step", "autocast"):
+            if d[k] == self.__dataclass_fields__[k].default:
+                del d[k]
+        return d
 
 
-def make_scheduler(config: Mapping | None = None):
-    """A fresh ``diffusers.PNDMScheduler`` from ``config`` (default: the shipped SD 1.5 config)."""
-    from diffusers import PNDMScheduler
+def make_scheduler(config: Mapping | None = None, settings: "SamplerSettings | None" = None):
+    """A fresh scheduler for ``settings`` (default: the official ``PNDMScheduler``) on the noise
+    schedule ``config`` (default: the shipped SD 1.5 config); see :mod:`m3ddm_ray.schedulers`."""
+    from .schedulers import build_scheduler
 
-    from .models.loading import default_scheduler_config
-
-    return PNDMScheduler.from_config(dict(config or default_scheduler_config()))
+    s = settings or SamplerSettings()
+    return build_scheduler(s.scheduler, config, karras_sigmas=s.karras_sigmas, timestep_spacing=s.timestep_spacing)
 
 
 def window_noise(shape: tuple[int, ...], seed: int) -> torch.Tensor:
@@ -201,42 +267,98 @@ def sample_window(
 
     Args:
         unet: :class:`m3ddm_ray.models.unet.UNet3DConditionModel` (any dtype/device).
-        scheduler: a PNDM scheduler; ``set_timesteps`` is called here, so one object can serve
-            every window in turn (not concurrently).
+        scheduler: from :func:`make_scheduler` (``settings``' scheduler); ``set_timesteps`` is called
+            here, so one object can serve every window in turn (not concurrently).
         inp: the window's latents, mask, guides and global tokens (see :class:`WindowInputs`).
-        settings: steps, guidance weights, seed.
+        settings: steps, guidance weights, seed, caches, device knobs.
         noise: ``(1, 4, F, h, w)`` initial noise; default :func:`window_noise` with ``settings.seed``.
         on_step: called as ``on_step(i, n)`` after each UNet call (progress bars).
     """
+    return sample_windows(unet, scheduler, [inp], settings, noise, on_step)
+
+
+@torch.no_grad()
+def sample_windows(
+    unet,
+    scheduler,
+    inputs: Sequence[WindowInputs],
+    settings: SamplerSettings = SamplerSettings(),
+    noise: torch.Tensor | None = None,
+    on_step: Callable[[int, int], None] | None = None,
+) -> torch.Tensor:
+    """Denoise ``W`` independent windows of one pass together: one UNet batch of ``W x 3`` branches
+    per step, rows ordered window-major ``[w0: uu, cu, cc, w1: uu, cu, cc, ...]``.
+
+    The scheduler step is elementwise over the batch, so the result equals ``W`` calls of
+    :func:`sample_window` up to float rounding of the larger UNet batch.
+
+    Args:
+        inputs: ``W >= 1`` windows with equal shapes and the same ``fps`` (one pass).
+        noise: ``(1, 4, F, h, w)`` initial noise shared by every window (default
+            :func:`window_noise`, as the official code gives every window the same noise).
+        on_step: called ``W`` times per step as ``on_step(i, n)`` (progress counts window-steps).
+
+    Returns:
+        ``(W, 4, F, h, w)`` float32 final latents (still scaled).
+
+    Raises:
+        ValueError: no inputs, or windows of different shapes / fps.
+    """
+    from . import caching, runtime
+    from .schedulers import start_timesteps
+
+    if not inputs:
+        raise ValueError("sample_windows needs at least one window")
+    if len({tuple(i.z_init.shape) for i in inputs}) > 1 or len({float(i.fps) for i in inputs}) > 1:
+        raise ValueError("sample_windows: all windows of a batch need the same shape and fps (one pass)")
+    n_win = len(inputs)
     device, dtype = unet.device, unet.dtype
-    z0 = inp.z_init.to(device=device, dtype=torch.float32)
+    z0 = torch.cat([i.z_init for i in inputs]).to(device=device, dtype=torch.float32)
     if noise is None:
-        noise = window_noise(tuple(z0.shape), settings.seed)
-    noise = noise.to(device=device, dtype=torch.float32)
-    cond_u, cond_c = (c.to(device) for c in build_condition(inp))
-    scheduler.set_timesteps(settings.num_inference_steps)
-    timesteps = scheduler.timesteps[1:]  # official: start at timesteps[1] (961 of 981, 961, 961, ...)
+        noise = window_noise(tuple(inputs[0].z_init.shape), settings.seed)
+    noise = noise.to(device=device, dtype=torch.float32).expand_as(z0)
+    timesteps = start_timesteps(scheduler, settings.num_inference_steps)
     x = scheduler.add_noise(z0, noise, timesteps[:1])
 
-    tokens0, tokens_g = inp.global_tokens[0:1].to(device), inp.global_tokens[1:2].to(device)
-    if settings.official_batch4:
-        cond = torch.cat([cond_u, cond_c, cond_u, cond_c])
-        context = torch.cat([tokens0, tokens0, tokens_g, tokens_g])
-    else:
-        cond = torch.cat([cond_u, cond_c, cond_c])
-        context = torch.cat([tokens0, tokens0, tokens_g])
-    n_branch = cond.shape[0]
-    w, wg = settings.guidance_scale, settings.previous_guidance_scale
-
-    for i, t in enumerate(timesteps):
-        sample = torch.cat([x.expand(n_branch, -1, -1, -1, -1), cond], dim=1).to(dtype)
-        eps = unet(sample, t, fps=inp.fps, global_tokens=context).sample.float()
+    conds, contexts = [], []
+    for inp in inputs:
+        cond_u, cond_c = (c.to(device) for c in build_condition(inp))
+        tokens0, tokens_g = inp.global_tokens[0:1].to(device), inp.global_tokens[1:2].to(device)
         if settings.official_batch4:
-            e_uu, e_cu, _, e_cc = eps.chunk(4)
+            conds += [cond_u, cond_c, cond_u, cond_c]
+            contexts += [tokens0, tokens0, tokens_g, tokens_g]
         else:
-            e_uu, e_cu, e_cc = eps.chunk(3)
-        guided = e_uu + w * (e_cu - e_uu) + wg * (e_cc - e_cu)
-        x = scheduler.step(guided, t, x).prev_sample
-        if on_step is not None:
-            on_step(i + 1, len(timesteps))
+            conds += [cond_u, cond_c, cond_c]
+            contexts += [tokens0, tokens0, tokens_g]
+    cond, context = torch.cat(conds), torch.cat(contexts).to(dtype)
+    n_branch = cond.shape[0] // n_win
+    w, wg = settings.guidance_scale, settings.previous_guidance_scale
+    fps = inputs[0].fps
+
+    call = runtime.unet_callable(unet, settings)
+    tgate = caching.TGate(settings.tgate_step) if settings.tgate_step > 0 else None
+    deep_store: dict | None = {} if settings.deepcache_interval > 1 else None
+    with caching.attention_caches(unet, settings.exact_caches, tgate):
+        for i, t in enumerate(timesteps):
+            xin = scheduler.scale_model_input(x, t)
+            xin = xin.repeat_interleave(n_branch, dim=0) if n_win > 1 else xin.expand(n_branch, -1, -1, -1, -1)
+            sample = runtime.prepare_input(torch.cat([xin, cond], dim=1).to(dtype), settings)
+            if tgate is not None:
+                tgate.reuse = i >= tgate.step
+            with runtime.unet_call_context(settings, device):
+                if deep_store is not None:
+                    eps = caching.unet_forward_deepcache(unet, sample, t, fps, context, deep_store,
+                                                         refresh=i % settings.deepcache_interval == 0)
+                else:
+                    eps = call(sample, t, fps=fps, global_tokens=context).sample
+            eps = eps.float().reshape(n_win, n_branch, *eps.shape[1:])
+            if settings.official_batch4:
+                e_uu, e_cu, e_cc = eps[:, 0], eps[:, 1], eps[:, 3]
+            else:
+                e_uu, e_cu, e_cc = eps[:, 0], eps[:, 1], eps[:, 2]
+            guided = e_uu + w * (e_cu - e_uu) + wg * (e_cc - e_cu)
+            x = scheduler.step(guided, t, x).prev_sample
+            if on_step is not None:
+                for _ in range(n_win):
+                    on_step(i + 1, len(timesteps))
     return x

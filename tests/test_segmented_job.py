@@ -88,3 +88,45 @@ def test_segmented_job_joins_pieces_into_one_video_with_t_frames_fps_and_audio(r
     assert np.isfinite(row["q_seam_strength"]) and row["seconds_unet"] > 0
     decoded, _ = read_frames(row["output_uri"])
     assert decoded.shape == (152, 64, 36, 3)
+
+
+def _logs_segments_and_dies_once(marker: Path, log: Path):
+    """A FineStage that appends ``<segment>`` to ``log`` after each segment it finishes, and whose
+    first finish of segment 1 kills its own process (once per marker). Defined locally so Ray
+    pickles it by value into the actors; the production stage has no fault hook."""
+    import os
+
+    from m3ddm_ray.distributed import stages
+
+    class LogsAndDies(stages.FineStage):
+        def run_oom_safe(self, row):
+            row = super().run_oom_safe(row)
+            fd = os.open(str(log), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            os.write(fd, f"{row['segment']}\n".encode())
+            os.close(fd)
+            if int(row["segment"]) == 1:
+                try:
+                    os.close(os.open(str(marker), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+                except FileExistsError:
+                    return row
+                os._exit(1)
+            return row
+
+    return LogsAndDies
+
+
+def test_fine_actor_killed_mid_segment_reruns_only_that_segment(ray_session, long_clips, monkeypatch):
+    from m3ddm_ray.distributed import job
+
+    paths, tmp = long_clips
+    marker, log = tmp / "killed", tmp / "segments.log"
+    cfg = tiny_cfg(ratios=["9:16"])
+    monkeypatch.setattr(job, "FineStage", _logs_segments_and_dies_once(marker, log))
+    uri = manifest(tmp, [{"video_uri": str(paths[152]), "clip_id": "k"}], "kill.jsonl")
+    result = run_job(cfg, uri, str(tmp / "killed_out"))
+    assert marker.exists(), "the fault was not injected"
+    runs = sorted(int(x) for x in log.read_text().split())
+    assert runs == [0, 1, 1, 2]  # the killed segment ran again, the others once
+    (row,) = result.table.to_pylist()  # the output's row ends once
+    assert row["status"] == "ok", row["error"]
+    assert probe(row["output_uri"], count_frames=True).num_frames == 152

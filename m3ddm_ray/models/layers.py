@@ -168,9 +168,18 @@ class Attention(nn.Module):
         n, length, inner = t.shape
         return t.view(n, length, self.heads, inner // self.heads).transpose(1, 2)
 
+    #: Optional cross-attention cache hook (:class:`m3ddm_ray.caching.CrossAttentionCache`); None = off.
+    cache = None
+
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        if context is not None and self.cache is not None:
+            return self.cache(self, x, context)
         ctx = x if context is None else context
         q, k, v = self._split(self.to_q(x)), self._split(self.to_k(ctx)), self._split(self.to_v(ctx))
+        return self.attend(q, k, v)
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Heads ``(N, heads, L, d)`` / ``(N, heads, S, d)`` -> projected output ``(N, L, C)``."""
         out = F.scaled_dot_product_attention(q, k, v)
         n, _, length, _ = out.shape
         return self.to_out[0](out.transpose(1, 2).reshape(n, length, -1))
