@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from m3ddm_ray.distributed.config import config_hash, job_settings, load_config
 from m3ddm_ray.errors import InputError
