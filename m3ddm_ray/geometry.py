@@ -1,5 +1,9 @@
 """Aspect ratios, the square outpainting canvas, masks, crops and paste-back (pure numpy + OpenCV).
 
+(About 680 lines on purpose: every rule of the official canvas geometry -- ratios, placement,
+masks, canvases, crops, paste-back -- in one file, checked line by line against the golden data;
+splitting it would spread one parity contract over several modules.)
+
 This module reproduces the canvas geometry of the official M3DDM inference
 (``src/inference.py``: ``get_max_target_size``, ``preprocess_frames_speed_square``, the paste-back in
 ``main()`` and ``merge_frame_to_video_with_ratio``) as recorded in the golden data

@@ -1,5 +1,8 @@
 """Single-process outpainting of one video: frames in memory -> outpainted frames per ratio. No Ray.
 
+(Just past 500 lines on purpose: the four steps of one video and the state they hand on read in
+order in one file; the latent sources already live in :mod:`m3ddm_ray.latents`.)
+
 The work for one (video, ratio) pair is split the way the Ray job runs it, so that the stages of
 :mod:`m3ddm_ray.distributed` are thin adapters over these functions:
 
@@ -15,9 +18,10 @@ The work for one (video, ratio) pair is split the way the Ray job runs it, so th
 :class:`OutpaintPipeline` chains the four for interactive use and the ``outpaint-video`` command.
 
 Where the official script re-encodes each window's frames and the global frames with fresh VAE
-posterior noise, production encodes each frame once per clip (:class:`ClipLatents`). The official
-per-window behaviour is available through the same seam (:class:`PerWindowLatents`) for parity tests
-with injected noise.
+posterior noise, production encodes each frame once per clip (:class:`~m3ddm_ray.latents.ClipLatents`).
+The official per-window behaviour is available through the same seam
+(:class:`~m3ddm_ray.latents.PerWindowLatents`) for parity tests with injected noise; both live in
+:mod:`m3ddm_ray.latents` and are re-exported here.
 """
 
 from __future__ import annotations
@@ -32,15 +36,8 @@ from . import geometry
 from .errors import InputError
 from .rules import OUTPUT_SIZES, canvas_size_problem
 from .plan import Segment, Window, WindowPlan, plan_windows
-from .sampling import (
-    PosteriorNoise,
-    SamplerSettings,
-    WindowInputs,
-    decode_latents,
-    encode_images,
-    make_scheduler,
-    sample_windows,
-)
+from .latents import ClipLatents, KeyedPosteriorNoise, PerWindowLatents, images_to_tensor  # noqa: F401 - re-exported
+from .sampling import SamplerSettings, WindowInputs, decode_latents, make_scheduler, sample_windows
 
 
 @dataclass(frozen=True)
@@ -94,15 +91,6 @@ class OutpaintSettings:
 
 
 # --------------------------------------------------------------------------- 1. prepare (CPU)
-def images_to_tensor(frames: np.ndarray) -> torch.Tensor:
-    """uint8 ``(N, H, W, 3)`` -> float32 ``(N, 3, H, W)`` in ``[-1, 1]`` as ``(x / 255 - 0.5) / 0.5``.
-
-    The result is a permuted (channels-last) view, as in the official code.
-    """
-    x = torch.from_numpy(np.ascontiguousarray(frames)).float().permute(0, 3, 1, 2)
-    return (x / 255.0 - 0.5) / 0.5
-
-
 def make_global_frames(frames: np.ndarray, ids: Sequence[int], canvas_size: int) -> np.ndarray:
     """The global frames (M3DDM §3.3, golden README §5.3): raw frames ``ids`` squashed to ``S×S``.
 
@@ -279,132 +267,6 @@ def prepare_clip(frames: np.ndarray, fps: float, ratio, settings: OutpaintSettin
     """
     frames = _check_frames(frames)
     return prepare_clips(frames, frames.shape[0], fps, [geometry.parse_ratio(ratio)], settings)[0]
-
-
-# --------------------------------------------------------------------------- latents of a clip
-class KeyedPosteriorNoise:
-    """VAE posterior noise keyed by (seed, image kind, frame index): the draw for one image does not
-    depend on which other images are encoded, in which order or in which process.
-
-    So a clip split into segments that run on different actors, in any order, encodes every frame
-    exactly as the whole-clip run does. Each image's ``(4, h, w)`` draw comes from its own CPU
-    generator, seeded with a 63-bit BLAKE2 hash of ``"<seed>:<kind>:<index>"``; float32.
-    Kinds used by :class:`ClipLatents`: ``inpainted`` / ``masked`` (frame index), ``global``
-    (frame index of the global frame), ``black`` (0).
-    """
-
-    def __init__(self, seed: int):
-        self.seed = int(seed)
-
-    def key(self, kind: str, index: int) -> int:
-        """The generator seed of one image."""
-        import hashlib
-
-        digest = hashlib.blake2b(f"{self.seed}:{kind}:{int(index)}".encode(), digest_size=8).digest()
-        return int.from_bytes(digest, "little") & ((1 << 63) - 1)
-
-    def for_images(self, kind: str, indices: Sequence[int]) -> PosteriorNoise:
-        """A :data:`PosteriorNoise` for one VAE call over the images ``indices`` of ``kind``."""
-        ids = [int(i) for i in indices]
-
-        def draw(shape: tuple[int, ...]) -> torch.Tensor:
-            if shape[0] != len(ids):
-                raise RuntimeError(f"posterior draw for {len(ids)} {kind} images asked for shape {shape}")
-            return torch.stack([torch.randn(tuple(shape[1:]), generator=torch.Generator("cpu").manual_seed(
-                self.key(kind, i)), dtype=torch.float32) for i in ids])
-
-        return draw
-
-
-class ClipLatents:
-    """Production latents of one clip: every frame's canvases VAE-encoded once, on first use.
-
-    Holds ``(4, h, w)`` float32 latents per frame for the inpainted and masked canvases, the black
-    ("unconditional") image latent, and the global-frame latents. Posterior noise is keyed per
-    image (:class:`KeyedPosteriorNoise`), or the posterior mean with ``noise=None``: results do not
-    depend on how the windows are split into segments or where and in which order they run.
-    """
-
-    def __init__(self, vae, clip: PreparedClip, noise: KeyedPosteriorNoise | None, batch_size: int = 16,
-                 global_latents: torch.Tensor | None = None):
-        self.vae, self.clip, self.noise, self.batch_size = vae, clip, noise, batch_size
-        self._inpainted: dict[int, torch.Tensor] = {}
-        self._masked: dict[int, torch.Tensor] = {}
-        self._global = global_latents
-        self._black: torch.Tensor | None = None
-
-    def _noise(self, kind: str, ids: Sequence[int]) -> PosteriorNoise | None:
-        return None if self.noise is None else self.noise.for_images(kind, ids)
-
-    def _encode(self, images: np.ndarray, kind: str, ids: Sequence[int]) -> torch.Tensor:
-        """Encode in VAE calls of exactly ``batch_size`` images (a short last call is padded with
-        copies of its last image, whose latents are dropped): CPU and GPU convolution kernels
-        round differently for different batch sizes, never for different batch contents, so a
-        frame's latent is the same whichever frames share its call -- a segment's encode equals the
-        whole clip's."""
-        bs = self.batch_size
-        out = []
-        for i in range(0, len(images), bs):
-            chunk, cids = images[i:i + bs], list(ids[i:i + bs])
-            n = len(chunk)
-            if n < bs:
-                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], bs - n, axis=0)])
-                cids += [cids[-1]] * (bs - n)
-            out.append(encode_images(self.vae, images_to_tensor(chunk), self._noise(kind, cids))[:n])
-        return torch.cat(out).cpu()
-
-    def global_latents(self, window: Window | None = None) -> torch.Tensor:
-        """``(G, 4, h, w)`` latents of the global frames (encoded once per clip)."""
-        if self._global is None:
-            gf = torch.from_numpy(self.clip.global_frames)
-            gids = [int(f) for f in geometry.global_frame_ids(self.clip.num_frames, len(gf))]
-            bs = self.batch_size
-            self._global = torch.cat([encode_images(self.vae, gf[i:i + bs], self._noise("global", gids[i:i + bs]))
-                                      for i in range(0, len(gf), bs)]).cpu()
-        return self._global
-
-    def window_latents(self, window: Window) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(z_init, z_cond, z_uncond)`` each ``(1, 4, F, h, w)`` for the window's frames."""
-        todo = sorted({f for f in window.frame_ids if f not in self._inpainted})
-        if todo:
-            rows = self.clip.rows(todo)
-            zi = self._encode(self.clip.inpainted[rows], "inpainted", todo)
-            zm = self._encode(self.clip.masked[rows], "masked", todo)
-            for j, f in enumerate(todo):
-                self._inpainted[f], self._masked[f] = zi[j], zm[j]
-        if self._black is None:
-            s = self.clip.geom.canvas_size
-            black = torch.full((1, 3, s, s), -1.0)
-            self._black = encode_images(self.vae, black, self._noise("black", [0]))[0].cpu()
-        stack = lambda d: torch.stack([d[f] for f in window.frame_ids], dim=1)[None]  # noqa: E731
-        zu = self._black[:, None].expand(-1, len(window.frame_ids), -1, -1)[None]
-        return stack(self._inpainted), stack(self._masked), zu
-
-
-class PerWindowLatents:
-    """The official encoding, for parity tests: every window re-encodes its 16 inpainted canvases,
-    16 masked canvases and one black image in a single 33-image VAE call, then the global frames,
-    each with its own posterior draw (golden README §5.4-5.5)."""
-
-    def __init__(self, vae, clip: PreparedClip, noise: PosteriorNoise):
-        self.vae, self.clip, self.noise = vae, clip, noise
-        self._pending_global: torch.Tensor | None = None
-
-    def window_latents(self, window: Window):
-        ids = list(window.frame_ids)
-        s = self.clip.geom.canvas_size
-        images = torch.cat([images_to_tensor(self.clip.inpainted[ids]), images_to_tensor(self.clip.masked[ids]),
-                            torch.full((1, 3, s, s), -1.0)])
-        z = encode_images(self.vae, images, self.noise).cpu()
-        n = len(ids)
-        to5 = lambda t: t.permute(1, 0, 2, 3)[None]  # noqa: E731  (N,4,h,w) -> (1,4,N,h,w)
-        self._pending_global = encode_images(self.vae, torch.from_numpy(self.clip.global_frames), self.noise).cpu()
-        return to5(z[:n]), to5(z[n:2 * n]), to5(z[2 * n:]).expand(-1, -1, n, -1, -1)
-
-    def global_latents(self, window: Window | None = None) -> torch.Tensor:
-        if self._pending_global is None:
-            raise RuntimeError("PerWindowLatents: call window_latents(window) first (official call order)")
-        return self._pending_global
 
 
 # --------------------------------------------------------------------------- 2-3. diffusion (GPU)
