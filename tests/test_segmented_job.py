@@ -130,3 +130,17 @@ def test_fine_actor_killed_mid_segment_reruns_only_that_segment(ray_session, lon
     (row,) = result.table.to_pylist()  # the output's row ends once
     assert row["status"] == "ok", row["error"]
     assert probe(row["output_uri"], count_frames=True).num_frames == 152
+
+
+def test_a_long_clip_keeps_two_fine_actors_busy(ray_session, long_clips):
+    paths, tmp = long_clips
+    cfg = tiny_cfg(ratios=["9:16"])
+    cfg["stages"]["fine"]["num_actors"] = 2  # prepare / finalize get the remaining CPUs (auto)
+    uri = manifest(tmp, [{"video_uri": str(paths[301]), "clip_id": "busy"}], "busy.jsonl")
+    result = run_job(cfg, uri, str(tmp / "busy_out"))
+    (row,) = result.table.to_pylist()
+    assert row["status"] == "ok", row["error"]
+    (note,) = [n for n in result.notes if n.startswith("fine actors busy: ")]
+    busy = [float(part.rsplit(" ", 2)[1]) for part in note[len("fine actors busy: "):].split(", ")]
+    assert len(busy) == 2 and min(busy) > 0  # the 4 segments of one video ran on both actors
+    assert note in result.summary()

@@ -133,7 +133,10 @@ def _pool(stage_cfg: Mapping[str, Any], device: str) -> dict[str, Any]:
     if str(device) == "cpu":
         gpus = 0.0
     return {
-        "compute": ray.data.ActorPoolStrategy(size=int(stage_cfg.get("num_actors") or 1)),
+        # one batch in flight per actor: a dead actor takes only the segment it was running with it
+        # (queued batches would be re-run too), and the next segment goes to whichever actor is free
+        "compute": ray.data.ActorPoolStrategy(size=int(stage_cfg.get("num_actors") or 1),
+                                              max_tasks_in_flight_per_actor=1),
         "num_gpus": gpus, "num_cpus": _as_float(stage_cfg.get("num_cpus"), 1.0),
         "batch_size": int(stage_cfg.get("batch_size") or 1),
     }
@@ -309,9 +312,11 @@ def diffusion_dataset(cfg: Mapping[str, Any], rows: list[dict]):
     ds = ray.data.from_items(clips, override_num_blocks=max(1, len(clips)))
     ds = _with_fault_args(ds.flat_map, prepare, _fault_args(cfg, actors=False),
                           num_cpus=_as_float(prep_cfg.get("num_cpus"), 1.0), concurrency=prep_cfg.get("concurrency"))
-    for stage_cls, name in ((CoarseStage, "coarse"), (FineStage, "fine")):
-        ds = map_on_actor_pool(ds, stage_cls, cfg, cfg["stages"][name], device, fn_constructor_kwargs={"cfg": dict(cfg)})
-    return ds
+    ds = map_on_actor_pool(ds, CoarseStage, cfg, cfg["stages"]["coarse"], device, fn_constructor_kwargs={"cfg": dict(cfg)})
+    # one segment per block (streaming, no barrier): each segment is its own fine task, so the
+    # segments of one clip spread over the fine actors, and a dead actor re-runs only its segment
+    ds = ds.repartition(target_num_rows_per_block=1)
+    return map_on_actor_pool(ds, FineStage, cfg, cfg["stages"]["fine"], device, fn_constructor_kwargs={"cfg": dict(cfg)})
 
 
 def run_job(cfg: Mapping[str, Any], manifest_uri: str, output: str, *, mode: str = "resume") -> JobResult:
