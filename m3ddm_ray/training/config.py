@@ -23,14 +23,15 @@ DEFAULTS: dict[str, Any] = {
     },
     "vae_training": {"steps": 1000, "batch_size": 32, "lr": 1.0e-3, "kl_weight": 1.0e-6,
                      "block_out_channels": [16, 32, 64, 64], "norm_num_groups": 16, "max_wall_s": None,
-                     "pool_size": 2048},
+                     "pool_size": 2048, "crop_size": None},
     "data": {"canvas_size": 64, "num_frames": 16, "num_global_frames": 16, "strides": [1, 5, 15],
-             "crop_scale": [0.6, 1.0], "mask_policy": "m3ddm_plus", "loader": "ray"},
+             "crop_scale": [0.6, 1.0], "mask_policy": "m3ddm_plus", "loader": "ray",
+             "ray_concurrency": 1, "ray_object_store_mb": 256},
     "objective": {"p_drop_cond": 0.1, "p_drop_global": 0.1},
     "train": {"max_steps": 1000, "batch_size": 4, "lr": 3.0e-4, "warmup_steps": 50, "min_lr_ratio": 0.1,
               "weight_decay": 0.0, "grad_clip": 1.0, "mixed_precision": "no", "gradient_checkpointing": False,
               "ema_decay": None, "checkpoint_every": 250, "log_every": 10, "seed": 0, "max_wall_s": None,
-              "device": "auto"},
+              "device": "auto", "torch_threads": None},
     "ray": {"num_workers": 1, "use_gpu": False, "cpus_per_worker": 1, "num_cpus": None},
 }
 

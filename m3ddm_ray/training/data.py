@@ -59,15 +59,24 @@ class _MakeExamples:
 
 
 def ray_dataset(cfg: Mapping[str, Any], sources: Sequence[Source], start_step: int = 0):
-    """The Ray Data stream of the run's examples from ``start_step`` to ``max_steps``."""
+    """The Ray Data stream of the run's examples from ``start_step`` to ``max_steps``.
+
+    One block per global batch and at most ``data.ray_concurrency`` example tasks at a time, with a
+    small object-store budget (``data.ray_object_store_mb``), so that the stream stays a few steps
+    ahead of the trainers instead of spending the CPU on examples needed much later.
+    """
     import ray
 
     gb, steps = int(cfg["train"]["batch_size"]), int(cfg["train"]["max_steps"])
     first, last = start_step * gb, steps * gb
-    ds = ray.data.range(max(last - first, 0) or 1, override_num_blocks=max(1, (last - first) // gb // 4 or 1))
+    n = max(last - first, 1)
+    ctx = ray.data.DataContext.get_current()
+    ctx.execution_options.resource_limits = ray.data.ExecutionResources(
+        object_store_memory=float(cfg["data"]["ray_object_store_mb"]) * 2**20)
+    ds = ray.data.range(n, override_num_blocks=max(1, n // gb))
     ds = ds.map_batches(lambda b: {"id": b["id"] + first}, batch_size=None)
     fn = _MakeExamples(list(sources), clip_settings(cfg), int(cfg["train"]["seed"]))
-    return ds.map_batches(fn, batch_size=gb, num_cpus=0.5)
+    return ds.map_batches(fn, batch_size=gb, num_cpus=0.5, concurrency=int(cfg["data"]["ray_concurrency"]))
 
 
 def shard_batches(shard, local_batch: int) -> Iterator[dict[str, np.ndarray]]:

@@ -29,8 +29,12 @@ def prepare_vae(cfg: Mapping[str, Any], sources, output: str, log=print) -> str:
     if ckpt.exists(ckpt.join(where, "config.json")):
         log(f"VAE: reusing {where}")
         return where
+    import torch
+
     from .vae import train_vae
 
+    if cfg["train"]["torch_threads"]:
+        torch.set_num_threads(int(cfg["train"]["torch_threads"]))
     v = cfg["vae_training"]
     t0 = time.time()
     rows: list[dict] = []
@@ -43,7 +47,7 @@ def prepare_vae(cfg: Mapping[str, Any], sources, output: str, log=print) -> str:
                     kl_weight=float(v["kl_weight"]), seed=int(cfg["train"]["seed"]),
                     canvas_size=int(cfg["data"]["canvas_size"]), block_out_channels=v["block_out_channels"],
                     norm_num_groups=int(v["norm_num_groups"]), log=on_log, max_wall_s=v["max_wall_s"],
-                    pool_size=int(v["pool_size"]))
+                    pool_size=int(v["pool_size"]), crop_size=v["crop_size"])
     ckpt.save_model_folder(vae, where)
     ckpt.append_metrics(output, rows + [{"vae_done_s": round(time.time() - t0, 1)}])
     return where
@@ -61,7 +65,7 @@ def _worker(config: dict) -> None:
     import torch
 
     cfg = config["cfg"]
-    torch.set_num_threads(max(1, int(float(cfg["ray"]["cpus_per_worker"]))))
+    torch.set_num_threads(int(cfg["train"]["torch_threads"] or max(1, int(float(cfg["ray"]["cpus_per_worker"])))))
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
