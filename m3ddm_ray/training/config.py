@@ -31,7 +31,7 @@ DEFAULTS: dict[str, Any] = {
     "train": {"max_steps": 1000, "batch_size": 4, "lr": 3.0e-4, "warmup_steps": 50, "min_lr_ratio": 0.1,
               "weight_decay": 0.0, "grad_clip": 1.0, "mixed_precision": "no", "gradient_checkpointing": False,
               "ema_decay": None, "checkpoint_every": 250, "log_every": 10, "seed": 0, "max_wall_s": None,
-              "device": "auto", "torch_threads": None},
+              "device": "auto", "torch_threads": None, "optimizer": "adamw"},
     "ray": {"num_workers": 1, "use_gpu": False, "cpus_per_worker": 1, "num_cpus": None},
 }
 
@@ -59,6 +59,8 @@ def validate(cfg: Mapping[str, Any]) -> None:
             raise InputError(f"train.{key}={t[key]!r}: must be an integer >= 1")
     if t["mixed_precision"] not in ("no", "fp16", "bf16"):
         raise InputError(f"train.mixed_precision={t['mixed_precision']!r}: use no, fp16 or bf16")
+    if t["optimizer"] not in ("adamw", "sgd"):
+        raise InputError(f"train.optimizer={t['optimizer']!r}: use adamw or sgd")
     if d["canvas_size"] % 8 or d["canvas_size"] < 16:
         raise InputError(f"data.canvas_size={d['canvas_size']}: must be a multiple of 8 and >= 16 (the VAE is 8x)")
     if d["loader"] not in ("ray", "local"):

@@ -7,7 +7,7 @@ or ``DistributedDataParallel``): gradients are then averaged over workers, and s
 loss is the mean over an equal share of the global batch, the update equals one worker's on the
 whole global batch.
 
-Optimizer AdamW, learning rate linear warm-up then cosine decay to ``min_lr_ratio`` at
+Optimizer AdamW (or momentum SGD, ``train.optimizer: sgd``), learning rate linear warm-up then cosine decay to ``min_lr_ratio`` at
 ``max_steps``, gradient clipping, optional EMA (``torch.optim.swa_utils.AveragedModel``), bf16/fp16
 autocast (fp16 with a ``GradScaler``), optional gradient checkpointing of every UNet block. The
 BatchNorm layers of the global-frame encoder are kept in eval mode (running statistics frozen):
@@ -138,7 +138,10 @@ def train_loop(
     t = cfg["train"]
     device = resolve_device(device or t["device"])
     unet = build_unet(cfg, init, seed=int(t["seed"]))
-    opt = torch.optim.AdamW(unet.parameters(), lr=float(t["lr"]), weight_decay=float(t["weight_decay"]))
+    if t["optimizer"] == "sgd":  # plain momentum SGD: updates proportional to the gradients (DDP tests)
+        opt = torch.optim.SGD(unet.parameters(), lr=float(t["lr"]), momentum=0.9, weight_decay=float(t["weight_decay"]))
+    else:
+        opt = torch.optim.AdamW(unet.parameters(), lr=float(t["lr"]), weight_decay=float(t["weight_decay"]))
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lr_lambda(int(t["warmup_steps"]), int(t["max_steps"]), float(t["min_lr_ratio"])))
     ema = None
