@@ -229,3 +229,17 @@ def test_cli_train_bad_data_is_one_error_line(tmp_path, capsys):
                  "--output", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: --data") and "no such manifest" in err
+
+
+def test_fine_tune_from_a_released_format_folder(tmp_path, sources, vae):
+    """--init: start from a released-format UNet folder (here the golden tiny one), train, save."""
+    init = DATA / "golden" / "models" / "unet"
+    cfg = small_cfg("train.max_steps=2", "train.checkpoint_every=1000")
+    train_loop(cfg, vae, lambda s: local_batches(cfg, sources, s), str(tmp_path), init=str(init))
+    before = load_unet(init, "fp32", "cpu").state_dict()
+    after = load_unet(tmp_path / "unet", "fp32", "cpu").state_dict()
+    assert before.keys() == after.keys()
+    changed = [k for k in before if before[k].is_floating_point() and not torch.equal(before[k], after[k])]
+    assert len(changed) > len(before) // 2
+    # not the random initialisation: weights stay within a few lr-sized steps of the init
+    assert max(float((before[k] - after[k]).abs().max()) for k in changed) < 0.01
