@@ -291,8 +291,16 @@ def cmd_manifest(args: argparse.Namespace) -> int:
 
 from .evaluation.run import add_eval  # noqa: E402  (evaluation on DAVIS / YouTube-VOS)
 
+def add_train(subparsers) -> None:
+    """Register ``m3ddm-ray train`` (its module is imported only here, not at start-up)."""
+    from .training.cli import add_train as add
+
+    add(subparsers)
+
+
 #: Subcommand registration functions, in the order ``--help`` lists them.
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_outpaint_video, add_outpaint, add_manifest, add_eval]
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_outpaint_video, add_outpaint, add_manifest, add_eval,
+                                                                  add_train]
 
 
 def build_parser() -> argparse.ArgumentParser:

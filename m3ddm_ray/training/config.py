@@ -1,0 +1,106 @@
+"""The training config: one home for its defaults and their validation.
+
+A YAML file (``configs/train-tiny-cpu.yaml``) with the sections below; missing keys take the defaults
+of :data:`DEFAULTS`, unknown keys are an error naming the key. ``--set section.key=value`` style
+overrides are applied by :func:`load_train_config`.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from ..errors import InputError
+
+DEFAULTS: dict[str, Any] = {
+    "model": {
+        # "tiny" (models.loading.tiny_unet_config), a dict of UNet config keys, or a released folder
+        # (same as --init: fine-tune it).
+        "unet": "tiny",
+        # a VAE folder / hub id, or "train": train a small AutoencoderKL first (section vae_training).
+        "vae": "train",
+    },
+    "vae_training": {"steps": 1000, "batch_size": 32, "lr": 1.0e-3, "kl_weight": 1.0e-6,
+                     "block_out_channels": [16, 32, 64, 64], "norm_num_groups": 16, "max_wall_s": None,
+                     "pool_size": 2048, "crop_size": None},
+    "data": {"canvas_size": 64, "num_frames": 16, "num_global_frames": 16, "strides": [1, 5, 15],
+             "crop_scale": [0.6, 1.0], "mask_policy": "m3ddm_plus", "loader": "ray",
+             "ray_concurrency": 1, "ray_object_store_mb": 256},
+    "objective": {"p_drop_cond": 0.1, "p_drop_global": 0.1},
+    "train": {"max_steps": 1000, "batch_size": 4, "lr": 3.0e-4, "warmup_steps": 50, "min_lr_ratio": 0.1,
+              "weight_decay": 0.0, "grad_clip": 1.0, "mixed_precision": "no", "gradient_checkpointing": False,
+              "ema_decay": None, "checkpoint_every": 250, "log_every": 10, "seed": 0, "max_wall_s": None,
+              "device": "auto", "torch_threads": None, "optimizer": "adamw"},
+    "ray": {"num_workers": 1, "use_gpu": False, "cpus_per_worker": 1, "num_cpus": None},
+}
+
+
+def _merge(base: dict, data: Mapping, where: str) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in data.items():
+        if k not in base:
+            raise InputError(f"{where}{k}: unknown training config key; known: {sorted(base)}")
+        if isinstance(base[k], dict) and k in ("model", "vae_training", "data", "objective", "train", "ray") \
+                and where == "":
+            if not isinstance(v, Mapping):
+                raise InputError(f"{k}: must be a mapping of {sorted(base[k])}")
+            out[k] = _merge(base[k], v, f"{k}.")
+        else:
+            out[k] = v
+    return out
+
+
+def validate(cfg: Mapping[str, Any]) -> None:
+    """Check the values that would fail late (deep in a worker) with a clear error now."""
+    t, d = cfg["train"], cfg["data"]
+    for key in ("max_steps", "batch_size", "checkpoint_every", "log_every"):
+        if not isinstance(t[key], int) or t[key] < 1:
+            raise InputError(f"train.{key}={t[key]!r}: must be an integer >= 1")
+    if t["mixed_precision"] not in ("no", "fp16", "bf16"):
+        raise InputError(f"train.mixed_precision={t['mixed_precision']!r}: use no, fp16 or bf16")
+    if t["optimizer"] not in ("adamw", "sgd"):
+        raise InputError(f"train.optimizer={t['optimizer']!r}: use adamw or sgd")
+    if d["canvas_size"] % 8 or d["canvas_size"] < 16:
+        raise InputError(f"data.canvas_size={d['canvas_size']}: must be a multiple of 8 and >= 16 (the VAE is 8x)")
+    if d["loader"] not in ("ray", "local"):
+        raise InputError(f"data.loader={d['loader']!r}: use 'ray' (Ray Data streaming) or 'local' (in-process)")
+    n = cfg["ray"]["num_workers"]
+    if not isinstance(n, int) or n < 1 or t["batch_size"] % n:
+        raise InputError(f"train.batch_size={t['batch_size']} must be a multiple of ray.num_workers={n} "
+                         f"(the global batch is split evenly)")
+    if t["ema_decay"] is not None and not 0.0 < float(t["ema_decay"]) < 1.0:
+        raise InputError(f"train.ema_decay={t['ema_decay']}: must be in (0, 1) or null")
+
+
+def _parse_value(text: str):
+    import yaml
+
+    return yaml.safe_load(text)
+
+
+def load_train_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """Defaults <- YAML file <- ``section.key=value`` overrides; validated.
+
+    Raises:
+        InputError: unreadable file, unknown keys, bad values.
+    """
+    import yaml
+
+    data: Mapping = {}
+    if path is not None:
+        try:
+            data = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise InputError(f"--config {path}: cannot read it ({exc})") from None
+        if not isinstance(data, Mapping):
+            raise InputError(f"--config {path}: must be a YAML mapping of sections {sorted(DEFAULTS)}")
+    cfg = _merge(DEFAULTS, data, "")
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        section, dot, name = key.partition(".")
+        if not sep or not dot or section not in cfg or name not in cfg[section]:
+            raise InputError(f"override {item!r}: use section.key=value with a known key")
+        cfg[section][name] = _parse_value(value)
+    validate(cfg)
+    return cfg

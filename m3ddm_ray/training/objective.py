@@ -1,0 +1,146 @@
+"""The training objective of M3DDM: masked-video ε-prediction with classifier-free-guidance dropouts.
+
+Follows the released model's inference contract (:mod:`m3ddm_ray.sampling`, M3DDM §3.1-3.3):
+
+* DDPM forward process with the Stable Diffusion 1.5 betas (``scaled_linear`` 0.00085 .. 0.012,
+  1000 steps; ``diffusers.DDPMScheduler.add_noise``), timesteps uniform in ``0..999``, loss
+  ``MSE(ε̂, ε)`` over every latent (known, generated and guide positions alike);
+* UNet input ``(B, 9, F, h, w) = [noisy latents (4), masked-video latents (4), latent mask (1)]``;
+  latents are the VAE posterior means × 0.18215 (:data:`m3ddm_ray.sampling.VAE_SCALE`); the latent
+  mask is the pixel mask sampled at the top-left pixel of each 8×8 cell
+  (:func:`m3ddm_ray.geometry.latent_mask`, as at inference);
+* global frames (``(B·G, 4, h, w)`` latents) as cross-attention context; fps condition
+  ``fps // stride`` per example;
+* dropouts, so that the three guidance branches of inference exist: with ``p_drop_cond`` the
+  masked-video condition becomes the unconditional input of inference (the black-image latent with
+  mask 1 on every non-raw frame; raw/guide frames keep their latent and mask 0, as
+  :func:`m3ddm_ray.sampling.build_condition` does), and with ``p_drop_global`` the global-frame
+  latents become zeros (the "no context" branch). The two are drawn independently.
+
+All randomness of an example (noise, timestep, dropouts) comes from a CPU generator seeded with the
+example's ``seed``, so the loss of a global batch does not depend on how it is split over workers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+import numpy as np
+import torch
+
+from ..sampling import VAE_SCALE
+
+#: Stable Diffusion 1.5 training noise schedule.
+SD15_BETAS = {"num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012,
+              "beta_schedule": "scaled_linear"}
+
+
+@dataclass(frozen=True)
+class ObjectiveSettings:
+    """Dropout probabilities of the guidance conditions (each in ``[0, 1]``)."""
+
+    p_drop_cond: float = 0.1
+    p_drop_global: float = 0.1
+
+    def __post_init__(self):
+        for name in ("p_drop_cond", "p_drop_global"):
+            v = getattr(self, name)
+            if not 0.0 <= v <= 1.0:
+                from ..errors import InputError
+
+                raise InputError(f"objective.{name}={v}: must be a probability in [0, 1]")
+
+
+def make_noise_scheduler():
+    """``diffusers.DDPMScheduler`` with the SD 1.5 betas (only its ``add_noise`` is used)."""
+    from diffusers import DDPMScheduler
+
+    return DDPMScheduler(**SD15_BETAS)
+
+
+def images_to_unit(frames: torch.Tensor) -> torch.Tensor:
+    """uint8 ``(N, S, S, 3)`` -> float32 ``(N, 3, S, S)`` in ``[-1, 1]`` (``x / 127.5 - 1``)."""
+    return frames.permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+
+@torch.no_grad()
+def encode(vae, frames: torch.Tensor, chunk: int = 256) -> torch.Tensor:
+    """uint8 ``(N, S, S, 3)`` -> latents ``(N, 4, S/8, S/8)`` float32, posterior mean × 0.18215."""
+    out = []
+    for i in range(0, frames.shape[0], chunk):
+        x = images_to_unit(frames[i:i + chunk]).to(device=vae.device, dtype=vae.dtype)
+        out.append(vae.encode(x).latent_dist.mean.float() * VAE_SCALE)
+    return torch.cat(out)
+
+
+def _draws(seeds: torch.Tensor, shape: tuple[int, ...], n_timesteps: int):
+    noise, t, u = [], [], []
+    for s in seeds.tolist():
+        gen = torch.Generator("cpu").manual_seed(int(s) & 0x7FFF_FFFF_FFFF_FFFF)
+        noise.append(torch.randn(shape, generator=gen))
+        t.append(int(torch.randint(0, n_timesteps, (1,), generator=gen)))
+        u.append(torch.rand(2, generator=gen))
+    return torch.stack(noise), torch.tensor(t, dtype=torch.long), torch.stack(u)
+
+
+def build_inputs(vae, batch: Mapping[str, torch.Tensor], settings: ObjectiveSettings, noise_scheduler,
+                 black_latent: torch.Tensor, device) -> dict[str, torch.Tensor]:
+    """Turn a batch of examples into UNet inputs and the target noise.
+
+    Args:
+        batch: ``frames`` uint8 ``(B, F, S, S, 3)``, ``mask`` uint8 ``(B, F, S, S)``,
+            ``global_frames`` uint8 ``(B, G, S, S, 3)``, ``fps`` int ``(B,)``, ``seed`` int ``(B,)``.
+        black_latent: ``(4, h, w)`` latent of an all-black canvas (the unconditional input).
+
+    Returns:
+        ``sample (B, 9, F, h, w)``, ``timesteps (B,)``, ``fps (B,)``, ``global_latents (B·G, 4, h, w)``,
+        ``noise (B, 4, F, h, w)`` (the target), all on ``device``.
+    """
+    frames = torch.from_numpy(np.array(batch["frames"], np.uint8))
+    mask = torch.from_numpy(np.array(batch["mask"], np.uint8))
+    glob = torch.from_numpy(np.array(batch["global_frames"], np.uint8))
+    b, f, s = frames.shape[0], frames.shape[1], frames.shape[2]
+    g = glob.shape[1]
+    z0 = encode(vae, frames.reshape(b * f, s, s, 3))
+    zc = encode(vae, (frames * (1 - mask[..., None])).reshape(b * f, s, s, 3))
+    zg = encode(vae, glob.reshape(b * g, s, s, 3))
+    h = z0.shape[-1]
+    factor = s // h
+    to5 = lambda z: z.reshape(b, f, 4, h, h).permute(0, 2, 1, 3, 4)  # noqa: E731  (B,4,F,h,w)
+    z0, zc = to5(z0), to5(zc)
+    lmask = mask[..., ::factor, ::factor].float()[:, None].to(zc.device)  # (B,1,F,h,w)
+    noise, t, u = _draws(torch.from_numpy(np.array(batch["seed"], np.int64)), (4, f, h, h), noise_scheduler.config.num_train_timesteps)
+    noise = noise.to(z0.device)
+    drop_cond, drop_global = u[:, 0] < settings.p_drop_cond, u[:, 1] < settings.p_drop_global
+    if drop_cond.any():
+        raw = ~mask.reshape(b, f, -1).bool().any(-1)  # (B,F) guide frames keep their latent, mask 0
+        replace = (drop_cond[:, None] & ~raw).to(zc.device)  # (B,F)
+        sel = replace[:, None, :, None, None]
+        zc = torch.where(sel, black_latent.to(zc)[None, :, None], zc)
+        lmask = torch.where(sel, torch.ones_like(lmask), lmask)
+    zg = zg.reshape(b, g, 4, h, h)
+    zg = torch.where(drop_global.to(zg.device)[:, None, None, None, None], torch.zeros_like(zg), zg)
+    noisy = noise_scheduler.add_noise(z0, noise, t.to(z0.device))
+    sample = torch.cat([noisy, zc, lmask], dim=1)
+    return {"sample": sample.to(device), "timesteps": t.to(device),
+            "fps": torch.from_numpy(np.array(batch["fps"], np.int64)).to(device),
+            "global_latents": zg.reshape(b * g, 4, h, h).to(device), "noise": noise.to(device),
+            "drop_cond": drop_cond, "drop_global": drop_global}
+
+
+def loss_fn(unet, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """``MSE(unet(sample, t, global frames, fps), noise)``, mean over every element, float32."""
+    pred = unet(inputs["sample"], inputs["timesteps"], encoder_hidden_states=inputs["global_latents"],
+                fps=inputs["fps"]).sample
+    return torch.nn.functional.mse_loss(pred.float(), inputs["noise"].float())
+
+
+def black_canvas_latent(vae, size: int) -> torch.Tensor:
+    """``(4, h, w)`` latent (× 0.18215) of an all-black ``size × size`` canvas."""
+    return encode(vae, torch.zeros((1, size, size, 3), dtype=torch.uint8))[0]
+
+
+def numpy_batch(rows: list[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Stack a list of example rows into one batch dict."""
+    return {k: np.stack([r[k] for r in rows]) for k in rows[0]}

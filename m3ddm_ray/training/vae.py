@@ -1,0 +1,143 @@
+"""A small ``diffusers.AutoencoderKL`` trained on the training frames (the SD 1.5 VAE cannot be
+downloaded here), and its exact latent rescaling.
+
+The sampler hard-codes latents × 0.18215 (:data:`m3ddm_ray.sampling.VAE_SCALE`, SD 1.5's factor).
+A VAE trained from scratch has latents of another scale and offset, so after training
+:func:`whiten_latents` folds a per-channel affine map into the 1×1 ``quant_conv`` (encoder side)
+and its exact inverse into the 1×1 ``post_quant_conv`` (decoder side): the new posterior mean is
+``(μ - m) / (0.18215 σ)`` per channel (``m``, ``σ``: the channel's mean and std over training
+images), so ``0.18215 × latents`` has zero mean and unit std, the config keeps
+``scaling_factor: 0.18215`` and ``decode(encode(x))`` is unchanged up to float rounding.
+
+Loss: L1 + MSE on pixels in ``[-1, 1]`` plus ``kl_weight`` × KL (posterior sample on the decoder
+side, as in LDM's autoencoders, without their GAN/perceptual terms: too costly on 2 CPU cores).
+A quarter of the images get a random M3DDM+ border mask painted black, since the VAE must also
+encode the masked canvases and the black image of inference.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from ..sampling import VAE_SCALE
+from .objective import images_to_unit
+from .sources import ClipSettings, Source, example_seed, sample_example, source_of
+
+
+def vae_config(block_out_channels: Sequence[int] = (16, 32, 64, 64), norm_num_groups: int = 16,
+               canvas_size: int = 64) -> dict[str, Any]:
+    """``AutoencoderKL`` kwargs: 4 down blocks (8× downsampling, as SD's), 4 latent channels."""
+    n = len(block_out_channels)
+    return {"block_out_channels": list(block_out_channels), "down_block_types": ["DownEncoderBlock2D"] * n,
+            "up_block_types": ["UpDecoderBlock2D"] * n, "layers_per_block": 1, "latent_channels": 4,
+            "norm_num_groups": norm_num_groups, "sample_size": canvas_size, "scaling_factor": VAE_SCALE}
+
+
+def random_images(sources: Sequence[Source], n: int, seed: int, canvas_size: int,
+                  p_masked: float = 0.25) -> np.ndarray:
+    """``uint8 (n, S, S, 3)``: single frames of random examples; a fraction ``p_masked`` with a random
+    M3DDM+ border mask painted black (as the masked canvases the VAE encodes at inference)."""
+    cs = ClipSettings(canvas_size=canvas_size, num_frames=1, num_global_frames=1, strides=(1,),
+                      mask_policy={"name": "m3ddm_plus", "frame_case_p": {"all": 1.0}})
+    out = np.empty((n, canvas_size, canvas_size, 3), np.uint8)
+    for i in range(n):
+        s = example_seed(seed, i)
+        ex = sample_example(source_of(sources, s), s, cs)
+        img = ex["frames"][0]
+        if np.random.default_rng([s, 2]).random() < p_masked:
+            img = img * (1 - ex["mask"][0][..., None])
+        out[i] = img
+    return out
+
+
+def train_vae(sources: Sequence[Source], steps: int = 1000, batch_size: int = 32, lr: float = 1e-3,
+              kl_weight: float = 1e-6, seed: int = 0, canvas_size: int = 64,
+              block_out_channels: Sequence[int] = (16, 32, 64, 64), norm_num_groups: int = 16,
+              log: Callable[[dict], None] | None = None, max_wall_s: float | None = None,
+              pool_size: int = 2048, crop_size: int | None = None):
+    """Train an ``AutoencoderKL`` on random frames of ``sources``; returns it (eval mode, whitened).
+
+    Args:
+        steps: optimizer steps (AdamW, cosine learning-rate decay to 10 %).
+        log: called every 50 steps with ``{"vae_step", "vae_loss", "vae_l1", "elapsed_s"}``.
+        max_wall_s: stop early after this many seconds (the whitening still runs).
+        pool_size: number of random frames cut once and sampled from (with horizontal flips).
+        crop_size: train on random ``crop_size`` squares of them (offsets multiples of 8; the VAE is
+            convolutional, the 8x8 latent grid stays aligned); None: whole canvases.
+    """
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(seed)
+    vae = AutoencoderKL(**vae_config(block_out_channels, norm_num_groups, canvas_size))
+    opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda k: 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(k, steps) / max(steps, 1))))
+    gen = torch.Generator().manual_seed(seed)
+    t0 = time.time()
+    # a pool of random frames made once (cutting clips costs as much as a VAE step on a small CPU),
+    # sampled with random horizontal flips
+    pool = torch.from_numpy(random_images(sources, int(pool_size), seed * 100003, canvas_size))
+    if log is not None:
+        log({"vae_step": -1, "vae_loss": float("nan"), "vae_l1": float("nan"), "elapsed_s": time.time() - t0})
+    vae.train()
+    for step in range(steps):
+        pick = torch.randint(0, len(pool), (batch_size,), generator=gen)
+        x = images_to_unit(pool[pick])
+        if crop_size and crop_size < canvas_size:  # random crops: the same convolutions, 1/4 the cost at half size
+            oy, ox = (torch.randint(0, canvas_size - crop_size + 1, (2,), generator=gen) // 8 * 8).tolist()
+            x = x[:, :, oy:oy + crop_size, ox:ox + crop_size]
+        flip = torch.rand(batch_size, generator=gen) < 0.5
+        x[flip] = x[flip].flip(-1)
+        dist = vae.encode(x).latent_dist
+        z = dist.mean + dist.std * torch.randn(dist.mean.shape, generator=gen)
+        rec = vae.decode(z).sample
+        l1 = (rec - x).abs().mean()
+        loss = l1 + ((rec - x) ** 2).mean() + kl_weight * dist.kl().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        if log is not None and (step % 50 == 0 or step == steps - 1):
+            log({"vae_step": step, "vae_loss": float(loss.detach()), "vae_l1": float(l1.detach()), "elapsed_s": time.time() - t0})
+        if max_wall_s is not None and time.time() - t0 > max_wall_s:
+            break
+    vae.eval().requires_grad_(False)
+    whiten_latents(vae, torch.from_numpy(random_images(sources, 256, seed + 7, canvas_size)))
+    return vae
+
+
+@torch.no_grad()
+def latent_stats(vae, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and std ``(4,)`` of the raw posterior means of uint8 ``(N, S, S, 3)`` images."""
+    mu = vae.encode(images_to_unit(images).to(vae.dtype)).latent_dist.mean.float()
+    return mu.mean(dim=(0, 2, 3)), mu.std(dim=(0, 2, 3))
+
+
+@torch.no_grad()
+def whiten_latents(vae, images: torch.Tensor) -> Mapping[str, list[float]]:
+    """Fold ``z' = (z - m) * c`` (``c = 1 / (0.18215 σ)``) into ``quant_conv`` and its inverse into
+    ``post_quant_conv``, in place; returns the ``mean`` / ``std`` measured before.
+
+    Raises:
+        ValueError: the VAE has no 1×1 ``quant_conv`` / ``post_quant_conv`` to fold into.
+    """
+    qc, pqc = getattr(vae, "quant_conv", None), getattr(vae, "post_quant_conv", None)
+    if qc is None or pqc is None or qc.kernel_size != (1, 1) or pqc.kernel_size != (1, 1):
+        raise ValueError("whiten_latents needs an AutoencoderKL with 1x1 quant_conv and post_quant_conv")
+    m, sd = latent_stats(vae, images)
+    c = 1.0 / (VAE_SCALE * sd.clamp_min(1e-6))
+    lc = m.numel()
+    w, b = qc.weight.data, qc.bias.data  # (2lc, 2lc, 1, 1): channels [mean (lc), logvar (lc)]
+    w[:lc] *= c.view(-1, 1, 1, 1).to(w)
+    b[:lc] = (b[:lc] - m.to(b)) * c.to(b)
+    b[lc:] += 2.0 * torch.log(c).to(b)  # std scales by c too
+    w2, b2 = pqc.weight.data, pqc.bias.data  # (lc, lc, 1, 1): input z_old = z_new / c + m
+    b2 += (w2[:, :, 0, 0] @ m.to(w2))
+    w2 /= c.view(1, -1, 1, 1).to(w2)
+    return {"mean": m.tolist(), "std": sd.tolist()}
