@@ -20,13 +20,13 @@ LAYERS: list[tuple[str, ...]] = [
     ("m3ddm_ray", "m3ddm_ray.__main__"),  # the (empty) package itself; __main__ is checked with cli
     ("m3ddm_ray.errors", "m3ddm_ray.rules"),
     ("m3ddm_ray.geometry", "m3ddm_ray.plan", "m3ddm_ray.storage", "m3ddm_ray.quality",
-     "m3ddm_ray.distributed.manifest"),
+     "m3ddm_ray.distributed.manifest", "m3ddm_ray.masks"),
     ("m3ddm_ray.video",),
     ("m3ddm_ray.models", "m3ddm_ray.sampling", "m3ddm_ray.schedulers", "m3ddm_ray.caching", "m3ddm_ray.runtime"),
     ("m3ddm_ray.latents",),
     ("m3ddm_ray.pipeline",),
     ("m3ddm_ray.distributed",),
-    ("m3ddm_ray.evaluation",),
+    ("m3ddm_ray.evaluation", "m3ddm_ray.training"),
     ("m3ddm_ray.cli",),
 ]
 
@@ -117,7 +117,8 @@ def layer_of(mod: str) -> int:
     best, level = -1, None
     for i, names in enumerate(LAYERS):
         for name in names:
-            if (mod == name or mod.startswith(name + ".")) and len(name) > best:
+            inside = mod.startswith(name + ".") and name != "m3ddm_ray"  # the root holds no module by prefix
+            if (mod == name or inside) and len(name) > best:
                 best, level = len(name), i
     if mod == "m3ddm_ray.__main__":
         return len(LAYERS) - 1

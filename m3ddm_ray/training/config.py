@@ -73,34 +73,20 @@ def validate(cfg: Mapping[str, Any]) -> None:
         raise InputError(f"train.ema_decay={t['ema_decay']}: must be in (0, 1) or null")
 
 
-def _parse_value(text: str):
-    import yaml
-
-    return yaml.safe_load(text)
-
-
 def load_train_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> dict[str, Any]:
     """Defaults <- YAML file <- ``section.key=value`` overrides; validated.
 
     Raises:
         InputError: unreadable file, unknown keys, bad values.
     """
-    import yaml
+    from ..distributed.config import parse_override, read_yaml_mapping  # the one YAML / override reader
 
-    data: Mapping = {}
-    if path is not None:
-        try:
-            data = yaml.safe_load(Path(path).read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise InputError(f"--config {path}: cannot read it ({exc})") from None
-        if not isinstance(data, Mapping):
-            raise InputError(f"--config {path}: must be a YAML mapping of sections {sorted(DEFAULTS)}")
+    data: Mapping = read_yaml_mapping(path) if path is not None else {}
     cfg = _merge(DEFAULTS, data, "")
     for item in overrides:
-        key, sep, value = item.partition("=")
-        section, dot, name = key.partition(".")
-        if not sep or not dot or section not in cfg or name not in cfg[section]:
+        keys, value = parse_override(item)
+        if len(keys) != 2 or keys[0] not in cfg or keys[1] not in cfg[keys[0]]:
             raise InputError(f"override {item!r}: use section.key=value with a known key")
-        cfg[section][name] = _parse_value(value)
+        cfg[keys[0]][keys[1]] = value
     validate(cfg)
     return cfg

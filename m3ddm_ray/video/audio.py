@@ -8,7 +8,7 @@ from typing import Any
 
 import av
 
-from .source import _codec_name
+from .source import _codec_name, _open_container, _uri_str
 
 # Audio codecs copied into MP4 unchanged; any other codec is re-encoded to AAC.
 _MP4_AUDIO_COPY = frozenset({"aac", "mp3", "ac3", "eac3", "alac", "opus", "flac"})
@@ -116,3 +116,17 @@ class _AudioFeed:
         if not self.copy:
             for p in self.out_stream.encode(None):
                 out.mux(p)
+
+
+def open_audio_feed(stack: Any, audio_source: Any, storage_options: dict | None) -> "_AudioFeed | None":
+    """The :class:`_AudioFeed` of ``audio_source``'s first audio stream (None: no source given, or a
+    source without audio); the container is closed by ``stack`` (a ``contextlib.ExitStack``).
+
+    Raises:
+        VideoError: the audio source cannot be opened (named as the audio source).
+    """
+    if audio_source is None:
+        return None
+    asrc = _uri_str(audio_source)
+    acont = stack.enter_context(_open_container(asrc, storage_options, what="audio source: "))
+    return _AudioFeed(acont, asrc) if acont.streams.audio else None

@@ -19,7 +19,7 @@ import av
 from m3ddm_ray import storage
 from m3ddm_ray.errors import InputError, VideoError
 
-from .audio import _AudioFeed
+from .audio import _AudioFeed, open_audio_feed
 from .source import _open_container, _reason, _uri_str
 
 
@@ -55,12 +55,7 @@ def concat_videos(pieces: Sequence[str], uri: str, *, audio_source: str | None =
     try:
         with storage.atomic_output(uri, storage_options, suffix=".mp4") as tmp, contextlib.ExitStack() as stack:
             out = stack.enter_context(av.open(tmp, mode="w", format="mp4", options={"movflags": "+faststart"}))
-            feed = None
-            if audio_source is not None:
-                asrc = _uri_str(audio_source)
-                acont = stack.enter_context(_open_container(asrc, storage_options, what="audio source: "))
-                if acont.streams.audio:
-                    feed = _AudioFeed(acont, asrc)
+            feed = open_audio_feed(stack, audio_source, storage_options)
             return _join(pieces, out, feed, storage_options, uri, trim_audio)
     except (av.FFmpegError, OSError) as e:
         raise VideoError(uri, f"joining the pieces failed ({_reason(e)}); check free space and write access") from e

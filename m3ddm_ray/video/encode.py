@@ -21,8 +21,8 @@ import numpy as np
 from m3ddm_ray import storage
 from m3ddm_ray.errors import InputError, VideoError
 
-from .audio import _AudioFeed
-from .source import _open_container, _reason, _uri_str
+from .audio import _AudioFeed, open_audio_feed
+from .source import _reason, _uri_str
 
 __all__ = ["write_video", "fps_to_fraction", "h264_encoder", "H264_ENCODERS", "X264_PRESETS"]
 
@@ -204,12 +204,7 @@ def write_video(
 
     try:
         with storage.atomic_output(uri, storage_options, suffix=".mp4") as tmp, contextlib.ExitStack() as stack:
-            feed = None
-            if audio_source is not None:
-                asrc = _uri_str(audio_source)
-                acont = stack.enter_context(_open_container(asrc, storage_options, what="audio source: "))
-                if acont.streams.audio:
-                    feed = _AudioFeed(acont, asrc)
+            feed = open_audio_feed(stack, audio_source, storage_options)
             _encode(tmp, _guarded(frame_iter), rate, uri, encoder, int(crf), preset, feed, trim_audio)
     except _FramesIterError as e:
         raise e.exc from None  # the caller's own exception, with its own traceback
