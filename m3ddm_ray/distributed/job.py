@@ -299,7 +299,7 @@ def diffusion_dataset(cfg: Mapping[str, Any], rows: list[dict]):
 
     init_ray(cfg)
     cfg, _ = resolve_runtime(cfg)
-    _set_actor_start_timeout(cfg)
+    _set_execution_context(cfg)
     clips = [{"rows": json.dumps([{k: v for k, v in r.items() if k not in ("clip", "state")} for r in g])}
              for g in group_by_clip(rows)]
     device = str(cfg["device"])
@@ -420,14 +420,23 @@ def _assemble(pieces: list[dict], cfg: Mapping[str, Any]) -> dict:
     return assemble(pieces, cfg)
 
 
-def _set_actor_start_timeout(cfg: Mapping[str, Any]) -> None:
-    """Model pools whose actors do not start (placed + model loaded) within
-    ``ray.actor_start_timeout_s`` fail instead of waiting (Ray Data's ``wait_for_min_actors_s``)."""
+def _set_execution_context(cfg: Mapping[str, Any]) -> None:
+    """Ray Data settings of the job's execution:
+
+    * model pools whose actors do not start (placed + model loaded) within
+      ``ray.actor_start_timeout_s`` fail instead of waiting (``wait_for_min_actors_s``);
+    * no per-operator resource reservation: :func:`~.resources.plan_pools` already sized every
+      stage to fit the cluster together, and Ray Data's even split of half the CPUs over the
+      operators would hold back the finalize tasks (1 CPU) while a slow prepare task runs --
+      finished clips would then wait for the slow one.
+    """
     import ray.data
 
+    ctx = ray.data.DataContext.get_current()
     value = (cfg.get("ray") or {}).get("actor_start_timeout_s")
     if value:
-        ray.data.DataContext.get_current().wait_for_min_actors_s = int(value)
+        ctx.wait_for_min_actors_s = int(value)
+    ctx.op_resource_reservation_enabled = False
 
 
 def _resume_note(mode: str, output: str, state: "resume.OutputState", total: int, skipped: int) -> str:
