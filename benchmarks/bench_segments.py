@@ -89,8 +89,8 @@ def main() -> None:
         med = statistics.median(r["seconds"] for r in rs)
         rows.append([actors, f"{med:.1f}", f"{med / base:.2f}", " / ".join(f"{b:.1f}" for b in rs[-1]["busy"]),
                      ", ".join(r["status"] for r in rs)])
-    print(print_table(["fine actors", "median job s", "ratio", "busy s per actor (last run)", "status"], rows,
-                      title=f"301 frames, 4 segments, tiny model, {args.steps} steps"))
+    print_table(["fine actors", "median job s", "ratio", "busy s per actor (last run)", "status"], rows,
+                title=f"301 frames, 4 segments, tiny model, {args.steps} steps")
     write_json(args.json, {"machine": machine_info(), "steps": args.steps, "runs": runs})
 
 
