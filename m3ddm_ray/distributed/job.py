@@ -402,7 +402,7 @@ def _run_dataset(cfg: Mapping[str, Any], pending: list[dict]) -> tuple[list[dict
     ds = _with_fault_args(ds.map, finalize, _fault_args(cfg, actors=False),
                           num_cpus=fin_cpus, concurrency=fin_cfg.get("concurrency"))
     join = ray.remote(_assemble).options(num_cpus=fin_cpus, **_fault_args(cfg, actors=False))
-    collector = PieceCollector(cfg, lambda group: join.remote(group, dict(cfg)))
+    collector = PieceCollector(lambda group: join.remote(group, dict(cfg)))
     results, failure = collect_rows(ds, cfg, len(pending), on_row=collector.add)
     for ref in collector.take_futures():  # the joins of segmented clips still running
         try:

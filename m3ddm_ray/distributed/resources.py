@@ -33,8 +33,7 @@ from typing import Any, Mapping
 
 from ..errors import M3DDMError
 
-#: Stages of the job, in dataflow order; the model stages run as actor pools, the others as tasks.
-STAGES = ("prepare", "coarse", "fine", "finalize")
+#: The model stages (actor pools that load the UNet); only they get ``auto`` GPUs.
 MODEL_STAGES = ("coarse", "fine")
 AUTO = "auto"
 
@@ -69,11 +68,6 @@ class ResourcePlan:
     dtype: str
     asks: Mapping[str, PoolAsk]
     notes: tuple[str, ...] = field(default_factory=tuple)
-
-    def stage_resources(self, stage: str) -> dict[str, float]:
-        """``{"num_cpus": ..., "num_gpus": ...}`` of ``stage`` for the Ray Data call."""
-        a = self.asks[stage]
-        return {"num_cpus": a.num_cpus, "num_gpus": a.num_gpus}
 
 
 def resolve_device(device: Any, cluster_gpus: float) -> str:

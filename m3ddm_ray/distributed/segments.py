@@ -82,22 +82,19 @@ class PieceCollector:
     """Driver side: turns the rows coming out of the job into final result rows.
 
     Rows of single-segment clips pass through. Segment rows are held (small: no pixels) until every
-    segment of their (clip, ratio) is in; then :func:`~m3ddm_ray.distributed.join.assemble` runs as a Ray task (``submit``) and
-    the caller waits for them (:meth:`take_futures`). ``finished`` counts the (clip, ratio) rows
-    passed through.
+    segment of their (clip, ratio) is in; then :func:`~m3ddm_ray.distributed.join.assemble` runs as
+    a Ray task (``submit``) and the caller waits for them (:meth:`take_futures`).
     """
 
-    def __init__(self, cfg: Mapping[str, Any], submit: Callable[[list[dict]], Any]):
-        self.cfg, self.submit = cfg, submit
+    def __init__(self, submit: Callable[[list[dict]], Any]):
+        self.submit = submit
         self.groups: dict[tuple[str, str], list[dict]] = {}
         self.futures: list[Any] = []
-        self.finished = 0
 
     def add(self, row: dict) -> list[dict]:
         """A row from the dataset -> the final rows it completes (0 or 1)."""
         n = num_segments(row)
         if n <= 1:
-            self.finished += 1
             return [dict(row, fine_busy=fine_busy([row]))]
         key = (row["clip_id"], row["ratio"])
         group = self.groups.setdefault(key, [])
