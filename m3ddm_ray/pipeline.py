@@ -127,6 +127,13 @@ class PreparedClip:
         total_frames: ``T`` of the whole video when ``masked`` holds only a span (None: all of it).
         segment: index of the segment (:meth:`WindowPlan.segments`) this slice was made for, or
             None for a whole clip.
+        frame_ids: the video frames whose canvases ``masked`` / ``inpainted`` hold, in order, when
+            they are not the contiguous span from ``first_frame`` (the coarse stage's keyframe
+            canvases: :func:`prepare_clips` with ``segmented=True``); None otherwise.
+
+    A clip may travel without canvases (``masked`` with 0 rows, not a passthrough): a segment's
+    :meth:`segment_shell`, whose canvases a CPU stage builds from a range decode of its span
+    (:meth:`needs_canvases`, :func:`with_span_canvases`).
     """
 
     ratio: geometry.Ratio
@@ -141,6 +148,7 @@ class PreparedClip:
     first_frame: int = 0
     total_frames: int | None = None
     segment: int | None = None
+    frame_ids: tuple[int, ...] | None = None
 
     @property
     def num_frames(self) -> int:
@@ -153,18 +161,43 @@ class PreparedClip:
         Raises:
             RuntimeError: a frame outside the span this clip (slice) holds.
         """
+        if self.frame_ids is not None:
+            held = np.asarray(self.frame_ids, dtype=np.int64)
+            want = np.asarray([int(f) for f in frames], dtype=np.int64)
+            pos = np.searchsorted(held, want)
+            ok = (pos < len(held)) & (held[np.minimum(pos, len(held) - 1)] == want) if len(held) else pos < 0
+            if not np.all(ok):
+                raise RuntimeError(f"frames {want[~ok][:4].tolist()}... have no canvas here (this clip holds the "
+                                   f"canvases of {len(held)} keyframes only)")
+            return [int(p) for p in pos]
         lo, n = self.first_frame, int(self.masked.shape[0])
         out = [int(f) - lo for f in frames]
         if any(not 0 <= r < n for r in out):
             raise RuntimeError(f"frames {list(frames)[:4]}... are outside the held span [{lo}, {lo + n})")
         return out
 
+    @property
+    def needs_canvases(self) -> bool:
+        """True for a :meth:`segment_shell` whose canvases are not built yet."""
+        return not self.passthrough and self.masked.shape[0] == 0
+
     def segment_slice(self, segment: Segment) -> "PreparedClip":
-        """This clip with canvases only for ``segment.frames`` (what a segment's fine work needs)."""
+        """This clip with canvases only for ``segment.frames`` (what a segment's fine work needs;
+        the global frames stay behind: the fine stage reads their latents from the coarse state)."""
         lo, hi = segment.frame_range
-        a, b = lo - self.first_frame, hi - self.first_frame
-        return replace(self, masked=self.masked[a:b].copy(), inpainted=self.inpainted[a:b].copy(),
-                       first_frame=lo, total_frames=self.num_frames, segment=segment.index)
+        rows = self.rows(range(lo, hi))
+        return replace(self, masked=self.masked[rows].copy(), inpainted=self.inpainted[rows].copy(),
+                       global_frames=self.global_frames[:0], first_frame=lo, total_frames=self.num_frames,
+                       segment=segment.index, frame_ids=None)
+
+    def segment_shell(self, segment: Segment) -> "PreparedClip":
+        """This clip for ``segment`` without any canvas: what a segment row carries from the coarse
+        stage to the CPU stage that builds its canvases (:func:`with_span_canvases`)."""
+        s = self.geom.canvas_size
+        empty = np.zeros((0, s, s, 3), np.uint8)
+        return replace(self, masked=empty, inpainted=empty, global_frames=self.global_frames[:0],
+                       first_frame=segment.frame_range[0], total_frames=self.num_frames,
+                       segment=segment.index, frame_ids=None)
 
     @property
     def plan(self) -> WindowPlan:
@@ -178,13 +211,42 @@ def _check_frames(frames: np.ndarray) -> np.ndarray:
     return check_frames(frames, "frames")
 
 
+def canvas_frames(plan: WindowPlan) -> tuple[int, ...] | None:
+    """Frames whose canvases the prepare stage keeps for a segmented run: those of the coarse
+    windows when the fine work splits into several segments (each segment then builds its own
+    from a range decode, :func:`with_span_canvases`), else None (all frames: one segment needs
+    them all in one place anyway)."""
+    if len(plan.segments()) <= 1:
+        return None
+    return tuple(sorted({f for w in plan.coarse for f in w.frame_ids}))
+
+
+def with_span_canvases(clip: PreparedClip, frames: np.ndarray) -> PreparedClip:
+    """A :meth:`PreparedClip.segment_shell` with the canvases of its span built from ``frames``.
+
+    Args:
+        frames: uint8 ``(N, H, W, 3)`` source frames ``first_frame .. first_frame + N - 1`` (the
+            segment's :attr:`~m3ddm_ray.plan.Segment.frame_range`).
+
+    Returns:
+        The clip with ``masked`` / ``inpainted`` ``(N, S, S, 3)``, exactly the canvases the whole
+        clip's :func:`prepare_clips` makes for those frames (the canvases are per frame).
+    """
+    masked, inpainted = geometry.make_canvases(_check_frames(frames), clip.geom)
+    return replace(clip, masked=masked, inpainted=inpainted, frame_ids=None)
+
+
 def prepare_clips(frames: Iterable[np.ndarray], num_frames: int, fps: float, ratios,
-                  settings: OutpaintSettings = OutpaintSettings(), chunk: int = 32) -> list[PreparedClip]:
+                  settings: OutpaintSettings = OutpaintSettings(), chunk: int = 32,
+                  segmented: bool = False) -> list[PreparedClip]:
     """CPU preparation of one video for several ratios in a single streaming pass.
 
     Canvases are built chunk by chunk and each global frame is resized as it goes by, so only
     canvas-resolution arrays are kept: memory is ``O(T * S^2)``, never the whole video at source
-    resolution (official ``preprocess_frames_speed_square`` per frame; README §5.2-5.3).
+    resolution (official ``preprocess_frames_speed_square`` per frame; README §5.2-5.3). With
+    ``segmented=True`` (the Ray job) only the coarse windows' canvases are kept when the clip
+    splits into several segments (:func:`canvas_frames`, about ``T / 15`` frames), and the clips
+    carry them in ``frame_ids`` order.
 
     Args:
         frames: iterable of uint8 ``(H, W, 3)`` RGB frames, in order (a list, an array or a decoder).
@@ -206,6 +268,9 @@ def prepare_clips(frames: Iterable[np.ndarray], num_frames: int, fps: float, rat
     rs = geometry.parse_ratios(ratios)
     gids = geometry.global_frame_ids(num_frames, settings.num_global_frames)
     strides = tuple(settings.strides) if settings.strides else tuple(plan_windows(num_frames, fps).strides)
+    keep = canvas_frames(plan_windows(num_frames, fps, strides)) if segmented else None
+    slot = None if keep is None else {f: k for k, f in enumerate(keep)}
+    rows_held = num_frames if keep is None else len(keep)
     geoms, masked, inpainted, globals_ = None, None, None, {}
     buf: list[np.ndarray] = []
     seen = 0
@@ -213,10 +278,15 @@ def prepare_clips(frames: Iterable[np.ndarray], num_frames: int, fps: float, rat
     def flush():
         nonlocal seen
         arr = _check_frames(np.stack(buf))
+        if slot is None:
+            sel, dest = slice(None), slice(seen, seen + len(arr))
+        else:
+            sel = [i for i in range(len(arr)) if seen + i in slot]
+            dest = [slot[seen + i] for i in sel]
         for j, g in enumerate(geoms):
-            if g is not None:
-                m, i = geometry.make_canvases(arr, g)
-                masked[j][seen:seen + len(arr)], inpainted[j][seen:seen + len(arr)] = m, i
+            if g is not None and (slot is None or sel):
+                m, i = geometry.make_canvases(arr[sel], g)
+                masked[j][dest], inpainted[j][dest] = m, i
         for k, fid in enumerate(gids):
             if seen <= fid < seen + len(arr) and fid not in globals_:
                 globals_[int(fid)] = make_global_frames(arr, [fid - seen], settings.canvas_size)[0]
@@ -229,8 +299,8 @@ def prepare_clips(frames: Iterable[np.ndarray], num_frames: int, fps: float, rat
             geoms = [None if geometry.is_passthrough(h, w, r) else geometry.plan_canvas(h, w, r, settings.canvas_size)
                      for r in rs]
             s = settings.canvas_size
-            masked = [np.zeros((num_frames, s, s, 3), np.uint8) if g else None for g in geoms]
-            inpainted = [np.zeros((num_frames, s, s, 3), np.uint8) if g else None for g in geoms]
+            masked = [np.zeros((rows_held, s, s, 3), np.uint8) if g else None for g in geoms]
+            inpainted = [np.zeros((rows_held, s, s, 3), np.uint8) if g else None for g in geoms]
         if seen + len(buf) >= num_frames:
             raise InputError(f"the video has more frames than num_frames={num_frames}")
         buf.append(np.asarray(frame))
@@ -250,7 +320,8 @@ def prepare_clips(frames: Iterable[np.ndarray], num_frames: int, fps: float, rat
                                     empty, np.zeros((0, 0), np.uint8), np.zeros((0, 3, 0, 0), np.float32),
                                     strides, passthrough=True))
         else:
-            out.append(PreparedClip(r, float(fps), g, masked[j], inpainted[j], geometry.pixel_mask(g), gf, strides))
+            out.append(PreparedClip(r, float(fps), g, masked[j], inpainted[j], geometry.pixel_mask(g), gf, strides,
+                                    total_frames=None if keep is None else num_frames, frame_ids=keep))
     return out
 
 

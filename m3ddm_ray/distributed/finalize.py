@@ -65,10 +65,17 @@ class FinalizeStage:
         from ..video import write_video
 
         so = self.cfg.get("storage_options") or None
+        extra: dict[str, Any] = {}
+        if clip.passthrough and src is not None:
+            from ..video import remux_video
+
+            done = remux_video(src, row["output_uri"], storage_options=so, audio=has_audio(row))
+            if done is not None:  # the source's own packets: no decode, no re-encode
+                extra.update(output_height=int(done[0]), output_width=int(done[1]))
+                return extra
         source = None
         if clip.passthrough or settings.output_size == "source":
             source = self._source_frames(row, src)
-        extra: dict[str, Any] = {}
         if clip.passthrough:
             out, _ = finalize_frames(clip, None, settings, source)
         else:
@@ -96,12 +103,10 @@ class FinalizeStage:
         segment = clip.plan.segments()[int(row["segment"])]
         frames = segment.output_frames
         source = None
-        if settings.output_size == "source":
-            if _is_frame_folder(row["video_uri"], self.cfg):
-                source = self._source_frames(row, None, frames)
-            else:
-                with source_file(row["video_uri"], self.cfg.get("storage_options")) as src:
-                    source = self._source_frames(row, src, frames)
+        if settings.output_size == "source":  # only this piece's frames, by a range decode
+            from .canvases import read_source_span
+
+            source = read_source_span(row, self.cfg, frames[0], frames[-1] + 1, "out")
         out, composite = finalize_frames(clip, generated_array(clip, state, frames), settings, source, frames)
         uri = piece_uri(row["output_uri"], int(row["segment"]), int(row["num_segments"]))
         enc = self.cfg["encode"]

@@ -27,6 +27,7 @@ import pyarrow as pa
 
 from . import resume
 from .collect import JobStalled, StallWatchdog, collect_rows  # noqa: F401 - re-exported (eval job, tests)
+from .canvases import CanvasStage
 from .config import DEFAULTS, load_config
 from .resources import MODEL_STAGES, ResourcePlan, local_gpu_count, plan_pools
 from .finalize import FinalizeStage
@@ -287,7 +288,8 @@ def conform_row(row: Mapping[str, Any], schema: pa.Schema = RESULT_SCHEMA, *,
 
 
 def diffusion_dataset(cfg: Mapping[str, Any], rows: list[dict]):
-    """The Ray Dataset up to the fine stage: clips -> prepare (CPU) -> coarse pool -> fine pool.
+    """The Ray Dataset up to the fine stage: clips -> prepare (CPU) -> coarse pool -> one row per
+    segment -> canvases (CPU, range decode of the segment's span) -> fine pool.
 
     Rows come out with ``clip`` and ``state`` (pickled) still attached; :func:`run_job` appends the
     finalize stage. Exposed separately so tests can compare the diffusion results with the
@@ -316,6 +318,14 @@ def diffusion_dataset(cfg: Mapping[str, Any], rows: list[dict]):
     # one segment per block (streaming, no barrier): each segment is its own fine task, so the
     # segments of one clip spread over the fine actors, and a dead actor re-runs only its segment
     ds = ds.repartition(target_num_rows_per_block=1)
+    # each segment's canvases from a range decode of its span, on a CPU (no stage holds a clip's)
+    can_cfg = cfg["stages"]["canvases"]
+
+    def canvases(row: dict) -> dict:
+        return CanvasStage(cfg)(dict(row))
+
+    ds = _with_fault_args(ds.map, canvases, _fault_args(cfg, actors=False),
+                          num_cpus=_as_float(can_cfg.get("num_cpus"), 1.0), concurrency=can_cfg.get("concurrency"))
     return map_on_actor_pool(ds, FineStage, cfg, cfg["stages"]["fine"], device, fn_constructor_kwargs={"cfg": dict(cfg)})
 
 
@@ -404,12 +414,26 @@ def _run_dataset(cfg: Mapping[str, Any], pending: list[dict]) -> tuple[list[dict
     join = ray.remote(_assemble).options(num_cpus=fin_cpus, **_fault_args(cfg, actors=False))
     collector = PieceCollector(lambda group: join.remote(group, dict(cfg)))
     results, failure = collect_rows(ds, cfg, len(pending), on_row=collector.add)
-    for ref in collector.take_futures():  # the joins of segmented clips still running
+    refs = collector.take_futures()  # the joins of segmented clips still running
+    timeout = _stall_timeout(cfg)
+    while refs:  # bounded like the rows: no join result for `stall_timeout_s` -> the rest are errors
+        ready, refs = ray.wait(refs, num_returns=1, timeout=timeout)
+        if not ready:
+            failure = failure or JobStalled(f"{len(refs)} joins of video pieces gave no result for "
+                                            f"{timeout:g} s (ray.stall_timeout_s)")
+            for ref in refs:
+                ray.cancel(ref, force=True)
+            break
         try:
-            results.append(ray.get(ref))
+            results.append(ray.get(ready[0]))
         except Exception as exc:  # noqa: BLE001 - that output's row becomes an error row in run_job
             failure = failure or exc
     return results, failure
+
+
+def _stall_timeout(cfg: Mapping[str, Any]) -> float | None:
+    value = (cfg.get("ray") or {}).get("stall_timeout_s")
+    return float(value) if value else None
 
 
 def _assemble(pieces: list[dict], cfg: Mapping[str, Any]) -> dict:

@@ -10,7 +10,7 @@ from .. import storage
 from ..quality import REPORT_KEYS
 from ..video import concat_videos
 from .segments import fine_busy, pieces_folder
-from .stages import _fail, _is_frame_folder, has_audio, result_row, source_file
+from .stages import _fail, _is_frame_folder, has_audio, result_row
 
 
 def _weighted(pieces: list[dict], key: str) -> float:
@@ -46,11 +46,9 @@ def assemble(pieces: list[dict], cfg: Mapping[str, Any]) -> dict:
             row.update(status="error", error=failed[0]["error"])
         else:
             try:
-                if has_audio(row) and not _is_frame_folder(row["video_uri"], cfg):
-                    with source_file(row["video_uri"], so) as src:
-                        frames = concat_videos(uris, row["output_uri"], audio_source=src, storage_options=so)
-                else:
-                    frames = concat_videos(uris, row["output_uri"], storage_options=so)
+                audio = row["video_uri"] if has_audio(row) and not _is_frame_folder(row["video_uri"], cfg) else None
+                # the audio is read from the source URI itself (range reads), not from a download
+                frames = concat_videos(uris, row["output_uri"], audio_source=audio, storage_options=so)
                 if frames != int(row["frames"]):
                     raise RuntimeError(f"the joined video has {frames} frames, the source {row['frames']}")
                 row["status"] = "ok"
@@ -60,6 +58,9 @@ def assemble(pieces: list[dict], cfg: Mapping[str, Any]) -> dict:
             row[key] = _weighted(pieces, key)
         for key in ("seconds_fine", "seconds_finalize", "seconds_unet"):
             row[key] = _sum(pieces, key)
+        canvases = _sum(pieces, "seconds_canvases")  # the segments' span decodes are prepare work
+        if not math.isnan(canvases):
+            row["seconds_prepare"] = float(row.get("seconds_prepare") or 0.0) + canvases
         row["fine_busy"] = fine_busy(pieces)
     finally:
         storage.remove_tree(pieces_folder(row["output_uri"]), so)

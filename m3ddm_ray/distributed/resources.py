@@ -14,10 +14,10 @@ Rules (``stages.<name>.num_cpus`` / ``num_gpus`` may be a number or ``"auto"``):
   for every model actor (coarse + fine); otherwise ``1/k`` of one, with ``k`` the number of model
   actors per GPU needed to fit them all (one GPU, one coarse + one fine actor: 0.5 each -- the
   coarse model is idle most of the time and fits beside the fine one).
-* CPUs, ``auto``: 1 per model actor and per prepare / finalize task, scaled down together (to
-  fractions) when the model actors plus one prepare and one finalize task do not fit the cluster's
-  CPUs. A running job needs all of them at once: both actor pools hold their CPUs for the job's
-  life, and the prepare and finalize tasks must still find a slot.
+* CPUs, ``auto``: 1 per model actor and per prepare / canvases / finalize task, scaled down
+  together (to fractions) when the model actors plus one task of each kind do not fit the
+  cluster's CPUs. A running job needs all of them at once: both actor pools hold their CPUs for
+  the job's life, and the task stages must still find a slot.
 * Explicit numbers are kept; if they cannot all be placed :class:`ResourceError` says so.
 
 With ``ray.autoscaling: true`` (a cluster whose autoscaler adds nodes on demand) a shortfall is
@@ -35,6 +35,8 @@ from ..errors import M3DDMError
 
 #: The model stages (actor pools that load the UNet); only they get ``auto`` GPUs.
 MODEL_STAGES = ("coarse", "fine")
+#: The outpaint job's CPU task stages (prepare first; the others after the model pools in messages).
+JOB_TASKS = ("prepare", "canvases", "finalize")
 AUTO = "auto"
 
 
@@ -114,7 +116,7 @@ def _fmt(x: float) -> str:
 
 def plan_pools(stages: Mapping[str, Mapping[str, Any]], device: Any, dtype: Any,
                cluster: Mapping[str, float], *, autoscaling: bool = False,
-               actors: tuple[str, ...] = MODEL_STAGES, tasks: tuple[str, ...] = ("prepare", "finalize"),
+               actors: tuple[str, ...] = MODEL_STAGES, tasks: tuple[str, ...] = JOB_TASKS,
                ) -> ResourcePlan:
     """Resolve every stage's CPUs / GPUs against the cluster (rules in the module docstring).
 

@@ -25,7 +25,29 @@ from typing import Any, Callable, Mapping
 
 
 #: Internal row fields of a segment (besides the clip row's own).
-SEGMENT_FIELDS = ("segment", "num_segments", "piece_uri", "piece_frames", "has_audio", "fine_actor")
+SEGMENT_FIELDS = ("segment", "num_segments", "piece_uri", "piece_frames", "has_audio", "fine_actor", "seek",
+                  "seconds_canvases")
+
+
+def seek_points(index, plan) -> list[dict] | None:
+    """Per segment of ``plan``, where a range decode of the source starts (JSON-able): ``span``
+    for its :attr:`~m3ddm_ray.plan.Segment.frame_range` (canvases), ``out`` for its output
+    frames (source frames at finalize). ``index`` is the prepare pass's
+    :class:`~m3ddm_ray.video.FrameIndex` (None for frame folders: a span is a slice of files)."""
+    segs = plan.segments()
+    if len(segs) <= 1:
+        return None
+    out = []
+    for seg in segs:
+        lo, hi = seg.frame_range
+        o_lo, o_hi = seg.output_frames[0], seg.output_frames[-1] + 1
+        points = {"span": None, "out": None}
+        if index is not None and len(index) >= plan.num_frames:
+            for key, (a, b) in (("span", (lo, hi)), ("out", (o_lo, o_hi))):
+                p = index.seek_point(a, b)
+                points[key] = None if p is None else p.to_dict()
+        out.append(points)
+    return out
 
 
 def fine_busy(rows: list[dict]) -> dict[str, float]:
@@ -57,24 +79,32 @@ def piece_uri(output_uri: str, segment: int, total: int) -> str:
 def split_row(row: dict, clip, state) -> list[dict]:
     """The coarse stage's output for one clip row: one row per segment.
 
-    Each segment row holds the clip's :meth:`~m3ddm_ray.pipeline.PreparedClip.segment_slice`
-    (canvases of its span only) and :func:`~m3ddm_ray.pipeline.segment_state` (global latents and
-    the coarse latents it reads). The coarse pass's UNet seconds go with segment 0 only, so the
-    segments' sum is the clip's.
+    Each segment row holds the clip without the canvases it does not need, and
+    :func:`~m3ddm_ray.pipeline.segment_state` (global latents and the coarse latents it reads):
+    when the prepare stage kept only the keyframe canvases (``frame_ids``), a
+    :meth:`~m3ddm_ray.pipeline.PreparedClip.segment_shell` (the canvas stage builds the span's
+    canvases from a range decode, starting at the row's ``seek``); else the
+    :meth:`~m3ddm_ray.pipeline.PreparedClip.segment_slice` of the canvases. The coarse pass's
+    UNet seconds go with segment 0 only, so the segments' sum is the clip's.
     """
+    import json
+
     from ..pipeline import segment_state
 
+    dump = lambda x: pickle.dumps(x, protocol=pickle.HIGHEST_PROTOCOL)  # noqa: E731
+    points = json.loads(row.get("seek_points") or "null")
+    base = {k: v for k, v in row.items() if k != "seek_points"}
     segs = clip.plan.segments()
     if len(segs) <= 1:
-        return [dict(row, segment=0, num_segments=1, clip=pickle.dumps(clip, protocol=pickle.HIGHEST_PROTOCOL),
-                     state=pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL))]
+        return [dict(base, segment=0, num_segments=1, clip=dump(clip), state=dump(state))]
     out = []
     for seg in segs:
         sub = segment_state(state, seg)
         sub.unet_seconds = state.unet_seconds if seg.index == 0 else 0.0
-        out.append(dict(row, segment=seg.index, num_segments=len(segs),
-                        clip=pickle.dumps(clip.segment_slice(seg), protocol=pickle.HIGHEST_PROTOCOL),
-                        state=pickle.dumps(sub, protocol=pickle.HIGHEST_PROTOCOL)))
+        part = clip.segment_shell(seg) if clip.frame_ids is not None else clip.segment_slice(seg)
+        seek = json.dumps(points[seg.index]) if points else None
+        out.append(dict(base, segment=seg.index, num_segments=len(segs), clip=dump(part), state=dump(sub),
+                        seek=seek))
     return out
 
 

@@ -249,8 +249,11 @@ class PrepareStage:
         return float(value) if value else None
 
     def _prepare(self, rows: list[dict], cancel: threading.Event):
+        """One decode pass over the source: probe, canvases (keyframes only for a clip that splits
+        into segments), global frames, and the frame index the segments seek with. Returns
+        ``(info, clips, index)``."""
         from ..pipeline import prepare_clips
-        from ..video import iter_frames, probe
+        from ..video import FrameIndex, iter_frames, probe
 
         first = rows[0]
         uri = first["video_uri"]
@@ -262,14 +265,17 @@ class PrepareStage:
             so = self.cfg.get("storage_options") or None
             info = image_sequence_info(uri, storage_options=so)
             frames = _until_cancelled(iter_image_sequence(uri, so), cancel)
-            return info, prepare_clips(frames, info.num_frames, info.fps, ratios, settings)
+            return info, prepare_clips(frames, info.num_frames, info.fps, ratios, settings, segmented=True), None
         with source_file(uri, self.cfg.get("storage_options")) as path:
             if cancel.is_set():
                 raise PrepareTimeout("cancelled")
-            info = probe(path, count_frames=True)
-            frames = _until_cancelled(iter_frames(path), cancel)
-            clips = prepare_clips(frames, info.num_frames, info.fps, ratios, settings)
-        return info, clips
+            info = probe(path)  # MP4/MOV: an exact frame count from the sample table, one decode pass
+            if not info.num_frames_exact:  # AVI, MKV, WebM, ...: count first (decode without RGB)
+                info = probe(path, count_frames=True)
+            index = FrameIndex()
+            frames = _until_cancelled(iter_frames(path, index=index), cancel)
+            clips = prepare_clips(frames, info.num_frames, info.fps, ratios, settings, segmented=True)
+        return info, clips, index
 
     def __call__(self, rows: list[dict]) -> list[dict]:
         from .. import pipeline, video  # noqa: F401 - imported here, outside the timed thread
@@ -277,16 +283,19 @@ class PrepareStage:
         apply_retry_policy(self.cfg)
         t0 = time.perf_counter()
         try:
-            info, clips = run_with_timeout(lambda cancel: self._prepare(rows, cancel), self.timeout_s(),
-                                           "decode")
+            info, clips, index = run_with_timeout(lambda cancel: self._prepare(rows, cancel), self.timeout_s(),
+                                                  "decode")
         except Exception as exc:  # noqa: BLE001 - one bad video must not stop the job
             return [_fail(dict(r, seconds_prepare=time.perf_counter() - t0), "prepare", exc, self.cfg)
                     for r in rows]
+        from .segments import seek_points
+
         out = []
         for row, clip in zip(rows, clips):
+            points = None if clip.passthrough else seek_points(index, clip.plan)
             row = dict(row, frames=info.num_frames, fps=info.fps, source_width=info.width,
                        source_height=info.height, has_audio=bool(info.has_audio),
-                       seconds_prepare=time.perf_counter() - t0)
+                       seconds_prepare=time.perf_counter() - t0, seek_points=json.dumps(points))
             row["status"] = "unchanged" if clip.passthrough else "pending"
             row["clip"] = pickle.dumps(clip, protocol=pickle.HIGHEST_PROTOCOL)
             out.append(row)

@@ -40,13 +40,15 @@ Layout (one job per module; everything public is re-exported here, import from `
 * :mod:`.source` -- :class:`VideoInfo`, opening a container over fsspec, the strict sequential decoder;
 * :mod:`.probing` -- :func:`probe`, :func:`count_frames`;
 * :mod:`.readers` -- :func:`iter_frames`, :func:`read_frames` (random and whole reads);
+* :mod:`.spans` -- :func:`read_span`: one span of frames by seeking to a recorded key frame;
 * :mod:`.images` -- frame folders (image sequences) read like videos;
 * :mod:`.encode` -- :func:`write_video`, encoder discovery, :func:`fps_to_fraction`;
 * :mod:`.audio` -- copying / re-encoding the source's audio into the output (remux);
-* :mod:`.concat` -- :func:`concat_videos`, joining encoded pieces losslessly (packet remux).
+* :mod:`.concat` -- :func:`concat_videos`, joining encoded pieces losslessly (packet remux), and
+  :func:`remux_video` (a passthrough output as a copy of the source's packets).
 """
 
-from .concat import concat_videos
+from .concat import REMUX_CODECS, concat_videos, remux_video
 
 from .encode import H264_ENCODERS, X264_PRESETS, fps_to_fraction, h264_encoder, write_video
 from .images import (
@@ -62,15 +64,22 @@ from .images import (
 from .probing import count_frames, probe
 from .readers import iter_frames, read_frames
 from .source import VideoInfo
+from .spans import FrameIndex, SeekPoint, read_image_span, read_span
 
 __all__ = [
     "VideoInfo",
     "probe",
     "iter_frames",
     "read_frames",
+    "FrameIndex",
+    "SeekPoint",
+    "read_span",
+    "read_image_span",
     "count_frames",
     "write_video",
     "concat_videos",
+    "remux_video",
+    "REMUX_CODECS",
     "fps_to_fraction",
     "h264_encoder",
     "H264_ENCODERS",

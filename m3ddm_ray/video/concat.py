@@ -120,3 +120,43 @@ def _join(pieces: Sequence[str], out: Any, feed: _AudioFeed | None, storage_opti
     if feed is not None:
         feed.finish(out, float(Fraction(frames, 1) / first[3]) if trim_audio else None)
     return frames
+
+
+#: Video codecs an MP4 takes as they are (a passthrough is remuxed only for these).
+REMUX_CODECS = ("h264", "hevc", "av1", "vp9", "mpeg4")
+
+
+def remux_video(source: str, uri: str, *, storage_options: dict[str, Any] | None = None,
+                audio: bool = True) -> tuple[int, int] | None:
+    """Copy ``source``'s video packets (and its first audio stream) into an MP4 at ``uri``,
+    atomically: a passthrough output (the source already has the target ratio) without a decode or
+    a re-encode.
+
+    Only done when the copy is exactly what a decode + encode would show: an MP4/MOV or Matroska
+    source, a codec of :data:`REMUX_CODECS`, even width and height (H.264 output sizes), no display
+    rotation, video starting at time 0. Otherwise nothing is written and None is returned (the
+    caller decodes and encodes instead).
+
+    Returns:
+        ``(height, width)`` of the written video, or None.
+
+    Raises:
+        VideoError: the source passed the checks but the copy could not be written or uploaded.
+    """
+    from .probing import probe
+
+    src = _uri_str(source)
+    try:
+        info = probe(src, storage_options)
+    except VideoError:
+        return None
+    fmt = set((info.container_format or "").split(","))
+    if (info.video_codec not in REMUX_CODECS or info.rotation or info.width % 2 or info.height % 2
+            or not fmt & {"mov", "mp4", "matroska", "webm"}):
+        return None
+    with _open_container(src, storage_options) as cont:
+        vs = cont.streams.video[0] if cont.streams.video else None
+        if vs is None or (vs.start_time not in (None, 0)) or not (vs.average_rate or vs.base_rate):
+            return None
+    concat_videos([src], uri, audio_source=src if audio else None, storage_options=storage_options)
+    return info.height, info.width

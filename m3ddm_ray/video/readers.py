@@ -27,6 +27,7 @@ def iter_frames(
     stop: int | None = None,
     step: int = 1,
     storage_options: dict[str, Any] | None = None,
+    index: Any = None,
 ) -> Iterator[np.ndarray]:
     """Decode frames ``start, start+step, ...`` (below ``stop``) one at a time, in bounded memory.
 
@@ -40,6 +41,8 @@ def iter_frames(
         stop: exclusive end index, or None for the end of the video.
         step: keep every ``step``-th frame (>= 1).
         storage_options: fsspec filesystem options.
+        index: optional :class:`~.spans.FrameIndex` that records the pts and key-frame flag of
+            every decoded frame (also those before ``start``), for later span reads.
 
     Yields:
         ``np.ndarray`` of shape ``(H, W, 3)``, dtype ``uint8``, RGB, display orientation; a new
@@ -69,6 +72,8 @@ def iter_frames(
             for i, frame in enumerate(frames):
                 if stop is not None and i >= stop:
                     break
+                if index is not None:
+                    index.add(frame)
                 if i >= start and (i - start) % step == 0:
                     yield src.to_rgb(frame)
         finally:

@@ -1,0 +1,181 @@
+"""Peak memory of the Ray job vs video length: every actor, the task workers, the driver, the object store.
+
+For each length (default 300 / 3,000 / 18,000 frames) a child process makes a synthetic video
+(112x64, 25 fps, moving gradients and a square; x264 with its default key frame interval, so the
+segments seek) and runs the real job (:func:`m3ddm_ray.distributed.job.run_job`, embedded Ray with
+``--cpus`` logical CPUs, 1 coarse + 1 fine actor) with the golden tiny model: 9:16, canvas 64,
+``--steps`` PNDM steps. While it runs, a thread samples every 0.25 s the resident set size of every
+process of the Ray session (the driver and all its descendants: raylet, GCS, the actors, the task
+workers) and, every second, the object store's use (``ray._private.internal_api.memory_summary``).
+Reported: peak RSS per role (the coarse and fine actors by their process title; "tasks" = the
+largest task worker, which runs prepare / canvases / finalize / join), the driver's ``VmHWM``, and
+the peak object-store bytes. RSS counts shared pages (object-store objects mapped by a worker)
+in each process that maps them.
+
+Usage::
+
+    .venv/bin/python benchmarks/bench_memory.py [--lengths 300,3000,18000] [--steps 2] [--json OUT]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import ROOT, TINY_UNET, TINY_VAE, machine_info, peak_rss_mib, print_table, run_child, write_json  # noqa: E402
+
+
+def make_video(path: Path, frames: int, w: int = 112, h: int = 64, fps: int = 25) -> None:
+    """A synthetic clip, generated and encoded one frame at a time (the generator holds no video)."""
+    import numpy as np
+
+    from m3ddm_ray.video import write_video
+
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+
+    def gen():
+        for i in range(frames):
+            t = i / fps
+            img = np.stack([(xx * 2 + 40 * t) % 256, (yy * 3 + 25 * t) % 256, ((xx + yy) + 60 * t) % 256], -1)
+            x0 = int((w - 16) * (0.5 + 0.5 * np.sin(t)))
+            img[20:36, x0:x0 + 16] = 255
+            yield img.astype(np.uint8)
+
+    write_video(path, gen(), fps, preset="veryfast", crf=20)
+
+
+class Sampler:
+    """Peak RSS per process of this session (by role) and peak object-store use, sampled in a thread."""
+
+    def __init__(self):
+        import psutil
+
+        self.me = psutil.Process()
+        self.peak: dict[int, float] = {}
+        self.titles: dict[int, set[str]] = {}
+        self.store_peak = 0.0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.loop, daemon=True)
+
+    def loop(self):
+        import psutil
+
+        last_store = 0.0
+        while not self.stop.is_set():
+            try:
+                procs = self.me.children(recursive=True)
+            except psutil.Error:
+                procs = []
+            for p in procs:
+                try:
+                    rss = p.memory_info().rss / 2 ** 20
+                    title = " ".join(p.cmdline())[:120]
+                except psutil.Error:
+                    continue
+                self.peak[p.pid] = max(self.peak.get(p.pid, 0.0), rss)
+                self.titles.setdefault(p.pid, set()).add(title)
+            if time.time() - last_store > 1.0:
+                last_store = time.time()
+                self.store_peak = max(self.store_peak, object_store_mib())
+            self.stop.wait(0.25)
+
+    def roles(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for pid, titles in self.titles.items():
+            text = " ".join(titles)
+            if "CoarseStage" in text:
+                role = "coarse actor"
+            elif "FineStage" in text:
+                role = "fine actor"
+            elif text.startswith("ray::") or " ray::" in text:
+                role = "tasks"
+            elif "raylet" in text or "gcs_server" in text:
+                role = "ray system"
+            else:
+                continue
+            out[role] = max(out.get(role, 0.0), self.peak[pid])
+        return out
+
+
+def object_store_mib() -> float:
+    """MiB in the object store now (0 if the summary is not available)."""
+    try:
+        from ray._private.internal_api import memory_summary
+
+        text = memory_summary(stats_only=True)
+    except Exception:  # noqa: BLE001 - a sample is optional
+        return 0.0
+    m = re.search(r"Plasma memory usage ([\d.]+) MiB", text)
+    return float(m.group(1)) if m else 0.0
+
+
+def child(args) -> dict:
+    from m3ddm_ray.distributed.config import load_config
+    from m3ddm_ray.distributed.job import run_job
+    from m3ddm_ray.distributed.manifest import validate_manifest, write_manifest
+
+    tmp = Path(args.workdir)
+    clip = tmp / f"synthetic_{args.frames}.mp4"
+    t0 = time.perf_counter()
+    make_video(clip, args.frames)
+    make_s = time.perf_counter() - t0
+    cfg = load_config(ROOT / "configs" / "tiny-cpu.yaml")
+    cfg.update(model=str(TINY_UNET), vae=str(TINY_VAE), ratios=["9:16"], canvas_size=64)
+    cfg["sampler"]["steps"] = args.steps
+    cfg["ray"]["num_cpus"] = args.cpus
+    manifest = str(tmp / f"m{args.frames}.jsonl")
+    write_manifest(validate_manifest([{"video_uri": str(clip), "clip_id": f"syn{args.frames}"}]), manifest)
+    sampler = Sampler()
+    sampler.thread.start()
+    result = run_job(cfg, manifest, str(tmp / f"out{args.frames}"), mode="overwrite")
+    sampler.stop.set()
+    sampler.thread.join()
+    (row,) = result.table.to_pylist()
+    return {"frames": args.frames, "status": row["status"], "error": row["error"], "job_s": result.seconds,
+            "make_video_s": make_s, "driver_peak_mib": peak_rss_mib(), "object_store_peak_mib": sampler.store_peak,
+            "roles_peak_mib": sampler.roles(), "output_frames": row["frames"]}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--lengths", default="300,3000,18000")
+    p.add_argument("--steps", type=int, default=2)
+    p.add_argument("--cpus", type=int, default=4)
+    p.add_argument("--json", default=None)
+    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--frames", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--workdir", default=None, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.child:
+        import json
+
+        print(json.dumps(child(args)))
+        return
+    runs = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in [int(x) for x in args.lengths.split(",")]:
+            r = run_child([__file__, "--child", "--frames", str(n), "--steps", str(args.steps),
+                           "--cpus", str(args.cpus), "--workdir", tmp])
+            runs.append(r)
+            print(r, flush=True)
+            for f in Path(tmp).glob("synthetic_*.mp4"):
+                f.unlink()
+    roles = ["coarse actor", "fine actor", "tasks", "ray system"]
+    rows = [[r["frames"], r["status"], f"{r['job_s']:.0f}", *(f"{r['roles_peak_mib'].get(k, float('nan')):.0f}" for k in roles),
+             f"{r['driver_peak_mib']:.0f}", f"{r['object_store_peak_mib']:.1f}"] for r in runs]
+    print_table(["frames", "status", "job s", *[f"{k} MiB" for k in roles], "driver MiB", "object store MiB"], rows,
+                title=f"peak memory vs length (tiny model, canvas 64, {args.steps} steps)")
+    write_json(args.json, {"machine": machine_info(), "steps": args.steps, "runs": runs})
+
+
+if __name__ == "__main__":
+    main()
