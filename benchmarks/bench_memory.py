@@ -6,7 +6,8 @@ segments seek) and runs the real job (:func:`m3ddm_ray.distributed.job.run_job`,
 ``--cpus`` logical CPUs, 1 coarse + 1 fine actor) with the golden tiny model: 9:16, canvas 64,
 ``--steps`` PNDM steps. While it runs, a thread samples every 0.25 s the resident set size of every
 process of the Ray session (the driver and all its descendants: raylet, GCS, the actors, the task
-workers) and, every second, the object store's use (``ray._private.internal_api.memory_summary``).
+workers; from ``/proc``), and the dataset's object-store bytes are taken from Ray Data's own
+accounting after every scheduling step (:class:`StorePeak`).
 Reported: peak RSS per role (the coarse and fine actors by their process title; "tasks" = the
 largest task worker, which runs prepare / canvases / finalize / join), the driver's ``VmHWM``, and
 the peak object-store bytes. RSS counts shared pages (object-store objects mapped by a worker)
@@ -21,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
 import tempfile
 import threading
@@ -53,39 +53,53 @@ def make_video(path: Path, frames: int, w: int = 112, h: int = 64, fps: int = 25
     write_video(path, gen(), fps, preset="veryfast", crf=20)
 
 
+def _descendants(root: int) -> list[int]:
+    """Pids of every descendant of ``root`` (from ``/proc/*/stat``; Linux)."""
+    children: dict[int, list[int]] = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{d}/stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(d))
+    out, todo = [], [root]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+def _rss_and_title(pid: int) -> tuple[float, str] | None:
+    try:
+        rss = next(float(ln.split()[1]) for ln in Path(f"/proc/{pid}/status").read_text().splitlines()
+                   if ln.startswith("VmRSS:")) / 1024
+        title = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")[:160]
+    except (OSError, StopIteration):
+        return None
+    return rss, title
+
+
 class Sampler:
     """Peak RSS per process of this session (by role) and peak object-store use, sampled in a thread."""
 
     def __init__(self):
-        import psutil
-
-        self.me = psutil.Process()
         self.peak: dict[int, float] = {}
         self.titles: dict[int, set[str]] = {}
-        self.store_peak = 0.0
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self.loop, daemon=True)
 
     def loop(self):
-        import psutil
-
-        last_store = 0.0
         while not self.stop.is_set():
-            try:
-                procs = self.me.children(recursive=True)
-            except psutil.Error:
-                procs = []
-            for p in procs:
-                try:
-                    rss = p.memory_info().rss / 2 ** 20
-                    title = " ".join(p.cmdline())[:120]
-                except psutil.Error:
+            for pid in _descendants(os.getpid()):
+                got = _rss_and_title(pid)
+                if got is None:
                     continue
-                self.peak[p.pid] = max(self.peak.get(p.pid, 0.0), rss)
-                self.titles.setdefault(p.pid, set()).add(title)
-            if time.time() - last_store > 1.0:
-                last_store = time.time()
-                self.store_peak = max(self.store_peak, object_store_mib())
+                self.peak[pid] = max(self.peak.get(pid, 0.0), got[0])
+                self.titles.setdefault(pid, set()).add(got[1])
             self.stop.wait(0.25)
 
     def roles(self) -> dict[str, float]:
@@ -96,7 +110,7 @@ class Sampler:
                 role = "coarse actor"
             elif "FineStage" in text:
                 role = "fine actor"
-            elif text.startswith("ray::") or " ray::" in text:
+            elif "ray::" in text:
                 role = "tasks"
             elif "raylet" in text or "gcs_server" in text:
                 role = "ray system"
@@ -106,16 +120,25 @@ class Sampler:
         return out
 
 
-def object_store_mib() -> float:
-    """MiB in the object store now (0 if the summary is not available)."""
-    try:
-        from ray._private.internal_api import memory_summary
+class StorePeak:
+    """Peak object-store bytes held by the dataset, from Ray Data's own accounting: the streaming
+    executor's ``ResourceManager`` (in the driver) sums every operator's queued and in-flight blocks
+    after each scheduling step; this wraps its ``update_usages`` to keep the maximum. (Ray's
+    ``memory_summary`` needs ``grpc``, which the minimal Ray install here does not have.)"""
 
-        text = memory_summary(stats_only=True)
-    except Exception:  # noqa: BLE001 - a sample is optional
-        return 0.0
-    m = re.search(r"Plasma memory usage ([\d.]+) MiB", text)
-    return float(m.group(1)) if m else 0.0
+    def __init__(self):
+        from ray.data._internal.execution import resource_manager as rm
+
+        self.peak = 0.0
+        orig = rm.ResourceManager.update_usages
+        box = self
+
+        def update_usages(this, *a, **k):
+            out = orig(this, *a, **k)
+            box.peak = max(box.peak, float(this.get_global_usage().object_store_memory or 0) / 2 ** 20)
+            return out
+
+        rm.ResourceManager.update_usages = update_usages
 
 
 def child(args) -> dict:
@@ -134,6 +157,7 @@ def child(args) -> dict:
     cfg["ray"]["num_cpus"] = args.cpus
     manifest = str(tmp / f"m{args.frames}.jsonl")
     write_manifest(validate_manifest([{"video_uri": str(clip), "clip_id": f"syn{args.frames}"}]), manifest)
+    store = StorePeak()
     sampler = Sampler()
     sampler.thread.start()
     result = run_job(cfg, manifest, str(tmp / f"out{args.frames}"), mode="overwrite")
@@ -141,7 +165,7 @@ def child(args) -> dict:
     sampler.thread.join()
     (row,) = result.table.to_pylist()
     return {"frames": args.frames, "status": row["status"], "error": row["error"], "job_s": result.seconds,
-            "make_video_s": make_s, "driver_peak_mib": peak_rss_mib(), "object_store_peak_mib": sampler.store_peak,
+            "make_video_s": make_s, "driver_peak_mib": peak_rss_mib(), "object_store_peak_mib": store.peak,
             "roles_peak_mib": sampler.roles(), "output_frames": row["frames"]}
 
 

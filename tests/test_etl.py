@@ -356,12 +356,14 @@ def test_timeout_cancels_a_slow_decode_between_frames():
 
 @pytest.fixture
 def fine_row():
-    """A pending row as the coarse stage hands it on (clip and state are opaque to the OOM logic)."""
+    """A pending row as the coarse stage hands it on (clip and state are opaque to the OOM logic; the
+    clip holds its canvases already)."""
     import pickle
+    import types
 
     cfg = tiny_cfg(ratios=["9:16"])
     (row,) = stages.expand_manifest_row({"clip_id": "m", "video_uri": str(DATA / "megamind_20.mp4")}, cfg, "/tmp/x")
-    row.update(clip=pickle.dumps("clip"), state=pickle.dumps({"stored": {}}))
+    row.update(clip=pickle.dumps(types.SimpleNamespace(needs_canvases=False)), state=pickle.dumps({"stored": {}}))
     return cfg, row
 
 

@@ -32,7 +32,7 @@ def test_cpus_over_asked_fail_before_any_work(ray_session, tmp_path):
     uri = manifest(tmp_path, [{"video_uri": str(DATA / "megamind_20.mp4"), "clip_id": "m"}])
     cfg = tiny_cfg()
     cfg["stages"]["coarse"]["num_cpus"] = 3
-    with pytest.raises(ResourceError, match=r"stages prepare, canvases, finalize cannot be placed: the stages with explicit "
+    with pytest.raises(ResourceError, match=r"stages prepare, finalize cannot be placed: the stages with explicit "
                        r"num_cpus \(coarse 1 x 3, fine 1 x 1\) ask 4 CPUs, the cluster has 4; lower them "
                        r"\(--set stages.coarse.num_cpus=auto\)"):
         run_job(cfg, uri, str(tmp_path / "out"))

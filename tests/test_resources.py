@@ -15,8 +15,8 @@ def asks(plan):
 def test_default_config_on_a_2_cpu_machine_without_gpu_asks_no_gpu_and_fits():
     plan = plan_pools(DEFAULTS["stages"], "auto", "auto", {"CPU": 2.0})
     assert (plan.device, plan.dtype) == ("cpu", "fp32")
-    assert asks(plan) == {"prepare": (1, 0.4, 0.0), "coarse": (1, 0.4, 0.0), "fine": (1, 0.4, 0.0),
-                          "canvases": (1, 0.4, 0.0), "finalize": (1, 0.4, 0.0)}
+    assert asks(plan) == {"prepare": (1, 0.5, 0.0), "coarse": (1, 0.5, 0.0), "fine": (1, 0.5, 0.0),
+                          "finalize": (1, 0.5, 0.0)}
     assert sum(a.num_cpus * a.count for a in plan.asks.values()) <= 2.0
 
 
@@ -47,12 +47,11 @@ def test_gpu_asked_and_absent_names_the_fix():
 def test_cpus_over_asked_names_stage_ask_cluster_and_fix():
     stages = {**DEFAULTS["stages"], "coarse": {"num_actors": 1, "num_cpus": 1, "num_gpus": 0},
               "fine": {"num_actors": 1, "num_cpus": 1, "num_gpus": 0},
-              "prepare": {"num_cpus": 1}, "canvases": {"num_cpus": 0.5}, "finalize": {"num_cpus": 1}}
+              "prepare": {"num_cpus": 1}, "finalize": {"num_cpus": 1}}
     with pytest.raises(ResourceError) as err:
         plan_pools(stages, "cpu", "auto", {"CPU": 2.0})
     msg = str(err.value)
-    assert ("the job needs 1 x 1 CPU (prepare) + 1 x 1 CPU (coarse) + 1 x 1 CPU (fine) + 1 x 0.5 CPU (canvases) "
-            "+ 1 x 1 CPU (finalize) = 4.5 CPUs") in msg
+    assert "the job needs 1 x 1 CPU (prepare) + 1 x 1 CPU (coarse) + 1 x 1 CPU (fine) + 1 x 1 CPU (finalize) = 4 CPUs" in msg
     assert "the cluster has 2" in msg and "num_cpus=auto" in msg
     # explicit asks that leave no room for the auto ones
     with pytest.raises(ResourceError, match=r"cannot be placed: the stages with explicit num_cpus \(coarse 1 x 3\) ask 3 CPUs"):
@@ -62,9 +61,9 @@ def test_cpus_over_asked_names_stage_ask_cluster_and_fix():
 def test_explicit_values_that_fit_are_kept_and_autos_fill_the_rest():
     stages = {"coarse": {"num_actors": 1, "num_cpus": 0.25}, "fine": {"num_actors": 2, "num_cpus": "auto"}}
     plan = plan_pools(stages, "cpu", "fp32", {"CPU": 2.0})
-    # 0.25 fixed; 1.75 left for fine x2 + prepare + canvases + finalize = 5 autos -> 0.35 each
-    assert asks(plan) == {"prepare": (1, 0.35, 0.0), "coarse": (1, 0.25, 0.0), "fine": (2, 0.35, 0.0),
-                          "canvases": (1, 0.35, 0.0), "finalize": (1, 0.35, 0.0)}
+    # 0.25 fixed; 1.75 left for fine x2 + prepare + finalize = 4 autos -> 0.4375 each
+    assert asks(plan) == {"prepare": (1, 0.4375, 0.0), "coarse": (1, 0.25, 0.0), "fine": (2, 0.4375, 0.0),
+                          "finalize": (1, 0.4375, 0.0)}
 
 
 def test_autoscaling_turns_shortfalls_into_notes():

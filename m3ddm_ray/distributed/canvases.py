@@ -1,13 +1,21 @@
-"""The canvas stage (CPU): a segment's canvases, built from a range decode of its span of the source.
+"""A segment's canvases, built from a range decode of its span of the source (in the fine actor).
 
 Where the canvases are built (issue 12): the prepare stage decodes the whole source once but keeps
 canvases only for the coarse windows' frames (about ``T / 15``), the global frames and a frame
 index; after the coarse stage each segment row carries a
-:meth:`~m3ddm_ray.pipeline.PreparedClip.segment_shell` (no pixels) and a seek point, and this stage
-decodes just that span (:func:`m3ddm_ray.video.read_span`: seek to the recorded key frame, check the
-pts, else decode from the start) and builds its canvases on a CPU. So no stage holds a whole clip's
-canvases or frames, the fine actors get their rows ready to run, and the bytes crossing the object
-store per segment are one span's canvases -- not the clip's.
+:meth:`~m3ddm_ray.pipeline.PreparedClip.segment_shell` (no pixels) and a seek point, and the fine
+actor that takes the segment decodes just that span (:func:`m3ddm_ray.video.read_span`: seek to
+the recorded key frame, check the pts, else decode from the start) and builds its canvases before
+running its windows (:func:`fill_canvases`). So no stage holds a whole clip's canvases or frames,
+and the object store carries segment rows without pixels.
+
+Why in the fine actor and not in a CPU stage of its own: Ray Data runs a CPU stage ahead of the
+fine pool as fast as it can, and with the per-operator reservation off (see
+:func:`~.job._set_execution_context`) nothing holds its output back -- a first version did that,
+and every segment's canvases of an 18,000-frame clip waited in the object store for a fine actor
+(77 MiB at 3,000 frames, canvas 64: linear in length). In the actor, one segment's canvases exist
+at a time. The cost is the span decode + TELEA fills on the actor's CPU while its accelerator
+waits: ``seconds_canvases`` in the rows, measured in ``docs/performance.md`` §3.
 
 The alternative, VAE-encoding every frame's canvases once in the coarse stage and shipping latents,
 would make segment rows 24x smaller at the released 256 canvas (16 KiB of latents vs 384 KiB of
@@ -18,17 +26,20 @@ one stage that cannot spread over actors: it would serialise what is now paralle
 from __future__ import annotations
 
 import json
-import pickle
 import time
 from typing import Any, Mapping
 
-from .stages import _fail, _is_frame_folder, apply_retry_policy
+from .sources import _is_frame_folder
 
 
 def read_source_span(row: Mapping[str, Any], cfg: Mapping[str, Any], lo: int, hi: int, which: str = "span"):
     """Source frames ``[lo, hi)`` of the row's video (uint8 ``(hi - lo, H, W, 3)``), seeking from the
     row's ``seek`` point ``which`` (``span`` or ``out``, :func:`.segments.seek_points`); a remote
-    video is read with range requests, a frame folder by its files."""
+    video is read with range requests, a frame folder by its files.
+
+    Raises:
+        VideoError / InputError: the span cannot be read (e.g. the source changed since prepare).
+    """
     from ..video import SeekPoint, read_image_span, read_span
 
     so = cfg.get("storage_options") or None
@@ -39,29 +50,16 @@ def read_source_span(row: Mapping[str, Any], cfg: Mapping[str, Any], lo: int, hi
     return read_span(uri, lo, hi, SeekPoint.from_dict(points.get(which)), so)
 
 
-class CanvasStage:
-    """CPU: fill a segment shell's canvases from a range decode (rows that already hold their
-    canvases, and rows that are not pending, pass through). Its time is the row's
-    ``seconds_canvases``; the join adds the segments' to the clip's ``seconds_prepare``."""
+def fill_canvases(row: dict, cfg: Mapping[str, Any], clip):
+    """``clip`` (the row's unpickled clip) with its span's canvases, when it is a segment shell
+    (:meth:`~m3ddm_ray.pipeline.PreparedClip.needs_canvases`); else ``clip`` unchanged. Sets the
+    row's ``seconds_canvases``. Exactly the canvases the whole clip's prepare makes for those frames."""
+    if not clip.needs_canvases:
+        return clip
+    from ..pipeline import with_span_canvases
 
-    def __init__(self, cfg: Mapping[str, Any]):
-        self.cfg = cfg
-
-    def __call__(self, row: dict) -> dict:
-        if row.get("status") != "pending" or not row.get("clip"):
-            return row
-        apply_retry_policy(self.cfg)
-        t0 = time.perf_counter()
-        try:
-            from ..pipeline import with_span_canvases
-
-            clip = pickle.loads(row["clip"])
-            if not clip.needs_canvases:
-                return row
-            lo, hi = clip.plan.segments()[clip.segment].frame_range
-            frames = read_source_span(row, self.cfg, lo, hi)
-            row["clip"] = pickle.dumps(with_span_canvases(clip, frames), protocol=pickle.HIGHEST_PROTOCOL)
-        except Exception as exc:  # noqa: BLE001 - one bad segment is an error row, never a dead job
-            row = _fail(row, "prepare", exc, self.cfg)
-        row["seconds_canvases"] = time.perf_counter() - t0
-        return row
+    t0 = time.perf_counter()
+    lo, hi = clip.plan.segments()[clip.segment].frame_range
+    clip = with_span_canvases(clip, read_source_span(row, cfg, lo, hi))
+    row["seconds_canvases"] = time.perf_counter() - t0
+    return clip

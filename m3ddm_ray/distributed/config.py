@@ -44,7 +44,7 @@ DEFAULTS: dict[str, Any] = {
     "retries": {  # the one home of the retry defaults (storage_*: m3ddm_ray.storage.RetryPolicy's)
         "actor_max_restarts": -1,      # restart a dead model actor (GPU node lost, OOM-killed...) without limit
         "actor_max_task_retries": 3,   # ... and retry its unfinished batch at most this often (bounds poison rows)
-        "task_max_retries": 3,         # prepare / canvases / finalize tasks whose worker process died
+        "task_max_retries": 3,         # prepare / finalize tasks whose worker process died
         "storage_attempts": _STORAGE.attempts,          # tries per upload / download / listing
         "storage_base_delay_s": _STORAGE.base_delay_s,  # first backoff wait, doubled each time
         "storage_max_delay_s": _STORAGE.max_delay_s,
@@ -54,7 +54,6 @@ DEFAULTS: dict[str, Any] = {
         "prepare": {"num_cpus": "auto", "concurrency": None, "prepare_timeout_s": 3600},
         "coarse": {"num_actors": 1, "num_gpus": "auto", "num_cpus": "auto", "batch_size": 1},
         "fine": {"num_actors": 1, "num_gpus": "auto", "num_cpus": "auto", "batch_size": 1},
-        "canvases": {"num_cpus": "auto", "concurrency": None},
         "finalize": {"num_cpus": "auto", "concurrency": None},
     },
     "storage_options": {},

@@ -6,9 +6,10 @@ from __future__ import annotations
 import json
 import pickle
 import time
-from typing import Any
+from typing import Any, Mapping
 
 from .config import job_settings
+from .rows import StageRow, check_row
 from .stages import _fail, _is_frame_folder, apply_retry_policy, has_audio, result_row, source_file
 
 
@@ -19,7 +20,7 @@ class FinalizeStage:
     def __init__(self, cfg: Mapping[str, Any]):
         self.cfg = cfg
 
-    def __call__(self, row: dict) -> dict:
+    def __call__(self, row: StageRow) -> StageRow:
         from .segments import SEGMENT_FIELDS, num_segments
 
         apply_retry_policy(self.cfg)
@@ -38,7 +39,7 @@ class FinalizeStage:
         if pieces:  # the driver joins the pieces (segments.assemble): keep what it needs
             out.update({k: row.get(k) for k in SEGMENT_FIELDS})
             out["status"] = row["status"]
-        return out
+        return check_row(out, "finalize")
 
     def _finalize(self, row: dict) -> dict:
         clip = pickle.loads(row["clip"])

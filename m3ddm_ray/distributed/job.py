@@ -27,7 +27,6 @@ import pyarrow as pa
 
 from . import resume
 from .collect import JobStalled, StallWatchdog, collect_rows  # noqa: F401 - re-exported (eval job, tests)
-from .canvases import CanvasStage
 from .config import DEFAULTS, load_config
 from .resources import MODEL_STAGES, ResourcePlan, local_gpu_count, plan_pools
 from .finalize import FinalizeStage
@@ -289,7 +288,7 @@ def conform_row(row: Mapping[str, Any], schema: pa.Schema = RESULT_SCHEMA, *,
 
 def diffusion_dataset(cfg: Mapping[str, Any], rows: list[dict]):
     """The Ray Dataset up to the fine stage: clips -> prepare (CPU) -> coarse pool -> one row per
-    segment -> canvases (CPU, range decode of the segment's span) -> fine pool.
+    segment -> fine pool (which first builds the segment's canvases from a range decode).
 
     Rows come out with ``clip`` and ``state`` (pickled) still attached; :func:`run_job` appends the
     finalize stage. Exposed separately so tests can compare the diffusion results with the
@@ -318,14 +317,7 @@ def diffusion_dataset(cfg: Mapping[str, Any], rows: list[dict]):
     # one segment per block (streaming, no barrier): each segment is its own fine task, so the
     # segments of one clip spread over the fine actors, and a dead actor re-runs only its segment
     ds = ds.repartition(target_num_rows_per_block=1)
-    # each segment's canvases from a range decode of its span, on a CPU (no stage holds a clip's)
-    can_cfg = cfg["stages"]["canvases"]
-
-    def canvases(row: dict) -> dict:
-        return CanvasStage(cfg)(dict(row))
-
-    ds = _with_fault_args(ds.map, canvases, _fault_args(cfg, actors=False),
-                          num_cpus=_as_float(can_cfg.get("num_cpus"), 1.0), concurrency=can_cfg.get("concurrency"))
+    # a fine actor builds its segment's canvases from a range decode of the span (.canvases)
     return map_on_actor_pool(ds, FineStage, cfg, cfg["stages"]["fine"], device, fn_constructor_kwargs={"cfg": dict(cfg)})
 
 

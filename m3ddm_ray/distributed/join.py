@@ -9,6 +9,7 @@ from typing import Any, Mapping
 from .. import storage
 from ..quality import REPORT_KEYS
 from ..video import concat_videos
+from .rows import check_row
 from .segments import fine_busy, pieces_folder
 from .stages import _fail, _is_frame_folder, has_audio, result_row
 
@@ -58,12 +59,9 @@ def assemble(pieces: list[dict], cfg: Mapping[str, Any]) -> dict:
             row[key] = _weighted(pieces, key)
         for key in ("seconds_fine", "seconds_finalize", "seconds_unet"):
             row[key] = _sum(pieces, key)
-        canvases = _sum(pieces, "seconds_canvases")  # the segments' span decodes are prepare work
-        if not math.isnan(canvases):
-            row["seconds_prepare"] = float(row.get("seconds_prepare") or 0.0) + canvases
         row["fine_busy"] = fine_busy(pieces)
     finally:
         storage.remove_tree(pieces_folder(row["output_uri"]), so)
-    return dict(result_row(row, cfg), fine_busy=row.get("fine_busy"))
+    return check_row(dict(result_row(row, cfg), fine_busy=row.get("fine_busy")), "join")
 
 

@@ -14,9 +14,8 @@ Rules (``stages.<name>.num_cpus`` / ``num_gpus`` may be a number or ``"auto"``):
   for every model actor (coarse + fine); otherwise ``1/k`` of one, with ``k`` the number of model
   actors per GPU needed to fit them all (one GPU, one coarse + one fine actor: 0.5 each -- the
   coarse model is idle most of the time and fits beside the fine one).
-* CPUs, ``auto``: 1 per model actor and per prepare / canvases / finalize task, scaled down
-  together (to fractions) when the model actors plus one task of each kind do not fit the
-  cluster's CPUs. A running job needs all of them at once: both actor pools hold their CPUs for
+* CPUs, ``auto``: 1 per model actor and per prepare / finalize task, scaled down together (to
+  fractions) when the model actors plus one task of each kind do not fit the cluster's CPUs. A running job needs all of them at once: both actor pools hold their CPUs for
   the job's life, and the task stages must still find a slot.
 * Explicit numbers are kept; if they cannot all be placed :class:`ResourceError` says so.
 
@@ -36,7 +35,7 @@ from ..errors import M3DDMError
 #: The model stages (actor pools that load the UNet); only they get ``auto`` GPUs.
 MODEL_STAGES = ("coarse", "fine")
 #: The outpaint job's CPU task stages (prepare first; the others after the model pools in messages).
-JOB_TASKS = ("prepare", "canvases", "finalize")
+JOB_TASKS = ("prepare", "finalize")
 AUTO = "auto"
 
 

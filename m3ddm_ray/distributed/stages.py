@@ -6,12 +6,9 @@ Every stage has the same shape: set up once (the model stages load the UNet and 
 row into ``status="error"`` with ``error="<stage>: <message>"``. Rows that are not ``pending`` pass
 through untouched, so every (clip, ratio) pair of the manifest reaches the result table.
 
-Row fields (internal): ``clip_id, video_uri, ratio, output_uri, status, error, overrides`` (JSON),
-``clip`` (pickled :class:`~m3ddm_ray.pipeline.PreparedClip`: the whole clip, or after the coarse
-stage a segment's slice), ``state`` (pickled :class:`~m3ddm_ray.pipeline.ClipState`), ``segment``,
-``num_segments`` (:mod:`.segments`), ``frames, fps, source_width, source_height, has_audio``,
-``previous_result`` and the ``seconds_*`` timings. :func:`result_row` keeps only the documented
-result columns.
+Rows between the stages have one typed schema, :mod:`.rows` (``StageRow``: every field, its type,
+the stage that writes it and its meaning); each stage checks the rows it hands on
+(:func:`.rows.check_row`). :func:`result_row` keeps only the documented result columns.
 
 Faults handled here (the job config's optional ``retries`` section and ``stages.prepare``):
 
@@ -25,7 +22,6 @@ Faults handled here (the job config's optional ``retries`` section and ``stages.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import logging
@@ -40,10 +36,12 @@ from typing import Any, Callable, Iterator, Mapping
 import numpy as np
 
 from .. import storage
-from ..errors import InputError, M3DDMError, VideoError
+from ..errors import InputError, M3DDMError
 from .config import config_hash, job_settings
-from .manifest import SAMPLER_OVERRIDE_COLUMNS, VIDEO_EXTENSIONS, check_clip_id, check_output_prefix
+from .manifest import SAMPLER_OVERRIDE_COLUMNS, check_clip_id, check_output_prefix
 from .results import RESULT_COLUMNS
+from .rows import StageRow, check_row
+from .sources import _is_frame_folder, source_file  # noqa: F401 - used here and by finalize / join
 
 logger = logging.getLogger(__name__)
 
@@ -126,7 +124,7 @@ def output_key(output: str, clip_id: str, ratio: str, chash: str, prefix: str | 
     return "/".join(parts)
 
 
-def expand_manifest_row(row: Mapping[str, Any], cfg: Mapping[str, Any], output: str) -> list[dict]:
+def expand_manifest_row(row: Mapping[str, Any], cfg: Mapping[str, Any], output: str) -> list[StageRow]:
     """One pending row per (clip, ratio) of a manifest row (ratios from the row or the job)."""
     ratios = list(row.get("target_ratios") or cfg["ratios"])
     overrides = {k: row.get(k) for k in SAMPLER_OVERRIDE_COLUMNS}
@@ -141,49 +139,10 @@ def expand_manifest_row(row: Mapping[str, Any], cfg: Mapping[str, Any], output: 
             "settings": json.dumps(settings.to_dict(), sort_keys=True), "clip": b"", "state": b"",
             "previous_result": None,
         })
-    return out
+    return [check_row(r, "driver") for r in out]
 
 
-# --------------------------------------------------------------------------- sources and time limits
-def _is_frame_folder(uri: str, cfg: Mapping[str, Any]) -> bool:
-    """True when a manifest URI names a folder of frames rather than a video file (one listing call,
-    skipped for names with a video extension)."""
-    from ..video import is_image_sequence
-
-    if str(uri).lower().endswith(tuple(VIDEO_EXTENSIONS)):
-        return False
-    return is_image_sequence(uri, cfg.get("storage_options") or None)
-
-
-@contextlib.contextmanager
-def source_file(uri: str, storage_options: Mapping[str, Any] | None) -> Iterator[str]:
-    """A local path of the video ``uri`` (remote: a temporary download with retries, deleted after).
-
-    Errors are :class:`VideoError` naming ``uri`` (never the temporary path), with the same reasons
-    as :mod:`m3ddm_ray.video` gives for files it opens itself.
-    """
-    so = dict(storage_options or {})
-    stack = contextlib.ExitStack()
-    try:
-        path = stack.enter_context(storage.local_copy(uri, so))
-    except FileNotFoundError as e:
-        raise VideoError(uri, "file not found; check the path or URL") from e
-    except PermissionError as e:
-        raise VideoError(uri, "permission denied; check file permissions or storage credentials") from e
-    except IsADirectoryError as e:
-        raise VideoError(uri, "is a directory, not a video file; give the path of a file") from e
-    except Exception as e:
-        tries = storage.get_retry_policy().attempts
-        raise VideoError(uri, f"cannot download the file ({type(e).__name__}: {e}; {tries} tries)") from e
-    with stack:
-        try:
-            yield path
-        except VideoError as e:
-            if e.uri != uri:  # errors about the temporary copy name the real input
-                raise VideoError(uri, e.reason) from e
-            raise
-
-
+# --------------------------------------------------------------------------- time limits
 def has_audio(row: Mapping[str, Any]) -> bool:
     """Whether the row's source has audio (unknown: True)."""
     v = row.get("has_audio")
@@ -277,7 +236,7 @@ class PrepareStage:
             clips = prepare_clips(frames, info.num_frames, info.fps, ratios, settings, segmented=True)
         return info, clips, index
 
-    def __call__(self, rows: list[dict]) -> list[dict]:
+    def __call__(self, rows: list[StageRow]) -> list[StageRow]:
         from .. import pipeline, video  # noqa: F401 - imported here, outside the timed thread
 
         apply_retry_policy(self.cfg)
@@ -298,7 +257,7 @@ class PrepareStage:
                        seconds_prepare=time.perf_counter() - t0, seek_points=json.dumps(points))
             row["status"] = "unchanged" if clip.passthrough else "pending"
             row["clip"] = pickle.dumps(clip, protocol=pickle.HIGHEST_PROTOCOL)
-            out.append(row)
+            out.append(check_row(row, "prepare"))
         return out
 
 
@@ -311,10 +270,11 @@ class _ModelStage:
 
     stage = "model"
 
-    def __init__(self, cfg: Mapping[str, Any], models=None):
+    def __init__(self, cfg: Mapping[str, Any], models=None, schema: str = "job"):
         from ..models.loading import load_unet, load_vae
 
         self.cfg = cfg
+        self.schema = schema  # the row schema (.rows.SCHEMAS) its output rows are checked against
         if models is not None:  # in-process use (tests, single-process runs) with preloaded models
             self.unet, self.vae = models
         else:
@@ -381,7 +341,7 @@ class _ModelStage:
                 row = _fail(row, self.stage, exc, self.cfg)
             row[f"seconds_{self.stage}"] = time.perf_counter() - t0
             row[f"{self.stage}_actor"] = ACTOR_NAME  # busy seconds per actor in the job summary
-            out.extend(self.emit(row))
+            out.extend(check_row(r, self.stage, self.schema) for r in self.emit(row))
         return _batch(out)
 
 
@@ -431,13 +391,20 @@ class CoarseStage(_ModelStage):
 
 
 class FineStage(_ModelStage):
-    """GPU: the stride-5 / stride-1 windows of one segment with keyframes as guides, and the decode
-    of the segment's output frames (``Outpainter.run_segment``)."""
+    """GPU: the canvases of one segment's span from a range decode (:func:`.canvases.fill_canvases`),
+    its stride-5 / stride-1 windows with keyframes as guides, and the decode of its output frames
+    (``Outpainter.run_segment``)."""
 
     stage = "fine"
 
     def run(self, row: dict, vae_batch_size: int | None = None) -> dict:
+        from .canvases import fill_canvases
+
         clip, state = pickle.loads(row["clip"]), pickle.loads(row["state"])
+        filled = fill_canvases(row, self.cfg, clip)
+        if filled is not clip:  # finalize pastes the generated pixels onto these canvases
+            clip = filled
+            row["clip"] = pickle.dumps(clip, protocol=pickle.HIGHEST_PROTOCOL)
         state = self.outpainter(row, vae_batch_size).run_fine(clip, state)  # a slice: its segment only
         row["state"] = pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
         return row

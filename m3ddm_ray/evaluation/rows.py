@@ -77,6 +77,7 @@ def _ground_truth(row: Mapping[str, Any], protocol, storage_options):
 
 def prepare_group(rows: list[dict], cfg: Mapping[str, Any], ecfg: Mapping[str, Any]) -> list[dict]:
     """CPU: decode a clip once, cut each mask ratio's strip, ``prepare_clip`` it for the ``m3ddm`` rows."""
+    from ..distributed.rows import check_row
     from ..distributed.stages import _fail  # lazy (as every Ray-side import here): the CLI imports this module
     from ..pipeline import prepare_clip
 
@@ -96,5 +97,7 @@ def prepare_group(rows: list[dict], cfg: Mapping[str, Any], ecfg: Mapping[str, A
                     strips[case.label] = pickle.dumps(prepared, protocol=pickle.HIGHEST_PROTOCOL)
                 row["clip"] = strips[case.label]
     except Exception as exc:  # noqa: BLE001 - one bad clip must not stop the job
-        return [_fail(dict(r, seconds_prepare=time.perf_counter() - t0), "prepare", exc, cfg) for r in rows]
-    return [dict(r, seconds_prepare=time.perf_counter() - t0) for r in rows]
+        out = [_fail(dict(r, seconds_prepare=time.perf_counter() - t0), "prepare", exc, cfg) for r in rows]
+    else:
+        out = [dict(r, seconds_prepare=time.perf_counter() - t0) for r in rows]
+    return [check_row(r, "eval prepare", "eval") for r in out]

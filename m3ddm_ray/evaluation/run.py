@@ -126,7 +126,7 @@ def eval_dataset(cfg: Mapping[str, Any], ecfg: Mapping[str, Any], groups: Sequen
     if "m3ddm" in methods:
         for stage_cls, name in ((CoarseStage, "coarse"), (FineStage, "fine")):
             ds = map_on_actor_pool(ds, stage_cls, cfg, cfg["stages"][name], device,
-                                   fn_constructor_kwargs={"cfg": dict(cfg)})
+                                   fn_constructor_kwargs={"cfg": dict(cfg), "schema": "eval"})
     score_device = str(ecfg["metrics"].get("device") or "cpu")
     return map_on_actor_pool(ds, ScoreStage, cfg, dict(ecfg["score"]), "cpu" if score_device == "cpu" else device,
                              fn_constructor_kwargs={"cfg": dict(cfg), "ecfg": dict(ecfg), "output": output})

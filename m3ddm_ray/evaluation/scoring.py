@@ -153,7 +153,9 @@ class ScoreStage:
                        canvas_size=case.canvas_size)
         row["seconds_score"] = time.perf_counter() - t0
         row["clip"], row["state"] = b"", b""
-        return row
+        from ..distributed.rows import check_row
+
+        return check_row(row, "score", "eval")
 
     def _write_png(self, row: Mapping[str, Any], img) -> str:
         import cv2
