@@ -8,7 +8,8 @@ Layers, from the bottom up; a module imports only its own layer and those below
    :mod:`m3ddm_ray.plan` (window plan), :mod:`m3ddm_ray.storage` (fsspec, atomic writes, retries),
    :mod:`m3ddm_ray.quality` (frame checks, no-reference numbers), :mod:`m3ddm_ray.distributed.manifest`
    (manifests; pure despite its folder);
-3. I/O: :mod:`m3ddm_ray.video` (PyAV over fsspec, frame folders);
+3. I/O: :mod:`m3ddm_ray.video` (PyAV over fsspec, frame folders), :mod:`m3ddm_ray.canvas_file`
+   (keyframe canvases of long clips in a scratch file);
 4. model: :mod:`m3ddm_ray.models` (the M3DDM UNet and loaders), :mod:`m3ddm_ray.sampling` (one
    window, PNDM + guidance);
 5. :mod:`m3ddm_ray.pipeline`: one video in memory -> outpainted frames, no Ray;

@@ -113,9 +113,9 @@ class ClipLatents:
         """``(z_init, z_cond, z_uncond)`` each ``(1, 4, F, h, w)`` for the window's frames."""
         todo = sorted({f for f in window.frame_ids if f not in self._inpainted})
         if todo:
-            rows = self.clip.rows(todo)
-            zi = self._encode(self.clip.inpainted[rows], "inpainted", todo)
-            zm = self._encode(self.clip.masked[rows], "masked", todo)
+            masked, inpainted = self.clip.canvases(self.clip.rows(todo))
+            zi = self._encode(inpainted, "inpainted", todo)
+            zm = self._encode(masked, "masked", todo)
             for j, f in enumerate(todo):
                 self._inpainted[f], self._masked[f] = zi[j], zm[j]
         if self._black is None:

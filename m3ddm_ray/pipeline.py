@@ -130,6 +130,9 @@ class PreparedClip:
         frame_ids: the video frames whose canvases ``masked`` / ``inpainted`` hold, in order, when
             they are not the contiguous span from ``first_frame`` (the coarse stage's keyframe
             canvases: :func:`prepare_clips` with ``segmented=True``); None otherwise.
+        canvas_file: URI of a scratch file holding the canvases of ``frame_ids`` instead of
+            ``masked`` / ``inpainted`` (which then have 0 rows; :mod:`m3ddm_ray.canvas_file`), read
+            back with ``canvas_options`` (fsspec options); None: the arrays hold them.
 
     A clip may travel without canvases (``masked`` with 0 rows, not a passthrough): a segment's
     :meth:`segment_shell`, whose canvases a CPU stage builds from a range decode of its span
@@ -149,6 +152,8 @@ class PreparedClip:
     total_frames: int | None = None
     segment: int | None = None
     frame_ids: tuple[int, ...] | None = None
+    canvas_file: str | None = None
+    canvas_options: dict | None = None
 
     @property
     def num_frames(self) -> int:
@@ -179,16 +184,25 @@ class PreparedClip:
     @property
     def needs_canvases(self) -> bool:
         """True for a :meth:`segment_shell` whose canvases are not built yet."""
-        return not self.passthrough and self.masked.shape[0] == 0
+        return self.segment is not None and not self.passthrough and self.masked.shape[0] == 0
+
+    def canvases(self, rows: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        """``(masked, inpainted)`` uint8 ``(len(rows), S, S, 3)`` at positions ``rows`` (:meth:`rows`),
+        from the arrays or from :attr:`canvas_file`."""
+        if self.canvas_file is None:
+            return self.masked[rows], self.inpainted[rows]
+        from .canvas_file import read_canvas_rows
+
+        return read_canvas_rows(self.canvas_file, rows, self.geom.canvas_size, self.canvas_options)
 
     def segment_slice(self, segment: Segment) -> "PreparedClip":
         """This clip with canvases only for ``segment.frames`` (what a segment's fine work needs;
         the global frames stay behind: the fine stage reads their latents from the coarse state)."""
         lo, hi = segment.frame_range
-        rows = self.rows(range(lo, hi))
-        return replace(self, masked=self.masked[rows].copy(), inpainted=self.inpainted[rows].copy(),
+        masked, inpainted = self.canvases(self.rows(range(lo, hi)))
+        return replace(self, masked=masked.copy(), inpainted=inpainted.copy(),
                        global_frames=self.global_frames[:0], first_frame=lo, total_frames=self.num_frames,
-                       segment=segment.index, frame_ids=None)
+                       segment=segment.index, frame_ids=None, canvas_file=None, canvas_options=None)
 
     def segment_shell(self, segment: Segment) -> "PreparedClip":
         """This clip for ``segment`` without any canvas: what a segment row carries from the coarse
@@ -197,7 +211,7 @@ class PreparedClip:
         empty = np.zeros((0, s, s, 3), np.uint8)
         return replace(self, masked=empty, inpainted=empty, global_frames=self.global_frames[:0],
                        first_frame=segment.frame_range[0], total_frames=self.num_frames,
-                       segment=segment.index, frame_ids=None)
+                       segment=segment.index, frame_ids=None, canvas_file=None, canvas_options=None)
 
     @property
     def plan(self) -> WindowPlan:
@@ -238,7 +252,7 @@ def with_span_canvases(clip: PreparedClip, frames: np.ndarray) -> PreparedClip:
 
 def prepare_clips(frames: Iterable[np.ndarray], num_frames: int, fps: float, ratios,
                   settings: OutpaintSettings = OutpaintSettings(), chunk: int = 32,
-                  segmented: bool = False) -> list[PreparedClip]:
+                  segmented: bool = False, sink: Callable | None = None) -> list[PreparedClip]:
     """CPU preparation of one video for several ratios in a single streaming pass.
 
     Canvases are built chunk by chunk and each global frame is resized as it goes by, so only
@@ -246,7 +260,9 @@ def prepare_clips(frames: Iterable[np.ndarray], num_frames: int, fps: float, rat
     resolution (official ``preprocess_frames_speed_square`` per frame; README §5.2-5.3). With
     ``segmented=True`` (the Ray job) only the coarse windows' canvases are kept when the clip
     splits into several segments (:func:`canvas_frames`, about ``T / 15`` frames), and the clips
-    carry them in ``frame_ids`` order.
+    carry them in ``frame_ids`` order -- or, with ``sink``, hand them to ``sink(j, masked,
+    inpainted)`` chunk by chunk (``j``: index of the ratio; positions in ``frame_ids`` order) and hold
+    none (the job streams them to a scratch file, :mod:`m3ddm_ray.canvas_file`).
 
     Args:
         frames: iterable of uint8 ``(H, W, 3)`` RGB frames, in order (a list, an array or a decoder).
@@ -270,7 +286,7 @@ def prepare_clips(frames: Iterable[np.ndarray], num_frames: int, fps: float, rat
     strides = tuple(settings.strides) if settings.strides else tuple(plan_windows(num_frames, fps).strides)
     keep = canvas_frames(plan_windows(num_frames, fps, strides)) if segmented else None
     slot = None if keep is None else {f: k for k, f in enumerate(keep)}
-    rows_held = num_frames if keep is None else len(keep)
+    rows_held = num_frames if keep is None else (0 if sink is not None else len(keep))
     geoms, masked, inpainted, globals_ = None, None, None, {}
     buf: list[np.ndarray] = []
     seen = 0
@@ -286,7 +302,10 @@ def prepare_clips(frames: Iterable[np.ndarray], num_frames: int, fps: float, rat
         for j, g in enumerate(geoms):
             if g is not None and (slot is None or sel):
                 m, i = geometry.make_canvases(arr[sel], g)
-                masked[j][dest], inpainted[j][dest] = m, i
+                if slot is not None and sink is not None:
+                    sink(j, m, i)
+                else:
+                    masked[j][dest], inpainted[j][dest] = m, i
         for k, fid in enumerate(gids):
             if seen <= fid < seen + len(arr) and fid not in globals_:
                 globals_[int(fid)] = make_global_frames(arr, [fid - seen], settings.canvas_size)[0]

@@ -22,6 +22,7 @@ Faults handled here (the job config's optional ``retries`` section and ``stages.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -191,6 +192,13 @@ def _until_cancelled(frames: Iterator[np.ndarray], cancel: threading.Event) -> I
         yield frame
 
 
+def keyframe_canvas_uri(output_uri: str) -> str:
+    """The scratch file of an output's keyframe canvases (with its video pieces; deleted at the join)."""
+    from .segments import pieces_folder
+
+    return f"{pieces_folder(output_uri)}/keyframe-canvases.u8"
+
+
 class PrepareStage:
     """CPU: probe and decode a clip once, build canvases/masks/global frames for each of its ratios.
 
@@ -208,32 +216,55 @@ class PrepareStage:
         return float(value) if value else None
 
     def _prepare(self, rows: list[dict], cancel: threading.Event):
-        """One decode pass over the source: probe, canvases (keyframes only for a clip that splits
-        into segments), global frames, and the frame index the segments seek with. Returns
+        """One decode pass over the source: probe, canvases, global frames, and the frame index the
+        segments seek with. A clip that splits into segments keeps only its keyframe canvases, and
+        streams them to a scratch file next to its output (:func:`keyframe_canvas_uri`). Returns
         ``(info, clips, index)``."""
+        from ..canvas_file import CanvasFileWriter
         from ..pipeline import prepare_clips
         from ..video import FrameIndex, iter_frames, probe
 
         first = rows[0]
         uri = first["video_uri"]
+        so = self.cfg.get("storage_options") or None
         settings = job_settings(self.cfg, json.loads(first["overrides"]))
         ratios = [r["ratio"] for r in rows]
-        if _is_frame_folder(uri, self.cfg):  # a folder of images (DAVIS / YouTube-VOS layout)
-            from ..video import image_sequence_info, iter_image_sequence
+        writers: dict[int, CanvasFileWriter] = {}
 
-            so = self.cfg.get("storage_options") or None
-            info = image_sequence_info(uri, storage_options=so)
-            frames = _until_cancelled(iter_image_sequence(uri, so), cancel)
-            return info, prepare_clips(frames, info.num_frames, info.fps, ratios, settings, segmented=True), None
-        with source_file(uri, self.cfg.get("storage_options")) as path:
-            if cancel.is_set():
-                raise PrepareTimeout("cancelled")
-            info = probe(path)  # MP4/MOV: an exact frame count from the sample table, one decode pass
-            if not info.num_frames_exact:  # AVI, MKV, WebM, ...: count first (decode without RGB)
-                info = probe(path, count_frames=True)
-            index = FrameIndex()
-            frames = _until_cancelled(iter_frames(path, index=index), cancel)
-            clips = prepare_clips(frames, info.num_frames, info.fps, ratios, settings, segmented=True)
+        def sink(j, masked, inpainted):
+            if j not in writers:
+                writers[j] = CanvasFileWriter(keyframe_canvas_uri(rows[j]["output_uri"]), settings.canvas_size, so)
+            writers[j].append(masked, inpainted)
+
+        try:
+            if _is_frame_folder(uri, self.cfg):  # a folder of images (DAVIS / YouTube-VOS layout)
+                from ..video import image_sequence_info, iter_image_sequence
+
+                info = image_sequence_info(uri, storage_options=so)
+                frames = _until_cancelled(iter_image_sequence(uri, so), cancel)
+                clips = prepare_clips(frames, info.num_frames, info.fps, ratios, settings, segmented=True, sink=sink)
+                index = None
+            else:
+                with source_file(uri, self.cfg.get("storage_options")) as path:
+                    if cancel.is_set():
+                        raise PrepareTimeout("cancelled")
+                    info = probe(path)  # MP4/MOV: an exact frame count from the sample table, one decode pass
+                    if not info.num_frames_exact:  # AVI, MKV, WebM, ...: count first (decode without RGB)
+                        info = probe(path, count_frames=True)
+                    index = FrameIndex()
+                    frames = _until_cancelled(iter_frames(path, index=index), cancel)
+                    clips = prepare_clips(frames, info.num_frames, info.fps, ratios, settings, segmented=True,
+                                          sink=sink)
+        except BaseException:
+            for j, w in writers.items():
+                with contextlib.suppress(Exception):
+                    w.close()
+                storage.remove_tree(keyframe_canvas_uri(rows[j]["output_uri"]), so)
+            raise
+        for w in writers.values():
+            w.close()
+        clips = [dataclasses.replace(c, canvas_file=writers[j].uri, canvas_options=so) if j in writers else c
+                 for j, c in enumerate(clips)]
         return info, clips, index
 
     def __call__(self, rows: list[StageRow]) -> list[StageRow]:
