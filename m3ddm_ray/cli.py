@@ -150,7 +150,7 @@ def add_inpaint(subparsers) -> None:
                     "generated anew, every other pixel is the source pixel exactly; the output has the source "
                     "size, frame count, fps and audio. See docs/tasks.md.",
     )
-    p.add_argument("input", metavar="INPUT", help="source video (path or fsspec URL)")
+    p.add_argument("input", metavar="INPUT", help="source video or frame folder (path or fsspec URL)")
     p.add_argument("--masks", required=True, metavar="MASKS",
                    help="a folder of per-frame mask images (DAVIS Annotations layout: non-zero label = remove), "
                         "a mask video (bright pixels = remove) or one image for all frames; see docs/tasks.md")
@@ -171,7 +171,7 @@ def add_extend(subparsers) -> None:
                     "masked new frames; the output has T+N frames at the source size and fps, the known frames "
                     "unchanged and the source audio under them. See docs/tasks.md.",
     )
-    p.add_argument("input", metavar="INPUT", help="source video (path or fsspec URL)")
+    p.add_argument("input", metavar="INPUT", help="source video or frame folder (path or fsspec URL)")
     p.add_argument("--frames", type=_int_in(1), required=True, metavar="N", help="number of new frames")
     p.add_argument("--direction", choices=("forward", "backward"), default="forward",
                    help="forward: new frames after the video; backward: before it (default: %(default)s)")
@@ -190,6 +190,24 @@ def _task_outpainter(args: argparse.Namespace):
     pipe = OutpaintPipeline.from_pretrained(args.model, args.vae, dtype=args.dtype, device=args.device,
                                             settings=video_settings(args))
     return pipe.outpainter
+
+
+def _probe_input(uri: str):
+    """:class:`VideoInfo` of a task's INPUT: a video, or a frame folder (e.g. DAVIS ``JPEGImages/480p/<seq>``)."""
+    from . import video
+
+    return video.image_sequence_info(uri) if video.is_image_sequence(uri) else video.probe(uri)
+
+
+def _read_input(uri: str):
+    """``(frames, info, audio source or None)`` of a task's INPUT (video or frame folder)."""
+    from . import video
+
+    if video.is_image_sequence(uri):
+        info = video.image_sequence_info(uri)
+        return video.read_image_sequence(uri, info.fps)[0], info, None
+    frames, info = video.read_frames(uri)
+    return frames, info, uri
 
 
 def _even(frames):
@@ -217,13 +235,13 @@ def cmd_inpaint(args: argparse.Namespace) -> int:
     if args.preset not in video.X264_PRESETS:
         raise InputError(f"--preset {args.preset!r} is not an x264 preset; use one of {', '.join(video.X264_PRESETS)}")
     settings = video_settings(args)
-    info = video.probe(args.input)
+    info = _probe_input(args.input)
     raw = video.read_masks(args.masks)
     # count / size / empty / all-ones are checked before the models load (the frame count is exact for MP4)
     if info.num_frames_exact:
         tasks.inpaint_masks(raw, info.num_frames, (info.height, info.width), args.dilate, f"--masks {args.masks}")
     outpainter = _task_outpainter(args)
-    frames, info = video.read_frames(args.input)
+    frames, info, audio = _read_input(args.input)
     t0 = time.perf_counter()
     fitted = tasks.inpaint_masks(raw, len(frames), frames.shape[1:3], args.dilate, f"--masks {args.masks}")
     clip = tasks.prepare_inpaint(frames, fitted, info.fps, settings, f"--masks {args.masks}")
@@ -232,7 +250,7 @@ def cmd_inpaint(args: argparse.Namespace) -> int:
     if bar is not None:
         bar.close()
     out, note = _even(tasks.finalize_inpaint(clip, gen, frames, fitted, settings))
-    video.write_video(args.out, out, info.frame_rate, audio_source=args.input, crf=args.crf, preset=args.preset)
+    video.write_video(args.out, out, info.frame_rate, audio_source=audio, crf=args.crf, preset=args.preset)
     print(f"{args.out}  {len(out)} frames  {out.shape[2]}x{out.shape[1]}  {int(fitted.sum())} pixels inpainted  "
           f"{time.perf_counter() - t0:.1f} s{note}", flush=True)
     return 0
@@ -244,9 +262,9 @@ def cmd_extend(args: argparse.Namespace) -> int:
     if args.preset not in video.X264_PRESETS:
         raise InputError(f"--preset {args.preset!r} is not an x264 preset; use one of {', '.join(video.X264_PRESETS)}")
     settings = video_settings(args)
-    video.probe(args.input)
+    _probe_input(args.input)
     outpainter = _task_outpainter(args)
-    frames, info = video.read_frames(args.input)
+    frames, info, audio = _read_input(args.input)
     t0 = time.perf_counter()
     clip = tasks.prepare_extend(frames, info.fps, args.frames, args.direction, settings)
     bar = _task_progress(args, clip.num_frames, info.fps, clip.strides, settings, f"extend {args.direction}")
@@ -257,7 +275,7 @@ def cmd_extend(args: argparse.Namespace) -> int:
     t = len(frames)
     start = float(args.frames / info.frame_rate) if args.direction == "backward" else 0.0
     # the source audio stays under the known frames: delayed by N frames backwards, cut at their end
-    video.write_video(args.out, out, info.frame_rate, audio_source=args.input, crf=args.crf, preset=args.preset,
+    video.write_video(args.out, out, info.frame_rate, audio_source=audio, crf=args.crf, preset=args.preset,
                       audio_delay_s=start, audio_end_s=start + float(t / info.frame_rate))
     print(f"{args.out}  {len(out)} frames ({t} known + {args.frames} new, {args.direction})  "
           f"{out.shape[2]}x{out.shape[1]}  {time.perf_counter() - t0:.1f} s{note}", flush=True)

@@ -282,3 +282,31 @@ def test_extend_command_round_trip(tmp_path, direction):
     start = 6 / info.fps if direction == "backward" else 0.0
     assert abs(first - start) < 0.05  # the source audio sits under the known frames
     assert last < start + 20 / info.fps
+
+
+def test_inpaint_command_on_a_davis_layout(tmp_path):
+    """JPEGImages/480p/<seq>/ frames + Annotations/480p/<seq>/ palette PNG labels (object 1 and 2)."""
+    from PIL import Image
+
+    frames = smooth_frames(5, 30, 40)
+    seq = tmp_path / "JPEGImages" / "480p" / "bear"
+    ann = tmp_path / "Annotations" / "480p" / "bear"
+    seq.mkdir(parents=True)
+    ann.mkdir(parents=True)
+    labels = moving_square(5, 30, 40)
+    labels[:, 22:26, 30:36] = 2
+    for i in range(5):
+        cv2.imwrite(str(seq / f"{i:05d}.png"), cv2.cvtColor(frames[i], cv2.COLOR_RGB2BGR))
+        img = Image.fromarray(labels[i], mode="P")
+        img.putpalette([0, 0, 0, 128, 0, 0, 0, 128, 0] + [0] * 759)
+        img.save(ann / f"{i:05d}.png")
+    (seq / "fps.txt").write_text("24")
+    out = str(tmp_path / "bear.mp4")
+    r = run_cli(["inpaint", str(seq), "--masks", str(ann), "--out", out] + FAST, spy_writes=True)
+    assert r["rc"] == 0, r["stderr"]
+    written = r["written"][out]
+    assert written.shape == frames.shape
+    keep = labels == 0
+    np.testing.assert_array_equal(written[keep], frames[keep])
+    got = video.probe(out)
+    assert (got.num_frames, got.width, got.height, got.fps, got.has_audio) == (5, 40, 30, 24.0, False)
