@@ -7,12 +7,14 @@ Layers, from the bottom up; a module imports only its own layer and those below
 2. pure numpy / pyarrow / fsspec: :mod:`m3ddm_ray.geometry` (ratios, canvas, masks, crops),
    :mod:`m3ddm_ray.plan` (window plan), :mod:`m3ddm_ray.storage` (fsspec, atomic writes, retries),
    :mod:`m3ddm_ray.quality` (frame checks, no-reference numbers), :mod:`m3ddm_ray.distributed.manifest`
-   (manifests; pure despite its folder);
-3. I/O: :mod:`m3ddm_ray.video` (PyAV over fsspec, frame folders), :mod:`m3ddm_ray.canvas_file`
-   (keyframe canvases of long clips in a scratch file);
+   (manifests; pure despite its folder), :mod:`m3ddm_ray.masks` (training mask policies, per-frame
+   mask rules, synthetic object masks);
+3. I/O: :mod:`m3ddm_ray.video` (PyAV over fsspec, frame folders, mask sources),
+   :mod:`m3ddm_ray.canvas_file` (keyframe canvases of long clips in a scratch file);
 4. model: :mod:`m3ddm_ray.models` (the M3DDM UNet and loaders), :mod:`m3ddm_ray.sampling` (one
    window, PNDM + guidance);
-5. :mod:`m3ddm_ray.pipeline`: one video in memory -> outpainted frames, no Ray;
+5. :mod:`m3ddm_ray.pipeline`: one video in memory -> outpainted frames, no Ray; then
+   :mod:`m3ddm_ray.tasks`: inpainting and extension through the same pipeline;
 6. :mod:`m3ddm_ray.distributed`: Ray Data stages that wrap the pipeline, the batch job;
 7. :mod:`m3ddm_ray.evaluation`: benchmark evaluation on the job's stages and pools;
 8. :mod:`m3ddm_ray.cli`: the command line.

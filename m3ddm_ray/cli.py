@@ -55,10 +55,6 @@ class _Given(argparse.Action):
 
 # --------------------------------------------------------------------------- outpaint-video
 def add_outpaint_video(subparsers) -> None:
-    from .models.loading import DEFAULT_UNET, DEFAULT_VAE
-    from .sampling import OFFICIAL_SEED, SamplerSettings
-
-    official = SamplerSettings()
     p = subparsers.add_parser(
         "outpaint-video",
         help="outpaint one video to one or more aspect ratios in this process (no Ray)",
@@ -71,6 +67,21 @@ def add_outpaint_video(subparsers) -> None:
     p.add_argument("--out", required=True, metavar="OUT",
                    help="output .mp4 for one ratio; a folder/prefix for several (files <stem>_<W>x<H>.mp4); "
                         "'{ratio}' in OUT is replaced by W x H (e.g. out_{ratio}.mp4)")
+    add_model_arguments(p)
+    p.add_argument("--output-size", choices=("canvas", "source"), default="canvas",
+                   help="canvas: crop of the canvas; source: known region at the source resolution "
+                        "(default: %(default)s)")
+    add_encode_arguments(p)
+    add_sampler_arguments(p, "--sampler-preset")  # --preset is x264's here
+    p.set_defaults(func=cmd_outpaint_video)
+
+
+def add_model_arguments(p) -> None:
+    """The model and sampler flags shared by ``outpaint-video``, ``inpaint`` and ``extend``."""
+    from .models.loading import DEFAULT_UNET, DEFAULT_VAE
+    from .sampling import OFFICIAL_SEED, SamplerSettings
+
+    official = SamplerSettings()
     p.add_argument("--model", default=DEFAULT_UNET,
                    help=f"M3DDM UNet: folder, fsspec URL or hub id (default: {DEFAULT_UNET})")
     p.add_argument("--vae", default=DEFAULT_VAE,
@@ -88,15 +99,14 @@ def add_outpaint_video(subparsers) -> None:
                    help="model precision; auto = fp16 on CUDA, fp32 on CPU (default: %(default)s)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                    help="auto = cuda when available (default: %(default)s)")
-    p.add_argument("--output-size", choices=("canvas", "source"), default="canvas",
-                   help="canvas: crop of the canvas; source: known region at the source resolution "
-                        "(default: %(default)s)")
+
+
+def add_encode_arguments(p) -> None:
+    """x264 and progress flags shared by the single-video commands."""
     p.add_argument("--crf", type=_int_in(0, 51), default=18, help="x264 quality, 0..51 (default: %(default)s)")
     p.add_argument("--preset", default="medium", metavar="PRESET",
                    help="x264 speed preset, ultrafast..veryslow (default: %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_sampler_arguments(p, "--sampler-preset")  # --preset is x264's here
-    p.set_defaults(func=cmd_outpaint_video)
 
 
 def cmd_outpaint_video(args: argparse.Namespace) -> int:
@@ -131,6 +141,147 @@ def cmd_outpaint_video(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- inpaint / extend
+def add_inpaint(subparsers) -> None:
+    p = subparsers.add_parser(
+        "inpaint",
+        help="remove masked regions from one video (per-frame masks) in this process (no Ray)",
+        description="Video inpainting with M3DDM, in this process: every pixel where a mask is non-zero is "
+                    "generated anew, every other pixel is the source pixel exactly; the output has the source "
+                    "size, frame count, fps and audio. See docs/tasks.md.",
+    )
+    p.add_argument("input", metavar="INPUT", help="source video or frame folder (path or fsspec URL)")
+    p.add_argument("--masks", required=True, metavar="MASKS",
+                   help="a folder of per-frame mask images (DAVIS Annotations layout: non-zero label = remove), "
+                        "a mask video (bright pixels = remove) or one image for all frames; see docs/tasks.md")
+    p.add_argument("--out", required=True, metavar="OUT", help="output .mp4 (path or fsspec URL)")
+    p.add_argument("--dilate", type=_int_in(0), default=0, metavar="PX",
+                   help="grow the masks by PX pixels before inpainting (default: %(default)s)")
+    add_model_arguments(p)
+    add_encode_arguments(p)
+    add_sampler_arguments(p, "--sampler-preset")
+    p.set_defaults(func=cmd_inpaint)
+
+
+def add_extend(subparsers) -> None:
+    p = subparsers.add_parser(
+        "extend",
+        help="add N generated frames after (or before) one video in this process (no Ray)",
+        description="Video extension (prediction) with M3DDM, in this process: the known frames condition N fully "
+                    "masked new frames; the output has T+N frames at the source size and fps, the known frames "
+                    "unchanged and the source audio under them. See docs/tasks.md.",
+    )
+    p.add_argument("input", metavar="INPUT", help="source video or frame folder (path or fsspec URL)")
+    p.add_argument("--frames", type=_int_in(1), required=True, metavar="N", help="number of new frames")
+    p.add_argument("--direction", choices=("forward", "backward"), default="forward",
+                   help="forward: new frames after the video; backward: before it (default: %(default)s)")
+    p.add_argument("--out", required=True, metavar="OUT", help="output .mp4 (path or fsspec URL)")
+    add_model_arguments(p)
+    add_encode_arguments(p)
+    add_sampler_arguments(p, "--sampler-preset")
+    p.set_defaults(func=cmd_extend)
+
+
+def _task_outpainter(args: argparse.Namespace):
+    """Settings check, then the models (loaded once every cheap check has passed)."""
+    from .pipeline import OutpaintPipeline
+
+    _check_device(args.device)
+    pipe = OutpaintPipeline.from_pretrained(args.model, args.vae, dtype=args.dtype, device=args.device,
+                                            settings=video_settings(args))
+    return pipe.outpainter
+
+
+def _probe_input(uri: str):
+    """:class:`VideoInfo` of a task's INPUT: a video, or a frame folder (e.g. DAVIS ``JPEGImages/480p/<seq>``)."""
+    from . import video
+
+    return video.image_sequence_info(uri) if video.is_image_sequence(uri) else video.probe(uri)
+
+
+def _read_input(uri: str):
+    """``(frames, info, audio source or None)`` of a task's INPUT (video or frame folder)."""
+    from . import video
+
+    if video.is_image_sequence(uri):
+        info = video.image_sequence_info(uri)
+        return video.read_image_sequence(uri, info.fps)[0], info, None
+    frames, info = video.read_frames(uri)
+    return frames, info, uri
+
+
+def _even(frames):
+    """Frames cropped to even sides (H.264 yuv420p); returns ``(frames, note)``."""
+    h, w = frames.shape[1] // 2 * 2, frames.shape[2] // 2 * 2
+    if (h, w) == frames.shape[1:3]:
+        return frames, ""
+    return frames[:, :h, :w], f"  (cropped to even {w}x{h} for H.264)"
+
+
+def _task_progress(args: argparse.Namespace, clip_frames: int, fps: float, strides, settings, desc: str):
+    if args.no_progress:
+        return None
+    from tqdm.auto import tqdm
+
+    from .plan import plan_windows
+
+    n = len(plan_windows(clip_frames, fps, strides or None).windows)
+    return tqdm(total=n * settings.sampler.num_inference_steps, unit="step", desc=f"{desc} ({n} windows)")
+
+
+def cmd_inpaint(args: argparse.Namespace) -> int:
+    from . import tasks, video
+
+    if args.preset not in video.X264_PRESETS:
+        raise InputError(f"--preset {args.preset!r} is not an x264 preset; use one of {', '.join(video.X264_PRESETS)}")
+    settings = video_settings(args)
+    info = _probe_input(args.input)
+    raw = video.read_masks(args.masks)
+    # count / size / empty / all-ones are checked before the models load (the frame count is exact for MP4)
+    if info.num_frames_exact:
+        tasks.inpaint_masks(raw, info.num_frames, (info.height, info.width), args.dilate, f"--masks {args.masks}")
+    outpainter = _task_outpainter(args)
+    frames, info, audio = _read_input(args.input)
+    t0 = time.perf_counter()
+    fitted = tasks.inpaint_masks(raw, len(frames), frames.shape[1:3], args.dilate, f"--masks {args.masks}")
+    clip = tasks.prepare_inpaint(frames, fitted, info.fps, settings, f"--masks {args.masks}")
+    bar = _task_progress(args, clip.num_frames, info.fps, clip.strides, settings, "inpaint")
+    gen = tasks.generate(outpainter, clip, None if bar is None else (lambda i, n: bar.update(1)))
+    if bar is not None:
+        bar.close()
+    out, note = _even(tasks.finalize_inpaint(clip, gen, frames, fitted, settings))
+    video.write_video(args.out, out, info.frame_rate, audio_source=audio, crf=args.crf, preset=args.preset)
+    print(f"{args.out}  {len(out)} frames  {out.shape[2]}x{out.shape[1]}  {int(fitted.sum())} pixels inpainted  "
+          f"{time.perf_counter() - t0:.1f} s{note}", flush=True)
+    return 0
+
+
+def cmd_extend(args: argparse.Namespace) -> int:
+    from . import tasks, video
+
+    if args.preset not in video.X264_PRESETS:
+        raise InputError(f"--preset {args.preset!r} is not an x264 preset; use one of {', '.join(video.X264_PRESETS)}")
+    settings = video_settings(args)
+    _probe_input(args.input)
+    outpainter = _task_outpainter(args)
+    frames, info, audio = _read_input(args.input)
+    t0 = time.perf_counter()
+    clip = tasks.prepare_extend(frames, info.fps, args.frames, args.direction, settings)
+    bar = _task_progress(args, clip.num_frames, info.fps, clip.strides, settings, f"extend {args.direction}")
+    gen = tasks.generate(outpainter, clip, None if bar is None else (lambda i, n: bar.update(1)))
+    if bar is not None:
+        bar.close()
+    out, note = _even(tasks.finalize_extend(clip, gen, frames, args.direction))
+    t = len(frames)
+    start = float(args.frames / info.frame_rate) if args.direction == "backward" else 0.0
+    # the source audio stays under the known frames: delayed by N frames backwards, cut at their end
+    video.write_video(args.out, out, info.frame_rate, audio_source=audio, crf=args.crf, preset=args.preset,
+                      audio_delay_s=start, audio_end_s=start + float(t / info.frame_rate))
+    print(f"{args.out}  {len(out)} frames ({t} known + {args.frames} new, {args.direction})  "
+          f"{out.shape[2]}x{out.shape[1]}  {time.perf_counter() - t0:.1f} s{note}", flush=True)
+    return 0
+
+
 def video_settings(args: argparse.Namespace):
     """:class:`OutpaintSettings` of ``outpaint-video``: the sampler preset / scheduler flags first, then
     the explicit flags (``--steps`` only when given, so a preset's step count survives)."""
@@ -143,7 +294,7 @@ def video_settings(args: argparse.Namespace):
         sampler=dataclasses.replace(sampler, num_inference_steps=steps, guidance_scale=args.guidance_scale,
                                     previous_guidance_scale=args.previous_guidance_scale, seed=args.seed),
         canvas_size=args.canvas_size,
-        output_size=args.output_size,
+        output_size=getattr(args, "output_size", "canvas"),
     )
 
 
@@ -299,8 +450,8 @@ def add_train(subparsers) -> None:
 
 
 #: Subcommand registration functions, in the order ``--help`` lists them.
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_outpaint_video, add_outpaint, add_manifest, add_eval,
-                                                                  add_train]
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_outpaint_video, add_inpaint, add_extend, add_outpaint,
+                                                                  add_manifest, add_eval, add_train]
 
 
 def build_parser() -> argparse.ArgumentParser:

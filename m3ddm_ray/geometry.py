@@ -543,7 +543,8 @@ def paste_back(
     Args:
         generated: ``uint8 (T, S, S, 3)`` decoded frames.
         masked: ``uint8 (T, S, S, 3)`` masked canvases (:func:`make_canvases`).
-        mask: ``(S, S)`` pixel mask, 1 = generate, 0 = known (any numeric dtype, values 0/1).
+        mask: ``(S, S)`` pixel mask, 1 = generate, 0 = known (any numeric dtype, values 0/1), or
+            ``(T, S, S)``: one mask per frame (inpainting, extension).
         mode: ``"round"`` or ``"official"``.
 
     Returns:
@@ -557,14 +558,16 @@ def paste_back(
     generated = _check_video("generated frames", generated)
     masked = _check_video("masked canvases", masked)
     mask = np.asarray(mask)
-    if generated.shape != masked.shape or mask.shape != generated.shape[1:3]:
+    if generated.shape != masked.shape or mask.shape not in (generated.shape[1:3], generated.shape[:3]):
         raise InputError(
             f"paste_back shapes do not match: generated {generated.shape}, masked {masked.shape}, "
-            f"mask {mask.shape}; expected (T, S, S, 3), (T, S, S, 3), (S, S)"
+            f"mask {mask.shape}; expected (T, S, S, 3), (T, S, S, 3), (S, S) or (T, S, S)"
         )
+    per_frame = mask.ndim == 3
     if mode == "round":
-        return np.where((mask == 0)[None, :, :, None], masked, generated).astype(np.uint8)
-    m = mask.astype(np.float32)[None, :, :, None]
+        keep = (mask == 0)[..., None] if per_frame else (mask == 0)[None, :, :, None]
+        return np.where(keep, masked, generated).astype(np.uint8)
+    m = mask.astype(np.float32)[..., None] if per_frame else mask.astype(np.float32)[None, :, :, None]
     norm = (masked.astype(np.float32) / np.float32(255.0) - np.float32(0.5)) / np.float32(0.5)
     known = ((norm / np.float32(2.0)) + np.float32(0.5)) * np.float32(255.0) * (np.float32(1.0) - m)
     out = known + generated.astype(np.float32) * m

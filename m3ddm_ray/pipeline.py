@@ -133,6 +133,9 @@ class PreparedClip:
         canvas_file: URI of a scratch file holding the canvases of ``frame_ids`` instead of
             ``masked`` / ``inpainted`` (which then have 0 rows; :mod:`m3ddm_ray.canvas_file`), read
             back with ``canvas_options`` (fsspec options); None: the arrays hold them.
+        frame_masks: uint8 ``(N, S, S)`` 0/1, one pixel mask per row of ``masked`` / ``inpainted``
+            (inpainting and extension, :mod:`m3ddm_ray.tasks`), or None: ``mask`` for every frame
+            (outpainting; every code path is then exactly the one-mask path).
 
     A clip may travel without canvases (``masked`` with 0 rows, not a passthrough): a segment's
     :meth:`segment_shell`, whose canvases a CPU stage builds from a range decode of its span
@@ -154,6 +157,7 @@ class PreparedClip:
     frame_ids: tuple[int, ...] | None = None
     canvas_file: str | None = None
     canvas_options: dict | None = None
+    frame_masks: np.ndarray | None = None
 
     @property
     def num_frames(self) -> int:
@@ -199,19 +203,30 @@ class PreparedClip:
         """This clip with canvases only for ``segment.frames`` (what a segment's fine work needs;
         the global frames stay behind: the fine stage reads their latents from the coarse state)."""
         lo, hi = segment.frame_range
-        masked, inpainted = self.canvases(self.rows(range(lo, hi)))
+        rows = self.rows(range(lo, hi))
+        masked, inpainted = self.canvases(rows)
         return replace(self, masked=masked.copy(), inpainted=inpainted.copy(),
                        global_frames=self.global_frames[:0], first_frame=lo, total_frames=self.num_frames,
-                       segment=segment.index, frame_ids=None, canvas_file=None, canvas_options=None)
+                       segment=segment.index, frame_ids=None, canvas_file=None, canvas_options=None,
+                       frame_masks=None if self.frame_masks is None else self.frame_masks[rows].copy())
 
     def segment_shell(self, segment: Segment) -> "PreparedClip":
         """This clip for ``segment`` without any canvas: what a segment row carries from the coarse
-        stage to the CPU stage that builds its canvases (:func:`with_span_canvases`)."""
+        stage to the fine actor, which builds its canvases (:func:`with_span_canvases`)."""
         s = self.geom.canvas_size
         empty = np.zeros((0, s, s, 3), np.uint8)
+        fm = None if self.frame_masks is None else self.frame_masks[:0]
         return replace(self, masked=empty, inpainted=empty, global_frames=self.global_frames[:0],
                        first_frame=segment.frame_range[0], total_frames=self.num_frames,
-                       segment=segment.index, frame_ids=None, canvas_file=None, canvas_options=None)
+                       segment=segment.index, frame_ids=None, canvas_file=None, canvas_options=None,
+                       frame_masks=fm)
+
+    def masks_of(self, frames: Sequence[int]) -> np.ndarray:
+        """uint8 ``(N, S, S)`` pixel masks of video frames ``frames`` (``mask`` repeated when there are
+        no per-frame masks)."""
+        if self.frame_masks is None:
+            return np.repeat(self.mask[None], len(frames), axis=0)
+        return self.frame_masks[self.rows(frames)]
 
     @property
     def plan(self) -> WindowPlan:
@@ -245,7 +260,14 @@ def with_span_canvases(clip: PreparedClip, frames: np.ndarray) -> PreparedClip:
     Returns:
         The clip with ``masked`` / ``inpainted`` ``(N, S, S, 3)``, exactly the canvases the whole
         clip's :func:`prepare_clips` makes for those frames (the canvases are per frame).
+
+    Raises:
+        RuntimeError: a clip with per-frame masks (inpainting, extension: their canvases are not
+            the outpainting canvases and are not rebuilt from a range decode yet).
     """
+    if clip.frame_masks is not None:
+        raise RuntimeError("with_span_canvases builds outpainting canvases; a clip with per-frame masks "
+                           "(m3ddm_ray.tasks) keeps its canvases (use segment_slice)")
     masked, inpainted = geometry.make_canvases(_check_frames(frames), clip.geom)
     return replace(clip, masked=masked, inpainted=inpainted, frame_ids=None)
 
@@ -466,8 +488,12 @@ class Outpainter:
                                            f"run the earlier windows (coarse stage) first")
                     guides[k] = torch.from_numpy(state.stored[frame])
                 f = len(window.frame_ids)
-                inputs.append(WindowInputs(z_init, z_cond, z_uncond, lmask.view(1, 1, 1, h, h).expand(1, 1, f, h, h),
-                                           guides, tokens, window.fps))
+                if clip.frame_masks is None:
+                    wmask = lmask.view(1, 1, 1, h, h).expand(1, 1, f, h, h)
+                else:  # one latent mask per position (inpainting, extension)
+                    per = geometry.latent_mask(clip.masks_of(window.frame_ids)).astype(np.float32)
+                    wmask = torch.from_numpy(per).view(1, 1, f, h, h)
+                inputs.append(WindowInputs(z_init, z_cond, z_uncond, wmask, guides, tokens, window.fps))
             t0 = time.perf_counter()
             xs = sample_windows(self.unet, self.scheduler, inputs, self.settings.sampler, on_step=on_step)
             state.unet_seconds += time.perf_counter() - t0
@@ -568,7 +594,10 @@ def finalize_frames(clip: PreparedClip, generated: np.ndarray | None, settings: 
         h, w = source_frames.shape[1] // 2 * 2, source_frames.shape[2] // 2 * 2
         return np.ascontiguousarray(source_frames[:, :h, :w]), None
     masked = clip.masked if frames is None else clip.masked[clip.rows(frames)]
-    composite = geometry.paste_back(generated, masked, clip.mask, mode=settings.paste_mode)
+    mask = clip.mask
+    if clip.frame_masks is not None:
+        mask = clip.frame_masks if frames is None else clip.masks_of(frames)
+    composite = geometry.paste_back(generated, masked, mask, mode=settings.paste_mode)
     if settings.output_size == "source":
         if source_frames is None:
             raise InputError("output_size='source' needs the source frames")

@@ -25,6 +25,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("m3ddm_ray.models", "m3ddm_ray.sampling", "m3ddm_ray.schedulers", "m3ddm_ray.caching", "m3ddm_ray.runtime"),
     ("m3ddm_ray.latents",),
     ("m3ddm_ray.pipeline",),
+    ("m3ddm_ray.tasks",),
     ("m3ddm_ray.distributed",),
     ("m3ddm_ray.evaluation", "m3ddm_ray.training"),
     ("m3ddm_ray.cli",),

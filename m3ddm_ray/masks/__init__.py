@@ -1,5 +1,7 @@
-"""Training mask policies (pure numpy, no torch): see :mod:`m3ddm_ray.masks.policies`."""
+"""Masks, pure numpy (no torch): training mask policies (:mod:`m3ddm_ray.masks.policies`) and the
+per-frame mask rules of inpainting and extension (:mod:`m3ddm_ray.masks.frames`)."""
 
+from .frames import binarize, canvas_masks, cell_align, dilate_masks, fit_masks, resize_masks  # noqa: F401
 from .policies import (  # noqa: F401
     DIRECTIONS,
     FRAME_CASES,

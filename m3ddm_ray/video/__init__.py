@@ -42,6 +42,7 @@ Layout (one job per module; everything public is re-exported here, import from `
 * :mod:`.readers` -- :func:`iter_frames`, :func:`read_frames` (random and whole reads);
 * :mod:`.spans` -- :func:`read_span`: one span of frames by seeking to a recorded key frame;
 * :mod:`.images` -- frame folders (image sequences) read like videos;
+* :mod:`.masks` -- mask sources (per-frame mask folders, one mask image, a mask video) for inpainting;
 * :mod:`.encode` -- :func:`write_video`, encoder discovery, :func:`fps_to_fraction`;
 * :mod:`.audio` -- copying / re-encoding the source's audio into the output (remux);
 * :mod:`.concat` -- :func:`concat_videos`, joining encoded pieces losslessly (packet remux), and
@@ -61,6 +62,7 @@ from .images import (
     read_image_sequence,
     read_images,
 )
+from .masks import LOSSY_THRESHOLD, decode_mask_image, read_masks
 from .probing import count_frames, probe
 from .readers import iter_frames, read_frames
 from .source import VideoInfo
@@ -92,4 +94,7 @@ __all__ = [
     "read_image_sequence",
     "iter_image_sequence",
     "image_sequence_info",
+    "read_masks",
+    "decode_mask_image",
+    "LOSSY_THRESHOLD",
 ]

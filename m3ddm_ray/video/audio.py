@@ -29,6 +29,7 @@ class _AudioFeed:
         self.codec = _codec_name(self.ain)
         vids = [s for s in container.streams.video if not (int(s.disposition) & int(av.stream.Disposition.attached_pic))]
         self.offset_s = 0.0
+        self.limit_s: float | None = None  # output time after which write_video drops audio (None: none)
         if vids and vids[0].start_time is not None and vids[0].time_base:
             self.offset_s = float(vids[0].start_time * vids[0].time_base)
         self.copy = self.codec in _MP4_AUDIO_COPY and self._can_copy()

@@ -150,6 +150,8 @@ def write_video(
     preset: str = "medium",
     storage_options: dict[str, Any] | None = None,
     trim_audio: bool = True,
+    audio_delay_s: float = 0.0,
+    audio_end_s: float | None = None,
 ) -> None:
     """Encode RGB frames to an H.264 / yuv420p MP4 at ``uri``, atomically.
 
@@ -174,6 +176,11 @@ def write_video(
         storage_options: fsspec options for ``uri`` and ``audio_source``.
         trim_audio: drop audio that starts at or after the end of the video (True), so an output made
             from part of the source is not followed by a frozen last frame.
+        audio_delay_s: seconds (>= 0) by which the source audio starts later in the output (a video
+            extended backwards: the source's audio under its own frames). Applied to copied audio;
+            re-encoded audio (codecs MP4 cannot hold) is not delayed.
+        audio_end_s: drop audio that starts at or after this output time in seconds (None: no cut
+            besides ``trim_audio``), e.g. the end of the known span of an extended video.
 
     Raises:
         InputError: bad ``fps``/``crf``/``preset``; no frames; a frame that is not ``(H, W, 3) uint8``;
@@ -205,11 +212,22 @@ def write_video(
     try:
         with storage.atomic_output(uri, storage_options, suffix=".mp4") as tmp, contextlib.ExitStack() as stack:
             feed = open_audio_feed(stack, audio_source, storage_options)
+            if feed is not None:
+                feed.limit_s = audio_end_s
+                if audio_delay_s and feed.copy:
+                    feed.offset_s -= float(audio_delay_s)
             _encode(tmp, _guarded(frame_iter), rate, uri, encoder, int(crf), preset, feed, trim_audio)
     except _FramesIterError as e:
         raise e.exc from None  # the caller's own exception, with its own traceback
     except (av.FFmpegError, OSError) as e:
         raise VideoError(uri, f"writing the video failed ({_reason(e)}); check free space and write access") from e
+
+
+def _cap(t: float | None, limit: float | None) -> float | None:
+    """``min(t, limit)`` where None means no bound."""
+    if limit is None:
+        return t
+    return limit if t is None else min(t, limit)
 
 
 def _encode(
@@ -253,7 +271,7 @@ def _encode(
                 out.mux(p)
             i += 1
             if feed is not None:
-                feed.feed_until(out, float(i / rate))
+                feed.feed_until(out, _cap(float(i / rate), feed.limit_s))
             nxt = next(frame_iter, None)
             if nxt is None:
                 break
@@ -261,7 +279,7 @@ def _encode(
         for p in vs.encode(None):
             out.mux(p)
         if feed is not None:
-            feed.finish(out, float(i / rate) if trim_audio else None)
+            feed.finish(out, _cap(float(i / rate) if trim_audio else None, feed.limit_s))
         ok = True
     finally:
         if ok:
