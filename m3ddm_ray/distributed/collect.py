@@ -15,6 +15,12 @@ from ..errors import M3DDMError
 logger = logging.getLogger(__name__)
 
 
+def stall_timeout(cfg: Mapping[str, Any] | None) -> float | None:
+    """``ray.stall_timeout_s`` of the job config in seconds (None or 0: no limit)."""
+    value = ((cfg or {}).get("ray") or {}).get("stall_timeout_s")
+    return float(value) if value else None
+
+
 def collect_rows(ds, cfg: Mapping[str, Any] | None = None, expected: int | None = None, *,
                  on_row: Callable[[dict], list[dict]] | None = None
                  ) -> tuple[list[dict], BaseException | None]:
@@ -30,7 +36,7 @@ def collect_rows(ds, cfg: Mapping[str, Any] | None = None, expected: int | None 
     rows finished before it).
     """
     results: list[dict] = []
-    timeout = float(((cfg or {}).get("ray") or {}).get("stall_timeout_s") or 0) if expected else 0.0
+    timeout = (stall_timeout(cfg) or 0.0) if expected else 0.0
     dog = StallWatchdog(timeout, lambda: (expected or 0) - len(results))
     try:
         with dog:

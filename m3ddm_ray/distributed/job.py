@@ -26,7 +26,7 @@ from typing import Any, Mapping
 import pyarrow as pa
 
 from . import resume
-from .collect import JobStalled, StallWatchdog, collect_rows  # noqa: F401 - re-exported (eval job, tests)
+from .collect import JobStalled, StallWatchdog, collect_rows, stall_timeout  # noqa: F401 - re-exported (eval job, tests)
 from .config import DEFAULTS, load_config
 from .resources import MODEL_STAGES, ResourcePlan, local_gpu_count, plan_pools
 from .finalize import FinalizeStage
@@ -407,7 +407,7 @@ def _run_dataset(cfg: Mapping[str, Any], pending: list[dict]) -> tuple[list[dict
     collector = PieceCollector(lambda group: join.remote(group, dict(cfg)))
     results, failure = collect_rows(ds, cfg, len(pending), on_row=collector.add)
     refs = collector.take_futures()  # the joins of segmented clips still running
-    timeout = _stall_timeout(cfg)
+    timeout = stall_timeout(cfg)
     while refs:  # bounded like the rows: no join result for `stall_timeout_s` -> the rest are errors
         ready, refs = ray.wait(refs, num_returns=1, timeout=timeout)
         if not ready:
@@ -421,11 +421,6 @@ def _run_dataset(cfg: Mapping[str, Any], pending: list[dict]) -> tuple[list[dict
         except Exception as exc:  # noqa: BLE001 - that output's row becomes an error row in run_job
             failure = failure or exc
     return results, failure
-
-
-def _stall_timeout(cfg: Mapping[str, Any]) -> float | None:
-    value = (cfg.get("ray") or {}).get("stall_timeout_s")
-    return float(value) if value else None
 
 
 def _assemble(pieces: list[dict], cfg: Mapping[str, Any]) -> dict:
