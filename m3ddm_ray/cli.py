@@ -211,11 +211,13 @@ def _read_input(uri: str):
 
 
 def _even(frames):
-    """Frames cropped to even sides (H.264 yuv420p); returns ``(frames, note)``."""
-    h, w = frames.shape[1] // 2 * 2, frames.shape[2] // 2 * 2
-    if (h, w) == frames.shape[1:3]:
+    """Frames cropped to even sides (H.264 yuv420p, :func:`tasks.even_frames`); returns ``(frames, note)``."""
+    from .tasks import even_frames
+
+    out = even_frames(frames)
+    if out.shape[1:3] == frames.shape[1:3]:
         return frames, ""
-    return frames[:, :h, :w], f"  (cropped to even {w}x{h} for H.264)"
+    return out, f"  (cropped to even {out.shape[2]}x{out.shape[1]} for H.264)"
 
 
 def _task_progress(args: argparse.Namespace, clip_frames: int, fps: float, strides, settings, desc: str):
@@ -273,10 +275,10 @@ def cmd_extend(args: argparse.Namespace) -> int:
         bar.close()
     out, note = _even(tasks.finalize_extend(clip, gen, frames, args.direction))
     t = len(frames)
-    start = float(args.frames / info.frame_rate) if args.direction == "backward" else 0.0
     # the source audio stays under the known frames: delayed by N frames backwards, cut at their end
+    start, end = tasks.extend_audio_window(t, args.frames, info.frame_rate, args.direction)
     video.write_video(args.out, out, info.frame_rate, audio_source=audio, crf=args.crf, preset=args.preset,
-                      audio_delay_s=start, audio_end_s=start + float(t / info.frame_rate))
+                      audio_delay_s=start, audio_end_s=end)
     print(f"{args.out}  {len(out)} frames ({t} known + {args.frames} new, {args.direction})  "
           f"{out.shape[2]}x{out.shape[1]}  {time.perf_counter() - t0:.1f} s{note}", flush=True)
     return 0

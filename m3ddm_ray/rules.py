@@ -20,6 +20,10 @@ __all__ = [
     "OUTPUT_SIZES",
     "inference_steps_problem",
     "canvas_size_problem",
+    "TASKS",
+    "EXTEND_DIRECTIONS",
+    "extend_frames_problem",
+    "dilate_problem",
 ]
 
 #: Fewest PNDM steps the sampler runs: diffusers' PNDM schedule needs >= 2 steps (the official
@@ -43,4 +47,27 @@ def canvas_size_problem(size: int) -> str | None:
     downsamples by 8; the released model is trained at 256)."""
     if size <= 0 or size % 8:
         return "must be a positive multiple of 8 (e.g. 256)"
+    return None
+
+
+#: What a manifest row (or a command) asks the masked model to do: ``outpaint`` (a new aspect ratio,
+#: the default), ``inpaint`` (regenerate what per-frame masks mark) or ``extend`` (new frames after
+#: or before the video). See docs/tasks.md and :mod:`m3ddm_ray.tasks`.
+TASKS: tuple[str, ...] = ("outpaint", "inpaint", "extend")
+
+#: Directions of an extension: new frames after the video, or before it.
+EXTEND_DIRECTIONS: tuple[str, ...] = ("forward", "backward")
+
+
+def extend_frames_problem(n: int) -> str | None:
+    """Why ``extend_frames`` (an int, frames) is not usable, or None: at least one new frame."""
+    if n < 1:
+        return "must be >= 1 (the number of new frames)"
+    return None
+
+
+def dilate_problem(pixels: int) -> str | None:
+    """Why a mask dilation (an int, pixels) is not usable, or None: it must be >= 0."""
+    if pixels < 0:
+        return "must be >= 0 pixels"
     return None

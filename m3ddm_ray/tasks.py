@@ -35,12 +35,14 @@ from .errors import InputError
 from .masks.frames import canvas_masks, dilate_masks, fit_masks
 from .pipeline import OutpaintSettings, Outpainter, PreparedClip, generated_array, make_global_frames
 from .plan import plan_windows
+from .rules import EXTEND_DIRECTIONS
 
 __all__ = ["DIRECTIONS", "inpaint_masks", "prepare_inpaint", "finalize_inpaint", "prepare_extend",
-           "finalize_extend", "generate", "run_inpaint", "run_extend"]
+           "finalize_extend", "extend_known_span", "extend_frames", "extend_audio_window", "even_frames",
+           "generate", "run_inpaint", "run_extend"]
 
-#: Directions of :func:`prepare_extend`.
-DIRECTIONS = ("forward", "backward")
+#: Directions of :func:`prepare_extend` (the rule lives in :mod:`m3ddm_ray.rules`).
+DIRECTIONS = EXTEND_DIRECTIONS
 
 #: The canvas plan of both tasks: the frame fitted into the square, keeping its aspect ratio.
 _SQUARE = "1:1"
@@ -260,6 +262,57 @@ def prepare_extend(frames: np.ndarray, fps: float, n: int, direction: str = "for
                         _strides(settings, t + n, fps), frame_masks=fm)
 
 
+def extend_known_span(rows: Sequence[int], known: int, direction: str = "forward") -> tuple[int, int]:
+    """The source frames ``[lo, hi)`` (time order) that the working rows ``rows`` of an extension
+    show: rows below ``known`` are known frames (``forward``: row ``r`` is source frame ``r``;
+    ``backward``: ``known - 1 - r``), the others are new. ``(0, 0)`` when ``rows`` holds no known
+    frame. ``rows``: ascending, contiguous (a whole clip, or a segment's ``output_frames``)."""
+    k = [int(r) for r in rows if int(r) < known]
+    if not k:
+        return 0, 0
+    lo, hi = k[0], k[-1] + 1
+    return (known - hi, known - lo) if direction == "backward" else (lo, hi)
+
+
+def extend_frames(clip: PreparedClip, generated: np.ndarray, source_span: np.ndarray, rows: Sequence[int],
+                  known: int, direction: str = "forward") -> np.ndarray:
+    """Output frames of the working rows ``rows`` of an extension, in time order, at the source size.
+
+    Known rows are the source frames exactly; new rows are the generated canvases' frame
+    rectangles upscaled to ``(H, W)`` (``INTER_CUBIC``). ``backward`` reverses the rows back into
+    time order (:func:`prepare_extend` works on the reversed video).
+
+    Args:
+        clip: from :func:`prepare_extend` (or a segment slice of it).
+        generated: uint8 ``(len(rows), S, S, 3)`` decoded canvases of ``rows`` (the known rows' are
+            not used).
+        source_span: uint8 ``(K, H, W, 3)`` the source frames :func:`extend_known_span` names, in
+            time order (``K`` = rows below ``known``).
+        rows: working rows, ascending and contiguous.
+        known: ``T``, the number of known frames.
+
+    Returns:
+        uint8 ``(len(rows), H, W, 3)``.
+
+    Raises:
+        InputError: shapes that do not match, a bad direction.
+    """
+    rows = [int(r) for r in rows]
+    _check_extend(max(clip.num_frames - known, 1), direction)
+    k = sum(r < known for r in rows)
+    source_span = np.asarray(source_span)
+    if len(generated) != len(rows) or len(source_span) != k or (
+            k and source_span.shape[1:3] != tuple(clip.geom.source_hw)):
+        raise InputError(f"extend_frames: {len(generated)} generated canvases and source frames {source_span.shape} "
+                         f"for {len(rows)} rows ({k} known) at {clip.geom.source_hw}")
+    src = source_span[::-1] if direction == "backward" else source_span
+    parts = [np.asarray(src, np.uint8).reshape((k,) + tuple(clip.geom.source_hw) + (3,))]
+    if k < len(rows):
+        parts.append(_to_source(np.asarray(generated)[k:], clip.geom))
+    out = np.concatenate(parts)
+    return np.ascontiguousarray(out[::-1]) if direction == "backward" else out
+
+
 def finalize_extend(clip: PreparedClip, generated: np.ndarray, source_frames: np.ndarray,
                     direction: str = "forward") -> np.ndarray:
     """The extended video at the source size: ``T + n`` frames, the known ones exactly the source.
@@ -287,10 +340,22 @@ def finalize_extend(clip: PreparedClip, generated: np.ndarray, source_frames: np
     if generated.shape[0] != total or source_frames.shape[1:3] != tuple(clip.geom.source_hw):
         raise InputError(f"finalize_extend: {generated.shape[0]} generated canvases and source frames "
                          f"{source_frames.shape} for a clip of {total} frames at {clip.geom.source_hw}")
-    new = _to_source(generated[t:], clip.geom)
-    if direction == "backward":
-        return np.concatenate([new[::-1], source_frames])
-    return np.concatenate([source_frames, new])
+    return extend_frames(clip, generated, source_frames, range(total), t, direction)
+
+
+def extend_audio_window(known: int, n: int, fps, direction: str = "forward") -> tuple[float, float]:
+    """``(delay_s, end_s)``: where the source audio sits in an extended video of ``known + n``
+    frames at ``fps`` (float or Fraction, frames per second): under the known frames only --
+    ``forward`` from 0 to ``known / fps``; ``backward`` delayed by ``n / fps`` seconds."""
+    delay = float(n / fps) if direction == "backward" else 0.0
+    return delay, delay + float(known / fps)
+
+
+def even_frames(frames: np.ndarray) -> np.ndarray:
+    """``frames`` (``(N, H, W, ...)``) cropped to even ``H`` and ``W`` (H.264 yuv420p needs them);
+    the same array when they are already even."""
+    h, w = frames.shape[1] // 2 * 2, frames.shape[2] // 2 * 2
+    return frames if (h, w) == tuple(frames.shape[1:3]) else np.ascontiguousarray(frames[:, :h, :w])
 
 
 # --------------------------------------------------------------------------- diffusion and whole runs

@@ -697,8 +697,11 @@ def test_redact_hides_credential_values_of_storage_options():
     assert "http://h:1" in text and "us-east-1" in text
 
 
-def test_result_columns_end_with_previous_result():
-    assert RESULT_COLUMNS[-1] == "previous_result" and RESULT_SCHEMA.field("previous_result").type == pa.string()
+def test_result_columns_only_grow_at_the_end():
+    # round 1 ended with previous_result; the task columns (issue 11) come after it
+    i = RESULT_COLUMNS.index("previous_result")
+    assert RESULT_SCHEMA.field("previous_result").type == pa.string()
+    assert RESULT_COLUMNS[i + 1:] == ("task", "task_options", "mask_uri", "output_frames")
 
 
 def test_overwrite_and_retry_errors_flags_are_exclusive(capsys):

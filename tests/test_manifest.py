@@ -650,3 +650,42 @@ def test_manifest_and_sampler_accept_the_same_step_counts(steps):
         assert [(p.row, p.column) for p in e.problems] == [(2, "num_inference_steps")]
         manifest_ok = False
     assert manifest_ok == sampler_ok == (2 <= steps <= 1000)
+
+
+# ------------------------------------------------------------------------------------ task columns
+def test_task_rows_parse_and_round_trip(tmp_path):
+    rows = validate_manifest([
+        {"video_uri": "a.mp4"},
+        {"video_uri": "b.mp4", "task": "Inpaint", "mask_uri": " s3://m/b/ ", "mask_dilate": "3"},
+        {"video_uri": "c.mp4", "task": "extend", "extend_frames": 8.0, "extend_direction": "BACKWARD"},
+        {"video_uri": "d.mp4", "task": "outpaint", "target_ratios": "1:1"},
+    ], default_ratios="9:16")
+    assert [r.task_name for r in rows] == ["outpaint", "inpaint", "extend", "outpaint"]
+    assert rows[0].task is None and rows[3].task is None  # outpaint is the default: stored as None
+    assert (rows[1].mask_uri, rows[1].mask_dilate, rows[1].target_ratios) == ("s3://m/b/", 3, None)
+    assert (rows[2].extend_frames, rows[2].extend_direction, rows[2].target_ratios) == (8, "backward", None)
+    assert rows[0].target_ratios == ("9:16",)
+    for ext in ("jsonl", "csv", "parquet"):
+        write_manifest(rows, tmp_path / f"m.{ext}")
+        assert read_manifest(str(tmp_path / f"m.{ext}"), default_ratios="9:16") == rows
+
+
+@pytest.mark.parametrize("record, column, pattern", [
+    ({"task": "paint"}, "task", "task must be 'outpaint' or 'inpaint' or 'extend'"),
+    ({"task": "inpaint"}, "mask_uri", "is required for task 'inpaint'"),
+    ({"task": "extend"}, "extend_frames", "is required for task 'extend'"),
+    ({"task": "extend", "extend_frames": 0}, "extend_frames", "must be >= 1"),
+    ({"task": "extend", "extend_frames": 2.5}, "extend_frames", "expected an integer"),
+    ({"task": "extend", "extend_frames": 3, "extend_direction": "sideways"}, "extend_direction", "'forward' or"),
+    ({"task": "inpaint", "mask_uri": "m", "mask_dilate": -1}, "mask_dilate", "must be >= 0 pixels"),
+    ({"mask_uri": "m"}, "mask_uri", "applies to task 'inpaint' only; this row's task is 'outpaint'"),
+    ({"task": "inpaint", "mask_uri": "m", "extend_frames": 3}, "extend_frames", "applies to task 'extend' only"),
+    ({"task": "extend", "extend_frames": 3, "target_ratios": "1:1"}, "target_ratios", "extend keeps the source"),
+    ({"task": "inpaint", "mask_uri": "m", "output_size": "canvas"}, "output_size", "inpaint keeps the source"),
+])
+def test_bad_task_columns_name_row_column_and_fix(record, column, pattern):
+    with pytest.raises(ManifestError) as exc:
+        validate_manifest([{"video_uri": "ok.mp4"}, dict(record, video_uri="v.mp4")])
+    problems = [p for p in exc.value.problems if p.column == column]
+    assert problems and all(p.row == 2 for p in problems), exc.value.problems
+    assert any(pattern in p.message for p in problems), [p.message for p in problems]

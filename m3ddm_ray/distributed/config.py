@@ -178,10 +178,12 @@ def job_settings(cfg: Mapping[str, Any], overrides: Mapping[str, Any] | None = N
 UNHASHED_SETTINGS = ("vae_batch_size", "max_batch")
 
 
-def config_hash(cfg: Mapping[str, Any], settings=None) -> str:
+def config_hash(cfg: Mapping[str, Any], settings=None, task: Mapping[str, Any] | None = None) -> str:
     """12-hex fingerprint of what changes the pixels: model and VAE sources, the resolved dtype and
     device kind (``dtype: auto`` is fp16 on CUDA and fp32 on the CPU: they must not share an output
-    name), every pixel-changing setting (not :data:`UNHASHED_SETTINGS`), the encoder settings."""
+    name), every pixel-changing setting (not :data:`UNHASHED_SETTINGS`), the encoder settings, and
+    an inpaint / extend row's task inputs (``task``: :func:`.task_rows.task_spec`; None for
+    outpaint, whose hashes stay what they were)."""
     from .resources import resolve_device, resolve_dtype
 
     settings = settings if settings is not None else job_settings(cfg)
@@ -194,6 +196,8 @@ def config_hash(cfg: Mapping[str, Any], settings=None) -> str:
     pixels = {k: v for k, v in _hashed_settings(settings).items() if k not in UNHASHED_SETTINGS}
     payload = {"model": str(cfg["model"]), "vae": str(cfg["vae"]), "dtype": resolve_dtype(cfg["dtype"], device),
                "device": device, "settings": pixels, "encode": cfg["encode"]}
+    if task is not None:
+        payload["task"] = dict(task)
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 

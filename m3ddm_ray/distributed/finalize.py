@@ -42,7 +42,11 @@ class FinalizeStage:
         return check_row(out, "finalize")
 
     def _finalize(self, row: dict) -> dict:
+        from .task_rows import task_of
+
         clip = pickle.loads(row["clip"])
+        if task_of(row) != "outpaint":
+            return self._finalize_task(row, clip)
         settings = job_settings(self.cfg, json.loads(row["overrides"]))
         needs_source = clip.passthrough or settings.output_size == "source" or has_audio(row)
         if not needs_source or _is_frame_folder(row["video_uri"], self.cfg):
@@ -91,6 +95,32 @@ class FinalizeStage:
         extra.update(output_height=int(out.shape[1]), output_width=int(out.shape[2]))
         return extra
 
+    def _read_source(self, row: dict, which: str = "out"):
+        """``read(lo, hi)``: source frames ``[lo, hi)`` by a range decode (seek point ``which``)."""
+        from .canvases import read_source_span
+
+        return lambda lo, hi: read_source_span(row, self.cfg, lo, hi, which)
+
+    def _finalize_task(self, row: dict, clip) -> dict:
+        """An inpaint / extend output in one piece (:func:`.task_rows.task_output`), with the source
+        audio (an extension's under its known frames only)."""
+        from ..video import write_video
+        from .task_rows import audio_window, task_output
+
+        state = pickle.loads(row["state"])
+        out, extra = task_output(row, self.cfg, clip, state, range(clip.num_frames), self._read_source(row))
+        audio = None
+        if has_audio(row) and not _is_frame_folder(row["video_uri"], self.cfg):
+            audio = row["video_uri"]  # read with range requests, as the join does
+        delay, end = audio_window(row)
+        enc = self.cfg["encode"]
+        write_video(row["output_uri"], out, row["fps"], audio_source=audio, crf=int(enc["crf"]),
+                    preset=str(enc["preset"]), storage_options=self.cfg.get("storage_options") or None,
+                    audio_delay_s=delay, audio_end_s=end)
+        extra.update(output_height=int(out.shape[1]), output_width=int(out.shape[2]),
+                     seconds_unet=state.unet_seconds)
+        return extra
+
     def _piece(self, row: dict) -> dict:
         """One segment of a split clip: its output frames as one H.264 piece (no audio; the join
         adds it once), and the piece's quality numbers."""
@@ -98,11 +128,21 @@ class FinalizeStage:
         from ..pipeline import finalize_frames, generated_array
         from ..video import write_video
         from .segments import piece_uri
+        from .task_rows import piece_position, task_of, task_output
 
         clip, state = pickle.loads(row["clip"]), pickle.loads(row["state"])
         settings = job_settings(self.cfg, json.loads(row["overrides"]))
         segment = clip.plan.segments()[int(row["segment"])]
         frames = segment.output_frames
+        enc = self.cfg["encode"]
+        if task_of(row) != "outpaint":
+            out, extra = task_output(row, self.cfg, clip, state, frames, self._read_source(row))
+            uri = piece_uri(row["output_uri"], piece_position(row), int(row["num_segments"]))
+            write_video(uri, out, row["fps"], crf=int(enc["crf"]), preset=str(enc["preset"]),
+                        storage_options=self.cfg.get("storage_options") or None)
+            extra.update(piece_uri=uri, piece_frames=len(frames), seconds_unet=state.unet_seconds,
+                         output_height=int(out.shape[1]), output_width=int(out.shape[2]))
+            return extra
         source = None
         if settings.output_size == "source":  # only this piece's frames, by a range decode
             from .canvases import read_source_span
@@ -110,7 +150,6 @@ class FinalizeStage:
             source = read_source_span(row, self.cfg, frames[0], frames[-1] + 1, "out")
         out, composite = finalize_frames(clip, generated_array(clip, state, frames), settings, source, frames)
         uri = piece_uri(row["output_uri"], int(row["segment"]), int(row["num_segments"]))
-        enc = self.cfg["encode"]
         write_video(uri, out, row["fps"], crf=int(enc["crf"]), preset=str(enc["preset"]),
                     storage_options=self.cfg.get("storage_options") or None)
         extra = quality.quality_report(composite, clip.mask)

@@ -254,6 +254,8 @@ def build_rows(cfg: Mapping[str, Any], manifest_uri: str, output: str) -> list[d
     for m in manifest:
         record = dataclasses.asdict(m)
         record["video_uri"] = absolute_uri(record["video_uri"])
+        if record.get("mask_uri"):
+            record["mask_uri"] = absolute_uri(record["mask_uri"])
         rows.extend(expand_manifest_row(record, cfg, absolute_uri(output)))
     return rows
 

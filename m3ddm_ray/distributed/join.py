@@ -12,6 +12,7 @@ from ..video import concat_videos
 from .rows import check_row
 from .segments import fine_busy, pieces_folder
 from .stages import _fail, _is_frame_folder, has_audio, result_row
+from .task_rows import audio_window
 
 
 def _weighted(pieces: list[dict], key: str) -> float:
@@ -40,7 +41,8 @@ def assemble(pieces: list[dict], cfg: Mapping[str, Any]) -> dict:
     pieces = sorted(pieces, key=lambda p: int(p["segment"]))
     row = dict(pieces[0])
     so = cfg.get("storage_options") or None
-    uris = [p["piece_uri"] for p in pieces if p.get("piece_uri")]
+    # in video order: the piece names are numbered by position (a backward extension's from the end)
+    uris = sorted(p["piece_uri"] for p in pieces if p.get("piece_uri"))
     try:
         failed = [p for p in pieces if p["status"] == "error"]
         if failed:
@@ -49,9 +51,13 @@ def assemble(pieces: list[dict], cfg: Mapping[str, Any]) -> dict:
             try:
                 audio = row["video_uri"] if has_audio(row) and not _is_frame_folder(row["video_uri"], cfg) else None
                 # the audio is read from the source URI itself (range reads), not from a download
-                frames = concat_videos(uris, row["output_uri"], audio_source=audio, storage_options=so)
-                if frames != int(row["frames"]):
-                    raise RuntimeError(f"the joined video has {frames} frames, the source {row['frames']}")
+                delay, end = audio_window(row)  # an extension keeps the audio under its known frames
+                frames = concat_videos(uris, row["output_uri"], audio_source=audio, storage_options=so,
+                                       audio_delay_s=delay, audio_end_s=end)
+                want = int(row.get("output_frames") or row["frames"])
+                if frames != want:
+                    raise RuntimeError(f"the joined video has {frames} frames, {want} expected "
+                                       f"(source: {row['frames']})")
                 row["status"] = "ok"
             except Exception as exc:  # noqa: BLE001 - one bad output must not stop the job
                 row = _fail(dict(row, status="pending"), "finalize", exc, cfg)

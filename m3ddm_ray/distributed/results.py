@@ -23,6 +23,8 @@ RESULT_SCHEMA: pa.Schema = pa.schema([
     ("model", pa.string()), ("vae", pa.string()), ("config_hash", pa.string()), ("settings", pa.string()),
     *[(key, pa.float64()) for key in REPORT_KEYS],  # no-reference quality numbers (m3ddm_ray.quality)
     ("previous_result", pa.string()),  # results file of the earlier verdict this run relied on (resume)
+    # the task (docs/tasks.md): outpaint rows have task "outpaint" and no options
+    ("task", pa.string()), ("task_options", pa.string()), ("mask_uri", pa.string()), ("output_frames", pa.int64()),
 ])
 
 #: Result-table columns, in order.

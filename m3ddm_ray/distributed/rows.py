@@ -27,7 +27,10 @@ JOB_FIELDS: dict[str, tuple[type | tuple[type, ...], str, str]] = {
     # identity and settings (expand_manifest_row, on the driver)
     "clip_id": (str, "driver", "the manifest's clip id"),
     "video_uri": (str, "driver", "absolute source URI (video file or frame folder)"),
-    "ratio": (str, "driver", "target ratio, e.g. '9:16'"),
+    "ratio": (str, "driver", "target ratio, e.g. '9:16'; an inpaint / extend row: its task name"),
+    "task": (str, "driver", "outpaint | inpaint | extend (m3ddm_ray.rules.TASKS)"),
+    "task_options": (_JSON, "driver", "an inpaint / extend row's inputs (task_rows.task_spec); None for outpaint"),
+    "mask_uri": (str, "driver", "an inpaint row's mask source (absolute)"),
     "output_uri": (str, "driver", "where the output video goes (deterministic, includes the config hash)"),
     "overrides": (_JSON, "driver", "the row's sampler override columns"),
     "config_hash": (str, "driver", "hash of the settings that change pixels"),
@@ -45,6 +48,7 @@ JOB_FIELDS: dict[str, tuple[type | tuple[type, ...], str, str]] = {
     "source_width": (int, "prepare", "source width in pixels (display orientation)"),
     "source_height": (int, "prepare", "source height in pixels"),
     "has_audio": (bool, "prepare", "the source has an audio stream"),
+    "output_frames": (int, "prepare", "frames of the output (T; T + N for an extension)"),
     "seek_points": (_JSON, "prepare", "per segment, where a range decode starts (segments.seek_points)"),
     # segments (coarse -> fine -> finalize -> join)
     "segment": (int, "coarse", "index of this row's segment (0 for a clip that is not split)"),

@@ -126,11 +126,15 @@ def output_key(output: str, clip_id: str, ratio: str, chash: str, prefix: str | 
 
 
 def expand_manifest_row(row: Mapping[str, Any], cfg: Mapping[str, Any], output: str) -> list[StageRow]:
-    """One pending row per (clip, ratio) of a manifest row (ratios from the row or the job)."""
-    ratios = list(row.get("target_ratios") or cfg["ratios"])
+    """One pending row per (clip, ratio) of a manifest row (ratios from the row or the job); an
+    inpaint / extend row gives one row whose ``ratio`` is its task name (:mod:`.task_rows`)."""
+    from .task_rows import task_spec
+
+    spec = task_spec(row)
+    ratios = [spec["task"]] if spec else list(row.get("target_ratios") or cfg["ratios"])
     overrides = {k: row.get(k) for k in SAMPLER_OVERRIDE_COLUMNS}
     settings = job_settings(cfg, overrides)
-    chash = config_hash(cfg, settings)
+    chash = config_hash(cfg, settings, spec)
     out = []
     for ratio in ratios:
         out.append({
@@ -138,7 +142,9 @@ def expand_manifest_row(row: Mapping[str, Any], cfg: Mapping[str, Any], output: 
             "output_uri": output_key(output, row["clip_id"], str(ratio), chash, row.get("output_prefix")),
             "status": "pending", "error": None, "overrides": json.dumps(overrides), "config_hash": chash,
             "settings": json.dumps(settings.to_dict(), sort_keys=True), "clip": b"", "state": b"",
-            "previous_result": None,
+            "previous_result": None, "task": spec["task"] if spec else "outpaint",
+            "task_options": json.dumps(spec, sort_keys=True) if spec else None,
+            "mask_uri": spec.get("mask_uri") if spec else None,
         })
     return [check_row(r, "driver") for r in out]
 
@@ -223,6 +229,7 @@ class PrepareStage:
         from ..canvas_file import CanvasFileWriter
         from ..pipeline import prepare_clips
         from ..video import FrameIndex, iter_frames, probe
+        from .task_rows import prepare_task, task_of
 
         first = rows[0]
         uri = first["video_uri"]
@@ -236,25 +243,30 @@ class PrepareStage:
                 writers[j] = CanvasFileWriter(keyframe_canvas_uri(rows[j]["output_uri"]), settings.canvas_size, so)
             writers[j].append(masked, inpainted)
 
-        try:
+        def iter_source(cancel: threading.Event):
+            """``(info, frames iterator, index)``: the one decode pass over the source."""
             if _is_frame_folder(uri, self.cfg):  # a folder of images (DAVIS / YouTube-VOS layout)
                 from ..video import image_sequence_info, iter_image_sequence
 
                 info = image_sequence_info(uri, storage_options=so)
-                frames = _until_cancelled(iter_image_sequence(uri, so), cancel)
+                return info, _until_cancelled(iter_image_sequence(uri, so), cancel), None
+            path = stack.enter_context(source_file(uri, self.cfg.get("storage_options")))
+            if cancel.is_set():
+                raise PrepareTimeout("cancelled")
+            info = probe(path)  # MP4/MOV: an exact frame count from the sample table, one decode pass
+            if not info.num_frames_exact:  # AVI, MKV, WebM, ...: count first (decode without RGB)
+                info = probe(path, count_frames=True)
+            idx = FrameIndex()
+            return info, _until_cancelled(iter_frames(path, index=idx), cancel), idx
+
+        stack = contextlib.ExitStack()
+        try:
+            with stack:
+                if task_of(first) != "outpaint":  # inpaint / extend: one clip, all canvases (.task_rows)
+                    info, clip, index = prepare_task(first, self.cfg, settings, cancel, iter_source)
+                    return info, [clip], index
+                info, frames, index = iter_source(cancel)
                 clips = prepare_clips(frames, info.num_frames, info.fps, ratios, settings, segmented=True, sink=sink)
-                index = None
-            else:
-                with source_file(uri, self.cfg.get("storage_options")) as path:
-                    if cancel.is_set():
-                        raise PrepareTimeout("cancelled")
-                    info = probe(path)  # MP4/MOV: an exact frame count from the sample table, one decode pass
-                    if not info.num_frames_exact:  # AVI, MKV, WebM, ...: count first (decode without RGB)
-                        info = probe(path, count_frames=True)
-                    index = FrameIndex()
-                    frames = _until_cancelled(iter_frames(path, index=index), cancel)
-                    clips = prepare_clips(frames, info.num_frames, info.fps, ratios, settings, segmented=True,
-                                          sink=sink)
         except BaseException:
             for j, w in writers.items():
                 with contextlib.suppress(Exception):
@@ -284,7 +296,7 @@ class PrepareStage:
         for row, clip in zip(rows, clips):
             points = None if clip.passthrough else seek_points(index, clip.plan)
             row = dict(row, frames=info.num_frames, fps=info.fps, source_width=info.width,
-                       source_height=info.height, has_audio=bool(info.has_audio),
+                       source_height=info.height, has_audio=bool(info.has_audio), output_frames=clip.num_frames,
                        seconds_prepare=time.perf_counter() - t0, seek_points=json.dumps(points))
             row["status"] = "unchanged" if clip.passthrough else "pending"
             row["clip"] = pickle.dumps(clip, protocol=pickle.HIGHEST_PROTOCOL)

@@ -20,6 +20,7 @@ from m3ddm_ray import storage
 from m3ddm_ray.errors import InputError, VideoError
 
 from .audio import _AudioFeed, open_audio_feed
+from .encode import _cap
 from .source import _open_container, _reason, _uri_str
 
 
@@ -31,7 +32,8 @@ def _piece_rate(stream: Any, uri: str) -> Fraction:
 
 
 def concat_videos(pieces: Sequence[str], uri: str, *, audio_source: str | None = None,
-                  storage_options: dict[str, Any] | None = None, trim_audio: bool = True) -> int:
+                  storage_options: dict[str, Any] | None = None, trim_audio: bool = True,
+                  audio_delay_s: float = 0.0, audio_end_s: float | None = None) -> int:
     """Join the H.264 MP4 ``pieces`` (in order) into one MP4 at ``uri``, atomically; returns its
     number of frames.
 
@@ -43,6 +45,9 @@ def concat_videos(pieces: Sequence[str], uri: str, *, audio_source: str | None =
             :func:`write_video` does (copied when MP4 takes the codec, else AAC; aligned to the
             source's first video frame; with ``trim_audio`` cut at the end of the video).
         storage_options: fsspec options for every URI.
+        audio_delay_s, audio_end_s: as :func:`write_video`: seconds by which the (copied) source
+            audio starts later, and the output time after which audio is dropped (an extended
+            video keeps its audio under the known frames only).
 
     Raises:
         InputError: no pieces.
@@ -56,6 +61,10 @@ def concat_videos(pieces: Sequence[str], uri: str, *, audio_source: str | None =
         with storage.atomic_output(uri, storage_options, suffix=".mp4") as tmp, contextlib.ExitStack() as stack:
             out = stack.enter_context(av.open(tmp, mode="w", format="mp4", options={"movflags": "+faststart"}))
             feed = open_audio_feed(stack, audio_source, storage_options)
+            if feed is not None:
+                feed.limit_s = audio_end_s
+                if audio_delay_s and feed.copy:
+                    feed.offset_s -= float(audio_delay_s)
             return _join(pieces, out, feed, storage_options, uri, trim_audio)
     except (av.FFmpegError, OSError) as e:
         raise VideoError(uri, f"joining the pieces failed ({_reason(e)}); check free space and write access") from e
@@ -115,10 +124,10 @@ def _join(pieces: Sequence[str], out: Any, feed: _AudioFeed | None, storage_opti
                 out.mux(pkt)
                 count += 1
                 if feed is not None:
-                    feed.feed_until(out, float(Fraction(frames + count, 1) / rate))
+                    feed.feed_until(out, _cap(float(Fraction(frames + count, 1) / rate), feed.limit_s))
             frames += count
     if feed is not None:
-        feed.finish(out, float(Fraction(frames, 1) / first[3]) if trim_audio else None)
+        feed.finish(out, _cap(float(Fraction(frames, 1) / first[3]) if trim_audio else None, feed.limit_s))
     return frames
 
 

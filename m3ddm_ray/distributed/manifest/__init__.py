@@ -17,6 +17,12 @@ Columns (see :data:`MANIFEST_COLUMNS`; every column except ``video_uri`` is opti
   ``seed`` (int, 0 <= seed < 2**63), ``num_inference_steps`` (int, 2..1000),
   ``guidance_scale`` and ``previous_guidance_scale`` (float, finite, >= 0),
   ``canvas_size`` (int, a positive multiple of 8), ``output_size`` (``"canvas"`` | ``"source"``).
+* the task (docs/tasks.md): ``task`` (``"outpaint"`` default | ``"inpaint"`` | ``"extend"``);
+  ``mask_uri`` (str, required for inpaint: a folder of per-frame mask images, a mask video or one
+  image) and ``mask_dilate`` (int >= 0, pixels); ``extend_frames`` (int >= 1, required for extend)
+  and ``extend_direction`` (``"forward"`` default | ``"backward"``). A task's columns on a row of
+  another task are an error, as are ``target_ratios`` / ``output_size`` on inpaint / extend rows
+  (those keep the source size; one output per clip).
 
 Missing values -- a JSON ``null`` or absent key, an empty CSV cell, a Parquet null, a float NaN
 (pandas' null), an empty string or an empty ratio list -- mean "use the default".
@@ -54,6 +60,7 @@ from .schema import (
     MANIFEST_EXTENSIONS,
     MANIFEST_SCHEMA,
     SAMPLER_OVERRIDE_COLUMNS,
+    TASK_COLUMNS,
     VIDEO_EXTENSIONS,
     ColumnSpec,
     ManifestError,
@@ -67,6 +74,7 @@ __all__ = [
     "MANIFEST_COLUMNS",
     "MANIFEST_SCHEMA",
     "SAMPLER_OVERRIDE_COLUMNS",
+    "TASK_COLUMNS",
     "MANIFEST_EXTENSIONS",
     "VIDEO_EXTENSIONS",
     "MAX_CLIP_ID_LENGTH",

@@ -15,6 +15,7 @@ __all__ = [
     "MANIFEST_COLUMNS",
     "MANIFEST_SCHEMA",
     "SAMPLER_OVERRIDE_COLUMNS",
+    "TASK_COLUMNS",
     "MANIFEST_EXTENSIONS",
     "VIDEO_EXTENSIONS",
     "MAX_SEED",
@@ -68,7 +69,22 @@ _COLUMN_LIST = (
                doc="model canvas side in pixels, a positive multiple of 8"),
     ColumnSpec("output_size", "choice", pa.string(), sampler_override=True,
                doc='"canvas" (model resolution) or "source" (scaled to the input resolution)'),
+    # the task of the row (m3ddm_ray.rules.TASKS; docs/tasks.md) and its inputs
+    ColumnSpec("task", "choice", pa.string(),
+               doc='"outpaint" (default), "inpaint" (needs mask_uri) or "extend" (needs extend_frames)'),
+    ColumnSpec("mask_uri", "str", pa.string(),
+               doc="inpaint: per-frame mask images (folder), a mask video or one image; non-zero = remove"),
+    ColumnSpec("mask_dilate", "int", pa.int64(),
+               doc="inpaint: grow the masks by this many pixels first (>= 0; default 0)"),
+    ColumnSpec("extend_frames", "int", pa.int64(),
+               doc="extend: number of new frames (>= 1)"),
+    ColumnSpec("extend_direction", "choice", pa.string(),
+               doc='extend: "forward" (after the video, default) or "backward" (before it)'),
 )
+
+#: Columns that belong to one task only (column -> task).
+TASK_COLUMNS: Mapping[str, str] = {"mask_uri": "inpaint", "mask_dilate": "inpaint",
+                                   "extend_frames": "extend", "extend_direction": "extend"}
 
 #: Accepted manifest columns, by name, in canonical order.
 MANIFEST_COLUMNS: Mapping[str, ColumnSpec] = {c.name: c for c in _COLUMN_LIST}
@@ -163,6 +179,12 @@ class ManifestRow:
         output_prefix: relative sub-folder (``"a/b"``, no leading/trailing ``/``) or ``None``.
         seed, num_inference_steps, guidance_scale, previous_guidance_scale, canvas_size,
         output_size: sampler overrides, or ``None``.
+        task: ``"inpaint"`` or ``"extend"``; ``None`` is ``"outpaint"`` (see :attr:`task_name`).
+        mask_uri: inpaint only: the mask source (:func:`m3ddm_ray.video.read_masks`), absolute or
+            as written (relative local paths are resolved by the job's driver).
+        mask_dilate: inpaint only: dilation in pixels, or ``None`` (0).
+        extend_frames: extend only: new frames (>= 1).
+        extend_direction: extend only: ``"forward"`` / ``"backward"``, or ``None`` (forward).
     """
 
     video_uri: str
@@ -175,6 +197,16 @@ class ManifestRow:
     previous_guidance_scale: float | None = None
     canvas_size: int | None = None
     output_size: str | None = None
+    task: str | None = None
+    mask_uri: str | None = None
+    mask_dilate: int | None = None
+    extend_frames: int | None = None
+    extend_direction: str | None = None
+
+    @property
+    def task_name(self) -> str:
+        """The row's task: ``"outpaint"``, ``"inpaint"`` or ``"extend"``."""
+        return self.task or "outpaint"
 
     @property
     def sampler_overrides(self) -> dict[str, Any]:

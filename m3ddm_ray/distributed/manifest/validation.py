@@ -15,13 +15,22 @@ from typing import Any, Iterable, Mapping, Sequence
 import pyarrow as pa
 
 from m3ddm_ray.errors import InputError
-from m3ddm_ray.rules import OUTPUT_SIZES, canvas_size_problem, inference_steps_problem
+from m3ddm_ray.rules import (
+    EXTEND_DIRECTIONS,
+    OUTPUT_SIZES,
+    TASKS,
+    canvas_size_problem,
+    dilate_problem,
+    extend_frames_problem,
+    inference_steps_problem,
+)
 
 from .naming import MAX_CLIP_ID_LENGTH, check_clip_id, check_output_prefix, derive_clip_id
 from .schema import (
     MANIFEST_COLUMNS,
     MAX_SEED,
     SAMPLER_OVERRIDE_COLUMNS,
+    TASK_COLUMNS,
     ManifestError,
     ManifestProblem,
     ManifestRow,
@@ -136,6 +145,75 @@ def _parse_override(name: str, v: Any) -> Any:
             raise _Bad(f"output_size must be {' or '.join(map(repr, OUTPUT_SIZES))}, got {_short(v)}")
         return s
     raise AssertionError(name)  # pragma: no cover
+
+
+def _as_choice(v: Any, name: str, choices: Sequence[str]) -> str:
+    s = _as_str(v).lower()
+    if s not in choices:
+        raise _Bad(f"{name} must be {' or '.join(map(repr, choices))}, got {_short(v)}")
+    return s
+
+
+def _parse_task_value(name: str, v: Any) -> Any:
+    """A task column's value (:data:`TASK_COLUMNS` and ``task``), coerced and checked."""
+    if name == "task":
+        return _as_choice(v, "task", TASKS)
+    if name == "mask_uri":
+        text = _as_str(v)
+        if "\x00" in text:
+            raise _Bad("contains a NUL byte")
+        return text
+    if name == "mask_dilate":
+        x = _as_int(v)
+        why = dilate_problem(x)
+        if why:
+            raise _Bad(f"mask_dilate {why}, got {x}")
+        return x
+    if name == "extend_frames":
+        x = _as_int(v)
+        why = extend_frames_problem(x)
+        if why:
+            raise _Bad(f"extend_frames {why}, got {x}")
+        return x
+    if name == "extend_direction":
+        return _as_choice(v, "extend_direction", EXTEND_DIRECTIONS)
+    raise AssertionError(name)  # pragma: no cover
+
+
+def _task_fields(rec: Mapping[str, Any], bad) -> dict[str, Any]:
+    """The row's task and task columns (``task`` None for outpaint); problems go to ``bad``.
+
+    Rules: inpaint needs ``mask_uri``, extend needs ``extend_frames``; a task's columns on a row of
+    another task, and ``target_ratios`` / ``output_size`` on inpaint / extend rows, are problems
+    (rather than silently ignored values)."""
+    out: dict[str, Any] = {}
+    for col in ("task", *TASK_COLUMNS):
+        v = rec.get(col)
+        if _is_missing(v):
+            continue
+        try:
+            out[col] = _parse_task_value(col, v)
+        except _Bad as e:
+            bad(col, str(e))
+    if "task" not in out and not _is_missing(rec.get("task")):
+        return {}  # a bad task value: its columns cannot be judged
+    task = out.get("task", "outpaint")
+    for col, owner in TASK_COLUMNS.items():
+        if not _is_missing(rec.get(col)) and owner != task:
+            bad(col, f"applies to task {owner!r} only; this row's task is {task!r} "
+                     f"(set task={owner} or remove the value)")
+    if task == "inpaint" and _is_missing(rec.get("mask_uri")):
+        bad("mask_uri", "is required for task 'inpaint': a folder of per-frame mask images (e.g. DAVIS "
+                        "Annotations/480p/<seq>), a mask video, or one image for all frames")
+    if task == "extend" and _is_missing(rec.get("extend_frames")):
+        bad("extend_frames", "is required for task 'extend': the number of new frames (>= 1)")
+    if task != "outpaint":
+        for col in ("target_ratios", "output_size"):
+            if not _is_missing(rec.get(col)):
+                bad(col, f"applies to task 'outpaint' only; {task} keeps the source frame size "
+                         "(one output per clip) -- remove the value")
+    out["task"] = None if task == "outpaint" else task
+    return out
 
 
 def _parse_ratio_value(v: Any) -> tuple[str, ...]:
@@ -328,6 +406,9 @@ def _validate(
             except _Bad as e:
                 bad("output_prefix", str(e))
 
+        task = _task_fields(rec, bad)
+        if task.get("task") is not None:
+            ratios = None  # one output per clip at the source size; no ratio
         overrides: dict[str, Any] = {}
         for c in SAMPLER_OVERRIDE_COLUMNS:
             v = rec.get(c)
@@ -341,7 +422,7 @@ def _validate(
         body.extend(row_problems)
         if not row_problems and uri is not None and clip_id is not None:
             row = ManifestRow(video_uri=uri, clip_id=clip_id, target_ratios=ratios,
-                              output_prefix=prefix, **overrides)
+                              output_prefix=prefix, **overrides, **task)
             out.append((n, row, derived))
         elif clip_id is not None:
             # a row with problems still takes part in the duplicate check (all problems at once)
