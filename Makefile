@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 TORCH_SPEC  ?= torch==2.13.0
 TORCH_INDEX ?=
 
-.PHONY: venv test test-fast sample train-tiny clean
+.PHONY: venv test test-fast sample sample-tasks train-tiny clean
 
 $(BIN)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ test-fast: venv
 # The main job (Ray Data, embedded local Ray) on the bundled sample manifest with the tiny random model.
 sample: venv
 	$(BIN)/m3ddm-ray outpaint --config configs/tiny-cpu.yaml --manifest tests/data/sample_manifest.jsonl --output outputs/sample
+
+# The same job on a manifest mixing the three tasks: outpaint, inpaint (a logo mask), extend (docs/tasks.md).
+sample-tasks: venv
+	$(BIN)/m3ddm-ray outpaint --config configs/tiny-cpu.yaml --manifest tests/data/tasks_manifest.jsonl --output outputs/sample-tasks
 
 # Reproduce the small trained model of tests/data/trained (<= ~30 min on a 2-core CPU; docs/training.md).
 train-tiny: venv

@@ -130,12 +130,20 @@ class StorePeak:
         from ray.data._internal.execution import resource_manager as rm
 
         self.peak = 0.0
+        self.by_op: dict[str, float] = {}  # MiB per operator at the peak
         orig = rm.ResourceManager.update_usages
         box = self
 
         def update_usages(this, *a, **k):
             out = orig(this, *a, **k)
-            box.peak = max(box.peak, float(this.get_global_usage().object_store_memory or 0) / 2 ** 20)
+            total = float(this.get_global_usage().object_store_memory or 0) / 2 ** 20
+            if total > box.peak:
+                box.peak = total
+                try:
+                    box.by_op = {op.name: round(float(this.get_op_usage(op).object_store_memory or 0) / 2 ** 20, 2)
+                                 for op in this._topology}
+                except Exception:  # noqa: BLE001 - a Ray without these internals: total only
+                    box.by_op = {}
             return out
 
         rm.ResourceManager.update_usages = update_usages
@@ -165,7 +173,7 @@ def child(args) -> dict:
     sampler.thread.join()
     (row,) = result.table.to_pylist()
     return {"frames": args.frames, "status": row["status"], "error": row["error"], "job_s": result.seconds,
-            "make_video_s": make_s, "driver_peak_mib": peak_rss_mib(), "object_store_peak_mib": store.peak,
+            "make_video_s": make_s, "driver_peak_mib": peak_rss_mib(), "object_store_peak_mib": store.peak, "object_store_by_op_mib": store.by_op,
             "roles_peak_mib": sampler.roles(), "output_frames": row["frames"]}
 
 

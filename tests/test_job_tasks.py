@@ -5,7 +5,6 @@ job runs a manifest mixing the three tasks, with error rows for bad masks and re
 from __future__ import annotations
 
 import json
-import pickle
 from pathlib import Path
 
 import av

@@ -689,3 +689,11 @@ def test_bad_task_columns_name_row_column_and_fix(record, column, pattern):
     problems = [p for p in exc.value.problems if p.column == column]
     assert problems and all(p.row == 2 for p in problems), exc.value.problems
     assert any(pattern in p.message for p in problems), [p.message for p in problems]
+
+
+def test_the_sample_tasks_manifest_is_valid_and_its_files_exist():
+    # its paths are relative to the repository root, where `make sample-tasks` runs
+    rows = read_manifest(str(REPO / "tests" / "data" / "tasks_manifest.jsonl"), default_ratios="9:16")
+    assert [r.task_name for r in rows] == ["outpaint", "inpaint", "extend"]
+    for r in rows:
+        assert (REPO / r.video_uri).is_file() and (r.mask_uri is None or (REPO / r.mask_uri).is_file())

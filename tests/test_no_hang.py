@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 
@@ -79,6 +80,38 @@ def test_a_stalled_job_is_stopped_by_the_watchdog_and_still_writes_every_row(ray
     assert rows["stuck"]["status"] == "error"
     assert "no row finished for 45 s while 1 rows were pending (ray.stall_timeout_s)" in rows["stuck"]["error"]
     assert "JobStalled" in result.summary()
+
+
+def _join_that_never_ends():
+    """A stand-in for the join task that sleeps far past any timeout (defined locally so Ray pickles
+    it by value into the task worker; the production join has no such hook)."""
+    import time
+
+    def never(pieces, cfg):
+        time.sleep(3600)
+
+    return never
+
+
+def test_a_join_that_gives_no_result_ends_the_job_with_an_error_row(ray_session, tmp_path, monkeypatch):
+    from m3ddm_ray.distributed import job
+    from m3ddm_ray.video import read_frames, write_video
+
+    frames, info = read_frames(DATA / "tree_60.mp4")
+    clip = tmp_path / "c80.mp4"  # 80 frames: 2 segments, so the output goes through a join
+    write_video(clip, [frames[i % 60] for i in range(80)], info.fps, preset="ultrafast")
+    uri = manifest(tmp_path, [{"video_uri": str(clip), "clip_id": "joined"}])
+    cfg = tiny_cfg(ratios=["9:16"])
+    monkeypatch.setattr(job, "_assemble", _join_that_never_ends())
+    # the join wait only (the row watchdog reads collect.stall_timeout, which keeps its default)
+    monkeypatch.setattr(job, "stall_timeout", lambda cfg: 5.0)
+    t0 = time.perf_counter()
+    result = run_job(cfg, uri, str(tmp_path / "out"))
+    assert time.perf_counter() - t0 < 600  # the join of 3600 s was not waited for
+    (row,) = result.table.to_pylist()
+    assert row["status"] == "error" and row["output_uri"] is None
+    assert "1 joins of video pieces gave no result for 5 s (ray.stall_timeout_s)" in row["error"]
+    assert "re-run the job to resume" in row["error"]
 
 
 def test_watchdog_interrupts_a_blocked_main_thread_and_is_quiet_while_rows_progress():
