@@ -100,7 +100,7 @@ def clip_mask_seed(clip_id: str, base: int = 0) -> int:
 
 def check_one_segment(num_frames: int, fps: float, strides, where: str) -> None:
     """The task evaluation scores a row's whole clip in one scoring call, so the clip must be one
-    segment of the window plan (below 50 frames with the official strides).
+    segment of the window plan (always below 50 frames with the official strides).
 
     Raises:
         InputError: a clip whose plan splits into several segments, naming it and the fix.
@@ -110,7 +110,7 @@ def check_one_segment(num_frames: int, fps: float, strides, where: str) -> None:
     n = len(plan_windows(int(num_frames), float(fps), tuple(strides) if strides else None).segments())
     if n > 1:
         raise InputError(f"{where}: {num_frames} frames make {n} segments of the window plan; the task "
-                         f"evaluation scores one-segment clips (below 50 frames with the official strides): use a "
+                         f"evaluation scores one-segment clips (always below 50 frames with the official strides): use a "
                          f"shorter eval.clip_len (inpaint) or eval.context + eval.predict (extend)")
 
 
