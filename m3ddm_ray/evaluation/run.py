@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from ..errors import InputError
-from .config import EVAL_DEFAULTS, METHODS, TASKS, build_protocol, check_task_settings, load_eval_config, parse_methods
+from .config import EVAL_DEFAULTS, METHODS, TASKS, build_protocol, check_task_settings, load_eval_config
 from .rows import EVAL_COLUMNS, build_rows, eval_schema, prepare_group
 from .scoring import RANDOM_INIT, ScoreStage, fvd_by_set, make_fvd, make_lpips
 
