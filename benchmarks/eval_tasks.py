@@ -6,7 +6,7 @@ job's), without Ray: for each clip of ``--root`` (default ``tests/data/heldout``
 dataset), its first ``--frames`` frames:
 
 * inpainting: a synthetic object mask (``stationary`` and ``moving``, area ``--area``, seed =
-  ``task_rows.clip_mask_seed(clip id)``), methods ``m3ddm`` (``tasks.run_inpaint``'s steps),
+  ``task_rows.clip_mask_seed`` of ``<video name>@<start>``), methods ``m3ddm`` (``tasks.run_inpaint``'s steps),
   ``telea`` (per frame), ``nearest_known`` (copy from the nearest frame where the pixel is known);
   whole-frame PSNR / SSIM, the PSNR in the hole, and the temporal consistency in the hole (levels;
   lower is better);
@@ -39,7 +39,7 @@ from _common import DATA, print_table, write_json  # noqa: E402
 from m3ddm_ray import tasks  # noqa: E402
 from m3ddm_ray.evaluation import datasets  # noqa: E402
 from m3ddm_ray.evaluation.scoring import make_lpips  # noqa: E402
-from m3ddm_ray.evaluation.task_rows import TaskCase, task_inputs  # noqa: E402
+from m3ddm_ray.evaluation.task_rows import TaskCase, mask_key, task_inputs  # noqa: E402
 from m3ddm_ray.evaluation.task_scoring import run_baseline, score_inpaint, score_prediction  # noqa: E402
 from m3ddm_ray.pipeline import OutpaintPipeline, OutpaintSettings  # noqa: E402
 from m3ddm_ray.sampling import SamplerSettings  # noqa: E402
@@ -57,6 +57,9 @@ def _model_run(pipe, case: TaskCase, inp, fps: float) -> np.ndarray:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default=str(TRAINED), help="folder with unet/ and vae/ (default: tests/data/trained)")
+    p.add_argument("--vae", default=None,
+                   help="VAE folder (default: MODEL/vae if it exists, else tests/data/trained/vae: a fine-tune keeps "
+                        "the frozen VAE it started from)")
     p.add_argument("--root", default=str(DATA / "heldout"), help="folder of clips (folder dataset)")
     p.add_argument("--frames", type=int, default=16)
     p.add_argument("--context", type=int, default=8)
@@ -69,9 +72,11 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     model = Path(args.model)
+    vae = Path(args.vae) if args.vae else (model / "vae" if (model / "vae").is_dir() else TRAINED / "vae")
+    print(f"model {model / 'unet'}, vae {vae}", flush=True)
 
     pipes = {s: OutpaintPipeline.from_pretrained(
-        str(model / "unet"), str(model / "vae"), dtype="fp32", device="cpu",
+        str(model / "unet"), str(vae), dtype="fp32", device="cpu",
         settings=OutpaintSettings(sampler=SamplerSettings(num_inference_steps=args.steps, seed=s), canvas_size=64))
         for s in seeds}
     lpips = make_lpips({"lpips": "auto"})
@@ -80,17 +85,21 @@ def main(argv: list[str] | None = None) -> int:
     cases = [TaskCase("inpaint", m, motion=m, area=args.area) for m in ("stationary", "moving")]
     cases.append(TaskCase("extend", f"c{args.context}p{args.predict}", context=args.context, predict=args.predict))
     scores: dict[tuple[str, str], list[dict]] = {}
+    per_row: list[dict] = []  # one per clip x case x method (x seed for the model), for paired comparisons
     t0 = time.perf_counter()
     for clip in clips:
         gt = datasets.load_clip(clip)[:args.frames]
         for case in cases:
-            inp = task_inputs(gt, case, clip.clip_id, spec)
+            inp = task_inputs(gt, case, mask_key(clip.uri, clip.start), spec)
             score = score_inpaint if case.task == "inpaint" else score_prediction
-            outs = [("m3ddm", _model_run(pipes[s], case, inp, clip.fps)) for s in seeds]
+            outs = [("m3ddm", s, _model_run(pipes[s], case, inp, clip.fps)) for s in seeds]
             methods = ("telea", "nearest_known") if case.task == "inpaint" else ("last_frame",)
-            outs += [(m, run_baseline(m, inp)) for m in methods]
-            for name, out in outs:
-                scores.setdefault((case.label, name), []).append(score(out, inp, lpips))
+            outs += [(m, None, run_baseline(m, inp)) for m in methods]
+            for name, seed, out in outs:
+                sc = score(out, inp, lpips)
+                scores.setdefault((case.label, name), []).append(sc)
+                per_row.append({"clip": clip.clip_id, "case": case.label, "method": name, "seed": seed,
+                                **{k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in sc.items()}})
         print(f"{clip.clip_id}: done ({time.perf_counter() - t0:.0f} s)", flush=True)
 
     def mean(rows, key):
@@ -114,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{'computed' if lpips is not None else 'not computed (no weights)'}")
     if args.json:
         write_json(args.json, {"inpaint": inpaint, "prediction": pred, "clips": [c.clip_id for c in clips],
-                               "args": vars(args), "seconds": elapsed})
+                               "args": vars(args), "vae": str(vae), "seconds": elapsed,
+                               "rows": per_row})
     return 0
 
 

@@ -20,7 +20,7 @@ from m3ddm_ray.evaluation.rows import EVAL_COLUMNS
 from m3ddm_ray.evaluation.run import add_eval, config_from_args
 from m3ddm_ray.evaluation.task_baselines import last_frame_copy, nearest_known_inpaint, telea_inpaint
 from m3ddm_ray.evaluation.task_protocols import inpaint_case, prediction_case
-from m3ddm_ray.evaluation.task_rows import check_one_segment, clip_mask_seed
+from m3ddm_ray.evaluation.task_rows import check_one_segment, clip_mask_seed, mask_key
 from m3ddm_ray.evaluation.task_scoring import run_baseline, score_inpaint, score_prediction
 from m3ddm_ray.video import read_frames
 
@@ -113,7 +113,7 @@ def test_inpaint_baselines_scored_as_computed_independently(inpaint_run):
     for cid, name in clip_ids(out).items():
         gt = ground_truth(name, 9)
         for motion in ("stationary", "moving"):
-            case = inpaint_case(gt, motion, 0.1, clip_mask_seed(cid, 0))
+            case = inpaint_case(gt, motion, 0.1, clip_mask_seed(f"{Path(name).stem}@0", 0))
             hidden = (gt * (1 - case.masks)[..., None]).astype(np.uint8)
             for method, fn in (("telea", telea_inpaint), ("nearest_known", nearest_known_inpaint)):
                 s = score_inpaint(fn(hidden, case.masks), case)
@@ -227,9 +227,11 @@ def test_clips_of_several_segments_are_refused():
         check_one_segment(100, 24.0, None, "clip a")
 
 
-def test_mask_seed_is_per_clip_id_and_base():
-    assert clip_mask_seed("tree") == clip_mask_seed("tree") != clip_mask_seed("tree2")
-    assert clip_mask_seed("tree", 1) == (clip_mask_seed("tree") + 1) % 2 ** 31
+def test_mask_seed_is_per_clip_name_and_start_not_location():
+    assert mask_key("/a/b/chelsea_0.mp4", 0) == mask_key("s3://bkt/x/chelsea_0.mp4", 0) == "chelsea_0@0"
+    assert mask_key("/data/DAVIS/JPEGImages/480p/bear/", 16) == "bear@16"
+    assert clip_mask_seed("tree@0") == clip_mask_seed("tree@0") != clip_mask_seed("tree@16")
+    assert clip_mask_seed("tree@0", 1) == (clip_mask_seed("tree@0") + 1) % 2 ** 31
     assert parse_methods(None, "extend") == ["m3ddm", "last_frame"]
 
 

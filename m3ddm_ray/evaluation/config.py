@@ -28,7 +28,7 @@ EVAL_DEFAULTS: dict[str, Any] = {
     # inpaint: synthetic object masks (masks.synthetic) per clip, one row set per motion
     "mask_motion": ["stationary", "moving"],
     "mask_area": 0.1,           # area fraction of the frame each mask covers, (0, 0.5]
-    "mask_seed": 0,             # mask seed of a clip = mask_seed + crc32(clip_id) (task_rows.clip_mask_seed)
+    "mask_seed": 0,             # mask seed of a clip = mask_seed + crc32("<video name>@<start>") (task_rows)
     # extend (ExtDM protocol): condition on the first `context` frames of a clip, predict the next `predict`
     "context": 8,
     "predict": 8,

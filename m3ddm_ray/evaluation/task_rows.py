@@ -5,7 +5,8 @@ A **case** is what the outpaint protocols call a mask ratio: one set of rows per
 
 * ``inpaint``: one case per mask motion of ``eval.mask_motion`` (label ``stationary`` / ``moving``);
   the clip's mask is :func:`.task_protocols.inpaint_case` with area ``eval.mask_area`` and the
-  seed :func:`clip_mask_seed` (the same masks for every method, and in every run);
+  seed :func:`clip_mask_seed` of :func:`mask_key` (the same masks for every method, in every run,
+  wherever the data lies);
 * ``extend``: one case, label ``c<context>p<predict>`` (:func:`.task_protocols.prediction_case`:
   the first ``context`` frames known, the next ``predict`` the target).
 
@@ -35,7 +36,7 @@ from ..distributed.config import config_hash, job_settings
 from ..distributed.rows import SCHEMAS
 from ..errors import InputError
 
-__all__ = ["TASK_FIELDS", "TaskCase", "task_cases", "clip_mask_seed", "check_one_segment", "build_task_rows",
+__all__ = ["TASK_FIELDS", "TaskCase", "task_cases", "mask_key", "clip_mask_seed", "check_one_segment", "build_task_rows",
            "task_ground_truth", "task_inputs", "prepare_task_group"]
 
 #: Fields the scoring stage of a task evaluation adds (JSON lists on the wire, list columns in
@@ -92,10 +93,20 @@ def task_cases(spec: Mapping[str, Any]) -> list[TaskCase]:
     return [TaskCase("extend", f"c{c}p{p}", context=c, predict=p)]
 
 
-def clip_mask_seed(clip_id: str, base: int = 0) -> int:
-    """The synthetic-mask seed of a clip: ``(base + crc32(clip_id)) mod 2**31``, independent of the
-    clip's position in the dataset, so a clip keeps its masks when others are added or removed."""
-    return (int(base) + zlib.crc32(str(clip_id).encode("utf-8"))) % (2 ** 31)
+def mask_key(uri: str, start: int) -> str:
+    """The name a clip's masks are seeded by: ``<file or folder name without extension>@<start>``
+    (``chelsea_0@0``, DAVIS ``bear@0``). Not the clip id, which for a folder of videos hashes the
+    absolute path: the masks, and so the documented numbers, must not depend on where the data lies."""
+    name = str(uri).rstrip("/").rsplit("/", 1)[-1]
+    stem = name.rsplit(".", 1)[0] if "." in name else name
+    return f"{stem}@{int(start)}"
+
+
+def clip_mask_seed(key: str, base: int = 0) -> int:
+    """The synthetic-mask seed of a clip: ``(base + crc32(key)) mod 2**31`` with ``key`` =
+    :func:`mask_key`: independent of the clip's position in the dataset and of the data's location,
+    so a clip keeps its masks when others are added or removed."""
+    return (int(base) + zlib.crc32(str(key).encode("utf-8"))) % (2 ** 31)
 
 
 def check_one_segment(num_frames: int, fps: float, strides, where: str) -> None:
@@ -155,9 +166,9 @@ def task_ground_truth(row: Mapping[str, Any], spec: Mapping[str, Any], storage_o
     return resize_frames(frames, size, "area") if size else frames
 
 
-def task_inputs(gt: np.ndarray, case: TaskCase, clip_id: str, spec: Mapping[str, Any]):
+def task_inputs(gt: np.ndarray, case: TaskCase, key: str, spec: Mapping[str, Any]):
     """The protocol case of a ground-truth clip: :class:`.task_protocols.InpaintCase` (seeded by
-    :func:`clip_mask_seed`) or :class:`.task_protocols.PredictionCase`.
+    :func:`clip_mask_seed` of the clip's :func:`mask_key` ``key``) or :class:`.task_protocols.PredictionCase`.
 
     Raises:
         InputError: a clip too short for ``context + predict``, or bad frames.
@@ -165,7 +176,7 @@ def task_inputs(gt: np.ndarray, case: TaskCase, clip_id: str, spec: Mapping[str,
     from .task_protocols import inpaint_case, prediction_case
 
     if case.task == "inpaint":
-        return inpaint_case(gt, case.motion, case.area, clip_mask_seed(clip_id, spec.get("mask_seed", 0)))
+        return inpaint_case(gt, case.motion, case.area, clip_mask_seed(key, spec.get("mask_seed", 0)))
     return prediction_case(gt, case.context, case.predict)
 
 
@@ -189,7 +200,7 @@ def prepare_task_group(rows: list[dict], cfg: Mapping[str, Any], spec: Mapping[s
                 continue
             case = cases[row["ratio_label"]]
             if case.label not in prepared:
-                inp = task_inputs(gt, case, row["clip_id"], spec)
+                inp = task_inputs(gt, case, mask_key(row["uri"], row["start"]), spec)
                 if case.task == "inpaint":
                     clip = tasks.prepare_inpaint(inp.frames, inp.masks, float(row["fps"]), settings,
                                                  name=f"synthetic {case.motion} masks")

@@ -171,7 +171,7 @@ class TaskScoreStage:
         from ..distributed.rows import check_row
         from ..distributed.stages import _fail
         from .scoring import _features
-        from .task_rows import task_ground_truth, task_inputs
+        from .task_rows import mask_key, task_ground_truth, task_inputs
 
         t0 = time.perf_counter()
         case = self.cases.get(row["ratio_label"])
@@ -181,7 +181,7 @@ class TaskScoreStage:
         if row["status"] in ("pending", "baseline"):
             try:
                 gt = task_ground_truth(row, self.spec, self.so)
-                inp = task_inputs(gt, case, row["clip_id"], self.spec)
+                inp = task_inputs(gt, case, mask_key(row["uri"], row["start"]), self.spec)
                 out = self._output(row, case, inp)
                 if case.task == "inpaint":
                     s = score_inpaint(out, inp, self.lpips, self.ssim_window)
