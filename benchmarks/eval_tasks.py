@@ -1,18 +1,26 @@
-"""Inpainting and prediction on the held-out clips: the project's small trained model vs the baselines.
+"""Inpainting and prediction on the held-out clips: a small trained model vs the baselines, one process.
 
-Single process, no Ray (the eval job's ``--task`` wiring comes later). For each clip of
-``tests/data/heldout`` (its first ``--frames`` frames):
+The same protocol, cases and scores as ``m3ddm-ray eval --task inpaint|extend`` (the clip ids,
+the seeded synthetic masks, the ground truth and :mod:`m3ddm_ray.evaluation.task_scoring` are the
+job's), without Ray: for each clip of ``--root`` (default ``tests/data/heldout``, ``folder``
+dataset), its first ``--frames`` frames:
 
-* inpainting: a synthetic object mask (``stationary`` and ``moving``, area 0.1, seed = clip index),
-  methods ``model`` (``tasks.run_inpaint``), ``telea`` (per frame), ``nearest_known`` (copy from the
-  nearest frame where the pixel is known); PSNR / SSIM over whole frames and the temporal
-  consistency in the hole (levels; lower is better);
-* prediction (ExtDM-style): condition on the first ``c`` frames, predict ``p``; methods ``model``
-  (``tasks.run_extend``) and ``last_frame``; PSNR / SSIM per predicted frame index.
+* inpainting: a synthetic object mask (``stationary`` and ``moving``, area ``--area``, seed =
+  ``task_rows.clip_mask_seed`` of ``<video name>@<start>``), methods ``m3ddm`` (``tasks.run_inpaint``'s steps),
+  ``telea`` (per frame), ``nearest_known`` (copy from the nearest frame where the pixel is known);
+  whole-frame PSNR / SSIM, the PSNR in the hole, and the temporal consistency in the hole (levels;
+  lower is better);
+* prediction (ExtDM-style): condition on the first ``c`` frames, predict ``p``; methods ``m3ddm``
+  (``tasks.run_extend``'s steps) and ``last_frame``; PSNR / SSIM per predicted frame index.
+
+The model runs once per seed of ``--seeds``; its rows are averaged over seeds and clips, the
+baselines (deterministic) over clips. LPIPS is computed when the default LPIPS weight files exist
+(``evaluation.scoring.make_lpips`` with ``lpips: auto``), else reported as not computed.
 
 Usage::
 
-    .venv/bin/python benchmarks/eval_tasks.py [--frames 16] [--context 8] [--predict 8] [--steps 50] [--json OUT]
+    PYTHONPATH=$PWD OMP_NUM_THREADS=1 .venv/bin/python benchmarks/eval_tasks.py --model tests/data/trained \\
+        [--frames 16] [--context 8] [--predict 8] [--steps 10] [--seeds 0,1,2] [--clips N] [--json OUT]
 """
 
 from __future__ import annotations
@@ -28,69 +36,95 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import DATA, print_table, write_json  # noqa: E402
 
-from m3ddm_ray import tasks, video  # noqa: E402
-from m3ddm_ray.evaluation.task_baselines import last_frame_copy, nearest_known_inpaint, telea_inpaint  # noqa: E402
-from m3ddm_ray.evaluation.task_protocols import (  # noqa: E402
-    inpaint_case,
-    inpaint_scores,
-    prediction_case,
-    prediction_scores,
-)
+from m3ddm_ray import tasks  # noqa: E402
+from m3ddm_ray.evaluation import datasets  # noqa: E402
+from m3ddm_ray.evaluation.scoring import make_lpips  # noqa: E402
+from m3ddm_ray.evaluation.task_rows import TaskCase, mask_key, task_inputs  # noqa: E402
+from m3ddm_ray.evaluation.task_scoring import run_baseline, score_inpaint, score_prediction  # noqa: E402
 from m3ddm_ray.pipeline import OutpaintPipeline, OutpaintSettings  # noqa: E402
 from m3ddm_ray.sampling import SamplerSettings  # noqa: E402
 
 TRAINED = DATA / "trained"
 
 
+def _model_run(pipe, case: TaskCase, inp, fps: float) -> np.ndarray:
+    """The model's output of one case: inpaint uint8 ``(T, H, W, 3)``, extend the ``p`` new frames."""
+    if case.task == "inpaint":
+        return tasks.run_inpaint(pipe.outpainter, inp.frames, inp.masks, fps)
+    return tasks.run_extend(pipe.outpainter, inp.context, fps, case.predict)[case.context:]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default=str(TRAINED), help="folder with unet/ and vae/ (default: tests/data/trained)")
+    p.add_argument("--vae", default=None,
+                   help="VAE folder (default: MODEL/vae if it exists, else tests/data/trained/vae: a fine-tune keeps "
+                        "the frozen VAE it started from)")
+    p.add_argument("--root", default=str(DATA / "heldout"), help="folder of clips (folder dataset)")
     p.add_argument("--frames", type=int, default=16)
     p.add_argument("--context", type=int, default=8)
     p.add_argument("--predict", type=int, default=8)
-    p.add_argument("--steps", type=int, default=50)
+    p.add_argument("--area", type=float, default=0.1, help="inpainting mask area fraction")
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--seeds", default="0", help="comma-separated sampler seeds of the model")
     p.add_argument("--clips", type=int, default=0, help="only the first N clips (0: all)")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    model = Path(args.model)
+    vae = Path(args.vae) if args.vae else (model / "vae" if (model / "vae").is_dir() else TRAINED / "vae")
+    print(f"model {model / 'unet'}, vae {vae}", flush=True)
 
-    settings = OutpaintSettings(sampler=SamplerSettings(num_inference_steps=args.steps), canvas_size=64)
-    pipe = OutpaintPipeline.from_pretrained(str(TRAINED / "unet"), str(TRAINED / "vae"), dtype="fp32",
-                                            device="cpu", settings=settings)
-    clips = sorted((DATA / "heldout").glob("*.mp4"))
-    if args.clips:
-        clips = clips[:args.clips]
-    inpaint_rows: dict[tuple[str, str], list[dict]] = {}
-    pred_rows: dict[str, list[dict]] = {}
+    pipes = {s: OutpaintPipeline.from_pretrained(
+        str(model / "unet"), str(vae), dtype="fp32", device="cpu",
+        settings=OutpaintSettings(sampler=SamplerSettings(num_inference_steps=args.steps, seed=s), canvas_size=64))
+        for s in seeds}
+    lpips = make_lpips({"lpips": "auto"})
+    spec = {"mask_seed": 0, "frame_size": None}
+    clips = datasets.make_clips(datasets.read_dataset("folder", args.root), None, "first", args.clips or None)
+    cases = [TaskCase("inpaint", m, motion=m, area=args.area) for m in ("stationary", "moving")]
+    cases.append(TaskCase("extend", f"c{args.context}p{args.predict}", context=args.context, predict=args.predict))
+    scores: dict[tuple[str, str], list[dict]] = {}
+    per_row: list[dict] = []  # one per clip x case x method (x seed for the model), for paired comparisons
     t0 = time.perf_counter()
-    for i, path in enumerate(clips):
-        frames, info = video.read_frames(str(path), range(args.frames))
-        for motion in ("stationary", "moving"):
-            case = inpaint_case(frames, motion, 0.1, seed=i)
-            outs = {"model": tasks.run_inpaint(pipe.outpainter, frames, case.masks, info.fps),
-                    "telea": telea_inpaint(frames, case.masks),
-                    "nearest_known": nearest_known_inpaint(frames, case.masks)}
-            for name, out in outs.items():
-                inpaint_rows.setdefault((motion, name), []).append(inpaint_scores(out, case))
-        case = prediction_case(frames, args.context, args.predict)
-        outs = {"model": tasks.run_extend(pipe.outpainter, case.context, info.fps, args.predict)[args.context:],
-                "last_frame": last_frame_copy(case.context, args.predict)}
-        for name, out in outs.items():
-            pred_rows.setdefault(name, []).append(prediction_scores(out, case))
-        print(f"{path.name}: done ({time.perf_counter() - t0:.0f} s)", flush=True)
+    for clip in clips:
+        gt = datasets.load_clip(clip)[:args.frames]
+        for case in cases:
+            inp = task_inputs(gt, case, mask_key(clip.uri, clip.start), spec)
+            score = score_inpaint if case.task == "inpaint" else score_prediction
+            outs = [("m3ddm", s, _model_run(pipes[s], case, inp, clip.fps)) for s in seeds]
+            methods = ("telea", "nearest_known") if case.task == "inpaint" else ("last_frame",)
+            outs += [(m, None, run_baseline(m, inp)) for m in methods]
+            for name, seed, out in outs:
+                sc = score(out, inp, lpips)
+                scores.setdefault((case.label, name), []).append(sc)
+                per_row.append({"clip": clip.clip_id, "case": case.label, "method": name, "seed": seed,
+                                **{k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in sc.items()}})
+        print(f"{clip.clip_id}: done ({time.perf_counter() - t0:.0f} s)", flush=True)
 
-    table = []
-    for (motion, name), rows in inpaint_rows.items():
-        table.append([motion, name, f"{np.mean([r['psnr'] for r in rows]):.2f}",
-                      f"{np.mean([r['ssim'] for r in rows]):.3f}", f"{np.nanmean([r['temporal'] for r in rows]):.2f}"])
-    print_table(["mask", "method", "PSNR dB", "SSIM", "temporal (levels)"], table)
-    ptable = []
-    for name, rows in pred_rows.items():
-        psnr = np.mean([r["psnr"] for r in rows], axis=0)
-        ssim = np.mean([r["ssim"] for r in rows], axis=0)
-        ptable.append([name] + [f"{a:.1f} / {b:.2f}" for a, b in zip(psnr, ssim)])
-    print_table(["method"] + [f"t+{k + 1} PSNR/SSIM" for k in range(args.predict)], ptable)
+    def mean(rows, key):
+        return float(np.mean([r[key] for r in rows]))
+
+    inpaint = [[lab, name, f"{mean(r, 'psnr'):.2f}", f"{mean(r, 'ssim'):.4f}", f"{mean(r, 'psnr_generated'):.2f}",
+                f"{np.nanmean([x['temporal'] for x in r]):.2f}", f"{mean(r, 'lpips'):.4f}"]
+               for (lab, name), r in scores.items() if lab in ("stationary", "moving")]
+    print_table(["mask", "method", "PSNR dB", "SSIM", "hole PSNR dB", "TC (levels)", "LPIPS"], inpaint)
+    pred = []
+    for (lab, name), r in scores.items():
+        if lab in ("stationary", "moving"):
+            continue
+        ps = np.mean([x["psnr_frames"] for x in r], axis=0)
+        ss = np.mean([x["ssim_frames"] for x in r], axis=0)
+        pred.append([name, f"{mean(r, 'psnr'):.2f} / {mean(r, 'ssim'):.3f}"] +
+                    [f"{a:.2f} / {b:.3f}" for a, b in zip(ps, ss)])
+    print_table(["method", "mean PSNR/SSIM"] + [f"t+{k + 1}" for k in range(args.predict)], pred)
+    elapsed = time.perf_counter() - t0
+    print(f"{len(clips)} clips, seeds {seeds}, {args.steps} steps, {elapsed:.0f} s; LPIPS "
+          f"{'computed' if lpips is not None else 'not computed (no weights)'}")
     if args.json:
-        write_json(args.json, {"inpaint": table, "prediction": ptable, "clips": [c.name for c in clips],
-                               "args": vars(args)})
+        write_json(args.json, {"inpaint": inpaint, "prediction": pred, "clips": [c.clip_id for c in clips],
+                               "args": vars(args), "vae": str(vae), "seconds": elapsed,
+                               "rows": per_row})
     return 0
 
 

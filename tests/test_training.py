@@ -243,3 +243,18 @@ def test_fine_tune_from_a_released_format_folder(tmp_path, sources, vae):
     assert len(changed) > len(before) // 2
     # not the random initialisation: weights stay within a few lr-sized steps of the init
     assert max(float((before[k] - after[k]).abs().max()) for k in changed) < 0.01
+
+
+def test_relative_model_folders_are_made_absolute_for_the_workers(tmp_path, monkeypatch):
+    """Ray Train workers do not run in the driver's directory: a config's relative model folders
+    (configs/finetune-tasks-cpu.yaml) are resolved on the driver; names that are no folder stay."""
+    from m3ddm_ray.training.ray_train import _absolute_model_paths
+
+    (tmp_path / "m" / "unet").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    cfg = {"model": {"unet": "m/unet", "vae": "train"}, "train": {}}
+    out, init = _absolute_model_paths(cfg, "m/unet")
+    assert out["model"] == {"unet": str(tmp_path / "m" / "unet"), "vae": "train"} and init == str(tmp_path / "m" / "unet")
+    assert cfg["model"]["unet"] == "m/unet"  # the caller's config is not changed
+    out, init = _absolute_model_paths({"model": {"unet": "tiny", "vae": "owner/name"}}, None)
+    assert out["model"] == {"unet": "tiny", "vae": "owner/name"} and init is None

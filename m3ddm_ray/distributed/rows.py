@@ -91,6 +91,14 @@ EVAL_FIELDS: dict[str, tuple[type | tuple[type, ...], str, str]] = {
     "fvd_fake": (bytes, "score", "I3D features of the output"),
     "seconds_method": (float, "score", "a baseline's fill time"),
     "seconds_score": (float, "score", "metric time"),
+    # a task evaluation's scores (m3ddm_ray.evaluation.task_rows / task_scoring; "task" is a job field)
+    "mask_motion": (str, "score", "inpaint: stationary | moving"),
+    "context": (int, "score", "extend: known frames given to the method"),
+    "predict": (int, "score", "extend: frames predicted"),
+    "temporal": (float, "score", "inpaint: temporal consistency in the hole, levels (lower is better)"),
+    "psnr_frames": (str, "score", "extend: JSON list, PSNR per predicted frame index"),
+    "ssim_frames": (str, "score", "extend: JSON list, SSIM per predicted frame index"),
+    "lpips_frames": (str, "score", "extend: JSON list, LPIPS per predicted frame index"),
     **{name: ((int, float, str, bool), "score", "a per_clip.parquet column")
        for name in ("psnr", "ssim", "lpips", "bmse", "psnr_generated", "mse", "bmse_gt", "metric_impl",
                     "known_error", "placement_exact", "frame_height", "frame_width", "known_box",

@@ -14,15 +14,25 @@ from typing import Any, Mapping, Sequence
 from ..distributed.config import DEFAULTS, deep_merge, load_config, parse_override, read_yaml_mapping
 from ..errors import InputError
 
-__all__ = ["EVAL_DEFAULTS", "METHODS", "load_eval_config", "parse_methods", "build_protocol"]
+__all__ = ["EVAL_DEFAULTS", "METHODS", "TASKS", "TASK_METHODS", "TASK_DEFAULT_METHODS", "load_eval_config",
+           "parse_methods", "check_task", "check_task_settings", "build_protocol"]
 
 #: Defaults of the ``eval:`` config section (configs/davis-eval.yaml shows every key).
 EVAL_DEFAULTS: dict[str, Any] = {
     "dataset": None,            # davis2017 | davis2016 | youtube-vos | folder
     "root": None,
     "split": "val",
-    "protocol": "benchmark",    # benchmark | m3ddm-plus
-    "methods": ["m3ddm"],       # m3ddm | replicate | reflect | blur | telea
+    "task": "outpaint",         # outpaint (protocols below) | inpaint | extend (prediction); TASKS
+    "protocol": "benchmark",    # outpaint only: benchmark | m3ddm-plus
+    "methods": None,            # null: the task's default (TASK_DEFAULT_METHODS); names: TASK_METHODS
+    # inpaint: synthetic object masks (masks.synthetic) per clip, one row set per motion
+    "mask_motion": ["stationary", "moving"],
+    "mask_area": 0.1,           # area fraction of the frame each mask covers, (0, 0.5]
+    "mask_seed": 0,             # mask seed of a clip = mask_seed + crc32("<video name>@<start>") (task_rows)
+    # extend (ExtDM protocol): condition on the first `context` frames of a clip, predict the next `predict`
+    "context": 8,
+    "predict": 8,
+    "frame_size": None,         # inpaint / extend: [H, W] to resize the frames to (INTER_AREA); null: as decoded
     "clip_len": 16,             # frames per clip; 0 = whole sequences
     "clips": "first",           # first: one clip per video; all: tile every video
     "max_clips": None,
@@ -43,8 +53,24 @@ EVAL_DEFAULTS: dict[str, Any] = {
     "score": {"num_actors": 1, "num_cpus": 1, "num_gpus": 0, "batch_size": 1},
 }
 
-#: ``--method`` values (= ``baselines.METHODS``; kept here so that registering the command imports nothing heavy).
+#: ``--method`` values of outpainting (= ``baselines.METHODS``; kept here so that registering the command
+#: imports nothing heavy).
 METHODS = ("m3ddm", "replicate", "reflect", "blur", "telea")
+
+#: ``--task`` values: ``outpaint`` (the protocols of :mod:`.protocols`), ``inpaint`` and ``extend``
+#: (:mod:`.task_protocols`).
+TASKS = ("outpaint", "inpaint", "extend")
+#: Methods per task (the inpaint / extend baselines are :mod:`.task_baselines`).
+TASK_METHODS: dict[str, tuple[str, ...]] = {
+    "outpaint": METHODS,
+    "inpaint": ("m3ddm", "telea", "nearest_known"),
+    "extend": ("m3ddm", "last_frame"),
+}
+#: Methods run when ``eval.methods`` is null: outpainting as before (the model only), the tasks with
+#: their baselines.
+TASK_DEFAULT_METHODS: dict[str, tuple[str, ...]] = {
+    "outpaint": ("m3ddm",), "inpaint": TASK_METHODS["inpaint"], "extend": TASK_METHODS["extend"],
+}
 
 
 def _check_eval_keys(data: Mapping, ref: Mapping, where: str, prefix: str = "eval.") -> None:
@@ -107,12 +133,28 @@ def load_eval_config(path: str | os.PathLike | None = None, overrides: Sequence[
     return cfg, ecfg
 
 
-def parse_methods(value: Any) -> list[str]:
-    """Method names from a list and/or comma-separated strings, in order, without repeats.
+def check_task(task: Any) -> str:
+    """``task`` if it is one of :data:`TASKS`.
 
     Raises:
-        InputError: an unknown method, or none at all.
+        InputError: any other value.
     """
+    if task not in TASKS:
+        raise InputError(f"eval task {task!r}; use one of {', '.join(TASKS)} (--task / eval.task)")
+    return str(task)
+
+
+def parse_methods(value: Any, task: str = "outpaint") -> list[str]:
+    """Method names from a list and/or comma-separated strings, in order, without repeats; ``None``
+    gives the task's default (:data:`TASK_DEFAULT_METHODS`).
+
+    Raises:
+        InputError: an unknown task, a method the task does not have (named with the task's
+            methods), or none at all.
+    """
+    known = TASK_METHODS[check_task(task)]
+    if value is None:
+        return list(TASK_DEFAULT_METHODS[task])
     items = value if isinstance(value, (list, tuple)) else [value]
     out: list[str] = []
     for item in items:
@@ -120,12 +162,60 @@ def parse_methods(value: Any) -> list[str]:
             m = m.strip()
             if not m:
                 continue
-            if m not in METHODS:
-                raise InputError(f"unknown method {m!r}; use one of {', '.join(METHODS)} (comma-separated for several)")
+            if m not in known:
+                other = [t for t, ms in TASK_METHODS.items() if m in ms]
+                hint = f" ({m!r} is a method of --task {', '.join(other)})" if other else ""
+                raise InputError(f"unknown method {m!r} for --task {task}{hint}; use one of {', '.join(known)} "
+                                 f"(comma-separated for several)")
             if m not in out:
                 out.append(m)
     if not out:
-        raise InputError(f"no method given; use one of {', '.join(METHODS)}")
+        raise InputError(f"no method given; use one of {', '.join(known)}")
+    return out
+
+
+def _int_at_least(name: str, value: Any, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise InputError(f"eval.{name}={value!r} must be an integer >= {low}")
+    return value
+
+
+def check_task_settings(ecfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The validated task keys of an eval config, as one dict: ``task``, ``methods`` (resolved list),
+    and for ``inpaint`` ``mask_motion`` (list of :data:`masks.synthetic.MOTIONS`), ``mask_area``
+    (float in ``(0, 0.5]``), ``mask_seed`` (int >= 0); for ``extend`` ``context`` / ``predict``
+    (ints >= 1); for both ``frame_size`` (None or ``(H, W)`` ints >= 32: LPIPS needs 31 pixels).
+
+    Raises:
+        InputError: a bad value, naming the key and what it takes.
+    """
+    from ..masks.synthetic import MOTIONS
+
+    task = check_task(ecfg.get("task", "outpaint"))
+    out: dict[str, Any] = {"task": task, "methods": parse_methods(ecfg.get("methods"), task)}
+    if task == "outpaint":
+        return out
+    size = ecfg.get("frame_size")
+    if size is not None:
+        if (not isinstance(size, (list, tuple)) or len(size) != 2
+                or any(isinstance(v, bool) or not isinstance(v, int) or v < 32 for v in size)):
+            raise InputError(f"eval.frame_size={size!r} must be null or [height, width], integers >= 32")
+        size = (int(size[0]), int(size[1]))
+    out["frame_size"] = size
+    if task == "inpaint":
+        motion = ecfg.get("mask_motion")
+        motions = [m.strip() for m in motion.split(",")] if isinstance(motion, str) else list(motion or [])
+        bad = [m for m in motions if m not in MOTIONS]
+        if not motions or bad:
+            raise InputError(f"eval.mask_motion={motion!r}: give one or more of {', '.join(MOTIONS)}")
+        area = ecfg.get("mask_area")
+        if isinstance(area, bool) or not isinstance(area, (int, float)) or not 0.0 < float(area) <= 0.5:
+            raise InputError(f"eval.mask_area={area!r} must be a fraction of the frame in (0, 0.5]")
+        out.update(mask_motion=list(dict.fromkeys(motions)), mask_area=float(area),
+                   mask_seed=_int_at_least("mask_seed", ecfg.get("mask_seed"), 0))
+    else:
+        out.update(context=_int_at_least("context", ecfg.get("context"), 1),
+                   predict=_int_at_least("predict", ecfg.get("predict"), 1))
     return out
 
 

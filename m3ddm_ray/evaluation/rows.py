@@ -30,14 +30,23 @@ EVAL_COLUMNS: tuple[tuple[str, str], ...] = (
     ("seconds_prepare", "float64"), ("seconds_coarse", "float64"), ("seconds_fine", "float64"),
     ("seconds_method", "float64"), ("seconds_score", "float64"), ("seconds_unet", "float64"),
     ("model", "string"), ("vae", "string"), ("config_hash", "string"), ("settings", "string"),
+    # the task columns (m3ddm_ray.evaluation.task_rows): "outpaint" rows have only `task`
+    ("task", "string"), ("mask_motion", "string"), ("context", "int64"), ("predict", "int64"),
+    ("temporal", "float64"),
+    ("psnr_frames", "list_float64"), ("ssim_frames", "list_float64"), ("lpips_frames", "list_float64"),
 )
 
 
 def eval_schema():
-    """Arrow schema of ``per_clip.parquet`` (one row per clip x mask ratio x method)."""
+    """Arrow schema of ``per_clip.parquet``: one row per clip x case x method, where a case is a mask
+    ratio (outpaint), a mask motion (inpaint) or a context / predict split (extend);
+    ``*_frames`` columns are ``list<float64>`` (per predicted frame index, extend only)."""
     import pyarrow as pa
 
-    return pa.schema([(name, getattr(pa, kind)()) for name, kind in EVAL_COLUMNS])
+    def arrow(kind: str):
+        return pa.list_(pa.float64()) if kind == "list_float64" else getattr(pa, kind)()
+
+    return pa.schema([(name, arrow(kind)) for name, kind in EVAL_COLUMNS])
 
 
 def build_rows(cfg: Mapping[str, Any], ecfg: Mapping[str, Any], clips, cases) -> list[list[dict]]:

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from ..errors import InputError
-from .config import EVAL_DEFAULTS, METHODS, build_protocol, load_eval_config, parse_methods
+from .config import EVAL_DEFAULTS, METHODS, TASKS, build_protocol, check_task_settings, load_eval_config
 from .rows import EVAL_COLUMNS, build_rows, eval_schema, prepare_group
 from .scoring import RANDOM_INIT, ScoreStage, fvd_by_set, make_fvd, make_lpips
 
@@ -99,14 +99,16 @@ def _clean(row: Mapping[str, Any], schema) -> dict:
 
 
 def eval_dataset(cfg: Mapping[str, Any], ecfg: Mapping[str, Any], groups: Sequence[list[dict]],
-                 methods: Sequence[str], output: str):
+                 methods: Sequence[str], output: str, spec: Mapping[str, Any] | None = None):
     """The Ray Dataset of the evaluation: one item per clip -> prepare (CPU ``flat_map``) -> the outpaint
     job's coarse and fine actor pools (``m3ddm`` only) -> the scoring pool.
 
     Every pool and task stage is built like the outpaint job's (:func:`~m3ddm_ray.distributed.job.
     map_on_actor_pool`, :func:`~m3ddm_ray.distributed.job._with_fault_args`), with its retry limits
     (``retries.*``): a clip that kills its actor every time ends as error rows instead of being
-    retried forever.
+    retried forever. ``spec`` (:func:`.config.check_task_settings`) of an ``inpaint`` / ``extend``
+    evaluation swaps the prepare function and the scoring actor for those of :mod:`.task_rows` /
+    :mod:`.task_scoring`; the model pools are the same.
     """
     import ray.data
 
@@ -117,7 +119,13 @@ def eval_dataset(cfg: Mapping[str, Any], ecfg: Mapping[str, Any], groups: Sequen
     prep_cfg = cfg["stages"]["prepare"]
     items = [{"rows": pickle.dumps(list(g), protocol=pickle.HIGHEST_PROTOCOL)} for g in groups]
 
+    task = spec is not None and spec["task"] != "outpaint"
+
     def prepare(item: dict) -> list[dict]:
+        if task:
+            from .task_rows import prepare_task_group
+
+            return prepare_task_group(pickle.loads(item["rows"]), cfg, spec)
         return prepare_group(pickle.loads(item["rows"]), cfg, ecfg)
 
     ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
@@ -128,8 +136,13 @@ def eval_dataset(cfg: Mapping[str, Any], ecfg: Mapping[str, Any], groups: Sequen
             ds = map_on_actor_pool(ds, stage_cls, cfg, cfg["stages"][name], device,
                                    fn_constructor_kwargs={"cfg": dict(cfg), "schema": "eval"})
     score_device = str(ecfg["metrics"].get("device") or "cpu")
-    return map_on_actor_pool(ds, ScoreStage, cfg, dict(ecfg["score"]), "cpu" if score_device == "cpu" else device,
-                             fn_constructor_kwargs={"cfg": dict(cfg), "ecfg": dict(ecfg), "output": output})
+    score_cls, kwargs = ScoreStage, {"cfg": dict(cfg), "ecfg": dict(ecfg), "output": output}
+    if task:
+        from .task_scoring import TaskScoreStage
+
+        score_cls, kwargs = TaskScoreStage, {**kwargs, "spec": dict(spec)}
+    return map_on_actor_pool(ds, score_cls, cfg, dict(ecfg["score"]), "cpu" if score_device == "cpu" else device,
+                             fn_constructor_kwargs=kwargs)
 
 
 def _lost_rows(groups: Sequence[list[dict]], results: Sequence[Mapping[str, Any]], failure: BaseException,
@@ -143,6 +156,25 @@ def _lost_rows(groups: Sequence[list[dict]], results: Sequence[Mapping[str, Any]
     return [dict(r, status="error", clip=b"", state=b"",
                  error=f"eval: {r['uri']}: the Ray execution failed before this row finished ({msg})")
             for g in groups for r in g if (r["clip_id"], r["ratio_label"], r["method"]) not in got]
+
+
+def settle_metrics(ecfg: Mapping[str, Any]) -> dict:
+    """``ecfg`` with ``metrics.lpips`` settled to True / False: the metric networks are loaded once
+    here (CPU) so bad weights fail before any work, and ``lpips: auto`` is on for every worker only
+    when this machine found the weight files.
+
+    Raises:
+        ModelLoadError: a configured weight file that is missing or does not load.
+    """
+    metrics = dict(ecfg["metrics"])
+    for key in ("lpips_weights", "lpips_backbone", "fvd_weights"):
+        if metrics.get(key) and metrics[key] != RANDOM_INIT and not Path(str(metrics[key])).is_file():
+            from ..errors import ModelLoadError
+
+            raise ModelLoadError(f"{key.replace('_', '-')} {metrics[key]}: file not found")
+    metrics["lpips"] = make_lpips({**metrics, "device": "cpu"}) is not None
+    make_fvd({**metrics, "device": "cpu"})
+    return {**ecfg, "metrics": metrics}
 
 
 def run_eval(cfg: Mapping[str, Any], ecfg: Mapping[str, Any], output: str) -> EvalResult:
@@ -162,7 +194,12 @@ def run_eval(cfg: Mapping[str, Any], ecfg: Mapping[str, Any], output: str) -> Ev
     t0 = time.perf_counter()
     if not ecfg.get("dataset") or not ecfg.get("root"):
         raise InputError("give the dataset (--dataset) and its folder (--root)")
-    methods = parse_methods(ecfg["methods"])
+    spec = check_task_settings(ecfg)
+    if spec["task"] != "outpaint":
+        from .task_job import run_task_eval
+
+        return run_task_eval(cfg, ecfg, spec, output, t0)
+    methods = spec["methods"]
     cfg = resolve_paths(cfg) if "m3ddm" in methods else dict(cfg)
     output = absolute_uri(output).rstrip("/")
     so = cfg.get("storage_options") or None
@@ -173,17 +210,8 @@ def run_eval(cfg: Mapping[str, Any], ecfg: Mapping[str, Any], output: str) -> Ev
     clip_len = ecfg.get("clip_len")
     clips = datasets.make_clips(videos, int(clip_len) if clip_len else None, str(ecfg.get("clips") or "first"),
                                 ecfg.get("max_clips"), so)
-    metrics = dict(ecfg["metrics"])
-    for key in ("lpips_weights", "lpips_backbone", "fvd_weights"):
-        if metrics.get(key) and metrics[key] != RANDOM_INIT and not Path(str(metrics[key])).is_file():
-            from ..errors import ModelLoadError
-
-            raise ModelLoadError(f"{key.replace('_', '-')} {metrics[key]}: file not found")
-    # load the metric networks once here (CPU) so bad weights fail before any work, and settle
-    # lpips=auto for every worker: on only when this machine found the weight files
-    metrics["lpips"] = make_lpips({**metrics, "device": "cpu"}) is not None
-    make_fvd({**metrics, "device": "cpu"})
-    ecfg = {**ecfg, "metrics": metrics}
+    ecfg = settle_metrics(ecfg)
+    metrics = ecfg["metrics"]
     groups = build_rows(cfg, ecfg, clips, cases)
 
     init_ray(cfg)
@@ -203,7 +231,7 @@ def run_eval(cfg: Mapping[str, Any], ecfg: Mapping[str, Any], output: str) -> Ev
     if any(r.get("fvd_real") for r in results):
         fvd, fvd_notes = fvd_by_set(results, methods, labels)
     schema = eval_schema()
-    table = pa.Table.from_pylist([_clean(r, schema) for r in results], schema=schema)
+    table = pa.Table.from_pylist([_clean(dict(r, task="outpaint"), schema) for r in results], schema=schema)
     rows = table.to_pylist()
     summary = report.summarize(rows, fvd, methods, labels)
     meta = {
@@ -246,11 +274,17 @@ def add_eval_arguments(p) -> None:
                    help="dataset layout of --root")
     p.add_argument("--root", default=None, help="dataset folder: local path or fsspec URL")
     p.add_argument("--output", required=True, help="output prefix: local folder or fsspec URL")
+    p.add_argument("--task", default=None, choices=list(TASKS),
+                   help="outpaint (default: the protocols below); inpaint: synthetic object masks over known frames "
+                        "(eval.mask_motion, eval.mask_area); extend: condition on eval.context frames, predict "
+                        "eval.predict (ExtDM); docs/tasks.md")
     p.add_argument("--protocol", default=None, choices=["benchmark", "m3ddm-plus"],
                    help="benchmark: 256x256, mask ratios 0.25/0.66 (M3DDM and follow-ups); "
                         "m3ddm-plus: long side 256 at a ratio, crop and outpaint back (default: config, benchmark)")
     p.add_argument("--method", action="append", default=None, metavar="METHOD",
-                   help=f"{' | '.join(METHODS)}; comma-separate or repeat for several (default: m3ddm)")
+                   help=f"outpaint: {' | '.join(METHODS)}; inpaint: m3ddm | telea | nearest_known; extend: m3ddm | "
+                        "last_frame; comma-separate or repeat for several (default: m3ddm for outpaint, the model "
+                        "and every baseline for inpaint / extend)")
     p.add_argument("--split", default=None, help="dataset split (default: val; YouTube-VOS: valid)")
     p.add_argument("--clip-len", type=int, default=None, help="frames per clip, 0 = whole sequences (default: 16)")
     p.add_argument("--clips", default=None, choices=["first", "all"],
@@ -290,7 +324,8 @@ def config_from_args(args) -> tuple[dict, dict]:
     eval_flags = {
         "dataset": args.dataset, "root": args.root, "protocol": args.protocol, "split": args.split,
         "clip_len": args.clip_len, "clips": args.clips, "max_clips": args.max_clips,
-        "methods": parse_methods(args.method) if args.method else None,
+        "task": args.task,
+        "methods": [m for item in args.method for m in str(item).split(",") if m.strip()] if args.method else None,
         "metrics__lpips_weights": args.lpips_weights, "metrics__lpips_backbone": args.lpips_backbone,
         "metrics__fvd_weights": args.fvd_weights, "metrics__fvd_kind": args.fvd_kind,
     }
@@ -298,10 +333,12 @@ def config_from_args(args) -> tuple[dict, dict]:
         raise InputError(f"--clip-len {args.clip_len}: give a number of frames >= 1, or 0 for whole sequences")
     if args.max_clips is not None and args.max_clips < 1:
         raise InputError(f"--max-clips {args.max_clips}: must be >= 1")
-    return load_eval_config(
+    cfg, ecfg = load_eval_config(
         args.config, args.overrides, eval_flags, model=args.model, vae=args.vae, dtype=args.dtype, device=args.device,
         canvas_size=args.canvas_size, sampler__steps=args.steps, sampler__seed=args.seed, ray__address=args.address,
     )
+    check_task_settings(ecfg)  # task, methods and task keys: a clear error before anything loads
+    return cfg, ecfg
 
 
 def cmd_eval(args) -> int:

@@ -49,7 +49,6 @@ def nearest_known_inpaint(frames: np.ndarray, masks: np.ndarray) -> np.ndarray:
     frames, masks = _check(frames, masks)
     t = len(frames)
     known = masks == 0
-    out = frames.copy()
     best = np.full(masks.shape, -1, np.int64)  # source frame per pixel
     dist = np.full(masks.shape, np.iinfo(np.int64).max, np.int64)
     for d in range(1, t):  # earlier frame first at equal distance

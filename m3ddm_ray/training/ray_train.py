@@ -85,6 +85,23 @@ def _worker(config: dict) -> None:
                world=world, wrap=ray.train.torch.prepare_model, device=device, report=report)
 
 
+def _local_abspath(spec: Any) -> Any:
+    """``spec`` as an absolute path when it names an existing local folder, else unchanged (hub ids,
+    URLs, ``"tiny"``, ``"train"``, config dicts)."""
+    if isinstance(spec, str) and "://" not in spec and os.path.isdir(spec):
+        return os.path.abspath(spec)
+    return spec
+
+
+def _absolute_model_paths(cfg: Mapping[str, Any], init: str | None) -> tuple[dict, str | None]:
+    """``model.unet``, ``model.vae`` and ``init`` with local folders made absolute on the driver: the Ray
+    Train workers do not run in the driver's working directory, so a config's relative
+    ``tests/data/trained/unet`` would not resolve there."""
+    cfg = dict(cfg)
+    cfg["model"] = {k: _local_abspath(v) for k, v in dict(cfg["model"]).items()}
+    return cfg, _local_abspath(init)
+
+
 def run_training(cfg: Mapping[str, Any], data: str, output: str, *, init: str | None = None, resume: bool = False,
                  address: str | None = None, log=print) -> dict[str, Any]:
     """Train with Ray Train; returns ``{"output", "steps", "elapsed_s", "vae"}``.
@@ -104,6 +121,7 @@ def run_training(cfg: Mapping[str, Any], data: str, output: str, *, init: str | 
     if "://" not in output:
         output = os.path.abspath(output)
     sources = read_sources(data)
+    cfg, init = _absolute_model_paths(cfg, init)
     t0 = time.time()
     vae = prepare_vae(cfg, sources, output, log)
     start = 0

@@ -1,0 +1,119 @@
+"""The ``inpaint`` / ``extend`` evaluation job (``m3ddm-ray eval --task inpaint|extend``).
+
+The same Ray wiring as the outpaint evaluation (:func:`.run.eval_dataset`): one item per clip ->
+:func:`.task_rows.prepare_task_group` (CPU) -> the outpaint job's coarse and fine actor pools
+(``m3ddm`` rows only; without ``m3ddm`` no model is loaded) -> :class:`.task_scoring.TaskScoreStage`.
+The driver gathers the rows, computes FVD per (method, case) when ``metrics.fvd_weights`` is set,
+and writes, as the outpaint evaluation::
+
+    <output>/per_clip.parquet     one row per clip x case x method (rows.eval_schema(), `task` column set)
+    <output>/summary.md|.json     the task's tables (task_report)
+    <output>/report/index.html    the tables + per clip input | output | ground truth strips
+    <output>/manifest.parquet     the clips
+
+Protocols (docs/tasks.md): inpainting with synthetic object masks (``eval.mask_motion``,
+``eval.mask_area``, seeded per clip id), scored by whole-frame PSNR / SSIM / LPIPS and the temporal
+consistency in the hole; prediction as ExtDM (``eval.context`` known frames, ``eval.predict``
+predicted; PSNR / SSIM / LPIPS per predicted frame index, FVD over the context + prediction clips).
+For ``extend`` every clip is cut to ``context + predict`` frames; a shorter video gives error rows
+that say so.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Mapping
+
+__all__ = ["run_task_eval"]
+
+
+def run_task_eval(cfg: Mapping[str, Any], ecfg: Mapping[str, Any], spec: Mapping[str, Any], output: str,
+                  t0: float | None = None):
+    """Run the task evaluation of ``spec`` (:func:`.config.check_task_settings`); returns an
+    :class:`.run.EvalResult`.
+
+    Raises:
+        InputError: bad dataset, settings, or clips that would be several plan segments (nothing ran).
+        ModelLoadError: configured LPIPS / FVD weights that are missing or do not load.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from ..distributed.job import absolute_uri, collect_rows, init_ray, resolve_paths, resolve_runtime
+    from ..storage import atomic_output, atomic_write_bytes
+    from . import datasets, report
+    from .rows import eval_schema
+    from .run import EvalResult, _clean, _lost_rows, eval_dataset, settle_metrics
+    from .scoring import fvd_by_set
+    from .task_report import rows_with_lists, summarize_task, task_markdown
+    from .task_rows import build_task_rows, task_cases
+
+    t0 = time.perf_counter() if t0 is None else t0
+    task, methods = spec["task"], list(spec["methods"])
+    cfg = resolve_paths(cfg) if "m3ddm" in methods else dict(cfg)
+    output = absolute_uri(output).rstrip("/")
+    so = cfg.get("storage_options") or None
+    cases = task_cases(spec)
+    labels = [c.label for c in cases]
+    videos = datasets.read_dataset(str(ecfg["dataset"]), str(ecfg["root"]), str(ecfg.get("split") or "val"), so)
+    clip_len = cases[0].clip_len if task == "extend" else ecfg.get("clip_len")
+    clips = datasets.make_clips(videos, int(clip_len) if clip_len else None, str(ecfg.get("clips") or "first"),
+                                ecfg.get("max_clips"), so)
+    ecfg = settle_metrics(ecfg)
+    metrics = ecfg["metrics"]
+    groups = build_task_rows(cfg, spec, clips, cases)
+
+    init_ray(cfg)
+    actors = (("coarse", "fine") if "m3ddm" in methods else ()) + ("score",)
+    cfg, _ = resolve_runtime({**cfg, "stages": {**cfg["stages"], "score": dict(ecfg["score"])}},
+                             actors=actors, tasks=("prepare",))
+    ecfg = {**ecfg, "score": cfg["stages"]["score"]}
+    results, failure = collect_rows(eval_dataset(cfg, ecfg, groups, methods, output, spec), cfg,
+                                    sum(map(len, groups)))
+    if failure is not None:
+        results += [dict(r, task=task) for r in _lost_rows(groups, results, failure, cfg)]
+
+    order = {m: i for i, m in enumerate(methods)}
+    lab_order = {lab: i for i, lab in enumerate(labels)}
+    results.sort(key=lambda r: (str(r["clip_id"]), lab_order.get(r["ratio_label"], 99), order.get(r["method"], 99)))
+    fvd, fvd_notes = ({}, {})
+    if any(r.get("fvd_real") for r in results):
+        fvd, fvd_notes = fvd_by_set(results, methods, labels)
+    by_label = {c.label: c for c in cases}
+    filled = []
+    for r in rows_with_lists(results):  # every row names its task and case, error rows too
+        c = by_label.get(r["ratio_label"])
+        filled.append(dict(r, task=task, mask_motion=c.motion if c else None, context=c.context if c else None,
+                           predict=c.predict if c else None))
+    schema = eval_schema()
+    table = pa.Table.from_pylist([_clean(r, schema) for r in filled], schema=schema)
+    rows = table.to_pylist()
+    summary = summarize_task(task, rows, fvd, methods, labels)
+    meta = {
+        "task": task, "dataset": ecfg["dataset"], "root": str(ecfg["root"]), "split": ecfg.get("split"),
+        "settings": {k: v for k, v in spec.items() if k not in ("task", "methods")},
+        "clip_len": clip_len, "clips_mode": ecfg.get("clips"), "num_clips": len(clips), "methods": methods,
+        "model": str(cfg["model"]), "vae": str(cfg["vae"]), "steps": cfg["sampler"]["steps"],
+        "seed": cfg["sampler"].get("seed"), "canvas_size": cfg["canvas_size"],
+        "lpips": "computed" if metrics["lpips"] else "not computed (no LPIPS weights found; --lpips-weights)",
+        "fvd": ({"kind": metrics.get("fvd_kind"), "weights": metrics.get("fvd_weights"),
+                 "sets": fvd_notes} if fvd else "not computed"),
+    }
+    what = "inpainting (synthetic object masks)" if task == "inpaint" else "prediction (ExtDM protocol)"
+    title = f"{ecfg['dataset']} {ecfg.get('split') or ''} — {what}"
+    md = task_markdown(summary, title)
+    uris = {
+        "per_clip": f"{output}/per_clip.parquet", "summary_md": f"{output}/summary.md",
+        "summary_json": f"{output}/summary.json", "report": f"{output}/report/index.html",
+        "manifest": f"{output}/manifest.parquet",
+    }
+    with atomic_output(uris["per_clip"], so, suffix=".parquet") as tmp:
+        pq.write_table(table, tmp)
+    with atomic_output(uris["manifest"], so, suffix=".parquet") as tmp:
+        pq.write_table(datasets.clips_to_table(clips), tmp)
+    atomic_write_bytes(uris["summary_md"], md.encode("utf-8"), so)
+    atomic_write_bytes(uris["summary_json"], report.summary_json(summary, **meta).encode("utf-8"), so)
+    page = report.report_html(rows, md, title, {k: meta[k] for k in ("task", "dataset", "split", "methods", "model",
+                                                                     "steps", "canvas_size", "num_clips")})
+    atomic_write_bytes(uris["report"], page.encode("utf-8"), so)
+    return EvalResult(table, summary, uris, time.perf_counter() - t0, md)
