@@ -68,11 +68,13 @@ class JobResult:
     def summary(self) -> str:
         """Human summary: rows per status, frames per second, where the outputs are."""
         rows = self.table.to_pylist()
-        frames = sum(r["frames"] or 0 for r in rows if r["status"] == "ok")
+        frames = sum(r.get("output_frames") or r["frames"] or 0 for r in rows if r["status"] == "ok")
         c = self.counts()
         parts = ", ".join(f"{k} {c.get(k, 0)}" for k in ("ok", "unchanged", "skipped", "error"))
+        tasks = {r.get("task") or "outpaint" for r in rows}
+        done = "outpainted" if tasks == {"outpaint"} else "made (" + ", ".join(sorted(tasks)) + ")"
         lines = [f"{len(rows)} outputs (clip x ratio): {parts}",
-                 f"{frames} frames outpainted in {self.seconds:.1f} s wall time "
+                 f"{frames} frames {done} in {self.seconds:.1f} s wall time "
                  f"({frames / max(self.seconds, 1e-9):.2f} frames/s)",
                  *self.notes,
                  f"results: {self.results_uri}"]

@@ -43,7 +43,7 @@ def run_task_eval(cfg: Mapping[str, Any], ecfg: Mapping[str, Any], spec: Mapping
     from ..storage import atomic_output, atomic_write_bytes
     from . import datasets, report
     from .rows import eval_schema
-    from .run import EvalResult, _clean, _lost_rows, eval_dataset, settle_metrics
+    from .engine import EvalResult, _clean, _lost_rows, eval_dataset, settle_metrics
     from .scoring import fvd_by_set
     from .task_report import rows_with_lists, summarize_task, task_markdown
     from .task_rows import build_task_rows, task_cases
