@@ -20,6 +20,13 @@ the output: JPEG frames + mp4 merge for the official code, one H.264 file for th
 official harness also records arrays for its golden data (``windows.npz`` etc.); its own
 ``seconds_main`` (``main()`` alone, recording included) is reported next to it.
 
+On a shared machine each run also records the 1/5/15-minute load averages before and after it
+(``os.getloadavg``, what ``uptime`` prints; they include the run's own 2 threads) and
+``foreign_cores``: the cores kept busy by *other* processes during it (``_common.CpuMeter``:
+system busy CPU-s minus the run's own, per wall second). Round starts and ends record the load
+averages too. With ``--json`` the file is rewritten after every run, so an interrupted benchmark
+keeps what it measured.
+
 Usage::
 
     PYTHONPATH=$PWD .venv/bin/python benchmarks/bench_official.py \\
@@ -42,7 +49,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _common import DATA, GOLDEN, ROOT, machine_info, print_table, write_json  # noqa: E402
+from _common import DATA, GOLDEN, ROOT, CpuMeter, machine_info, print_table, write_json  # noqa: E402
 
 HARNESS = ROOT.parent / "shared" / "official_harness" / "run_official_cpu.py"
 MODELS = GOLDEN / "models"
@@ -62,14 +69,24 @@ def make_long_clip(path: Path, frames: int = 300) -> None:
                 preset="veryfast")
 
 
-def run(cmd: list[str], env: dict, log: Path) -> float:
-    t0 = time.perf_counter()
-    with open(log, "w") as f:
+def load() -> list[float]:
+    """The 1/5/15-minute load averages, as ``uptime`` prints them."""
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def fmt_load(la: list[float]) -> str:
+    return "/".join(f"{x:.2f}" for x in la) if la else ""
+
+
+def run(cmd: list[str], env: dict, log: Path) -> tuple[float, float, float]:
+    """Run ``cmd`` to completion; returns (wall s, CPU-s of the process tree, foreign cores)."""
+    with open(log, "w") as f, CpuMeter(children=True) as m:
+        t0 = time.perf_counter()
         res = subprocess.run(cmd, env=env, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT)
-    sec = time.perf_counter() - t0
+        sec = time.perf_counter() - t0
     if res.returncode != 0:
         raise SystemExit(f"{cmd[:3]} failed (rc {res.returncode}), see {log}:\n{log.read_text()[-3000:]}")
-    return sec
+    return sec, m.ours, m.foreign_cores
 
 
 def main(argv=None) -> int:
@@ -108,25 +125,49 @@ def main(argv=None) -> int:
 
     times: dict = {(c, m): [] for c in cases for m in MODES}
     seconds_main: dict = {c: [] for c in cases}
+    foreign: dict = {(c, m): [] for c in cases for m in MODES}
+    runs: list[dict] = []  # every run in the order it ran, with the load before and after
+    rounds: list[dict] = []
+
+    def save() -> None:
+        write_json(args.json, {"machine": machine_info(), "rounds_planned": args.rounds, "runs": runs,
+                               "rounds": rounds, "work": str(work)})
+
     for rnd in range(args.rounds):
         order = MODES[rnd % 3:] + MODES[: rnd % 3]
         if rnd == 0:  # the official run writes the input file both sides read
             order = MODES
+        rounds.append(dict(round=rnd, order=list(order), start_utc=time.strftime("%H:%M:%S", time.gmtime()),
+                           load_before=load()))
+        print(f"round {rnd} start {rounds[-1]['start_utc']} UTC, load {fmt_load(rounds[-1]['load_before'])}",
+              flush=True)
         for case in cases:
             for mode in order:
                 out = work / f"{case}_{mode}_{rnd}"
                 shutil.rmtree(out, ignore_errors=True)
                 out.mkdir(parents=True)
-                sec = run(command(mode, case, out), env if mode == "official" else ours_env, out / "log.txt")
+                la0, t0 = load(), time.strftime("%H:%M:%S", time.gmtime())
+                sec, cpu, fc = run(command(mode, case, out), env if mode == "official" else ours_env,
+                                   out / "log.txt")
+                la1 = load()
                 times[(case, mode)].append(sec)
+                foreign[(case, mode)].append(fc)
+                runs.append(dict(round=rnd, case=case, mode=mode, seconds=sec, cpu_seconds=cpu, foreign_cores=fc,
+                                 start_utc=t0, load_before=la0, load_after=la1))
                 if mode == "official":
                     info = json.loads((out / "run_info.json").read_text())
                     seconds_main[case].append(float(info["seconds_main"]))
+                    runs[-1]["seconds_main"] = float(info["seconds_main"])
                     if not (work / f"{case}_input.mp4").exists():
                         shutil.copy(out / "input.mp4", work / f"{case}_input.mp4")
                     for big in out.glob("*.np[yz]"):  # recorded arrays: not needed, can be large
                         big.unlink()
-                print(f"round {rnd} {case} {mode}: {sec:.1f} s", flush=True)
+                print(f"round {rnd} {case} {mode}: {sec:.1f} s, {cpu:.0f} CPU-s, other processes {fc:.2f} "
+                      f"cores (load {fmt_load(la0)} -> {fmt_load(la1)})", flush=True)
+                save()
+        rounds[-1].update(end_utc=time.strftime("%H:%M:%S", time.gmtime()), load_after=load())
+        print(f"round {rnd} end {rounds[-1]['end_utc']} UTC, load {fmt_load(rounds[-1]['load_after'])}", flush=True)
+        save()
 
     rows, raw = [], []
     for case in cases:
@@ -135,14 +176,20 @@ def main(argv=None) -> int:
             ts = times[(case, mode)]
             med = statistics.median(ts)
             extra = (f"official main() {statistics.median(seconds_main[case]):.1f}" if mode == "official" else "")
-            rows.append([case, mode, ", ".join(f"{t:.1f}" for t in ts), med, med / off, off / med, extra])
-            raw.append(dict(case=case, mode=mode, seconds=ts, median=med,
+            rows.append([case, mode, ", ".join(f"{t:.1f}" for t in ts), med, f"{min(ts):.1f}-{max(ts):.1f}",
+                         med / off, off / med, ", ".join(f"{x:.2f}" for x in foreign[(case, mode)]), extra])
+            raw.append(dict(case=case, mode=mode, seconds=ts, median=med, min=min(ts), max=max(ts),
+                            official_over_this=off / med, foreign_cores=foreign[(case, mode)],
                             seconds_main=seconds_main[case] if mode == "official" else None))
     print(json.dumps(machine_info()))
-    print_table(["case", "run", "whole process s (rounds)", "median s", "÷ official", "speed-up vs official",
-                 "note"], rows, title=f"{args.rounds} alternating rounds, tiny golden models, 9:16, canvas 64, fp32, "
+    print_table(["case", "run", "whole process s (rounds)", "median s", "min-max s", "÷ official",
+                 "official ÷ this", "other processes, cores (rounds)", "note"], rows, title=f"{args.rounds} alternating rounds, tiny golden models, 9:16, canvas 64, fp32, "
                                        "2 threads")
-    write_json(args.json, {"machine": machine_info(), "rounds": args.rounds, "rows": raw, "work": str(work)})
+    print_table(["round", "start UTC", "end UTC", "load before (1/5/15 min)", "load after"],
+                [[r["round"], r["start_utc"], r.get("end_utc", ""), fmt_load(r["load_before"]),
+                  fmt_load(r.get("load_after", []))] for r in rounds], title="load averages per round")
+    write_json(args.json, {"machine": machine_info(), "rounds_planned": args.rounds, "rows": raw, "runs": runs,
+                           "rounds": rounds, "work": str(work)})
     if not args.work:
         shutil.rmtree(work, ignore_errors=True)
     return 0
