@@ -13,7 +13,7 @@ from typing import Any, Mapping, Sequence
 from .rows import prepare_group
 from .scoring import RANDOM_INIT, ScoreStage, make_fvd, make_lpips
 
-__all__ = ["EvalResult", "eval_dataset", "settle_metrics"]
+__all__ = ["EvalResult", "eval_dataset", "run_rows", "settle_metrics"]
 
 
 @dataclass
@@ -130,3 +130,38 @@ def settle_metrics(ecfg: Mapping[str, Any]) -> dict:
     return {**ecfg, "metrics": metrics}
 
 
+
+
+def run_rows(cfg: Mapping[str, Any], ecfg: Mapping[str, Any], groups: Sequence[list[dict]], methods: Sequence[str],
+             labels: Sequence[str], output: str, spec: Mapping[str, Any] | None = None):
+    """Run the evaluation rows on Ray, as both eval jobs do: start / join Ray, place every pool before
+    any work (the scoring pool counts; no finalize here), run :func:`eval_dataset`, turn the rows Ray
+    did not return into error rows, sort by (clip, case label, method) and compute FVD per set
+    when the rows carry I3D features.
+
+    Returns:
+        ``(cfg, ecfg, results, fvd, fvd_notes)``: the resolved configs, the result rows, FVD per
+        (method, label) and the notes on each FVD set.
+
+    Raises:
+        ResourceError: a pool cannot be placed.
+    """
+    from ..distributed.job import collect_rows, init_ray, resolve_runtime
+    from .scoring import fvd_by_set
+
+    init_ray(cfg)
+    actors = (("coarse", "fine") if "m3ddm" in methods else ()) + ("score",)
+    cfg, _ = resolve_runtime({**cfg, "stages": {**cfg["stages"], "score": dict(ecfg["score"])}},
+                             actors=actors, tasks=("prepare",))
+    ecfg = {**ecfg, "score": cfg["stages"]["score"]}
+    results, failure = collect_rows(eval_dataset(cfg, ecfg, groups, methods, output, spec), cfg,
+                                    sum(map(len, groups)))
+    if failure is not None:
+        results += _lost_rows(groups, results, failure, cfg)
+    order = {m: i for i, m in enumerate(methods)}
+    lab_order = {lab: i for i, lab in enumerate(labels)}
+    results.sort(key=lambda r: (str(r["clip_id"]), lab_order.get(r["ratio_label"], 99), order.get(r["method"], 99)))
+    fvd, fvd_notes = ({}, {})
+    if any(r.get("fvd_real") for r in results):
+        fvd, fvd_notes = fvd_by_set(results, methods, labels)
+    return cfg, ecfg, results, fvd, fvd_notes

@@ -34,9 +34,9 @@ from typing import Any, Mapping
 
 from ..errors import InputError
 from .config import EVAL_DEFAULTS, METHODS, TASKS, build_protocol, check_task_settings, load_eval_config
-from .engine import EvalResult, _clean, _lost_rows, eval_dataset, settle_metrics
+from .engine import EvalResult, _clean, eval_dataset, run_rows, settle_metrics
 from .rows import EVAL_COLUMNS, build_rows, eval_schema
-from .scoring import ScoreStage, fvd_by_set
+from .scoring import ScoreStage
 
 __all__ = [
     "EVAL_DEFAULTS",
@@ -71,7 +71,7 @@ def run_eval(cfg: Mapping[str, Any], ecfg: Mapping[str, Any], output: str) -> Ev
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from ..distributed.job import absolute_uri, collect_rows, init_ray, resolve_paths, resolve_runtime
+    from ..distributed.job import absolute_uri, resolve_paths
     from ..storage import atomic_output, atomic_write_bytes
     from . import datasets, report
 
@@ -98,22 +98,7 @@ def run_eval(cfg: Mapping[str, Any], ecfg: Mapping[str, Any], output: str) -> Ev
     metrics = ecfg["metrics"]
     groups = build_rows(cfg, ecfg, clips, cases)
 
-    init_ray(cfg)
-    # every pool must fit the cluster before any work (the scoring pool counts; no finalize here)
-    actors = (("coarse", "fine") if "m3ddm" in methods else ()) + ("score",)
-    cfg, _ = resolve_runtime({**cfg, "stages": {**cfg["stages"], "score": dict(ecfg["score"])}},
-                             actors=actors, tasks=("prepare",))
-    ecfg = {**ecfg, "score": cfg["stages"]["score"]}
-    results, failure = collect_rows(eval_dataset(cfg, ecfg, groups, methods, output), cfg, sum(map(len, groups)))
-    if failure is not None:
-        results += _lost_rows(groups, results, failure, cfg)
-
-    order = {m: i for i, m in enumerate(methods)}
-    lab_order = {lab: i for i, lab in enumerate(labels)}
-    results.sort(key=lambda r: (str(r["clip_id"]), lab_order.get(r["ratio_label"], 99), order.get(r["method"], 99)))
-    fvd, fvd_notes = ({}, {})
-    if any(r.get("fvd_real") for r in results):
-        fvd, fvd_notes = fvd_by_set(results, methods, labels)
+    cfg, ecfg, results, fvd, fvd_notes = run_rows(cfg, ecfg, groups, methods, labels, output)
     schema = eval_schema()
     table = pa.Table.from_pylist([_clean(dict(r, task="outpaint"), schema) for r in results], schema=schema)
     rows = table.to_pylist()

@@ -39,12 +39,11 @@ def run_task_eval(cfg: Mapping[str, Any], ecfg: Mapping[str, Any], spec: Mapping
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from ..distributed.job import absolute_uri, collect_rows, init_ray, resolve_paths, resolve_runtime
+    from ..distributed.job import absolute_uri, resolve_paths
     from ..storage import atomic_output, atomic_write_bytes
     from . import datasets, report
     from .rows import eval_schema
-    from .engine import EvalResult, _clean, _lost_rows, eval_dataset, settle_metrics
-    from .scoring import fvd_by_set
+    from .engine import EvalResult, _clean, run_rows, settle_metrics
     from .task_report import rows_with_lists, summarize_task, task_markdown
     from .task_rows import build_task_rows, task_cases
 
@@ -63,22 +62,7 @@ def run_task_eval(cfg: Mapping[str, Any], ecfg: Mapping[str, Any], spec: Mapping
     metrics = ecfg["metrics"]
     groups = build_task_rows(cfg, spec, clips, cases)
 
-    init_ray(cfg)
-    actors = (("coarse", "fine") if "m3ddm" in methods else ()) + ("score",)
-    cfg, _ = resolve_runtime({**cfg, "stages": {**cfg["stages"], "score": dict(ecfg["score"])}},
-                             actors=actors, tasks=("prepare",))
-    ecfg = {**ecfg, "score": cfg["stages"]["score"]}
-    results, failure = collect_rows(eval_dataset(cfg, ecfg, groups, methods, output, spec), cfg,
-                                    sum(map(len, groups)))
-    if failure is not None:
-        results += [dict(r, task=task) for r in _lost_rows(groups, results, failure, cfg)]
-
-    order = {m: i for i, m in enumerate(methods)}
-    lab_order = {lab: i for i, lab in enumerate(labels)}
-    results.sort(key=lambda r: (str(r["clip_id"]), lab_order.get(r["ratio_label"], 99), order.get(r["method"], 99)))
-    fvd, fvd_notes = ({}, {})
-    if any(r.get("fvd_real") for r in results):
-        fvd, fvd_notes = fvd_by_set(results, methods, labels)
+    cfg, ecfg, results, fvd, fvd_notes = run_rows(cfg, ecfg, groups, methods, labels, output, spec)
     by_label = {c.label: c for c in cases}
     filled = []
     for r in rows_with_lists(results):  # every row names its task and case, error rows too

@@ -42,6 +42,8 @@ _PANDAS_INDEX = re.compile(r"__index_level_\d+__")
 
 #: Integer overrides whose limits are the settings' own rules (one definition, in m3ddm_ray.rules).
 _SHARED_INT_RULES = {"num_inference_steps": inference_steps_problem, "canvas_size": canvas_size_problem}
+#: Integer task columns and their rules (m3ddm_ray.rules).
+_TASK_INT_RULES = {"mask_dilate": dilate_problem, "extend_frames": extend_frames_problem}
 
 
 class _Bad(Exception):
@@ -90,6 +92,15 @@ def _as_int(v: Any) -> int:
     raise _Bad(f"expected an integer, got {type(v).__name__} {_short(v)}")
 
 
+def _checked_int(name: str, v: Any, rule) -> int:
+    """``v`` as an int that ``rule`` (:mod:`m3ddm_ray.rules`) accepts; else _Bad naming ``name``."""
+    x = _as_int(v)
+    why = rule(x)
+    if why:
+        raise _Bad(f"{name} {why}, got {x}")
+    return x
+
+
 def _as_float(v: Any) -> float:
     if isinstance(v, bool):
         raise _Bad(f"expected a number, got {_short(v)}")
@@ -129,11 +140,7 @@ def _parse_override(name: str, v: Any) -> Any:
             raise _Bad(f"seed must be in 0..2**63-1, got {x}")
         return x
     if name in _SHARED_INT_RULES:  # the sampler's / the pipeline's own rule (m3ddm_ray.rules)
-        x = _as_int(v)
-        why = _SHARED_INT_RULES[name](x)
-        if why:
-            raise _Bad(f"{name} {why}, got {x}")
-        return x
+        return _checked_int(name, v, _SHARED_INT_RULES[name])
     if name in ("guidance_scale", "previous_guidance_scale"):
         x = _as_float(v)
         if x < 0:
@@ -163,18 +170,8 @@ def _parse_task_value(name: str, v: Any) -> Any:
         if "\x00" in text:
             raise _Bad("contains a NUL byte")
         return text
-    if name == "mask_dilate":
-        x = _as_int(v)
-        why = dilate_problem(x)
-        if why:
-            raise _Bad(f"mask_dilate {why}, got {x}")
-        return x
-    if name == "extend_frames":
-        x = _as_int(v)
-        why = extend_frames_problem(x)
-        if why:
-            raise _Bad(f"extend_frames {why}, got {x}")
-        return x
+    if name in _TASK_INT_RULES:
+        return _checked_int(name, v, _TASK_INT_RULES[name])
     if name == "extend_direction":
         return _as_choice(v, "extend_direction", EXTEND_DIRECTIONS)
     raise AssertionError(name)  # pragma: no cover
