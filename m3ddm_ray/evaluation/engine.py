@@ -13,7 +13,7 @@ from typing import Any, Mapping, Sequence
 from .rows import prepare_group
 from .scoring import RANDOM_INIT, ScoreStage, make_fvd, make_lpips
 
-__all__ = ["EvalResult", "eval_dataset", "run_rows", "settle_metrics"]
+__all__ = ["EvalResult", "eval_dataset", "run_rows", "settle_metrics", "write_outputs"]
 
 
 @dataclass
@@ -165,3 +165,32 @@ def run_rows(cfg: Mapping[str, Any], ecfg: Mapping[str, Any], groups: Sequence[l
     if any(r.get("fvd_real") for r in results):
         fvd, fvd_notes = fvd_by_set(results, methods, labels)
     return cfg, ecfg, results, fvd, fvd_notes
+
+
+def write_outputs(output: str, so, table, clips, summary: Mapping[str, Any], md: str, title: str,
+                  meta: Mapping[str, Any], report_keys: Sequence[str], t0: float) -> "EvalResult":
+    """Publish an evaluation's outputs under ``output``, each atomically: ``per_clip.parquet``
+    (``table``), ``manifest.parquet`` (the clips), ``summary.md`` (``md``), ``summary.json``
+    (``summary`` + ``meta``) and ``report/index.html`` (``meta``'s ``report_keys`` in its header).
+    Returns the :class:`EvalResult` (wall time from ``t0``, ``time.perf_counter`` seconds)."""
+    import time
+
+    import pyarrow.parquet as pq
+
+    from ..storage import atomic_output, atomic_write_bytes
+    from . import datasets, report
+
+    uris = {
+        "per_clip": f"{output}/per_clip.parquet", "summary_md": f"{output}/summary.md",
+        "summary_json": f"{output}/summary.json", "report": f"{output}/report/index.html",
+        "manifest": f"{output}/manifest.parquet",
+    }
+    with atomic_output(uris["per_clip"], so, suffix=".parquet") as tmp:
+        pq.write_table(table, tmp)
+    with atomic_output(uris["manifest"], so, suffix=".parquet") as tmp:
+        pq.write_table(datasets.clips_to_table(clips), tmp)
+    atomic_write_bytes(uris["summary_md"], md.encode("utf-8"), so)
+    atomic_write_bytes(uris["summary_json"], report.summary_json(summary, **meta).encode("utf-8"), so)
+    page = report.report_html(table.to_pylist(), md, title, {k: meta[k] for k in report_keys})
+    atomic_write_bytes(uris["report"], page.encode("utf-8"), so)
+    return EvalResult(table, summary, uris, time.perf_counter() - t0, md)

@@ -34,7 +34,7 @@ from typing import Any, Mapping
 
 from ..errors import InputError
 from .config import EVAL_DEFAULTS, METHODS, TASKS, build_protocol, check_task_settings, load_eval_config
-from .engine import EvalResult, _clean, eval_dataset, run_rows, settle_metrics
+from .engine import EvalResult, _clean, eval_dataset, run_rows, settle_metrics, write_outputs
 from .rows import EVAL_COLUMNS, build_rows, eval_schema
 from .scoring import ScoreStage
 
@@ -69,10 +69,8 @@ def run_eval(cfg: Mapping[str, Any], ecfg: Mapping[str, Any], output: str) -> Ev
         ModelLoadError: configured LPIPS / FVD weights that are missing or do not load.
     """
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     from ..distributed.job import absolute_uri, resolve_paths
-    from ..storage import atomic_output, atomic_write_bytes
     from . import datasets, report
 
     t0 = time.perf_counter()
@@ -115,21 +113,8 @@ def run_eval(cfg: Mapping[str, Any], ecfg: Mapping[str, Any], output: str) -> Ev
     }
     title = f"{ecfg['dataset']} {ecfg.get('split') or ''} — {protocol.name} protocol"
     md = report.summary_markdown(summary, title)
-    uris = {
-        "per_clip": f"{output}/per_clip.parquet", "summary_md": f"{output}/summary.md",
-        "summary_json": f"{output}/summary.json", "report": f"{output}/report/index.html",
-        "manifest": f"{output}/manifest.parquet",
-    }
-    with atomic_output(uris["per_clip"], so, suffix=".parquet") as tmp:
-        pq.write_table(table, tmp)
-    with atomic_output(uris["manifest"], so, suffix=".parquet") as tmp:
-        pq.write_table(datasets.clips_to_table(clips), tmp)
-    atomic_write_bytes(uris["summary_md"], md.encode("utf-8"), so)
-    atomic_write_bytes(uris["summary_json"], report.summary_json(summary, **meta).encode("utf-8"), so)
-    page = report.report_html(rows, md, title, {k: meta[k] for k in ("dataset", "split", "protocol", "methods",
-                                                                     "model", "steps", "canvas_size", "num_clips")})
-    atomic_write_bytes(uris["report"], page.encode("utf-8"), so)
-    return EvalResult(table, summary, uris, time.perf_counter() - t0, md)
+    return write_outputs(output, so, table, clips, summary, md, title, meta,
+                         ("dataset", "split", "protocol", "methods", "model", "steps", "canvas_size", "num_clips"), t0)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -37,13 +37,11 @@ def run_task_eval(cfg: Mapping[str, Any], ecfg: Mapping[str, Any], spec: Mapping
         ModelLoadError: configured LPIPS / FVD weights that are missing or do not load.
     """
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     from ..distributed.job import absolute_uri, resolve_paths
-    from ..storage import atomic_output, atomic_write_bytes
-    from . import datasets, report
+    from . import datasets
+    from .engine import _clean, run_rows, settle_metrics, write_outputs
     from .rows import eval_schema
-    from .engine import EvalResult, _clean, run_rows, settle_metrics
     from .task_report import rows_with_lists, summarize_task, task_markdown
     from .task_rows import build_task_rows, task_cases
 
@@ -86,18 +84,5 @@ def run_task_eval(cfg: Mapping[str, Any], ecfg: Mapping[str, Any], spec: Mapping
     what = "inpainting (synthetic object masks)" if task == "inpaint" else "prediction (ExtDM protocol)"
     title = f"{ecfg['dataset']} {ecfg.get('split') or ''} — {what}"
     md = task_markdown(summary, title)
-    uris = {
-        "per_clip": f"{output}/per_clip.parquet", "summary_md": f"{output}/summary.md",
-        "summary_json": f"{output}/summary.json", "report": f"{output}/report/index.html",
-        "manifest": f"{output}/manifest.parquet",
-    }
-    with atomic_output(uris["per_clip"], so, suffix=".parquet") as tmp:
-        pq.write_table(table, tmp)
-    with atomic_output(uris["manifest"], so, suffix=".parquet") as tmp:
-        pq.write_table(datasets.clips_to_table(clips), tmp)
-    atomic_write_bytes(uris["summary_md"], md.encode("utf-8"), so)
-    atomic_write_bytes(uris["summary_json"], report.summary_json(summary, **meta).encode("utf-8"), so)
-    page = report.report_html(rows, md, title, {k: meta[k] for k in ("task", "dataset", "split", "methods", "model",
-                                                                     "steps", "canvas_size", "num_clips")})
-    atomic_write_bytes(uris["report"], page.encode("utf-8"), so)
-    return EvalResult(table, summary, uris, time.perf_counter() - t0, md)
+    return write_outputs(output, so, table, clips, summary, md, title, meta,
+                         ("task", "dataset", "split", "methods", "model", "steps", "canvas_size", "num_clips"), t0)
