@@ -69,13 +69,16 @@ def _mask_name(spec: Mapping[str, Any]) -> str:
     return f"mask_uri {spec['mask_uri']}"
 
 
-def _source_masks(spec: Mapping[str, Any], num_frames: int, hw: tuple[int, int], so) -> np.ndarray:
-    """uint8 ``(T, H, W)`` 0/1 source masks of an inpaint row, read, fitted and dilated
-    (:func:`tasks.inpaint_masks`). Raises InputError / VideoError naming the mask source."""
+def _source_masks(spec: Mapping[str, Any], num_frames: int, hw: tuple[int, int], so,
+                  raw: np.ndarray | None = None) -> np.ndarray:
+    """uint8 ``(T, H, W)`` 0/1 source masks of an inpaint row: ``raw`` (or the mask source, read
+    here) fitted and dilated (:func:`tasks.inpaint_masks`). Raises InputError / VideoError naming
+    the mask source."""
     from ..tasks import inpaint_masks
     from ..video import read_masks
 
-    raw = read_masks(spec["mask_uri"], so)
+    if raw is None:
+        raw = read_masks(spec["mask_uri"], so)
     return inpaint_masks(raw, num_frames, hw, int(spec["dilate"]), _mask_name(spec))
 
 
@@ -104,7 +107,7 @@ def prepare_task(row: Mapping[str, Any], cfg: Mapping[str, Any], settings, cance
     info, frames, index = iter_source(cancel)
     frames = np.stack(list(frames))
     if spec["task"] == "inpaint":
-        fitted = tasks.inpaint_masks(raw, len(frames), frames.shape[1:3], int(spec["dilate"]), _mask_name(spec))
+        fitted = _source_masks(spec, len(frames), frames.shape[1:3], so, raw)
         clip = tasks.prepare_inpaint(frames, fitted, info.fps, settings, _mask_name(spec))
     else:
         clip = tasks.prepare_extend(frames, info.fps, int(spec["frames"]), spec["direction"], settings)
@@ -153,7 +156,6 @@ def task_output(row: Mapping[str, Any], cfg: Mapping[str, Any], clip, state, row
 
     spec = options(row)
     rows = [int(r) for r in rows]
-    settings = None
     generated = generated_array(clip, state, rows)
     if spec["task"] == "inpaint":
         from .config import job_settings

@@ -64,6 +64,22 @@ def _features(extractor, clip) -> bytes:
     return pickle.dumps(feats[0], protocol=pickle.HIGHEST_PROTOCOL)
 
 
+def write_report_png(output: str, so, row: Mapping[str, Any], img) -> str:
+    """Write a row's side-by-side strip (uint8 ``(H, W, 3)`` RGB) as
+    ``<output>/report/img/<clip>_<label>_<method>.png``, atomically; returns its path relative to
+    the report. Used by both scoring stages (outpaint protocol and tasks)."""
+    import cv2
+
+    from ..storage import atomic_write_bytes
+
+    name = f"{row['clip_id']}_{row['ratio_label']}_{row['method']}.png"
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise RuntimeError("PNG encoding failed")
+    atomic_write_bytes(f"{output}/report/img/{name}", buf.tobytes(), so)
+    return f"img/{name}"
+
+
 class ScoreStage:
     """CPU (or GPU for LPIPS / I3D) actor: output frames of a row -> scores, strip image, I3D features.
 
@@ -158,16 +174,7 @@ class ScoreStage:
         return check_row(row, "score", "eval")
 
     def _write_png(self, row: Mapping[str, Any], img) -> str:
-        import cv2
-
-        from ..storage import atomic_write_bytes
-
-        name = f"{row['clip_id']}_{row['ratio_label']}_{row['method']}.png"
-        ok, buf = cv2.imencode(".png", cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
-        if not ok:
-            raise RuntimeError("PNG encoding failed")
-        atomic_write_bytes(f"{self.output}/report/img/{name}", buf.tobytes(), self.so)
-        return f"img/{name}"
+        return write_report_png(self.output, self.so, row, img)
 
 
 def fvd_by_set(results: Sequence[Mapping[str, Any]], methods: Sequence[str], labels: Sequence[str]) -> tuple[dict, dict]:

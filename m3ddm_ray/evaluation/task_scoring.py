@@ -217,13 +217,6 @@ class TaskScoreStage:
         return check_row(row, "score", "eval")
 
     def _write_png(self, row: Mapping[str, Any], img) -> str:
-        import cv2
+        from .scoring import write_report_png
 
-        from ..storage import atomic_write_bytes
-
-        name = f"{row['clip_id']}_{row['ratio_label']}_{row['method']}.png"
-        ok, buf = cv2.imencode(".png", cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
-        if not ok:
-            raise RuntimeError("PNG encoding failed")
-        atomic_write_bytes(f"{self.output}/report/img/{name}", buf.tobytes(), self.so)
-        return f"img/{name}"
+        return write_report_png(self.output, self.so, row, img)
