@@ -10,7 +10,8 @@ Layers, from the bottom up; a module imports only its own layer and those below
    (manifests; pure despite its folder), :mod:`m3ddm_ray.masks` (training mask policies, per-frame
    mask rules, synthetic object masks);
 3. I/O: :mod:`m3ddm_ray.video` (PyAV over fsspec, frame folders, mask sources),
-   :mod:`m3ddm_ray.canvas_file` (keyframe canvases of long clips in a scratch file);
+   :mod:`m3ddm_ray.canvas_file` (keyframe canvases of long clips in a scratch file),
+   :mod:`m3ddm_ray.coarse_file` (their coarse latents in a scratch file, read per segment);
 4. model: :mod:`m3ddm_ray.models` (the M3DDM UNet and loaders), :mod:`m3ddm_ray.sampling` (one
    window, PNDM + guidance);
 5. :mod:`m3ddm_ray.pipeline`: one video in memory -> outpainted frames, no Ray; then

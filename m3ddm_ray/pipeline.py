@@ -212,11 +212,15 @@ class PreparedClip:
 
     def segment_shell(self, segment: Segment) -> "PreparedClip":
         """This clip for ``segment`` without any canvas: what a segment row carries from the coarse
-        stage to the fine actor, which builds its canvases (:func:`with_span_canvases`)."""
+        stage to the fine actor, which builds its canvases (:func:`with_span_canvases`). It carries
+        no pixel mask either (``mask`` has shape ``(0, 0)``): an outpainting mask is a function of
+        :attr:`geom` (:func:`geometry.pixel_mask`), rebuilt with the canvases -- so a shell is a few
+        hundred bytes at any canvas size."""
         s = self.geom.canvas_size
         empty = np.zeros((0, s, s, 3), np.uint8)
         fm = None if self.frame_masks is None else self.frame_masks[:0]
-        return replace(self, masked=empty, inpainted=empty, global_frames=self.global_frames[:0],
+        mask = self.mask if self.frame_masks is not None else np.zeros((0, 0), np.uint8)
+        return replace(self, masked=empty, inpainted=empty, mask=mask, global_frames=self.global_frames[:0],
                        first_frame=segment.frame_range[0], total_frames=self.num_frames,
                        segment=segment.index, frame_ids=None, canvas_file=None, canvas_options=None,
                        frame_masks=fm)
@@ -258,8 +262,8 @@ def with_span_canvases(clip: PreparedClip, frames: np.ndarray) -> PreparedClip:
             segment's :attr:`~m3ddm_ray.plan.Segment.frame_range`).
 
     Returns:
-        The clip with ``masked`` / ``inpainted`` ``(N, S, S, 3)``, exactly the canvases the whole
-        clip's :func:`prepare_clips` makes for those frames (the canvases are per frame).
+        The clip with ``masked`` / ``inpainted`` ``(N, S, S, 3)`` and ``mask`` ``(S, S)``, exactly
+        what the whole clip's :func:`prepare_clips` makes for those frames (the canvases are per frame).
 
     Raises:
         RuntimeError: a clip with per-frame masks (inpainting, extension: their canvases are not
@@ -269,7 +273,7 @@ def with_span_canvases(clip: PreparedClip, frames: np.ndarray) -> PreparedClip:
         raise RuntimeError("with_span_canvases builds outpainting canvases; a clip with per-frame masks "
                            "(m3ddm_ray.tasks) keeps its canvases (use segment_slice)")
     masked, inpainted = geometry.make_canvases(_check_frames(frames), clip.geom)
-    return replace(clip, masked=masked, inpainted=inpainted, frame_ids=None)
+    return replace(clip, masked=masked, inpainted=inpainted, mask=geometry.pixel_mask(clip.geom), frame_ids=None)
 
 
 def prepare_clips(frames: Iterable[np.ndarray], num_frames: int, fps: float, ratios,

@@ -100,3 +100,72 @@ def test_a_span_that_cannot_be_read_is_an_error_row_naming_the_video(clip_301, t
     (out,) = _rows(FineStage(cfg, models=(tiny_unet, tiny_vae))(_batch([dict(seg, video_uri=str(short))])))
     assert out["status"] == "error" and out["error"].startswith(f"fine: {short}")
     assert "the video ends before frame 150" in out["error"] and out["clip"] == b""
+
+
+def test_with_the_coarse_latents_in_a_scratch_file_segment_rows_carry_no_latents(clip_301, tmp_path):
+    from m3ddm_ray.coarse_file import write_coarse_latents
+    from m3ddm_ray.distributed.segments import load_coarse_latents
+    from m3ddm_ray.pipeline import segment_state
+
+    path, decoded, info, tmp = clip_301
+    cfg, _ = resolve_runtime(tiny_cfg(ratios=["9:16"]), {"CPU": 4.0, "GPU": 0.0})
+    rows = build_rows(cfg, manifest(tmp, [{"video_uri": str(path), "clip_id": "c"}], "m3.jsonl"), str(tmp / "o3"))
+    (row,) = PrepareStage(cfg)([dict(r, clip=b"", state=b"") for r in rows])
+    clip = pickle.loads(row["clip"])
+    rng = np.random.default_rng(0)
+    state = ClipState(global_latents=rng.standard_normal((16, 4, 8, 8)).astype(np.float32),
+                      stored={f: rng.standard_normal((4, 8, 8)).astype(np.float32) for f in canvas_frames(clip.plan)},
+                      unet_seconds=3.5)
+    uri = str(tmp_path / "scratch" / "coarse-latents.bin")
+    n = write_coarse_latents(uri, state.global_latents, state.stored)
+    assert n == Path(uri).stat().st_size > (16 + 21) * 4 * 8 * 8 * 4
+    segs = split_row(row, clip, state, uri)
+    assert [s["segment"] for s in segs] == [0, 1, 2, 3] and {s["coarse_file"] for s in segs} == {uri}
+    for srow in segs:
+        shell, sub = pickle.loads(srow["clip"]), pickle.loads(srow["state"])
+        # no pixels, no mask, no latents: a few hundred bytes whatever the canvas size and the length
+        assert shell.mask.size == 0 and sub.global_latents is None and sub.stored == {}
+        assert len(srow["clip"]) + len(srow["state"]) < 3_000
+        assert sub.unet_seconds == (3.5 if srow["segment"] == 0 else 0.0)
+        seg = clip.plan.segments()[srow["segment"]]
+        got = load_coarse_latents(srow, shell, sub)
+        want = segment_state(state, seg)
+        np.testing.assert_array_equal(got.global_latents, want.global_latents)
+        assert sorted(got.stored) == sorted(want.stored) == list(seg.coarse_guides)
+        for f in seg.coarse_guides:
+            np.testing.assert_array_equal(got.stored[f], want.stored[f])
+        built = fill_canvases(dict(srow), cfg, shell)  # the mask comes back with the canvases
+        np.testing.assert_array_equal(built.mask, clip.mask)
+    Path(uri).unlink()
+    with pytest.raises(RuntimeError, match="coarse latents .* are gone"):
+        load_coarse_latents(segs[1], pickle.loads(segs[1]["clip"]), pickle.loads(segs[1]["state"]))
+
+
+def test_coarse_latents_file_round_trip_and_bad_files(tmp_path):
+    from m3ddm_ray.coarse_file import read_segment_latents, write_coarse_latents
+
+    rng = np.random.default_rng(1)
+    # the VAE hands back the global latents in a non-C layout; the file keeps it (same strides,
+    # so the fine actor's convolutions round exactly as the whole-clip run's)
+    g = rng.standard_normal((4, 16, 4, 4)).astype(np.float32).transpose(1, 0, 2, 3)
+    stored = {f: rng.standard_normal((4, 4, 4)).astype(np.float32) for f in (0, 15, 30, 45, 75, 90)}
+    uri = str(tmp_path / "c.bin")
+    write_coarse_latents(uri, g, stored)
+    got_g, got = read_segment_latents(uri, [90, 15, 30, 75])  # any order; runs read together
+    np.testing.assert_array_equal(got_g, g)
+    assert got_g.strides == g.strides and not got_g.flags["C_CONTIGUOUS"]
+    assert all(got[f].strides == stored[f].strides for f in got)
+    assert sorted(got) == [15, 30, 75, 90]
+    for f in got:
+        np.testing.assert_array_equal(got[f], stored[f])
+    with pytest.raises(RuntimeError, match=r"no coarse latent for frames \[60\]"):
+        read_segment_latents(uri, [15, 60])
+    data = Path(uri).read_bytes()
+    Path(uri).write_bytes(data[:-10])
+    with pytest.raises(RuntimeError, match="cut short while reading keyframes 75..90"):
+        read_segment_latents(uri, [75, 90])
+    Path(uri).write_bytes(b"not a file of ours")
+    with pytest.raises(RuntimeError, match="not a coarse-latents file"):
+        read_segment_latents(uri, [0])
+    with pytest.raises(ValueError, match="frame 7 has shape"):
+        write_coarse_latents(uri, g, {7: np.zeros((4, 8, 8), np.float32)})

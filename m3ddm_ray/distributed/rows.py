@@ -54,6 +54,7 @@ JOB_FIELDS: dict[str, tuple[type | tuple[type, ...], str, str]] = {
     "segment": (int, "coarse", "index of this row's segment (0 for a clip that is not split)"),
     "num_segments": (int, "coarse", "segments of the clip (1: not split)"),
     "seek": (_JSON, "coarse", "this segment's seek points: {'span': ..., 'out': ...}"),
+    "coarse_file": (str, "coarse", "scratch file of a long clip's coarse latents (coarse_file.py), read by fine"),
     "piece_uri": (str, "finalize", "the encoded piece of a segment, before the join"),
     "piece_frames": (int, "finalize", "output frames in the piece"),
     # output facts (finalize / join)

@@ -76,17 +76,22 @@ def piece_uri(output_uri: str, segment: int, total: int) -> str:
     return f"{pieces_folder(output_uri)}/{segment:05d}-of-{total:05d}.mp4"
 
 
-def split_row(row: dict, clip, state) -> list[dict]:
+def split_row(row: dict, clip, state, coarse_file: str | None = None) -> list[dict]:
     """The coarse stage's output for one clip row: one row per segment.
 
-    Each segment row holds the clip without the canvases it does not need, and
-    :func:`~m3ddm_ray.pipeline.segment_state` (global latents and the coarse latents it reads):
-    when the prepare stage kept only the keyframe canvases (``frame_ids``), a
-    :meth:`~m3ddm_ray.pipeline.PreparedClip.segment_shell` (the canvas stage builds the span's
-    canvases from a range decode, starting at the row's ``seek``); else the
-    :meth:`~m3ddm_ray.pipeline.PreparedClip.segment_slice` of the canvases. The coarse pass's
-    UNet seconds go with segment 0 only, so the segments' sum is the clip's.
+    When the prepare stage kept only the keyframe canvases (``frame_ids``: a long outpainting
+    clip), a segment row holds a :meth:`~m3ddm_ray.pipeline.PreparedClip.segment_shell` (no
+    pixels, no mask: the fine actor builds its span's canvases from a range decode, starting at the
+    row's ``seek``) and, with ``coarse_file`` (where the caller wrote the clip's coarse latents,
+    :func:`m3ddm_ray.coarse_file.write_coarse_latents`), an empty state plus that URI in
+    ``coarse_file``: the fine actor reads the global latents and its guides from it
+    (:func:`load_coarse_latents`). Such a row is a few KB at any canvas size and video length.
+    Otherwise (task clips, or no ``coarse_file``) a segment row holds the
+    :meth:`~m3ddm_ray.pipeline.PreparedClip.segment_slice` of the canvases or the shell, and
+    :func:`~m3ddm_ray.pipeline.segment_state` (global latents and the coarse latents it reads).
+    The coarse pass's UNet seconds go with segment 0 only, so the segments' sum is the clip's.
     """
+    from ..pipeline import ClipState
     import json
 
     from ..pipeline import segment_state
@@ -98,14 +103,45 @@ def split_row(row: dict, clip, state) -> list[dict]:
     if len(segs) <= 1:
         return [dict(base, segment=0, num_segments=1, clip=dump(clip), state=dump(state))]
     out = []
+    shells = clip.frame_ids is not None
     for seg in segs:
-        sub = segment_state(state, seg)
+        if shells and coarse_file:
+            sub = ClipState()
+        else:
+            sub = segment_state(state, seg)
         sub.unet_seconds = state.unet_seconds if seg.index == 0 else 0.0
-        part = clip.segment_shell(seg) if clip.frame_ids is not None else clip.segment_slice(seg)
+        part = clip.segment_shell(seg) if shells else clip.segment_slice(seg)
         seek = json.dumps(points[seg.index]) if points else None
         out.append(dict(base, segment=seg.index, num_segments=len(segs), clip=dump(part), state=dump(sub),
-                        seek=seek))
+                        seek=seek, coarse_file=coarse_file if shells else None))
     return out
+
+
+def coarse_latents_uri(output_uri: str) -> str:
+    """The scratch file of an output's coarse latents (with its pieces; deleted at the join)."""
+    return f"{pieces_folder(output_uri)}/coarse-latents.bin"
+
+
+def load_coarse_latents(row: Mapping[str, Any], clip, state, storage_options=None):
+    """``state`` (a segment row's) with the global latents and the coarse guides of the row's segment
+    read from its ``coarse_file`` (:func:`split_row`); ``state`` unchanged for a row without one.
+
+    Raises:
+        RuntimeError: the file is missing, cut short, or written for another plan.
+    """
+    uri = row.get("coarse_file")
+    if not uri:
+        return state
+    from ..coarse_file import read_segment_latents
+
+    seg = clip.plan.segments()[clip.segment]
+    try:
+        state.global_latents, stored = read_segment_latents(uri, seg.coarse_guides, storage_options)
+    except FileNotFoundError:
+        raise RuntimeError(f"the coarse latents {uri} are gone (deleted, or another job joined this output); "
+                           f"run the job again") from None
+    state.stored.update(stored)
+    return state
 
 
 class PieceCollector:

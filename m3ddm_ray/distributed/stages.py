@@ -426,16 +426,33 @@ class CoarseStage(_ModelStage):
         return row
 
     def emit(self, row: dict) -> list[dict]:
-        from .segments import split_row
+        """One row per segment (:func:`.segments.split_row`). A long outpainting clip's coarse
+        latents go to one scratch file next to its output (:func:`.segments.coarse_latents_uri`),
+        so its segment rows carry no latents. A failed row leaves no scratch data behind."""
+        from .segments import coarse_latents_uri, pieces_folder, split_row
 
+        so = self.cfg.get("storage_options") or None
         if row["status"] != "pending":
+            if row["status"] == "error" and row.get("output_uri"):  # keyframe canvases of a failed clip
+                storage.remove_tree(pieces_folder(row["output_uri"]), so)
             return [dict(row, segment=0, num_segments=1)]
-        return split_row(row, pickle.loads(row["clip"]), pickle.loads(row["state"]))
+        clip, state = pickle.loads(row["clip"]), pickle.loads(row["state"])
+        uri = None
+        if clip.frame_ids is not None and row.get("output_uri") and len(clip.plan.segments()) > 1:
+            from ..coarse_file import write_coarse_latents
+
+            uri = coarse_latents_uri(row["output_uri"])
+            try:
+                write_coarse_latents(uri, state.global_latents, state.stored, so)
+            except Exception as exc:  # noqa: BLE001 - an error row, not a dead job
+                storage.remove_tree(pieces_folder(row["output_uri"]), so)
+                return [dict(_fail(row, self.stage, exc, self.cfg), segment=0, num_segments=1)]
+        return split_row(row, clip, state, uri)
 
 
 class FineStage(_ModelStage):
-    """GPU: the canvases of one segment's span from a range decode (:func:`.canvases.fill_canvases`),
-    its stride-5 / stride-1 windows with keyframes as guides, and the decode of its output frames
+    """GPU: the coarse latents a segment reads (:func:`.segments.load_coarse_latents`), the canvases
+    of its span from a range decode (:func:`.canvases.fill_canvases`), its stride-5 / stride-1 windows with keyframes as guides, and the decode of its output frames
     (``Outpainter.run_segment``)."""
 
     stage = "fine"
@@ -443,7 +460,10 @@ class FineStage(_ModelStage):
     def run(self, row: dict, vae_batch_size: int | None = None) -> dict:
         from .canvases import fill_canvases
 
+        from .segments import load_coarse_latents
+
         clip, state = pickle.loads(row["clip"]), pickle.loads(row["state"])
+        state = load_coarse_latents(row, clip, state, self.cfg.get("storage_options") or None)
         filled = fill_canvases(row, self.cfg, clip)
         if filled is not clip:  # finalize pastes the generated pixels onto these canvases
             clip = filled
