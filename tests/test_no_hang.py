@@ -130,6 +130,61 @@ def test_watchdog_interrupts_a_blocked_main_thread_and_is_quiet_while_rows_progr
     assert not dog.fired
 
 
+def test_watchdog_stops_a_job_whose_pool_never_starts_and_forgets_pools_once_they_have():
+    calls = []
+
+    def never_started():
+        calls.append(1)
+        return ["fine"]
+
+    blocker = threading.Event()
+    t0 = time.monotonic()
+    with pytest.raises(Exception) as err:
+        with StallWatchdog(0, lambda: 1, poll_s=0.05, start_timeout_s=0.4, start_check=never_started,
+                           check_every_s=0.1):  # the row clock is off: only the start-up watch
+            blocker.wait(60)
+    assert 0.4 <= time.monotonic() - t0 < 10
+    assert "the fine pool had no started actor after 0.4 s (ray.actor_start_timeout_s)" in str(err.value)
+    assert len(calls) >= 2  # checked while waiting, not only at the deadline
+    calls.clear()
+    with StallWatchdog(0, lambda: 1, poll_s=0.05, start_timeout_s=0.3, start_check=lambda: calls.append(1) or [],
+                       check_every_s=0.05) as dog:  # every pool started: the table is not read again
+        threading.Event().wait(0.6)
+    assert not dog.fired and len(calls) == 1
+    with StallWatchdog(0, lambda: 1, poll_s=0.05, start_timeout_s=0.2, start_check=lambda: None) as dog:
+        threading.Event().wait(0.5)  # the actor table cannot be read: no verdict (the row clock remains)
+    assert not dog.fired
+
+
+def _fine_stage_that_never_starts():
+    """A FineStage whose ``__init__`` never returns (a model download that hangs), defined locally so
+    Ray pickles it by value."""
+    import time
+
+    from m3ddm_ray.distributed import stages
+
+    class NeverStarts(stages.FineStage):
+        def __init__(self, *args, **kwargs):
+            time.sleep(3600)
+
+    return NeverStarts
+
+
+def test_a_pool_whose_actor_never_starts_ends_the_job_naming_the_pool(ray_session, tmp_path, monkeypatch):
+    from m3ddm_ray.distributed import job
+
+    uri = manifest(tmp_path, [{"video_uri": str(DATA / "megamind_20.mp4"), "clip_id": "m"}])
+    cfg = tiny_cfg(ratios=["9:16"])
+    cfg["ray"]["actor_start_timeout_s"] = 20
+    monkeypatch.setattr(job, "FineStage", _fine_stage_that_never_starts())
+    t0 = time.perf_counter()
+    result = run_job(cfg, uri, str(tmp_path / "out"))
+    assert time.perf_counter() - t0 < 120
+    (row,) = result.table.to_pylist()
+    assert row["status"] == "error"
+    assert "the fine pool had no started actor after 20 s (ray.actor_start_timeout_s)" in row["error"]
+
+
 @pytest.mark.slow
 def test_newcomer_command_without_config_runs_on_a_cpu_only_machine(tmp_path):
     """The README's users on a machine without a GPU, default pools (a fresh embedded Ray)."""

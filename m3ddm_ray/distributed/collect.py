@@ -8,7 +8,7 @@ import os
 import signal
 import threading
 import time
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 from ..errors import M3DDMError
 
@@ -21,8 +21,42 @@ def stall_timeout(cfg: Mapping[str, Any] | None) -> float | None:
     return float(value) if value else None
 
 
+def actor_start_timeout(cfg: Mapping[str, Any] | None) -> float | None:
+    """``ray.actor_start_timeout_s`` of the job config in seconds (None or 0: no limit)."""
+    value = ((cfg or {}).get("ray") or {}).get("actor_start_timeout_s")
+    return float(value) if value else None
+
+
+def pools_not_started(pools: Mapping[str, str], since: float) -> list[str] | None:
+    """The stages of ``pools`` (stage -> class name of its Ray Data actor, e.g. ``"coarse" ->
+    "CoarseStage"``) with no actor that finished starting (placed, ``__init__`` done, model loaded:
+    a start time in Ray's actor table) at or after ``since`` (``time.time()`` seconds; actors of
+    earlier jobs in the same Ray session do not count). An actor that started and has ended since
+    counts (Ray Data ends a pool's actors once its input is done). None when Ray's actor table
+    cannot be read (then nothing is known).
+    """
+    try:
+        from ray._private.state import actors  # the GCS actor table (no dashboard needed)
+
+        table = actors()
+    except Exception as exc:  # noqa: BLE001 - a private API: without it the stall watchdog remains
+        logger.debug("actor table unavailable (%s); pool start-up is not watched", exc)
+        return None
+    started = set()
+    for entry in table.values():
+        start = float(entry.get("StartTime") or 0) / 1000.0  # 0 until the creation task has finished
+        if start <= 0 or start < since - 1.0:
+            continue
+        name = str(entry.get("ActorClassName") or "")
+        for stage, cls in pools.items():
+            if f"MapBatches({cls})" in name:
+                started.add(stage)
+    return [stage for stage in pools if stage not in started]
+
+
 def collect_rows(ds, cfg: Mapping[str, Any] | None = None, expected: int | None = None, *,
-                 on_row: Callable[[dict], list[dict]] | None = None
+                 on_row: Callable[[dict], list[dict]] | None = None,
+                 pools: Mapping[str, str] | None = None,
                  ) -> tuple[list[dict], BaseException | None]:
     """Every row ``ds`` produces and the exception that stopped it (None when it finished): when Ray
     gives up (retry limits exhausted) the rows that finished are kept.
@@ -34,10 +68,19 @@ def collect_rows(ds, cfg: Mapping[str, Any] | None = None, expected: int | None 
     reaches the driver at once
     (``iter_rows`` holds it back until the next block is ready, so one stuck clip would hide the
     rows finished before it).
+
+    The actor pools start in the background, all at once and while the first tasks run (Ray Data
+    would otherwise start them one after the other, each waiting for its actors:
+    :func:`~.job._set_execution_context`). With ``pools`` (stage -> actor class name) the same
+    watchdog ends the run when one of them has no started actor after ``ray.actor_start_timeout_s``
+    (:func:`pools_not_started`), naming the stage.
     """
     results: list[dict] = []
     timeout = (stall_timeout(cfg) or 0.0) if expected else 0.0
-    dog = StallWatchdog(timeout, lambda: (expected or 0) - len(results))
+    start_timeout = (actor_start_timeout(cfg) or 0.0) if pools else 0.0
+    since = time.time()
+    dog = StallWatchdog(timeout, lambda: (expected or 0) - len(results), start_timeout_s=start_timeout,
+                        start_check=(lambda: pools_not_started(pools, since)) if pools else None)
     try:
         with dog:
             for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=0):
@@ -66,10 +109,21 @@ class StallWatchdog:
     be installed there) it only logs the stall.
     """
 
-    def __init__(self, timeout_s: float | None, pending: Callable[[], int], poll_s: float = 0.5):
+    def __init__(self, timeout_s: float | None, pending: Callable[[], int], poll_s: float = 0.5, *,
+                 start_timeout_s: float | None = None,
+                 start_check: Callable[[], Sequence[str] | None] | None = None, check_every_s: float = 2.0):
         self.timeout_s = float(timeout_s or 0)
         self.pending = pending
-        self.poll_s = min(poll_s, max(self.timeout_s / 4, 0.05)) if self.timeout_s else poll_s
+        # the start-up watch: ``start_check()`` names the pools without a started actor (None: unknown)
+        self.start_timeout_s = float(start_timeout_s or 0) if start_check is not None else 0.0
+        self.start_check = start_check
+        self.check_every_s = check_every_s
+        self._started = self.start_timeout_s <= 0
+        self._not_started: list[str] = []
+        self._checked = 0.0
+        shortest = min([t for t in (self.timeout_s, self.start_timeout_s) if t > 0], default=0.0)
+        self.poll_s = min(poll_s, max(shortest / 4, 0.05)) if shortest else poll_s
+        self._t0 = time.monotonic()
         self._last = time.monotonic()
         self._done = threading.Event()
         self._fired = False
@@ -78,8 +132,9 @@ class StallWatchdog:
         self._thread: threading.Thread | None = None
 
     def progress(self) -> None:
-        """A row finished: restart the clock."""
+        """A row finished: restart the clock (and every pool has started: the row went through it)."""
         self._last = time.monotonic()
+        self._started = True
 
     @property
     def fired(self) -> bool:
@@ -91,6 +146,12 @@ class StallWatchdog:
         return self._message()
 
     def _message(self) -> str:
+        if self._not_started:
+            stages = ", ".join(self._not_started)
+            return (f"the {stages} pool had no started actor after {self.start_timeout_s:g} s "
+                    "(ray.actor_start_timeout_s): an actor that cannot be placed, or a model that does not "
+                    "load (check --model / --vae and the actor logs); the job was stopped -- raise "
+                    "--set ray.actor_start_timeout_s=SECONDS for slow model downloads")
         return (f"no row finished for {self.timeout_s:g} s while {self.pending()} rows were pending "
                 "(ray.stall_timeout_s); the job was stopped -- check the Ray dashboard / logs for a stuck "
                 "or unplaceable stage, or raise --set ray.stall_timeout_s=SECONDS for very long clips")
@@ -99,10 +160,32 @@ class StallWatchdog:
         if self._fired and not self._done.is_set():
             raise JobStalled(self._message())
 
+    def _start_stalled(self) -> bool:
+        """Whether a pool has not started within ``start_timeout_s`` (checked every
+        ``check_every_s`` until every pool has started)."""
+        if self._started:
+            return False
+        now = time.monotonic()
+        late = now - self._t0 > self.start_timeout_s
+        if not late and now - self._checked < self.check_every_s:
+            return False
+        self._checked = now
+        missing = self.start_check()
+        if not missing:  # all started, or nothing can be known: the stall clock remains
+            self._started = True
+            return False
+        if late and not self._started:
+            self._not_started = list(missing)
+            return True
+        return False
+
     def _watch(self) -> None:
         sent = 0.0
         while not self._done.wait(self.poll_s):
-            if not self._fired and (time.monotonic() - self._last <= self.timeout_s or self.pending() <= 0):
+            if not self._fired and self._start_stalled():
+                pass
+            elif not self._fired and (not self.timeout_s or time.monotonic() - self._last <= self.timeout_s
+                                      or self.pending() <= 0):
                 continue
             if not self._fired:
                 self._fired = True
@@ -114,12 +197,12 @@ class StallWatchdog:
                 os.kill(os.getpid(), signal.SIGUSR1)
 
     def __enter__(self) -> "StallWatchdog":
-        if self.timeout_s <= 0:
+        if self.timeout_s <= 0 and self.start_timeout_s <= 0:
             return self
         if threading.current_thread() is threading.main_thread():
             self._old_handler = signal.signal(signal.SIGUSR1, self._handler)
             self._armed = True
-        self._last = time.monotonic()
+        self._last = self._t0 = time.monotonic()
         self._thread = threading.Thread(target=self._watch, name="m3ddm-stall-watchdog", daemon=True)
         self._thread.start()
         return self

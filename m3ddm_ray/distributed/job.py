@@ -409,7 +409,8 @@ def _run_dataset(cfg: Mapping[str, Any], pending: list[dict]) -> tuple[list[dict
                           num_cpus=fin_cpus, concurrency=fin_cfg.get("concurrency"))
     join = ray.remote(_assemble).options(num_cpus=fin_cpus, **_fault_args(cfg, actors=False))
     collector = PieceCollector(lambda group: join.remote(group, dict(cfg)))
-    results, failure = collect_rows(ds, cfg, len(pending), on_row=collector.add)
+    pools = {"coarse": CoarseStage.__name__, "fine": FineStage.__name__}  # watched until they start
+    results, failure = collect_rows(ds, cfg, len(pending), on_row=collector.add, pools=pools)
     refs = collector.take_futures()  # the joins of segmented clips still running
     timeout = stall_timeout(cfg)
     while refs:  # bounded like the rows: no join result for `stall_timeout_s` -> the rest are errors
@@ -438,8 +439,12 @@ def _assemble(pieces: list[dict], cfg: Mapping[str, Any]) -> dict:
 def _set_execution_context(cfg: Mapping[str, Any]) -> None:
     """Ray Data settings of the job's execution:
 
-    * model pools whose actors do not start (placed + model loaded) within
-      ``ray.actor_start_timeout_s`` fail instead of waiting (``wait_for_min_actors_s``);
+    * the actor pools start in the background (``wait_for_min_actors_s = -1``): with a positive
+      value Ray Data starts the operators one after the other, each waiting until its actors have
+      loaded the model, and no prepare task runs meanwhile -- 4.5 s of a 12 s job here
+      (docs/performance.md §3). A pool whose actors do not start within
+      ``ray.actor_start_timeout_s`` still fails the job: the driver's watchdog checks the actor
+      table (:func:`~.collect.pools_not_started`);
     * no per-operator resource reservation: :func:`~.resources.plan_pools` already sized every
       stage to fit the cluster together, and Ray Data's even split of half the CPUs over the
       operators would hold back the finalize tasks (1 CPU) while a slow prepare task runs --
@@ -448,9 +453,7 @@ def _set_execution_context(cfg: Mapping[str, Any]) -> None:
     import ray.data
 
     ctx = ray.data.DataContext.get_current()
-    value = (cfg.get("ray") or {}).get("actor_start_timeout_s")
-    if value:
-        ctx.wait_for_min_actors_s = int(value)
+    ctx.wait_for_min_actors_s = -1
     ctx.op_resource_reservation_enabled = False
 
 

@@ -154,8 +154,11 @@ def run_rows(cfg: Mapping[str, Any], ecfg: Mapping[str, Any], groups: Sequence[l
     cfg, _ = resolve_runtime({**cfg, "stages": {**cfg["stages"], "score": dict(ecfg["score"])}},
                              actors=actors, tasks=("prepare",))
     ecfg = {**ecfg, "score": cfg["stages"]["score"]}
+    task = spec is not None and spec["task"] != "outpaint"
+    pools = {"coarse": "CoarseStage", "fine": "FineStage"} if "m3ddm" in methods else {}
+    pools["score"] = "TaskScoreStage" if task else "ScoreStage"  # watched until they start
     results, failure = collect_rows(eval_dataset(cfg, ecfg, groups, methods, output, spec), cfg,
-                                    sum(map(len, groups)))
+                                    sum(map(len, groups)), pools=pools)
     if failure is not None:
         results += _lost_rows(groups, results, failure, cfg)
     order = {m: i for i, m in enumerate(methods)}
