@@ -13,7 +13,7 @@ Layers, from the bottom up; a module imports only its own layer and those below
    :mod:`m3ddm_ray.canvas_file` (keyframe canvases of long clips in a scratch file),
    :mod:`m3ddm_ray.coarse_file` (their coarse latents in a scratch file, read per segment);
 4. model: :mod:`m3ddm_ray.models` (the M3DDM UNet and loaders), :mod:`m3ddm_ray.sampling` (one
-   window, PNDM + guidance);
+   window, PNDM + guidance), :mod:`m3ddm_ray.settings` (the run settings, torch-free);
 5. :mod:`m3ddm_ray.pipeline`: one video in memory -> outpainted frames, no Ray; then
    :mod:`m3ddm_ray.tasks`: inpainting and extension through the same pipeline;
 6. :mod:`m3ddm_ray.distributed`: Ray Data stages that wrap the pipeline, the batch job;

@@ -34,60 +34,10 @@ import torch
 
 from . import geometry
 from .errors import InputError
-from .rules import OUTPUT_SIZES, canvas_size_problem
 from .plan import Segment, Window, WindowPlan, plan_windows
 from .latents import ClipLatents, KeyedPosteriorNoise, PerWindowLatents, images_to_tensor  # noqa: F401 - re-exported
-from .sampling import SamplerSettings, WindowInputs, decode_latents, make_scheduler, sample_windows
-
-
-@dataclass(frozen=True)
-class OutpaintSettings:
-    """Settings of one outpainting run; defaults are the official inference's (released model).
-
-    Attributes:
-        sampler: steps, guidance weights, diffusion seed (:class:`SamplerSettings`).
-        canvas_size: side ``S`` of the square working canvas in pixels (256 for the released model).
-        strides: pass strides, e.g. ``(15, 5, 1)``; ``None`` = official rule (``[1]`` below 50 frames).
-        num_global_frames: global frames spread over the whole video (16, as trained).
-        paste_mode: ``"round"`` (known pixels exactly the canvas values) or ``"official"`` (the official
-            truncating float round trip; parity tests).
-        output_size: ``"canvas"`` (crop of the ``S``-canvas) or ``"source"`` (known region at the source
-            resolution, generated border upscaled).
-        posterior: ``"sample"`` (official: VAE posterior samples, seeded by ``posterior_seed``) or
-            ``"mode"`` (posterior mean; deterministic and seed-free).
-        posterior_seed: seed of the clip's posterior noise, keyed per frame (``None``: the sampler seed).
-        vae_batch_size: images per VAE encode/decode call (memory knob; does not change results
-            beyond float rounding).
-    """
-
-    sampler: SamplerSettings = SamplerSettings()
-    canvas_size: int = 256
-    strides: tuple[int, ...] | None = None
-    num_global_frames: int = 16
-    paste_mode: str = "round"
-    output_size: str = "canvas"
-    posterior: str = "sample"
-    posterior_seed: int | None = None
-    vae_batch_size: int = 16
-
-    def __post_init__(self):
-        if self.paste_mode not in ("round", "official"):
-            raise InputError(f"paste_mode={self.paste_mode!r}; use 'round' or 'official'")
-        if self.output_size not in OUTPUT_SIZES:
-            raise InputError(f"output_size={self.output_size!r}; use 'canvas' or 'source'")
-        if self.posterior not in ("sample", "mode"):
-            raise InputError(f"posterior={self.posterior!r}; use 'sample' or 'mode'")
-        if canvas_size_problem(self.canvas_size):
-            raise InputError(f"canvas_size={self.canvas_size} {canvas_size_problem(self.canvas_size)}")
-        if self.num_global_frames < 1:
-            raise InputError(f"num_global_frames={self.num_global_frames} must be >= 1 (16 as trained)")
-
-    def to_dict(self) -> dict:
-        """Flat dict of every setting (for result rows and config hashes)."""
-        d = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "sampler"}
-        d.update({k: getattr(self.sampler, k) for k in self.sampler.__dataclass_fields__})
-        d["strides"] = list(self.strides) if self.strides else None
-        return d
+from .sampling import SamplerSettings, WindowInputs, decode_latents, make_scheduler, sample_windows  # noqa: F401
+from .settings import OutpaintSettings  # noqa: F401 - re-exported (the settings live torch-free)
 
 
 # --------------------------------------------------------------------------- 1. prepare (CPU)

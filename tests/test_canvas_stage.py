@@ -136,6 +136,11 @@ def test_with_the_coarse_latents_in_a_scratch_file_segment_rows_carry_no_latents
             np.testing.assert_array_equal(got.stored[f], want.stored[f])
         built = fill_canvases(dict(srow), cfg, shell)  # the mask comes back with the canvases
         np.testing.assert_array_equal(built.mask, clip.mask)
+    # a row without a file (a task clip, a short clip): None, or NaN once Ray's block made the column float
+    for missing in (None, float("nan")):
+        kept = ClipState(global_latents=state.global_latents)
+        assert load_coarse_latents(dict(segs[1], coarse_file=missing), pickle.loads(segs[1]["clip"]), kept) is kept
+        assert kept.stored == {}
     Path(uri).unlink()
     with pytest.raises(RuntimeError, match="coarse latents .* are gone"):
         load_coarse_latents(segs[1], pickle.loads(segs[1]["clip"]), pickle.loads(segs[1]["state"]))

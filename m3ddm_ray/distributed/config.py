@@ -148,8 +148,7 @@ def job_settings(cfg: Mapping[str, Any], overrides: Mapping[str, Any] | None = N
     """:class:`OutpaintSettings` of a job config, with per-manifest-row ``overrides`` applied
     (``seed``, ``num_inference_steps``, ``guidance_scale``, ``previous_guidance_scale``,
     ``canvas_size``, ``output_size``; None values are ignored)."""
-    from ..pipeline import OutpaintSettings
-    from ..sampling import SamplerSettings
+    from ..settings import OutpaintSettings, SamplerSettings
 
     o = {k: v for k, v in (overrides or {}).items() if v is not None}
     s = cfg["sampler"]

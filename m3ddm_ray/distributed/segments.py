@@ -130,7 +130,7 @@ def load_coarse_latents(row: Mapping[str, Any], clip, state, storage_options=Non
         RuntimeError: the file is missing, cut short, or written for another plan.
     """
     uri = row.get("coarse_file")
-    if not uri:
+    if not isinstance(uri, str) or not uri:  # None, or NaN where Ray's block made the column float
         return state
     from ..coarse_file import read_segment_latents
 
