@@ -174,3 +174,34 @@ def test_coarse_latents_file_round_trip_and_bad_files(tmp_path):
         read_segment_latents(uri, [0])
     with pytest.raises(ValueError, match="frame 7 has shape"):
         write_coarse_latents(uri, g, {7: np.zeros((4, 8, 8), np.float32)})
+
+
+def test_the_fine_stage_hands_finalize_the_masked_canvases_only_and_its_piece_is_exact(clip_301, tiny_unet, tiny_vae):
+    import av
+
+    from m3ddm_ray.distributed.finalize import FinalizeStage
+    from m3ddm_ray.distributed.stages import FineStage, _batch, _rows
+    from m3ddm_ray.pipeline import generated_array
+
+    path, decoded, info, tmp = clip_301
+    cfg, _ = resolve_runtime(tiny_cfg(ratios=["9:16"]), {"CPU": 4.0, "GPU": 0.0})
+    rows = build_rows(cfg, manifest(tmp, [{"video_uri": str(path), "clip_id": "c"}], "m4.jsonl"), str(tmp / "o4"))
+    (row,) = PrepareStage(cfg)([dict(r, clip=b"", state=b"") for r in rows])
+    clip = pickle.loads(row["clip"])
+    seg = split_row(row, clip, coarse_state(clip))[1]
+    (out,) = _rows(FineStage(cfg, models=(tiny_unet, tiny_vae))(_batch([seg])))
+    assert out["status"] == "pending", out.get("error")
+    carried, state = pickle.loads(out["clip"]), pickle.loads(out["state"])
+    segment = clip.plan.segments()[1]
+    lo, hi = segment.frame_range
+    # finalize pastes onto the masked canvases and never reads the inpainted ones: they stay behind
+    assert carried.masked.shape[0] == hi - lo and carried.inpainted.shape[0] == 0
+    whole = prepare_clip(decoded, info.fps, "9:16", clip_settings(cfg))
+    np.testing.assert_array_equal(carried.masked, whole.masked[lo:hi])
+    done = FinalizeStage(cfg)(dict(out))
+    assert done["status"] == "pending" and done["piece_frames"] == len(segment.output_frames), done.get("error")
+    with av.open(done["piece_uri"]) as c:
+        n = sum(1 for _ in c.decode(video=0))
+    assert n == len(segment.output_frames)
+    assert sorted(state.generated) == list(segment.output_frames)
+    assert generated_array(carried, state, segment.output_frames).shape[0] == n

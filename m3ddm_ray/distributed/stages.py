@@ -465,9 +465,11 @@ class FineStage(_ModelStage):
         clip, state = pickle.loads(row["clip"]), pickle.loads(row["state"])
         state = load_coarse_latents(row, clip, state, self.cfg.get("storage_options") or None)
         filled = fill_canvases(row, self.cfg, clip)
-        if filled is not clip:  # finalize pastes the generated pixels onto these canvases
+        if filled is not clip:  # finalize pastes the generated pixels onto the masked canvases
             clip = filled
-            row["clip"] = pickle.dumps(clip, protocol=pickle.HIGHEST_PROTOCOL)
+            # ... and never reads the inpainted ones (the diffusion start): a third less to carry
+            row["clip"] = pickle.dumps(dataclasses.replace(clip, inpainted=clip.inpainted[:0]),
+                                       protocol=pickle.HIGHEST_PROTOCOL)
         state = self.outpainter(row, vae_batch_size).run_fine(clip, state)  # a slice: its segment only
         row["state"] = pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
         return row
