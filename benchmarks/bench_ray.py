@@ -22,7 +22,7 @@ its peak RSS (``VmHWM``) after each step, and the size of the per-clip arrays th
 Usage::
 
     .venv/bin/python benchmarks/bench_ray.py [--quick] [--steps N] [--lengths 300,1000,3000]
-        [--skip-throughput] [--skip-memory] [--json OUT]
+        [--skip-throughput] [--skip-memory] [--ray-only] [--json OUT]
 """
 
 from __future__ import annotations
@@ -221,6 +221,8 @@ def main(argv=None) -> int:
     ap.add_argument("--mem-steps", type=int, default=2, help="PNDM steps of the memory part (default 2)")
     ap.add_argument("--skip-throughput", action="store_true")
     ap.add_argument("--skip-memory", action="store_true")
+    ap.add_argument("--ray-only", action="store_true",
+                    help="throughput part: the Ray job alone (its driver then imports nothing a single-process run would)")
     ap.add_argument("--no-wait", action="store_true", help="do not wait for other processes to go quiet")
     ap.add_argument("--json", default=None, help="write the results to this JSON file")
     ap.add_argument("--child-frames", type=int, default=None, help=argparse.SUPPRESS)
@@ -232,21 +234,24 @@ def main(argv=None) -> int:
 
     steps = args.steps or (4 if args.quick else 50)
     lengths = [int(x) for x in (args.lengths or ("300,1000" if args.quick else "300,1000,3000")).split(",")]
-    payload: dict = {"machine": machine_info(), "steps": steps, "tables": []}
+    payload: dict = {"machine": None, "steps": steps, "tables": []}  # machine_info() imports torch: after the job
 
     if not args.skip_throughput:
         cfg = tiny_config(steps)
         with tempfile.TemporaryDirectory(prefix="bench_ray_") as tmp:
             tmp = Path(tmp)
-            if not args.no_wait:
-                wait_quiet()
-            single = run_single(cfg, tmp / "single")
+            single = None
+            if not args.ray_only:
+                if not args.no_wait:
+                    wait_quiet()
+                single = run_single(cfg, tmp / "single")
             if not args.no_wait:
                 wait_quiet()
             job = run_ray(cfg, tmp / "ray")
-        payload["throughput"] = [single, job]
+            job["driver_imported_torch"] = "torch" in sys.modules
+        payload["throughput"] = [r for r in (single, job) if r is not None]
         rows = []
-        for r in (single, job):
+        for r in payload["throughput"]:
             rows.append([r["mode"], r["frames"], r["setup_seconds"], r["seconds"], r["frames"] / r["seconds"],
                          r["seconds_unet"], f"{100 * r['seconds_unet'] / r['seconds']:.1f} %",
                          f"{100 * (r['seconds'] - r['seconds_unet']) / r['seconds_unet']:.0f} %",
@@ -264,9 +269,11 @@ def main(argv=None) -> int:
         payload["tables"].append(print_table(
             ["Ray task / actor method", "count", "first start s", "last end s", "busy s"], rows,
             title=f"Ray job timeline (ray.timeline(); seconds after run_job was called, job {job['seconds']:.1f} s)"))
-        rows = [[c["clip"], c["frames"], c["windows"], c["seconds"], c["seconds_unet"]] for c in single["per_clip"]]
-        payload["tables"].append(print_table(["clip", "frames", "windows", "s (decode+run_clip+write)", "UNet s"],
-                                             rows, title="Single process: per clip"))
+        if single is not None:
+            rows = [[c["clip"], c["frames"], c["windows"], c["seconds"], c["seconds_unet"]] for c in single["per_clip"]]
+            payload["tables"].append(print_table(["clip", "frames", "windows", "s (decode+run_clip+write)", "UNet s"],
+                                                 rows, title="Single process: per clip"))
+        print(f"the Ray job's driver imported torch: {job['driver_imported_torch']}")
 
     if not args.skip_memory:
         mem = []
@@ -289,6 +296,8 @@ def main(argv=None) -> int:
              "after finalize", "+ row pickles", "growth models->finalize", "masked+inpainted MiB", "state.generated MiB",
              "pickled clip MiB", "pickled state MiB"], rows,
             title=f"Peak RSS vs length (64x96 -> {RATIO}, canvas 64, {args.mem_steps} steps, one process per length)"))
+    payload["machine"] = machine_info()
+    print(payload["machine"])
     write_json(args.json, payload)
     return 0
 
