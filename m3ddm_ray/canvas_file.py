@@ -71,14 +71,11 @@ def read_canvas_rows(uri: str, rows: Sequence[int], canvas_size: int,
     rows = [int(r) for r in rows]
     out = np.empty((len(rows), 2, s, s, 3), np.uint8)
     order = sorted(range(len(rows)), key=lambda k: rows[k])
+    ascending = [rows[k] for k in order]
     fs, path = storage.url_to_fs(uri, storage_options)
     with fs.open(path, "rb") as f:
-        k = 0
-        while k < len(order):
-            j = k
-            while j + 1 < len(order) and rows[order[j + 1]] == rows[order[j]] + 1:
-                j += 1
-            first, n = rows[order[k]], j - k + 1
+        for k, n in storage.consecutive_runs(ascending):
+            first = ascending[k]
             f.seek(first * nb)
             data = f.read(n * nb)
             if len(data) != n * nb:
@@ -87,5 +84,4 @@ def read_canvas_rows(uri: str, rows: Sequence[int], canvas_size: int,
             block = np.frombuffer(data, np.uint8).reshape(n, 2, s, s, 3)
             for i in range(n):
                 out[order[k + i]] = block[i]
-            k = j + 1
     return out[:, 0], out[:, 1]

@@ -145,15 +145,10 @@ def read_segment_latents(uri: str, frames: Sequence[int], storage_options: dict[
             raise RuntimeError(f"{uri}: no coarse latent for frames {missing[:4]} (the file holds {len(held)} "
                                f"keyframes of another plan)")
         out: dict[int, np.ndarray] = {}
-        k = 0
-        while k < len(want):
-            j = k
-            while j + 1 < len(want) and pos[want[j + 1]] == pos[want[j]] + 1:
-                j += 1
-            first, count = pos[want[k]], j - k + 1
-            data = read_exact(base + gbytes + first * lbytes, count * lbytes, f"keyframes {want[k]}..{want[j]}")
+        for k, count in storage.consecutive_runs([pos[fr] for fr in want]):
+            first, last = want[k], want[k + count - 1]
+            data = read_exact(base + gbytes + pos[first] * lbytes, count * lbytes, f"keyframes {first}..{last}")
             block = np.frombuffer(data, np.float32).reshape(count, -1)
             for i in range(count):
                 out[want[k + i]] = _restore(block[i].copy(), lshape, lorder)
-            k = j + 1
     return global_latents, out

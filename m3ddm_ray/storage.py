@@ -43,7 +43,7 @@ import tempfile
 import time
 import uuid
 from dataclasses import dataclass
-from typing import IO, Any, Callable, Iterator, TypeVar
+from typing import IO, Any, Callable, Iterator, Sequence, TypeVar
 
 import fsspec
 from fsspec.core import url_to_fs as _fsspec_url_to_fs
@@ -455,6 +455,21 @@ def local_copy(uri: str | os.PathLike, storage_options: dict[str, Any] | None = 
         yield tmp
     finally:
         _remove_quietly(tmp)
+
+
+def consecutive_runs(values: Sequence[int]) -> list[tuple[int, int]]:
+    """``(start, count)`` of every run of consecutive integers in ascending ``values``: what one
+    ranged read each can fetch from a file of fixed-size records (``[3, 4, 5, 9]`` -> ``[(0, 3),
+    (3, 1)]``; ``start`` indexes ``values``)."""
+    out: list[tuple[int, int]] = []
+    k = 0
+    while k < len(values):
+        j = k
+        while j + 1 < len(values) and int(values[j + 1]) == int(values[j]) + 1:
+            j += 1
+        out.append((k, j - k + 1))
+        k = j + 1
+    return out
 
 
 def remove_tree(uri: str | os.PathLike, storage_options: dict[str, Any] | None = None) -> None:

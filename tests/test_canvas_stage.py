@@ -205,3 +205,11 @@ def test_the_fine_stage_hands_finalize_the_masked_canvases_only_and_its_piece_is
     assert n == len(segment.output_frames)
     assert sorted(state.generated) == list(segment.output_frames)
     assert generated_array(carried, state, segment.output_frames).shape[0] == n
+
+
+def test_consecutive_runs_are_what_one_ranged_read_each_fetches():
+    from m3ddm_ray.storage import consecutive_runs
+
+    assert consecutive_runs([3, 4, 5, 9]) == [(0, 3), (3, 1)]
+    assert consecutive_runs([0, 2, 4]) == [(0, 1), (1, 1), (2, 1)]
+    assert consecutive_runs([7]) == [(0, 1)] and consecutive_runs([]) == []
