@@ -174,20 +174,18 @@ class StallWatchdog:
         if not missing:  # all started, or nothing can be known: the stall clock remains
             self._started = True
             return False
-        if late and not self._started:
+        if late:
             self._not_started = list(missing)
-            return True
-        return False
+        return late
 
     def _watch(self) -> None:
         sent = 0.0
         while not self._done.wait(self.poll_s):
-            if not self._fired and self._start_stalled():
-                pass
-            elif not self._fired and (not self.timeout_s or time.monotonic() - self._last <= self.timeout_s
-                                      or self.pending() <= 0):
-                continue
             if not self._fired:
+                stalled = self._start_stalled() or (
+                    self.timeout_s > 0 and time.monotonic() - self._last > self.timeout_s and self.pending() > 0)
+                if not stalled:
+                    continue
                 self._fired = True
                 logger.error("%s", self._message())
             if not self._armed:

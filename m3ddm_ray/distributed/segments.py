@@ -91,10 +91,9 @@ def split_row(row: dict, clip, state, coarse_file: str | None = None) -> list[di
     :func:`~m3ddm_ray.pipeline.segment_state` (global latents and the coarse latents it reads).
     The coarse pass's UNet seconds go with segment 0 only, so the segments' sum is the clip's.
     """
-    from ..pipeline import ClipState
     import json
 
-    from ..pipeline import segment_state
+    from ..pipeline import ClipState, segment_state
 
     dump = lambda x: pickle.dumps(x, protocol=pickle.HIGHEST_PROTOCOL)  # noqa: E731
     points = json.loads(row.get("seek_points") or "null")
@@ -105,10 +104,7 @@ def split_row(row: dict, clip, state, coarse_file: str | None = None) -> list[di
     out = []
     shells = clip.frame_ids is not None
     for seg in segs:
-        if shells and coarse_file:
-            sub = ClipState()
-        else:
-            sub = segment_state(state, seg)
+        sub = ClipState() if shells and coarse_file else segment_state(state, seg)
         sub.unet_seconds = state.unet_seconds if seg.index == 0 else 0.0
         part = clip.segment_shell(seg) if shells else clip.segment_slice(seg)
         seek = json.dumps(points[seg.index]) if points else None

@@ -438,7 +438,7 @@ class CoarseStage(_ModelStage):
             return [dict(row, segment=0, num_segments=1)]
         clip, state = pickle.loads(row["clip"]), pickle.loads(row["state"])
         uri = None
-        if clip.frame_ids is not None and row.get("output_uri") and len(clip.plan.segments()) > 1:
+        if clip.frame_ids is not None and row.get("output_uri"):  # keyframes only: several segments
             from ..coarse_file import write_coarse_latents
 
             uri = coarse_latents_uri(row["output_uri"])
@@ -452,14 +452,13 @@ class CoarseStage(_ModelStage):
 
 class FineStage(_ModelStage):
     """GPU: the coarse latents a segment reads (:func:`.segments.load_coarse_latents`), the canvases
-    of its span from a range decode (:func:`.canvases.fill_canvases`), its stride-5 / stride-1 windows with keyframes as guides, and the decode of its output frames
-    (``Outpainter.run_segment``)."""
+    of its span from a range decode (:func:`.canvases.fill_canvases`), its stride-5 / stride-1
+    windows with keyframes as guides, and the decode of its output frames (``Outpainter.run_segment``)."""
 
     stage = "fine"
 
     def run(self, row: dict, vae_batch_size: int | None = None) -> dict:
         from .canvases import fill_canvases
-
         from .segments import load_coarse_latents
 
         clip, state = pickle.loads(row["clip"]), pickle.loads(row["state"])
