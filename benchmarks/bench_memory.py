@@ -13,15 +13,20 @@ largest task worker, which runs prepare / canvases / finalize / join), the drive
 the peak object-store bytes. RSS counts shared pages (object-store objects mapped by a worker)
 in each process that maps them.
 
+``--task inpaint`` runs an inpainting of the same clip instead, its masks a folder of one PNG per
+frame (a 24x16 square moving across the frame); ``--task extend`` an extension by 20 frames.
+
 Usage::
 
-    .venv/bin/python benchmarks/bench_memory.py [--lengths 300,3000,18000] [--steps 2] [--json OUT]
+    .venv/bin/python benchmarks/bench_memory.py [--lengths 300,3000,18000] [--steps 2] [--task outpaint]
+        [--json OUT]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import tempfile
 import threading
@@ -51,6 +56,19 @@ def make_video(path: Path, frames: int, w: int = 112, h: int = 64, fps: int = 25
             yield img.astype(np.uint8)
 
     write_video(path, gen(), fps, preset="veryfast", crf=20)
+
+
+def make_masks(folder: Path, frames: int, w: int = 112, h: int = 64) -> None:
+    """One mask PNG per frame: a 24x16 square moving left to right (1 = inpaint)."""
+    import numpy as np
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(frames):
+        m = np.zeros((h, w), np.uint8)
+        x0 = (i * 2) % (w - 24)
+        m[30:46, x0:x0 + 24] = 255
+        Image.fromarray(m).save(folder / f"{i:06d}.png")
 
 
 def _descendants(root: int) -> list[int]:
@@ -158,13 +176,19 @@ def child(args) -> dict:
     clip = tmp / f"synthetic_{args.frames}.mp4"
     t0 = time.perf_counter()
     make_video(clip, args.frames)
-    make_s = time.perf_counter() - t0
     cfg = load_config(ROOT / "configs" / "tiny-cpu.yaml")
     cfg.update(model=str(TINY_UNET), vae=str(TINY_VAE), ratios=["9:16"], canvas_size=64)
     cfg["sampler"]["steps"] = args.steps
     cfg["ray"]["num_cpus"] = args.cpus
     manifest = str(tmp / f"m{args.frames}.jsonl")
-    write_manifest(validate_manifest([{"video_uri": str(clip), "clip_id": f"syn{args.frames}"}]), manifest)
+    entry = {"video_uri": str(clip), "clip_id": f"syn{args.frames}"}
+    if args.task == "inpaint":
+        make_masks(tmp / f"masks{args.frames}", args.frames)
+        entry.update(task="inpaint", mask_uri=str(tmp / f"masks{args.frames}"))
+    elif args.task == "extend":
+        entry.update(task="extend", extend_frames=20)
+    make_s = time.perf_counter() - t0
+    write_manifest(validate_manifest([entry]), manifest)
     store = StorePeak()
     sampler = Sampler()
     sampler.thread.start()
@@ -172,7 +196,7 @@ def child(args) -> dict:
     sampler.stop.set()
     sampler.thread.join()
     (row,) = result.table.to_pylist()
-    return {"frames": args.frames, "status": row["status"], "error": row["error"], "job_s": result.seconds,
+    return {"frames": args.frames, "task": args.task, "status": row["status"], "error": row["error"], "job_s": result.seconds,
             "make_video_s": make_s, "driver_peak_mib": peak_rss_mib(), "object_store_peak_mib": store.peak, "object_store_by_op_mib": store.by_op,
             "roles_peak_mib": sampler.roles(), "output_frames": row["frames"]}
 
@@ -182,6 +206,7 @@ def main() -> None:
     p.add_argument("--lengths", default="300,3000,18000")
     p.add_argument("--steps", type=int, default=2)
     p.add_argument("--cpus", type=int, default=4)
+    p.add_argument("--task", default="outpaint", choices=["outpaint", "inpaint", "extend"])
     p.add_argument("--json", default=None)
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--frames", type=int, default=0, help=argparse.SUPPRESS)
@@ -196,17 +221,19 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for n in [int(x) for x in args.lengths.split(",")]:
             r = run_child([__file__, "--child", "--frames", str(n), "--steps", str(args.steps),
-                           "--cpus", str(args.cpus), "--workdir", tmp])
+                           "--cpus", str(args.cpus), "--task", args.task, "--workdir", tmp])
             runs.append(r)
             print(r, flush=True)
             for f in Path(tmp).glob("synthetic_*.mp4"):
                 f.unlink()
+            for d in Path(tmp).glob("masks*"):
+                shutil.rmtree(d)
     roles = ["coarse actor", "fine actor", "tasks", "ray system"]
     rows = [[r["frames"], r["status"], f"{r['job_s']:.0f}", *(f"{r['roles_peak_mib'].get(k, float('nan')):.0f}" for k in roles),
              f"{r['driver_peak_mib']:.0f}", f"{r['object_store_peak_mib']:.1f}"] for r in runs]
     print_table(["frames", "status", "job s", *[f"{k} MiB" for k in roles], "driver MiB", "object store MiB"], rows,
-                title=f"peak memory vs length (tiny model, canvas 64, {args.steps} steps)")
-    write_json(args.json, {"machine": machine_info(), "steps": args.steps, "runs": runs})
+                title=f"peak memory vs length ({args.task}, tiny model, canvas 64, {args.steps} steps)")
+    write_json(args.json, {"machine": machine_info(), "steps": args.steps, "task": args.task, "runs": runs})
 
 
 if __name__ == "__main__":

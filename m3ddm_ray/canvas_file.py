@@ -9,7 +9,12 @@ actor reads each window's 16 keyframes back with one ranged read. The file is de
 output's other scratch data once the video is joined.
 
 Layout: no header; position ``p`` (the ``p``-th frame of the clip's ``frame_ids``) holds the masked
-canvas then the inpainted canvas, uint8 ``(2, S, S, 3)``, at byte ``p * 2 * S * S * 3``.
+canvas then the inpainted canvas, uint8 ``(2, S, S, 3)``, at byte ``p * 2 * S * S * 3``. A task
+clip's file (inpainting, extension: one pixel mask per frame) also holds each position's canvas
+mask, uint8 ``(S, S)`` after the two canvases (``with_masks``: ``7 * S * S`` bytes a position).
+The writer appends in the order positions come; a clip whose first positions arrive last first
+(a backward extension decodes its known frames in time order, the reverse of its working order)
+says so with :attr:`~m3ddm_ray.pipeline.PreparedClip.canvas_reversed`.
 """
 
 from __future__ import annotations
@@ -23,28 +28,42 @@ from . import storage
 __all__ = ["CanvasFileWriter", "read_canvas_rows"]
 
 
-def _row_bytes(canvas_size: int) -> int:
-    return 2 * canvas_size * canvas_size * 3
+def _row_bytes(canvas_size: int, with_masks: bool = False) -> int:
+    return (7 if with_masks else 6) * canvas_size * canvas_size
 
 
 class CanvasFileWriter:
-    """Append ``(masked, inpainted)`` canvases, position after position, to ``uri`` (streamed: a
-    local file, or an object-store multipart upload). Use as a context manager."""
+    """Append ``(masked, inpainted)`` canvases (and, ``with_masks``, their pixel masks), position after
+    position, to ``uri`` (streamed: a local file, or an object-store multipart upload). Use as a
+    context manager."""
 
-    def __init__(self, uri: str, canvas_size: int, storage_options: dict[str, Any] | None = None):
+    def __init__(self, uri: str, canvas_size: int, storage_options: dict[str, Any] | None = None,
+                 with_masks: bool = False):
         fs, path = storage.url_to_fs(uri, storage_options)
         parent = path.rsplit("/", 1)[0]
         if parent:
             fs.makedirs(parent, exist_ok=True)
-        self.uri, self.size, self.rows = uri, int(canvas_size), 0
+        self.uri, self.size, self.rows, self.with_masks = uri, int(canvas_size), 0, bool(with_masks)
         self._f = fs.open(path, "wb")
 
-    def append(self, masked: np.ndarray, inpainted: np.ndarray) -> None:
-        """Write the next positions: ``masked`` and ``inpainted`` uint8 ``(N, S, S, 3)``."""
+    def append(self, masked: np.ndarray, inpainted: np.ndarray, masks: np.ndarray | None = None) -> None:
+        """Write the next positions: ``masked`` and ``inpainted`` uint8 ``(N, S, S, 3)``; ``masks``
+        uint8 ``(N, S, S)`` exactly when the file was opened ``with_masks``.
+
+        Raises:
+            ValueError: arrays of another shape or dtype, masks given or missing against ``with_masks``.
+        """
         s = self.size
         if masked.shape != inpainted.shape or masked.shape[1:] != (s, s, 3) or masked.dtype != np.uint8:
             raise ValueError(f"canvases of shape {masked.shape} / {inpainted.shape}, expected (N, {s}, {s}, 3) uint8")
-        self._f.write(np.ascontiguousarray(np.stack([masked, inpainted], axis=1)).tobytes())
+        if (masks is not None) != self.with_masks or (
+                masks is not None and (masks.shape != masked.shape[:3] or masks.dtype != np.uint8)):
+            raise ValueError(f"masks {None if masks is None else masks.shape} for a file "
+                             f"{'with' if self.with_masks else 'without'} masks, expected ({len(masked)}, {s}, {s}) uint8")
+        pair = np.stack([masked, inpainted], axis=1).reshape(len(masked), -1)
+        if masks is not None:
+            pair = np.concatenate([pair, masks.reshape(len(masks), -1)], axis=1)
+        self._f.write(np.ascontiguousarray(pair).tobytes())
         self.rows += len(masked)
 
     def close(self) -> None:
@@ -58,18 +77,20 @@ class CanvasFileWriter:
 
 
 def read_canvas_rows(uri: str, rows: Sequence[int], canvas_size: int,
-                     storage_options: dict[str, Any] | None = None) -> tuple[np.ndarray, np.ndarray]:
+                     storage_options: dict[str, Any] | None = None,
+                     with_masks: bool = False) -> tuple[np.ndarray, ...]:
     """The canvases at positions ``rows`` (any order) of a file :class:`CanvasFileWriter` wrote:
-    ``(masked, inpainted)``, uint8 ``(len(rows), S, S, 3)`` each. Consecutive positions are read
-    with one ranged read each.
+    ``(masked, inpainted)``, uint8 ``(len(rows), S, S, 3)`` each, and with ``with_masks`` (a file
+    written so) their masks uint8 ``(len(rows), S, S)`` third. Consecutive positions are read with
+    one ranged read each.
 
     Raises:
         RuntimeError: a position past the end of the file (the file is not the one the rows were
             planned for).
     """
-    s, nb = int(canvas_size), _row_bytes(int(canvas_size))
+    s, nb = int(canvas_size), _row_bytes(int(canvas_size), with_masks)
     rows = [int(r) for r in rows]
-    out = np.empty((len(rows), 2, s, s, 3), np.uint8)
+    out = np.empty((len(rows), nb), np.uint8)
     order = sorted(range(len(rows)), key=lambda k: rows[k])
     ascending = [rows[k] for k in order]
     fs, path = storage.url_to_fs(uri, storage_options)
@@ -81,7 +102,10 @@ def read_canvas_rows(uri: str, rows: Sequence[int], canvas_size: int,
             if len(data) != n * nb:
                 raise RuntimeError(f"{uri}: canvases {first}..{first + n - 1} asked, the file holds "
                                    f"{(first * nb + len(data)) // nb}")
-            block = np.frombuffer(data, np.uint8).reshape(n, 2, s, s, 3)
+            block = np.frombuffer(data, np.uint8).reshape(n, nb)
             for i in range(n):
                 out[order[k + i]] = block[i]
-    return out[:, 0], out[:, 1]
+    pair = out[:, :6 * s * s].reshape(len(rows), 2, s, s, 3)
+    if with_masks:
+        return pair[:, 0], pair[:, 1], out[:, 6 * s * s:].reshape(len(rows), s, s)
+    return pair[:, 0], pair[:, 1]

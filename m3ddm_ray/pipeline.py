@@ -85,7 +85,11 @@ class PreparedClip:
             back with ``canvas_options`` (fsspec options); None: the arrays hold them.
         frame_masks: uint8 ``(N, S, S)`` 0/1, one pixel mask per row of ``masked`` / ``inpainted``
             (inpainting and extension, :mod:`m3ddm_ray.tasks`), or None: ``mask`` for every frame
-            (outpainting; every code path is then exactly the one-mask path).
+            (outpainting; every code path is then exactly the one-mask path). With
+            :attr:`canvas_file` it has 0 rows: the masks are in the file with the canvases.
+        canvas_reversed: the first ``canvas_reversed`` positions of :attr:`canvas_file` are stored
+            last first (a backward extension's known keyframes, decoded in time order, the reverse
+            of its working order); 0: every position in order.
 
     A clip may travel without canvases (``masked`` with 0 rows, not a passthrough): a segment's
     :meth:`segment_shell`, whose canvases a CPU stage builds from a range decode of its span
@@ -108,6 +112,7 @@ class PreparedClip:
     canvas_file: str | None = None
     canvas_options: dict | None = None
     frame_masks: np.ndarray | None = None
+    canvas_reversed: int = 0
 
     @property
     def num_frames(self) -> int:
@@ -145,9 +150,16 @@ class PreparedClip:
         from the arrays or from :attr:`canvas_file`."""
         if self.canvas_file is None:
             return self.masked[rows], self.inpainted[rows]
+        return self._from_file(rows)[:2]
+
+    def _from_file(self, rows: Sequence[int]) -> tuple[np.ndarray, ...]:
+        """``(masked, inpainted[, masks])`` of positions ``rows`` read from :attr:`canvas_file`."""
         from .canvas_file import read_canvas_rows
 
-        return read_canvas_rows(self.canvas_file, rows, self.geom.canvas_size, self.canvas_options)
+        k = int(self.canvas_reversed)
+        pos = [k - 1 - int(r) if int(r) < k else int(r) for r in rows]
+        return read_canvas_rows(self.canvas_file, pos, self.geom.canvas_size, self.canvas_options,
+                                with_masks=self.frame_masks is not None)
 
     def segment_slice(self, segment: Segment) -> "PreparedClip":
         """This clip with canvases only for ``segment.frames`` (what a segment's fine work needs;
@@ -155,10 +167,11 @@ class PreparedClip:
         lo, hi = segment.frame_range
         rows = self.rows(range(lo, hi))
         masked, inpainted = self.canvases(rows)
+        fm = None if self.frame_masks is None else self.masks_of(range(lo, hi))
         return replace(self, masked=masked.copy(), inpainted=inpainted.copy(),
                        global_frames=self.global_frames[:0], first_frame=lo, total_frames=self.num_frames,
                        segment=segment.index, frame_ids=None, canvas_file=None, canvas_options=None,
-                       frame_masks=None if self.frame_masks is None else self.frame_masks[rows].copy())
+                       frame_masks=None if fm is None else fm.copy(), canvas_reversed=0)
 
     def segment_shell(self, segment: Segment) -> "PreparedClip":
         """This clip for ``segment`` without any canvas: what a segment row carries from the coarse
@@ -173,13 +186,15 @@ class PreparedClip:
         return replace(self, masked=empty, inpainted=empty, mask=mask, global_frames=self.global_frames[:0],
                        first_frame=segment.frame_range[0], total_frames=self.num_frames,
                        segment=segment.index, frame_ids=None, canvas_file=None, canvas_options=None,
-                       frame_masks=fm)
+                       frame_masks=fm, canvas_reversed=0)
 
     def masks_of(self, frames: Sequence[int]) -> np.ndarray:
         """uint8 ``(N, S, S)`` pixel masks of video frames ``frames`` (``mask`` repeated when there are
         no per-frame masks)."""
         if self.frame_masks is None:
             return np.repeat(self.mask[None], len(frames), axis=0)
+        if self.canvas_file is not None:
+            return self._from_file(self.rows(frames))[2]
         return self.frame_masks[self.rows(frames)]
 
     @property
@@ -217,11 +232,11 @@ def with_span_canvases(clip: PreparedClip, frames: np.ndarray) -> PreparedClip:
 
     Raises:
         RuntimeError: a clip with per-frame masks (inpainting, extension: their canvases are not
-            the outpainting canvases and are not rebuilt from a range decode yet).
+            the outpainting canvases; :mod:`m3ddm_ray.task_prepare` rebuilds theirs).
     """
     if clip.frame_masks is not None:
         raise RuntimeError("with_span_canvases builds outpainting canvases; a clip with per-frame masks "
-                           "(m3ddm_ray.tasks) keeps its canvases (use segment_slice)")
+                           "(m3ddm_ray.tasks) gets its span's canvases from task_prepare.inpaint_span / extend_span")
     masked, inpainted = geometry.make_canvases(_check_frames(frames), clip.geom)
     return replace(clip, masked=masked, inpainted=inpainted, mask=geometry.pixel_mask(clip.geom), frame_ids=None)
 

@@ -32,12 +32,13 @@ import numpy as np
 
 from . import geometry
 from .errors import InputError
-from .masks.frames import canvas_masks, dilate_masks, fit_masks
+from .masks.frames import canvas_masks, dilate_masks, fit_mask_frames, fit_masks
 from .pipeline import OutpaintSettings, Outpainter, PreparedClip, generated_array, make_global_frames
 from .plan import plan_windows
 from .rules import EXTEND_DIRECTIONS
 
-__all__ = ["DIRECTIONS", "inpaint_masks", "prepare_inpaint", "finalize_inpaint", "prepare_extend",
+__all__ = ["DIRECTIONS", "inpaint_masks", "inpaint_mask_frames", "inpaint_canvases", "hidden_frames",
+           "dilated_name", "extend_new_canvases", "prepare_inpaint", "finalize_inpaint", "prepare_extend",
            "finalize_extend", "extend_known_span", "extend_frames", "extend_audio_window", "even_frames",
            "generate", "run_inpaint", "run_extend"]
 
@@ -115,8 +116,54 @@ def inpaint_masks(masks: np.ndarray, num_frames: int, hw: tuple[int, int], dilat
     """
     fitted = fit_masks(masks, num_frames, hw, name)
     if dilate:
-        fitted = fit_masks(dilate_masks(fitted, dilate), num_frames, hw, f"{name} dilated by {dilate} px")
+        fitted = fit_masks(dilate_masks(fitted, dilate), num_frames, hw, dilated_name(name, dilate))
     return fitted
+
+
+def dilated_name(name: str, dilate: int) -> str:
+    """How the masks are named in errors once dilated."""
+    return f"{name} dilated by {dilate} px"
+
+
+def inpaint_mask_frames(masks: np.ndarray, hw: tuple[int, int], dilate: int = 0, name: str = "masks") -> np.ndarray:
+    """:func:`inpaint_masks` of a run of masks (a range of a long video's, or its single mask): the
+    size rule and the dilation, not the count or usability checks (the caller gathers those over
+    the whole video, :class:`m3ddm_ray.masks.MaskUsage`). Per frame, so a range of the result is
+    the result of the range.
+
+    Args:
+        masks: uint8 ``(N, H', W')`` 0/1; hw: ``(H, W)`` of the video; dilate: pixels (>= 0).
+
+    Returns:
+        uint8 ``(N, H, W)`` 0/1.
+
+    Raises:
+        InputError: masks of another aspect ratio (named ``name``).
+    """
+    fitted = fit_mask_frames(masks, hw, name)
+    return dilate_masks(fitted, dilate) if dilate else fitted
+
+
+def inpaint_canvases(frames: np.ndarray, masks: np.ndarray,
+                     geom: geometry.CanvasGeometry) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The canvases of inpainting frames, frame by frame (so a span's are the whole clip's rows):
+    ``(masked, inpainted, canvas masks)`` -- see :func:`prepare_inpaint`.
+
+    Args:
+        frames: uint8 ``(N, H, W, 3)``; masks: uint8 ``(N, H, W)`` 0/1 fitted (:func:`inpaint_masks`).
+
+    Returns:
+        uint8 ``(N, S, S, 3)``, ``(N, S, S, 3)``, ``(N, S, S)``.
+    """
+    cm = canvas_masks(masks, geom)
+    masked = _place(frames, geom) * (1 - cm)[..., None]
+    return masked, _fill(masked, cm), cm
+
+
+def hidden_frames(frames: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    """uint8 ``(N, H, W, 3)``: ``frames`` with their fitted masks' pixels set to 0 (an inpainting's
+    global frames do not show the object to remove)."""
+    return frames * (1 - masks)[..., None]
 
 
 def prepare_inpaint(frames: np.ndarray, masks: np.ndarray, fps: float,
@@ -153,12 +200,10 @@ def prepare_inpaint(frames: np.ndarray, masks: np.ndarray, fps: float,
     t, h, w = frames.shape[:3]
     masks = fit_masks(masks, t, (h, w), name)
     geom = geometry.plan_canvas(h, w, _SQUARE, settings.canvas_size)
-    cm = canvas_masks(masks, geom)
-    masked = _place(frames, geom) * (1 - cm)[..., None]
+    masked, inpainted, cm = inpaint_canvases(frames, masks, geom)
     gids = geometry.global_frame_ids(t, settings.num_global_frames)
-    hidden = frames[gids] * (1 - masks[gids])[..., None]
-    gf = make_global_frames(hidden, list(range(len(gids))), settings.canvas_size)
-    return PreparedClip(geom.ratio, fps, geom, masked, _fill(masked, cm), cm.max(axis=0), gf,
+    gf = make_global_frames(hidden_frames(frames[gids], masks[gids]), list(range(len(gids))), settings.canvas_size)
+    return PreparedClip(geom.ratio, fps, geom, masked, inpainted, cm.max(axis=0), gf,
                         _strides(settings, t, fps), frame_masks=cm)
 
 
@@ -252,14 +297,24 @@ def prepare_extend(frames: np.ndarray, fps: float, n: int, direction: str = "for
     s = settings.canvas_size
     geom = geometry.plan_canvas(h, w, _SQUARE, s)
     known_masked, known_inpainted = geometry.make_canvases(frames, geom)
-    masked = np.concatenate([known_masked, np.zeros((n, s, s, 3), np.uint8)])
-    inpainted = np.concatenate([known_inpainted, np.repeat(known_inpainted[-1:], n, axis=0)])
-    border = geometry.pixel_mask(geom)
-    fm = np.concatenate([np.repeat(border[None], t, axis=0), np.ones((n, s, s), np.uint8)])
+    new_m, new_i, new_fm = extend_new_canvases(n, known_inpainted[-1], geom)
+    masked = np.concatenate([known_masked, new_m])
+    inpainted = np.concatenate([known_inpainted, new_i])
+    fm = np.concatenate([np.repeat(geometry.pixel_mask(geom)[None], t, axis=0), new_fm])
     gids = geometry.global_frame_ids(t, settings.num_global_frames)
     gf = make_global_frames(frames, gids, s)
     return PreparedClip(geom.ratio, fps, geom, masked, inpainted, fm.max(axis=0), gf,
                         _strides(settings, t + n, fps), frame_masks=fm)
+
+
+def extend_new_canvases(n: int, last_inpainted: np.ndarray,
+                        geom: geometry.CanvasGeometry) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The canvases of ``n`` new frames of an extension (:func:`prepare_extend`): ``masked`` all 0,
+    ``inpainted`` the last known frame's inpainted canvas ``last_inpainted`` (uint8 ``(S, S, 3)``,
+    working order), masks all 1. Returns uint8 ``(n, S, S, 3)``, ``(n, S, S, 3)``, ``(n, S, S)``."""
+    s = geom.canvas_size
+    return (np.zeros((n, s, s, 3), np.uint8), np.repeat(np.asarray(last_inpainted, np.uint8)[None], n, axis=0),
+            np.ones((n, s, s), np.uint8))
 
 
 def extend_known_span(rows: Sequence[int], known: int, direction: str = "forward") -> tuple[int, int]:

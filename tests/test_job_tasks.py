@@ -5,6 +5,7 @@ job runs a manifest mixing the three tasks, with error rows for bad masks and re
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 
 import av
@@ -76,11 +77,23 @@ class Writes:
         monkeypatch.setattr(video, "write_video", spy)
 
 
-def run_stages(cfg, rows, models) -> list[dict]:
-    """prepare -> coarse -> fine (one row per segment) -> finalize -> join, in this process."""
+def run_stages(cfg, rows, models, streamed: bool = False) -> list[dict]:
+    """prepare -> coarse -> fine (one row per segment) -> finalize -> join, in this process.
+    ``streamed``: the clip must leave prepare without canvases (keyframes and masks in its canvas
+    file) and reach the fine actors as shells; else with all its canvases."""
     rows = PrepareStage(cfg)([dict(r, clip=b"", state=b"") for r in rows])
     assert all(r["status"] == "pending" for r in rows), [r.get("error") for r in rows]
+    prepared = pickle.loads(rows[0]["clip"])
+    assert (prepared.canvas_file is not None) == streamed
+    assert prepared.masked.shape[0] == (0 if streamed else prepared.num_frames)
+    if streamed:  # the keyframes' canvases and masks are in the file, and nothing else is held
+        assert len(prepared.frame_ids) < prepared.num_frames and prepared.frame_masks.shape[0] == 0
+        assert Path(prepared.canvas_file).stat().st_size == len(prepared.frame_ids) * 7 * 64 * 64
     segs = _rows(CoarseStage(cfg, models=models)(_batch(rows)))
+    shells = [pickle.loads(s["clip"]) for s in segs]
+    assert all(c.needs_canvases for c in shells) == streamed
+    if streamed:
+        assert all(isinstance(s["coarse_file"], str) and len(s["clip"]) < 100_000 for s in segs)
     done = [_rows(FineStage(cfg, models=models)(_batch([s])))[0] for s in segs]
     finals = [FinalizeStage(cfg)(dict(r)) for r in done]
     if len(finals) > 1:
@@ -159,7 +172,7 @@ def test_job_stages_inpaint_a_segmented_clip_exactly_as_the_whole_clip(clips, mo
     writes = Writes(monkeypatch)
     uri = manifest(clips["tmp"], [{"video_uri": str(clips["long"]), "clip_id": "il", "task": "inpaint",
                                    "mask_uri": str(clips["masks80"])}], "inpl.jsonl")
-    (row,) = run_stages(cfg, build_rows(cfg, uri, str(clips["tmp"] / "inpl")), models)
+    (row,) = run_stages(cfg, build_rows(cfg, uri, str(clips["tmp"] / "inpl")), models, streamed=True)
     assert row["status"] == "ok", row["error"]
     pieces = sorted(u for u in writes.frames if ".parts/" in u)
     assert len(pieces) == 2  # 80 frames: 2 segments, joined
@@ -177,7 +190,7 @@ def test_job_stages_extend_a_segmented_clip_exactly_in_video_order(clips, monkey
     writes = Writes(monkeypatch)
     uri = manifest(clips["tmp"], [{"video_uri": str(clips["long70"]), "clip_id": f"x{direction}", "task": "extend",
                                    "extend_frames": 10, "extend_direction": direction}], f"ext{direction}.jsonl")
-    (row,) = run_stages(cfg, build_rows(cfg, uri, str(clips["tmp"] / f"ext{direction}")), models)
+    (row,) = run_stages(cfg, build_rows(cfg, uri, str(clips["tmp"] / f"ext{direction}")), models, streamed=True)
     assert row["status"] == "ok", row["error"]
     assert (row["frames"], row["output_frames"]) == (70, 80)
     pieces = sorted(u for u in writes.frames if ".parts/" in u)

@@ -50,6 +50,7 @@ JOB_FIELDS: dict[str, tuple[type | tuple[type, ...], str, str]] = {
     "has_audio": (bool, "prepare", "the source has an audio stream"),
     "output_frames": (int, "prepare", "frames of the output (T; T + N for an extension)"),
     "seek_points": (_JSON, "prepare", "per segment, where a range decode starts (segments.seek_points)"),
+    "mask_count": (int, "prepare", "an inpaint row's masks in its mask source (1: one mask for every frame)"),
     # segments (coarse -> fine -> finalize -> join)
     "segment": (int, "coarse", "index of this row's segment (0 for a clip that is not split)"),
     "num_segments": (int, "coarse", "segments of the clip (1: not split)"),

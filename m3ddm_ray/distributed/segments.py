@@ -29,11 +29,13 @@ SEGMENT_FIELDS = ("segment", "num_segments", "piece_uri", "piece_frames", "has_a
                   "seconds_canvases")
 
 
-def seek_points(index, plan) -> list[dict] | None:
+def seek_points(index, plan, to_source: Callable[[str, int, int], tuple[int, int]] | None = None) -> list[dict] | None:
     """Per segment of ``plan``, where a range decode of the source starts (JSON-able): ``span``
     for its :attr:`~m3ddm_ray.plan.Segment.frame_range` (canvases), ``out`` for its output
     frames (source frames at finalize). ``index`` is the prepare pass's
-    :class:`~m3ddm_ray.video.FrameIndex` (None for frame folders: a span is a slice of files)."""
+    :class:`~m3ddm_ray.video.FrameIndex` (None for frame folders: a span is a slice of files).
+    ``to_source(kind, lo, hi)`` maps working rows ``[lo, hi)`` to the source frames a task clip
+    reads for them (:func:`.task_rows.source_range`; ``(0, 0)``: none); default: the same frames."""
     segs = plan.segments()
     if len(segs) <= 1:
         return None
@@ -42,10 +44,13 @@ def seek_points(index, plan) -> list[dict] | None:
         lo, hi = seg.frame_range
         o_lo, o_hi = seg.output_frames[0], seg.output_frames[-1] + 1
         points = {"span": None, "out": None}
-        if index is not None and len(index) >= plan.num_frames:
+        if index is not None:
             for key, (a, b) in (("span", (lo, hi)), ("out", (o_lo, o_hi))):
-                p = index.seek_point(a, b)
-                points[key] = None if p is None else p.to_dict()
+                if to_source is not None:
+                    a, b = to_source(key, a, b)
+                if b > a and len(index) >= b:
+                    p = index.seek_point(a, b)
+                    points[key] = None if p is None else p.to_dict()
         out.append(points)
     return out
 

@@ -224,8 +224,9 @@ class PrepareStage:
     def _prepare(self, rows: list[dict], cancel: threading.Event):
         """One decode pass over the source: probe, canvases, global frames, and the frame index the
         segments seek with. A clip that splits into segments keeps only its keyframe canvases, and
-        streams them to a scratch file next to its output (:func:`keyframe_canvas_uri`). Returns
-        ``(info, clips, index)``."""
+        streams them to a scratch file next to its output (:func:`keyframe_canvas_uri`) -- an
+        inpaint / extend clip too, with its keyframes' masks (:func:`.task_rows.prepare_task`).
+        Returns ``(info, clips, index, mask_count)`` (``mask_count``: an inpaint row's, else None)."""
         from ..canvas_file import CanvasFileWriter
         from ..pipeline import prepare_clips
         from ..video import FrameIndex, iter_frames, probe
@@ -238,10 +239,11 @@ class PrepareStage:
         ratios = [r["ratio"] for r in rows]
         writers: dict[int, CanvasFileWriter] = {}
 
-        def sink(j, masked, inpainted):
+        def sink(j, masked, inpainted, masks=None):
             if j not in writers:
-                writers[j] = CanvasFileWriter(keyframe_canvas_uri(rows[j]["output_uri"]), settings.canvas_size, so)
-            writers[j].append(masked, inpainted)
+                writers[j] = CanvasFileWriter(keyframe_canvas_uri(rows[j]["output_uri"]), settings.canvas_size, so,
+                                              with_masks=masks is not None)
+            writers[j].append(masked, inpainted, masks)
 
         def iter_source(cancel: threading.Event):
             """``(info, frames iterator, index)``: the one decode pass over the source."""
@@ -262,11 +264,16 @@ class PrepareStage:
         stack = contextlib.ExitStack()
         try:
             with stack:
-                if task_of(first) != "outpaint":  # inpaint / extend: one clip, all canvases (.task_rows)
-                    info, clip, index = prepare_task(first, self.cfg, settings, cancel, iter_source)
-                    return info, [clip], index
-                info, frames, index = iter_source(cancel)
-                clips = prepare_clips(frames, info.num_frames, info.fps, ratios, settings, segmented=True, sink=sink)
+                if task_of(first) != "outpaint":  # inpaint / extend: one clip (.task_rows)
+                    task_sink = (lambda m, i, f: sink(0, m, i, f)) if first.get("output_uri") else None
+                    info, clip, index, mask_count = prepare_task(first, self.cfg, settings, cancel, iter_source,
+                                                                 task_sink)
+                    clips = [clip]
+                else:
+                    mask_count = None
+                    info, frames, index = iter_source(cancel)
+                    clips = prepare_clips(frames, info.num_frames, info.fps, ratios, settings, segmented=True,
+                                          sink=sink)
         except BaseException:
             for j, w in writers.items():
                 with contextlib.suppress(Exception):
@@ -277,7 +284,7 @@ class PrepareStage:
             w.close()
         clips = [dataclasses.replace(c, canvas_file=writers[j].uri, canvas_options=so) if j in writers else c
                  for j, c in enumerate(clips)]
-        return info, clips, index
+        return info, clips, index, mask_count
 
     def __call__(self, rows: list[StageRow]) -> list[StageRow]:
         from .. import pipeline, video  # noqa: F401 - imported here, outside the timed thread
@@ -285,17 +292,20 @@ class PrepareStage:
         apply_retry_policy(self.cfg)
         t0 = time.perf_counter()
         try:
-            info, clips, index = run_with_timeout(lambda cancel: self._prepare(rows, cancel), self.timeout_s(),
-                                                  "decode")
+            info, clips, index, mask_count = run_with_timeout(lambda cancel: self._prepare(rows, cancel),
+                                                              self.timeout_s(), "decode")
         except Exception as exc:  # noqa: BLE001 - one bad video must not stop the job
             return [_fail(dict(r, seconds_prepare=time.perf_counter() - t0), "prepare", exc, self.cfg)
                     for r in rows]
         from .segments import seek_points
+        from .task_rows import source_range
 
         out = []
         for row, clip in zip(rows, clips):
-            points = None if clip.passthrough else seek_points(index, clip.plan)
-            row = dict(row, frames=info.num_frames, fps=info.fps, source_width=info.width,
+            row = dict(row, frames=info.num_frames)
+            points = None if clip.passthrough else seek_points(
+                index, clip.plan, lambda kind, lo, hi, r=row: source_range(r, kind, lo, hi))
+            row.update(fps=info.fps, source_width=info.width, mask_count=mask_count,
                        source_height=info.height, has_audio=bool(info.has_audio), output_frames=clip.num_frames,
                        seconds_prepare=time.perf_counter() - t0, seek_points=json.dumps(points))
             row["status"] = "unchanged" if clip.passthrough else "pending"

@@ -9,16 +9,16 @@ job -- result rows, resume, pieces -- stays ``(clip_id, ratio)``:
   (:func:`~.config.config_hash`) also covers the task's inputs (:func:`task_spec`: the mask URI and
   dilation, or the number of new frames and the direction), so changing them never reuses an
   output;
-* prepare (:func:`prepare_task`): one decode of the source into memory, the mask source read and
-  fitted (count, size, empty, all ones: an ``error`` row naming ``mask_uri``), then
-  :func:`tasks.prepare_inpaint` / :func:`tasks.prepare_extend`. Unlike outpaint clips, a task clip
-  keeps all its canvases in the prepare stage and the coarse stage (the rows of its segments carry
-  only their span: :meth:`~m3ddm_ray.pipeline.PreparedClip.segment_slice`), so its memory grows
-  with its length;
+* prepare (:func:`prepare_task`): one decode of the source, the mask source opened and checked
+  (count, size, empty, all ones: an ``error`` row naming ``mask_uri``). A clip of one segment is
+  prepared in memory (:func:`tasks.prepare_inpaint` / :func:`tasks.prepare_extend`); a longer one
+  in one streaming pass (:mod:`m3ddm_ray.task_prepare`) that keeps only its keyframes' canvases
+  and masks, in the clip's canvas file -- memory flat in length, as for outpaint clips;
 * the coarse and fine stages run the clip unchanged (per-frame masks: ``frame_masks``); a long clip
-  splits into segments as outpaint clips do;
-* finalize (:func:`task_output`): the source frames of the output rows (a range decode), the
-  source masks (inpaint), the exact source pixels outside the mask / the known frames unchanged,
+  splits into segments as outpaint clips do, and the fine actor builds a segment's canvases from
+  a range decode of its span and a range read of its masks (:func:`span_canvases`);
+* finalize (:func:`task_output`): the source frames of the output rows (a range decode), their
+  source masks (inpaint, a range read), the exact source pixels outside the mask / the known frames unchanged,
   H.264 with the source audio -- under the known frames only for an extension
   (:func:`audio_window`). A backward extension works on the reversed video: its pieces are
   written reversed and numbered from the end (:func:`piece_position`), so the join is the same.
@@ -69,49 +69,125 @@ def _mask_name(spec: Mapping[str, Any]) -> str:
     return f"mask_uri {spec['mask_uri']}"
 
 
-def _source_masks(spec: Mapping[str, Any], num_frames: int, hw: tuple[int, int], so,
-                  raw: np.ndarray | None = None) -> np.ndarray:
-    """uint8 ``(T, H, W)`` 0/1 source masks of an inpaint row: ``raw`` (or the mask source, read
-    here) fitted and dilated (:func:`tasks.inpaint_masks`). Raises InputError / VideoError naming
-    the mask source."""
-    from ..tasks import inpaint_masks
-    from ..video import read_masks
+def _mask_source(spec: Mapping[str, Any], so, count: int | None = None):
+    """The row's :class:`~m3ddm_ray.video.MaskSource` (``count`` known from prepare: a mask video is
+    then not counted again)."""
+    from ..video import MaskSource, open_masks
 
-    if raw is None:
-        raw = read_masks(spec["mask_uri"], so)
-    return inpaint_masks(raw, num_frames, hw, int(spec["dilate"]), _mask_name(spec))
+    if count is not None and count > 0:
+        from ..video.masks import _kind_of
+
+        kind, files = _kind_of(spec["mask_uri"], so)
+        return MaskSource(spec["mask_uri"], kind, int(count), files, None, so)
+    return open_masks(spec["mask_uri"], so)
+
+
+def source_masks(row: Mapping[str, Any], cfg: Mapping[str, Any], lo: int, hi: int, hw: tuple[int, int]) -> np.ndarray:
+    """uint8 ``(hi - lo, H, W)`` 0/1: the fitted, dilated source masks of frames ``[lo, hi)`` of an
+    inpaint row, by a range read of its mask source (:func:`tasks.inpaint_mask_frames`; the count
+    and usability checks ran in prepare).
+
+    Raises:
+        InputError / VideoError: the mask source cannot be read (or changed since prepare).
+    """
+    from ..tasks import inpaint_mask_frames
+
+    spec = options(row)
+    so = cfg.get("storage_options") or None
+    count = row.get("mask_count")
+    src = _mask_source(spec, so, None if count is None or count != count else int(count))
+    fitted = inpaint_mask_frames(src.read(lo, hi), hw, int(spec["dilate"]), _mask_name(spec))
+    return np.repeat(fitted, hi - lo, axis=0) if len(fitted) == 1 and hi - lo > 1 else fitted
+
+
+def source_range(row: Mapping[str, Any], kind: str, lo: int, hi: int) -> tuple[int, int]:
+    """The source frames ``[a, b)`` (time order) a task row reads for its working rows ``[lo, hi)``:
+    ``kind`` ``span`` (a segment's canvases, :func:`m3ddm_ray.task_prepare.extend_span_rows` for an
+    extension) or ``out`` (its output frames); the same frames for outpaint / inpaint rows."""
+    if task_of(row) != "extend":
+        return lo, hi
+    from ..tasks import extend_known_span
+
+    spec = options(row)
+    known = int(row["frames"])
+    if kind == "span":
+        from ..task_prepare import extend_span_rows
+
+        lo, hi = extend_span_rows(lo, hi, known)
+    return extend_known_span(range(lo, hi), known, spec["direction"])
 
 
 def prepare_task(row: Mapping[str, Any], cfg: Mapping[str, Any], settings, cancel: threading.Event,
-                 iter_source) -> tuple[Any, Any, Any]:
-    """Prepare one inpaint / extend row: ``(info, clip, index)`` as the prepare stage's outpaint path
-    returns them (``index``: the decode's :class:`~m3ddm_ray.video.FrameIndex`, or None for a frame
-    folder).
+                 iter_source, sink=None) -> tuple[Any, Any, Any, int | None]:
+    """Prepare one inpaint / extend row: ``(info, clip, index, mask_count)`` (``index``: the
+    decode's :class:`~m3ddm_ray.video.FrameIndex`, or None for a frame folder; ``mask_count``: an
+    inpaint row's masks, else None).
+
+    A clip whose plan has several segments is prepared in one streaming pass
+    (:mod:`m3ddm_ray.task_prepare`): its keyframes' canvases and masks go to
+    ``sink(masked, inpainted, masks)`` (the job's canvas file) and the clip holds none; a short
+    clip is prepared in memory (:func:`tasks.prepare_inpaint` / :func:`tasks.prepare_extend`).
 
     Args:
         iter_source: ``iter_source(cancel) -> (info, frames iterator, index)``, the prepare stage's
             one decode pass over the source.
+        sink: where the keyframe canvases of a streamed clip go; None: always in memory.
 
     Raises:
         InputError / VideoError: an unreadable source or mask source, masks whose count or size do
             not fit the video, empty or all-ones masks (the message names ``mask_uri``).
     """
-    from .. import tasks
+    from .. import task_prepare, tasks
 
     spec = options(row)
     so = cfg.get("storage_options") or None
-    if spec["task"] == "inpaint":  # masks first: a bad mask fails before the decode
-        from ..video import read_masks
-
-        raw = read_masks(spec["mask_uri"], so)
+    masks = None
+    if spec["task"] == "inpaint":  # the mask source first: a missing one fails before the decode
+        masks = _mask_source(spec, so)
     info, frames, index = iter_source(cancel)
-    frames = np.stack(list(frames))
+    total = info.num_frames + (int(spec["frames"]) if spec["task"] == "extend" else 0)
+    streamed = sink is not None and task_prepare.task_keyframes(total, info.fps, settings) is not None
     if spec["task"] == "inpaint":
-        fitted = _source_masks(spec, len(frames), frames.shape[1:3], so, raw)
-        clip = tasks.prepare_inpaint(frames, fitted, info.fps, settings, _mask_name(spec))
+        name = _mask_name(spec)
+        if streamed:
+            clip = task_prepare.stream_inpaint(frames, info.num_frames, info.fps, masks, settings,
+                                               int(spec["dilate"]), sink, name)
+        else:
+            frames = np.stack(list(frames))
+            raw = masks.read(0, masks.count)
+            fitted = tasks.inpaint_masks(raw, len(frames), frames.shape[1:3], int(spec["dilate"]), name)
+            clip = tasks.prepare_inpaint(frames, fitted, info.fps, settings, name)
+        return info, clip, index, masks.count
+    if streamed:
+        clip = task_prepare.stream_extend(frames, info.num_frames, info.fps, int(spec["frames"]), spec["direction"],
+                                          settings, sink)
     else:
-        clip = tasks.prepare_extend(frames, info.fps, int(spec["frames"]), spec["direction"], settings)
-    return info, clip, index
+        clip = tasks.prepare_extend(np.stack(list(frames)), info.fps, int(spec["frames"]), spec["direction"], settings)
+    return info, clip, index, None
+
+
+def span_canvases(row: Mapping[str, Any], cfg: Mapping[str, Any], clip, read_source):
+    """A streamed task clip's segment shell with the canvases of its span
+    (:func:`m3ddm_ray.task_prepare.inpaint_span` / :func:`~m3ddm_ray.task_prepare.extend_span`).
+
+    Args:
+        read_source: ``read_source(lo, hi) -> uint8 (hi - lo, H, W, 3)`` source frames, seeking
+            from the row's ``span`` point.
+    """
+    from .. import task_prepare
+
+    spec = options(row)
+    lo, hi = clip.plan.segments()[clip.segment].frame_range
+    if spec["task"] == "inpaint":
+        so = cfg.get("storage_options") or None
+        count = row.get("mask_count")
+        src = _mask_source(spec, so, None if count is None or count != count else int(count))
+        return task_prepare.inpaint_span(clip, read_source(lo, hi), src.read(lo, hi), int(spec["dilate"]),
+                                         _mask_name(spec))
+    a, b = source_range(row, "span", lo, hi)
+    h, w = clip.geom.source_hw
+    frames = read_source(a, b) if b > a else np.zeros((0, h, w, 3), np.uint8)
+    return task_prepare.extend_span(clip, frames, int(row["frames"]), spec["direction"])
 
 
 def piece_position(row: Mapping[str, Any]) -> int:
@@ -163,8 +239,7 @@ def task_output(row: Mapping[str, Any], cfg: Mapping[str, Any], clip, state, row
         settings = job_settings(cfg, json.loads(row["overrides"]))
         lo, hi = rows[0], rows[-1] + 1
         src = read_source(lo, hi)
-        masks = _source_masks(spec, int(row["frames"]), tuple(clip.geom.source_hw),
-                              cfg.get("storage_options") or None)[lo:hi]
+        masks = source_masks(row, cfg, lo, hi, tuple(clip.geom.source_hw))
         out = tasks.even_frames(tasks.finalize_inpaint(clip, generated, src, masks, settings, rows))
         region = tasks.even_frames(masks).max(axis=0)
         return out, quality.quality_report(out, region)

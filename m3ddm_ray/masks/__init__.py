@@ -1,7 +1,9 @@
 """Masks, pure numpy (no torch): training mask policies (:mod:`m3ddm_ray.masks.policies`) and the
 per-frame mask rules of inpainting and extension (:mod:`m3ddm_ray.masks.frames`)."""
 
-from .frames import binarize, canvas_masks, cell_align, dilate_masks, fit_masks, resize_masks  # noqa: F401
+from .frames import (  # noqa: F401
+    MaskUsage, binarize, canvas_masks, cell_align, check_mask_count, dilate_masks, fit_mask_frames, fit_masks,
+    resize_masks)
 from .policies import (  # noqa: F401
     DIRECTIONS,
     FRAME_CASES,

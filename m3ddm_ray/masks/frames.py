@@ -31,7 +31,8 @@ import numpy as np
 from ..errors import InputError
 from ..geometry import CanvasGeometry, pixel_mask
 
-__all__ = ["binarize", "dilate_masks", "resize_masks", "cell_align", "fit_masks", "canvas_masks"]
+__all__ = ["binarize", "dilate_masks", "resize_masks", "cell_align", "check_mask_count", "fit_mask_frames",
+           "MaskUsage", "fit_masks", "canvas_masks"]
 
 
 def _pos_or_zero(name: str, v) -> int:
@@ -139,8 +140,68 @@ def _same_aspect(mh: int, mw: int, h: int, w: int) -> bool:
     return abs(mw - mh * w / h) <= 1 or abs(mh - mw * h / w) <= 1
 
 
+def check_mask_count(count: int, num_frames: int, name: str = "masks") -> None:
+    """The count rule of :func:`fit_masks`: one mask per frame or a single mask for all.
+
+    Raises:
+        InputError: ``count`` other than 1 or ``num_frames`` (the message names ``name``).
+    """
+    if int(count) not in (1, int(num_frames)):
+        raise InputError(f"{name}: {int(count)} masks for a video of {int(num_frames)} frames; give one mask per "
+                         f"frame (the same count, in frame order) or a single mask for all frames")
+
+
+def fit_mask_frames(masks: np.ndarray, hw: Tuple[int, int], name: str = "masks") -> np.ndarray:
+    """The size rule of :func:`fit_masks` on any run of masks (no count or usability check: a
+    range of a long video's masks, :class:`MaskUsage` gathers those checks).
+
+    Args:
+        masks: ``uint8 (N, H', W')`` 0/1 (or bool); hw: ``(H, W)`` of the video in pixels.
+
+    Returns:
+        ``uint8 (N, H, W)`` 0/1, a fresh array (resized with :func:`resize_masks` when ``H' x W'``
+        has the video's aspect ratio to one pixel).
+
+    Raises:
+        InputError: masks of another aspect ratio, or not ``(N, H, W)`` 0/1.
+    """
+    m = _check_stack(masks, name)
+    h, w = (int(v) for v in hw)
+    mh, mw = m.shape[1:]
+    if (mh, mw) != (h, w):
+        if not _same_aspect(mh, mw, h, w):
+            raise InputError(f"{name}: masks are {mw}x{mh} (WxH) but the video is {w}x{h}; give masks of the "
+                             f"video's size (or of its aspect ratio, which are resized)")
+        return resize_masks(m, (h, w))
+    return m.copy()
+
+
+class MaskUsage:
+    """The usability rule of :func:`fit_masks` gathered over masks seen run by run: at least one
+    pixel to generate, and at least one pixel known, over all frames."""
+
+    def __init__(self) -> None:
+        self.any, self.all = False, True
+
+    def add(self, masks: np.ndarray) -> None:
+        """Count ``uint8 (N, H, W)`` 0/1 fitted masks in."""
+        if len(masks):
+            self.any = self.any or bool(masks.any())
+            self.all = self.all and bool(masks.all())
+
+    def check(self, name: str = "masks") -> None:
+        """Raises InputError: no pixel marked in any frame, or every pixel of every frame."""
+        if not self.any:
+            raise InputError(f"{name}: the masks mark no pixel (all 0); mark the region to remove with non-zero "
+                             f"values (1 = generate)")
+        if self.all:
+            raise InputError(f"{name}: the masks mark every pixel of every frame (all 1), so nothing is known to "
+                             f"inpaint from; leave some pixels 0 (known)")
+
+
 def fit_masks(masks: np.ndarray, num_frames: int, hw: Tuple[int, int], name: str = "masks") -> np.ndarray:
-    """Check per-frame masks against the video and bring them to its frame count and size.
+    """Check per-frame masks against the video and bring them to its frame count and size
+    (:func:`check_mask_count`, :func:`fit_mask_frames`, :class:`MaskUsage`).
 
     Args:
         masks: ``uint8 (T', H', W')`` 0/1 (or bool): one mask per frame (``T' == num_frames``) or one
@@ -160,26 +221,13 @@ def fit_masks(masks: np.ndarray, num_frames: int, hw: Tuple[int, int], name: str
     """
     m = _check_stack(masks, name)
     t = int(num_frames)
-    h, w = (int(v) for v in hw)
-    if m.shape[0] not in (1, t):
-        raise InputError(f"{name}: {m.shape[0]} masks for a video of {t} frames; give one mask per frame "
-                         f"(the same count, in frame order) or a single mask for all frames")
-    mh, mw = m.shape[1:]
-    if (mh, mw) != (h, w):
-        if not _same_aspect(mh, mw, h, w):
-            raise InputError(f"{name}: masks are {mw}x{mh} (WxH) but the video is {w}x{h}; give masks of the "
-                             f"video's size (or of its aspect ratio, which are resized)")
-        m = resize_masks(m, (h, w))
+    check_mask_count(m.shape[0], t, name)
+    m = fit_mask_frames(m, hw, name)
     if m.shape[0] == 1 and t > 1:
         m = np.repeat(m, t, axis=0)
-    else:
-        m = m.copy()
-    if not m.any():
-        raise InputError(f"{name}: the masks mark no pixel (all 0); mark the region to remove with non-zero "
-                         f"values (1 = generate)")
-    if m.all():
-        raise InputError(f"{name}: the masks mark every pixel of every frame (all 1), so nothing is known to "
-                         f"inpaint from; leave some pixels 0 (known)")
+    usage = MaskUsage()
+    usage.add(m)
+    usage.check(name)
     return m
 
 

@@ -62,7 +62,7 @@ from .images import (
     read_image_sequence,
     read_images,
 )
-from .masks import LOSSY_THRESHOLD, decode_mask_image, read_masks
+from .masks import LOSSY_THRESHOLD, MaskSource, decode_mask_image, open_masks, read_masks
 from .probing import count_frames, probe
 from .readers import iter_frames, read_frames
 from .source import VideoInfo
@@ -95,6 +95,8 @@ __all__ = [
     "iter_image_sequence",
     "image_sequence_info",
     "read_masks",
+    "open_masks",
+    "MaskSource",
     "decode_mask_image",
     "LOSSY_THRESHOLD",
 ]
