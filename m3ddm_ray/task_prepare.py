@@ -70,6 +70,21 @@ def _count(seen: int, expected: int) -> None:
         raise InputError(f"got {seen} frames, expected num_frames={expected}")
 
 
+def _pass(frames: Iterable[np.ndarray], num_frames: int, canvas_size: int,
+          chunk: int) -> Iterator[tuple[int, np.ndarray, geometry.CanvasGeometry]]:
+    """``(index of the chunk's first frame, uint8 (n, H, W, 3) chunk, canvas plan)`` over the
+    frames; raises InputError when they are not exactly ``num_frames``."""
+    seen, geom = 0, None
+    for arr in _chunks(frames, chunk):
+        if geom is None:
+            geom = geometry.plan_canvas(arr.shape[1], arr.shape[2], _SQUARE, canvas_size)
+        if seen + len(arr) > num_frames:
+            _count(seen + len(arr), num_frames)
+        yield seen, arr, geom
+        seen += len(arr)
+    _count(seen, num_frames)
+
+
 def stream_inpaint(frames: Iterable[np.ndarray], num_frames: int, fps: float, masks, settings, dilate: int,
                    sink: Sink, name: str = "masks", chunk: int = 32) -> PreparedClip:
     """:func:`m3ddm_ray.tasks.prepare_inpaint` of a long video in one streaming pass.
@@ -103,17 +118,13 @@ def stream_inpaint(frames: Iterable[np.ndarray], num_frames: int, fps: float, ma
     usage, usage_d = MaskUsage(), MaskUsage()
     geom, union, single, mask_iter = None, None, None, None
     globals_: dict[int, np.ndarray] = {}
-    seen = 0
-    for arr in _chunks(frames, chunk):
+    for seen, arr, geom in _pass(frames, t, settings.canvas_size, chunk):
         n = len(arr)
-        if geom is None:
-            geom = geometry.plan_canvas(arr.shape[1], arr.shape[2], _SQUARE, settings.canvas_size)
+        if single is None and mask_iter is None:
             if masks.count == 1:
                 single = fit_mask_frames(masks.read(0, 1), geom.source_hw, name)
             else:
                 mask_iter = masks.iter()
-        if seen + n > t:
-            _count(seen + n, t)
         if single is not None:
             raw = np.repeat(single, n, axis=0)
         else:
@@ -133,8 +144,6 @@ def stream_inpaint(frames: Iterable[np.ndarray], num_frames: int, fps: float, ma
             if seen <= g < seen + n and g not in globals_:
                 hidden = hidden_frames(arr[g - seen:g - seen + 1], fitted[g - seen:g - seen + 1])
                 globals_[g] = make_global_frames(hidden, [0], settings.canvas_size)[0]
-        seen += n
-    _count(seen, t)
     usage.check(name)
     if dilate:
         usage_d.check(dilated_name(name, dilate))
@@ -176,16 +185,11 @@ def stream_extend(frames: Iterable[np.ndarray], num_frames: int, fps: float, n: 
     back = direction == "backward"
     slot = set(keep)
     gids = [int(g) for g in geometry.global_frame_ids(t, settings.num_global_frames)]
-    geom, border, last = None, None, None
+    geom, last = None, None
     globals_: dict[int, np.ndarray] = {}
-    seen = 0
-    for arr in _chunks(frames, chunk):
+    for seen, arr, geom in _pass(frames, t, settings.canvas_size, chunk):
         k = len(arr)
-        if geom is None:
-            geom = geometry.plan_canvas(arr.shape[1], arr.shape[2], _SQUARE, settings.canvas_size)
-            border = geometry.pixel_mask(geom)
-        if seen + k > t:
-            _count(seen + k, t)
+        border = geometry.pixel_mask(geom)
         work = [t - 1 - (seen + i) if back else seen + i for i in range(k)]  # working row of each frame
         sel = [i for i in range(k) if work[i] in slot]
         if sel:
@@ -196,8 +200,6 @@ def stream_extend(frames: Iterable[np.ndarray], num_frames: int, fps: float, n: 
                 globals_[w] = make_global_frames(arr[i:i + 1], [0], settings.canvas_size)[0]
             if w == t - 1:  # the last known frame in working order: the new frames' diffusion start
                 last = arr[i:i + 1].copy()
-        seen += k
-    _count(seen, t)
     last_inpainted = geometry.make_canvases(last, geom)[1][0]
     new = [r for r in keep if r >= t]
     if new:

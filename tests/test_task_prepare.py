@@ -162,3 +162,30 @@ def test_extend_span_rows():
     assert extend_span_rows(0, 76, 150) == (0, 76)
     assert extend_span_rows(75, 151, 150) == (75, 150)  # holds new row 150: row 149 is there
     assert extend_span_rows(150, 226, 100) == (99, 100)  # all new: the last known row only
+
+
+def test_backward_extension_reads_its_keyframes_back_from_the_canvas_file(tmp_path):
+    """The file holds the known keyframes last first (decode order); canvas_reversed maps them back,
+    and the masks come from the file with the canvases."""
+    from dataclasses import replace
+
+    from m3ddm_ray.canvas_file import CanvasFileWriter
+
+    known, n = 150, 10
+    frames = frames_of(known)
+    ref = tasks.prepare_extend(frames, 15.0, n, "backward", S)
+    uri = str(tmp_path / "kf.u8")
+    with CanvasFileWriter(uri, 64, with_masks=True) as w:
+        clip = stream_extend(iter(frames), known, 15.0, n, "backward", S, w.append, chunk=16)
+    clip = replace(clip, canvas_file=uri)
+    keys = list(clip.frame_ids)
+    assert clip.canvas_reversed > 0 and (tmp_path / "kf.u8").stat().st_size == len(keys) * 7 * 64 * 64
+    pick = [keys[0], keys[3], keys[-1], keys[clip.canvas_reversed - 1], keys[clip.canvas_reversed]]
+    m, i = clip.canvases(clip.rows(pick))
+    np.testing.assert_array_equal(m, ref.masked[pick])
+    np.testing.assert_array_equal(i, ref.inpainted[pick])
+    np.testing.assert_array_equal(clip.masks_of(pick), ref.frame_masks[pick])
+    with pytest.raises(RuntimeError, match="have no canvas here"):  # only keyframes are in the file
+        clip.canvases(clip.rows([keys[0] + 1]))
+    shell = clip.segment_shell(ref.plan.segments()[1])
+    assert shell.canvas_file is None and shell.canvas_reversed == 0 and shell.needs_canvases
