@@ -15,7 +15,8 @@ Layers, from the bottom up; a module imports only its own layer and those below
 4. model: :mod:`m3ddm_ray.models` (the M3DDM UNet and loaders), :mod:`m3ddm_ray.sampling` (one
    window, PNDM + guidance), :mod:`m3ddm_ray.settings` (the run settings, torch-free);
 5. :mod:`m3ddm_ray.pipeline`: one video in memory -> outpainted frames, no Ray; then
-   :mod:`m3ddm_ray.tasks`: inpainting and extension through the same pipeline;
+   :mod:`m3ddm_ray.tasks`: inpainting and extension through the same pipeline; then
+   :mod:`m3ddm_ray.task_prepare`: long task clips prepared in one streaming pass;
 6. :mod:`m3ddm_ray.distributed`: Ray Data stages that wrap the pipeline, the batch job;
 7. :mod:`m3ddm_ray.evaluation`: benchmark evaluation on the job's stages and pools;
 8. :mod:`m3ddm_ray.cli`: the command line.

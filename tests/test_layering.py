@@ -27,6 +27,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("m3ddm_ray.latents",),
     ("m3ddm_ray.pipeline",),
     ("m3ddm_ray.tasks",),
+    ("m3ddm_ray.task_prepare",),
     ("m3ddm_ray.distributed",),
     ("m3ddm_ray.evaluation", "m3ddm_ray.training"),
     ("m3ddm_ray.cli",),
