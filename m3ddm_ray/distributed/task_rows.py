@@ -69,17 +69,14 @@ def _mask_name(spec: Mapping[str, Any]) -> str:
     return f"mask_uri {spec['mask_uri']}"
 
 
-def _mask_source(spec: Mapping[str, Any], so, count: int | None = None):
-    """The row's :class:`~m3ddm_ray.video.MaskSource` (``count`` known from prepare: a mask video is
-    then not counted again)."""
-    from ..video import MaskSource, open_masks
+def _mask_source(row: Mapping[str, Any], cfg: Mapping[str, Any]):
+    """The row's :class:`~m3ddm_ray.video.MaskSource` (a mask video's ``mask_count``, recorded by
+    prepare, is not counted again)."""
+    from ..video import open_masks
 
-    if count is not None and count > 0:
-        from ..video.masks import _kind_of
-
-        kind, files = _kind_of(spec["mask_uri"], so)
-        return MaskSource(spec["mask_uri"], kind, int(count), files, None, so)
-    return open_masks(spec["mask_uri"], so)
+    count = row.get("mask_count")
+    known = None if count is None or count != count else int(count)  # None, or NaN in a Ray block
+    return open_masks(options(row)["mask_uri"], cfg.get("storage_options") or None, video_count=known)
 
 
 def source_masks(row: Mapping[str, Any], cfg: Mapping[str, Any], lo: int, hi: int, hw: tuple[int, int]) -> np.ndarray:
@@ -93,10 +90,7 @@ def source_masks(row: Mapping[str, Any], cfg: Mapping[str, Any], lo: int, hi: in
     from ..tasks import inpaint_mask_frames
 
     spec = options(row)
-    so = cfg.get("storage_options") or None
-    count = row.get("mask_count")
-    src = _mask_source(spec, so, None if count is None or count != count else int(count))
-    fitted = inpaint_mask_frames(src.read(lo, hi), hw, int(spec["dilate"]), _mask_name(spec))
+    fitted = inpaint_mask_frames(_mask_source(row, cfg).read(lo, hi), hw, int(spec["dilate"]), _mask_name(spec))
     return np.repeat(fitted, hi - lo, axis=0) if len(fitted) == 1 and hi - lo > 1 else fitted
 
 
@@ -140,10 +134,9 @@ def prepare_task(row: Mapping[str, Any], cfg: Mapping[str, Any], settings, cance
     from .. import task_prepare, tasks
 
     spec = options(row)
-    so = cfg.get("storage_options") or None
     masks = None
     if spec["task"] == "inpaint":  # the mask source first: a missing one fails before the decode
-        masks = _mask_source(spec, so)
+        masks = _mask_source(row, cfg)
     info, frames, index = iter_source(cancel)
     total = info.num_frames + (int(spec["frames"]) if spec["task"] == "extend" else 0)
     streamed = sink is not None and task_prepare.task_keyframes(total, info.fps, settings) is not None
@@ -179,9 +172,7 @@ def span_canvases(row: Mapping[str, Any], cfg: Mapping[str, Any], clip, read_sou
     spec = options(row)
     lo, hi = clip.plan.segments()[clip.segment].frame_range
     if spec["task"] == "inpaint":
-        so = cfg.get("storage_options") or None
-        count = row.get("mask_count")
-        src = _mask_source(spec, so, None if count is None or count != count else int(count))
+        src = _mask_source(row, cfg)
         return task_prepare.inpaint_span(clip, read_source(lo, hi), src.read(lo, hi), int(spec["dilate"]),
                                          _mask_name(spec))
     a, b = source_range(row, "span", lo, hi)

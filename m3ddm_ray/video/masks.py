@@ -165,13 +165,14 @@ def _kind_of(uri: str, storage_options) -> tuple[str, list[str]]:
 
 
 def open_masks(uri: str | os.PathLike, storage_options: Mapping[str, Any] | None = None,
-               threshold: float | None = None) -> MaskSource:
+               threshold: float | None = None, video_count: int | None = None) -> MaskSource:
     """Open a mask source without reading its masks (a folder is listed; a mask video's frames are
     counted by a decode without RGB conversion).
 
     Args:
         uri: local path or fsspec URL; storage_options: fsspec options.
         threshold: override of the 0 / :data:`LOSSY_THRESHOLD` threshold (levels 0..255 or labels).
+        video_count: a mask video's frame count when already known (not counted again).
 
     Raises:
         InputError: a missing source, an empty folder, a mask video without frames. VideoError: a
@@ -183,7 +184,7 @@ def open_masks(uri: str | os.PathLike, storage_options: Mapping[str, Any] | None
         return MaskSource(uri, kind, len(files), files, threshold, storage_options)
     from .probing import count_frames
 
-    n = count_frames(uri, dict(storage_options or {}))
+    n = int(video_count) if video_count else count_frames(uri, dict(storage_options or {}))
     if n < 1:
         raise InputError(f"masks: the mask video {uri} has no frames")
     return MaskSource(uri, "video", n, [], threshold, storage_options)
