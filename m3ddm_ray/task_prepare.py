@@ -33,7 +33,7 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 
 from . import geometry
-from .masks.frames import MaskUsage, check_mask_count, dilate_masks, fit_mask_frames
+from .masks.frames import MaskUsage, canvas_masks, check_mask_count, dilate_masks, fit_mask_frames
 from .pipeline import PreparedClip, canvas_frames, make_global_frames
 from .plan import plan_windows
 from .quality import check_frames
@@ -121,18 +121,19 @@ def stream_inpaint(frames: Iterable[np.ndarray], num_frames: int, fps: float, ma
     for seen, arr, geom in _pass(frames, t, settings.canvas_size, chunk):
         n = len(arr)
         if single is None and mask_iter is None:
-            if masks.count == 1:
-                single = fit_mask_frames(masks.read(0, 1), geom.source_hw, name)
+            if masks.count == 1:  # fitted and dilated once, repeated for every chunk
+                one = fit_mask_frames(masks.read(0, 1), geom.source_hw, name)
+                single = (one, dilate_masks(one, dilate) if dilate else one)
             else:
                 mask_iter = masks.iter()
         if single is not None:
-            raw = np.repeat(single, n, axis=0)
+            raw, fitted = (np.repeat(m, n, axis=0) for m in single)
         else:
             got = [m for _, m in zip(range(n), mask_iter)]
             if len(got) != n:
                 check_mask_count(seen + len(got), t, name)
             raw = fit_mask_frames(np.stack(got), geom.source_hw, name)
-        fitted = dilate_masks(raw, dilate) if dilate else raw
+            fitted = dilate_masks(raw, dilate) if dilate else raw
         usage.add(raw)
         usage_d.add(fitted)
         u = fitted.max(axis=0)
@@ -147,8 +148,6 @@ def stream_inpaint(frames: Iterable[np.ndarray], num_frames: int, fps: float, ma
     usage.check(name)
     if dilate:
         usage_d.check(dilated_name(name, dilate))
-    from .masks.frames import canvas_masks
-
     s = settings.canvas_size
     empty = np.zeros((0, s, s, 3), np.uint8)
     return PreparedClip(geom.ratio, fps, geom, empty, empty, canvas_masks(union[None], geom)[0],
@@ -185,11 +184,12 @@ def stream_extend(frames: Iterable[np.ndarray], num_frames: int, fps: float, n: 
     back = direction == "backward"
     slot = set(keep)
     gids = [int(g) for g in geometry.global_frame_ids(t, settings.num_global_frames)]
-    geom, last = None, None
+    geom, border, last = None, None, None
     globals_: dict[int, np.ndarray] = {}
     for seen, arr, geom in _pass(frames, t, settings.canvas_size, chunk):
         k = len(arr)
-        border = geometry.pixel_mask(geom)
+        if border is None:
+            border = geometry.pixel_mask(geom)
         work = [t - 1 - (seen + i) if back else seen + i for i in range(k)]  # working row of each frame
         sel = [i for i in range(k) if work[i] in slot]
         if sel:
@@ -261,7 +261,6 @@ def extend_span(clip: PreparedClip, frames: np.ndarray, known: int, direction: s
     frames = np.asarray(frames)
     if len(frames) != b - a:
         raise InputError(f"extend_span: {len(frames)} source frames for known rows [{a}, {b})")
-    s = clip.geom.canvas_size
     parts_m, parts_i, parts_f = [], [], []
     last = None
     if b > a:
@@ -277,6 +276,5 @@ def extend_span(clip: PreparedClip, frames: np.ndarray, known: int, direction: s
         parts_m.append(m)
         parts_i.append(i_)
         parts_f.append(f)
-    masked = np.concatenate(parts_m) if parts_m else np.zeros((0, s, s, 3), np.uint8)
-    return replace(clip, masked=masked, inpainted=np.concatenate(parts_i), frame_masks=np.concatenate(parts_f),
+    return replace(clip, masked=np.concatenate(parts_m), inpainted=np.concatenate(parts_i), frame_masks=np.concatenate(parts_f),
                    frame_ids=None)
