@@ -22,7 +22,7 @@ its peak RSS (``VmHWM``) after each step, and the size of the per-clip arrays th
 Usage::
 
     .venv/bin/python benchmarks/bench_ray.py [--quick] [--steps N] [--lengths 300,1000,3000]
-        [--skip-throughput] [--skip-memory] [--ray-only] [--json OUT]
+        [--skip-throughput] [--skip-memory] [--ray-only] [--set KEY=VALUE ...] [--json OUT]
 """
 
 from __future__ import annotations
@@ -46,10 +46,10 @@ CLIPS = [("tree", "tree_60.mp4"), ("megamind", "megamind_20.mp4"), ("box", "box_
 RATIO = "9:16"
 
 
-def tiny_config(steps: int) -> dict:
+def tiny_config(steps: int, overrides: list[str] = ()) -> dict:
     from m3ddm_ray.distributed.config import load_config
 
-    cfg = load_config(ROOT / "configs" / "tiny-cpu.yaml")
+    cfg = load_config(ROOT / "configs" / "tiny-cpu.yaml", overrides)
     cfg["model"], cfg["vae"] = str(TINY_UNET), str(TINY_VAE)
     cfg["sampler"]["steps"] = steps
     cfg["ratios"] = [RATIO]
@@ -225,6 +225,8 @@ def main(argv=None) -> int:
                     help="throughput part: the Ray job alone (its driver then imports nothing a single-process run would)")
     ap.add_argument("--no-wait", action="store_true", help="do not wait for other processes to go quiet")
     ap.add_argument("--json", default=None, help="write the results to this JSON file")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="config override of the throughput part, e.g. --set stages.prepare.concurrency=null")
     ap.add_argument("--child-frames", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
 
@@ -237,7 +239,8 @@ def main(argv=None) -> int:
     payload: dict = {"machine": None, "steps": steps, "tables": []}  # machine_info() imports torch: after the job
 
     if not args.skip_throughput:
-        cfg = tiny_config(steps)
+        cfg = tiny_config(steps, args.set)
+        payload["overrides"] = list(args.set)
         with tempfile.TemporaryDirectory(prefix="bench_ray_") as tmp:
             tmp = Path(tmp)
             single = None

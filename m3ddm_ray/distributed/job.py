@@ -190,6 +190,8 @@ def resolve_runtime(cfg: Mapping[str, Any], cluster: Mapping[str, float] | None 
     out["stages"] = {name: dict(stage) for name, stage in cfg["stages"].items()}
     for name, ask in plan.asks.items():
         out["stages"].setdefault(name, {})["num_cpus"] = ask.num_cpus
+        if "concurrency" in out["stages"][name]:
+            out["stages"][name]["concurrency"] = ask.concurrency
         if name in MODEL_STAGES or name in pools.get("actors", ()):
             out["stages"][name]["num_gpus"] = ask.num_gpus
     return out, plan

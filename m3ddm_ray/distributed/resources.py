@@ -18,6 +18,13 @@ Rules (``stages.<name>.num_cpus`` / ``num_gpus`` may be a number or ``"auto"``):
   fractions) when the model actors plus one task of each kind do not fit the cluster's CPUs. A running job needs all of them at once: both actor pools hold their CPUs for
   the job's life, and the task stages must still find a slot.
 * Explicit numbers are kept; if they cannot all be placed :class:`ResourceError` says so.
+* Task concurrency (``stages.<task>.concurrency``), ``auto`` (the prepare default): as many tasks
+  at a time as fit in the CPUs the actor pools and one task of every other task stage leave free,
+  at least 1 (``free // num_cpus``; :func:`task_concurrency`). Unbounded, prepare takes every free
+  slot when the job starts -- each worker process importing torch beside the model actors' loading
+  -- and finalize waits for one; on a 2-core machine that alone cost ~4 s of a 20 s job
+  (docs/performance.md, "Ray overhead"). ``null`` leaves it to Ray Data (unbounded); a whole
+  number is kept.
 
 With ``ray.autoscaling: true`` (a cluster whose autoscaler adds nodes on demand) a shortfall is
 not an error: :func:`plan_pools` returns the plan with a note, and the job's stall watchdog
@@ -53,12 +60,15 @@ class PoolAsk:
         count: actors of a model stage's pool; 1 for a task stage (the least that must fit).
         num_cpus: logical CPUs per actor / task (may be a fraction).
         num_gpus: GPUs per actor (0 for task stages and on the CPU; may be a fraction).
+        concurrency: a task stage's tasks at a time (None: Ray Data decides, unbounded); None for
+            actor pools (their size is ``count``).
     """
 
     stage: str
     count: int
     num_cpus: float
     num_gpus: float
+    concurrency: int | None = None
 
 
 @dataclass(frozen=True)
@@ -219,8 +229,44 @@ def plan_pools(stages: Mapping[str, Mapping[str, Any]], device: Any, dtype: Any,
                   + " + ".join(f"{count[s]} x {_fmt(cpu_ask[s])} CPU ({s})" for s in names)
                   + f" = {_fmt(need)} CPUs at once, the cluster has {_fmt(cpus)}; "
                   f"use --set stages.{worst}.num_cpus=auto (or a fraction such as 0.5), or a larger cluster")
-    asks = {s: PoolAsk(s, count[s], float(cpu_ask[s]), float(gpu_ask[s])) for s in names}
+    conc: dict[str, int | None] = {}
+    for s in tasks:
+        others = (sum(cpu_ask[a] * count[a] for a in actors)
+                  + sum(cpu_ask[t] for t in tasks if t != s))
+        conc[s] = task_concurrency(s, (stages.get(s) or {}).get("concurrency"), cpus - others,
+                                   cpu_ask[s], autoscaling=autoscaling)
+    asks = {s: PoolAsk(s, count[s], float(cpu_ask[s]), float(gpu_ask[s]), conc.get(s)) for s in names}
     return ResourcePlan(dev, dt, asks, tuple(notes))
+
+
+def task_concurrency(stage: str, value: Any, free_cpus: float, num_cpus: float, *,
+                     autoscaling: bool = False) -> int | None:
+    """A task stage's tasks at a time (rule in the module docstring).
+
+    Args:
+        stage: the stage name (for messages).
+        value: the config's ``concurrency``: ``"auto"``, None (Ray Data decides) or a whole number >= 1.
+        free_cpus: the cluster's CPUs less the actor pools' and one task of every other task stage.
+        num_cpus: this stage's resolved CPUs per task.
+        autoscaling: the cluster may grow: ``auto`` leaves it to Ray Data.
+
+    Returns:
+        ``auto``: ``max(1, floor(free_cpus / num_cpus))``, or None when that is not bounded (a task
+        of 0 CPUs, an autoscaling cluster); otherwise the value given.
+
+    Raises:
+        ResourceError: ``value`` is neither ``auto``, null nor a whole number >= 1.
+    """
+    if value is None:
+        return None
+    if isinstance(value, str) and value.lower() == AUTO:
+        if autoscaling or num_cpus <= 0:
+            return None
+        return max(1, int(math.floor(free_cpus / num_cpus + 1e-9)))
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value or value < 1:
+        raise ResourceError(f"stages.{stage}.concurrency={value!r}: use a whole number >= 1, 'auto' "
+                            "(fit the free CPUs) or null (let Ray Data decide)")
+    return int(value)
 
 
 def local_gpu_count() -> int:
