@@ -78,33 +78,52 @@ class CanvasFileWriter:
 
 def read_canvas_rows(uri: str, rows: Sequence[int], canvas_size: int,
                      storage_options: dict[str, Any] | None = None,
-                     with_masks: bool = False) -> tuple[np.ndarray, ...]:
+                     with_masks: bool = False, masks_only: bool = False) -> tuple[np.ndarray, ...]:
     """The canvases at positions ``rows`` (any order) of a file :class:`CanvasFileWriter` wrote:
     ``(masked, inpainted)``, uint8 ``(len(rows), S, S, 3)`` each, and with ``with_masks`` (a file
     written so) their masks uint8 ``(len(rows), S, S)`` third. Consecutive positions are read with
-    one ranged read each.
+    one ranged read each. ``masks_only`` (a file ``with_masks``): ``(masks,)`` alone, reading only
+    each position's ``S * S`` mask bytes (a seventh of a position).
 
     Raises:
         RuntimeError: a position past the end of the file (the file is not the one the rows were
             planned for).
+        ValueError: ``masks_only`` for a file without masks.
     """
+    if masks_only and not with_masks:
+        raise ValueError(f"{uri}: masks_only for a canvas file without masks")
     s, nb = int(canvas_size), _row_bytes(int(canvas_size), with_masks)
+    skip = 6 * s * s if masks_only else 0  # bytes of each position not read
     rows = [int(r) for r in rows]
-    out = np.empty((len(rows), nb), np.uint8)
+    out = np.empty((len(rows), nb - skip), np.uint8)
     order = sorted(range(len(rows)), key=lambda k: rows[k])
     ascending = [rows[k] for k in order]
     fs, path = storage.url_to_fs(uri, storage_options)
+
+    def short(first: int, asked: int):
+        return RuntimeError(f"{uri}: canvases {first}..{first + asked - 1} asked, the file holds "
+                            f"{fs.size(path) // nb}")
+
     with fs.open(path, "rb") as f:
         for k, n in storage.consecutive_runs(ascending):
             first = ascending[k]
+            if masks_only:  # the mask bytes of each position, one after the other
+                for i in range(n):
+                    f.seek((first + i) * nb + skip)
+                    data = f.read(nb - skip)
+                    if len(data) != nb - skip:
+                        raise short(first + i, 1)
+                    out[order[k + i]] = np.frombuffer(data, np.uint8)
+                continue
             f.seek(first * nb)
             data = f.read(n * nb)
             if len(data) != n * nb:
-                raise RuntimeError(f"{uri}: canvases {first}..{first + n - 1} asked, the file holds "
-                                   f"{(first * nb + len(data)) // nb}")
+                raise short(first, n)
             block = np.frombuffer(data, np.uint8).reshape(n, nb)
             for i in range(n):
                 out[order[k + i]] = block[i]
+    if masks_only:
+        return (out.reshape(len(rows), s, s),)
     pair = out[:, :6 * s * s].reshape(len(rows), 2, s, s, 3)
     if with_masks:
         return pair[:, 0], pair[:, 1], out[:, 6 * s * s:].reshape(len(rows), s, s)

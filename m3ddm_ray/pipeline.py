@@ -152,14 +152,15 @@ class PreparedClip:
             return self.masked[rows], self.inpainted[rows]
         return self._from_file(rows)[:2]
 
-    def _from_file(self, rows: Sequence[int]) -> tuple[np.ndarray, ...]:
-        """``(masked, inpainted[, masks])`` of positions ``rows`` read from :attr:`canvas_file`."""
+    def _from_file(self, rows: Sequence[int], masks_only: bool = False) -> tuple[np.ndarray, ...]:
+        """``(masked, inpainted[, masks])`` of positions ``rows`` read from :attr:`canvas_file`
+        (``masks_only``: ``(masks,)``, reading the mask bytes alone)."""
         from .canvas_file import read_canvas_rows
 
         k = int(self.canvas_reversed)
         pos = [k - 1 - int(r) if int(r) < k else int(r) for r in rows]
         return read_canvas_rows(self.canvas_file, pos, self.geom.canvas_size, self.canvas_options,
-                                with_masks=self.frame_masks is not None)
+                                with_masks=self.frame_masks is not None, masks_only=masks_only)
 
     def segment_slice(self, segment: Segment) -> "PreparedClip":
         """This clip with canvases only for ``segment.frames`` (what a segment's fine work needs;
@@ -194,7 +195,7 @@ class PreparedClip:
         if self.frame_masks is None:
             return np.repeat(self.mask[None], len(frames), axis=0)
         if self.canvas_file is not None:
-            return self._from_file(self.rows(frames))[2]
+            return self._from_file(self.rows(frames), masks_only=True)[0]
         return self.frame_masks[self.rows(frames)]
 
     @property
