@@ -4,6 +4,7 @@ its watchdog, and the newcomer's command on a CPU-only machine finishes (issue: 
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -175,14 +176,17 @@ def test_a_pool_whose_actor_never_starts_ends_the_job_naming_the_pool(ray_sessio
 
     uri = manifest(tmp_path, [{"video_uri": str(DATA / "megamind_20.mp4"), "clip_id": "m"}])
     cfg = tiny_cfg(ratios=["9:16"])
-    cfg["ray"]["actor_start_timeout_s"] = 20
+    cfg["ray"]["actor_start_timeout_s"] = 30
     monkeypatch.setattr(job, "FineStage", _fine_stage_that_never_starts())
     t0 = time.perf_counter()
     result = run_job(cfg, uri, str(tmp_path / "out"))
-    assert time.perf_counter() - t0 < 120
+    assert time.perf_counter() - t0 < 150
     (row,) = result.table.to_pylist()
     assert row["status"] == "error"
-    assert "the fine pool had no started actor after 20 s (ray.actor_start_timeout_s)" in row["error"]
+    # the fine pool is named; on a machine loaded enough that the (real) coarse actor has not
+    # loaded its model within 30 s either, the coarse pool is named with it -- also true
+    assert re.search(r"the (coarse, )?fine pool had no started actor after 30 s \(ray.actor_start_timeout_s\)",
+                     row["error"]), row["error"]
 
 
 @pytest.mark.slow

@@ -15,16 +15,20 @@ from ..errors import M3DDMError
 logger = logging.getLogger(__name__)
 
 
+def _ray_seconds(cfg: Mapping[str, Any] | None, key: str) -> float | None:
+    """``ray.<key>`` of the job config in seconds (None or 0: no limit)."""
+    value = ((cfg or {}).get("ray") or {}).get(key)
+    return float(value) if value else None
+
+
 def stall_timeout(cfg: Mapping[str, Any] | None) -> float | None:
     """``ray.stall_timeout_s`` of the job config in seconds (None or 0: no limit)."""
-    value = ((cfg or {}).get("ray") or {}).get("stall_timeout_s")
-    return float(value) if value else None
+    return _ray_seconds(cfg, "stall_timeout_s")
 
 
 def actor_start_timeout(cfg: Mapping[str, Any] | None) -> float | None:
     """``ray.actor_start_timeout_s`` of the job config in seconds (None or 0: no limit)."""
-    value = ((cfg or {}).get("ray") or {}).get("actor_start_timeout_s")
-    return float(value) if value else None
+    return _ray_seconds(cfg, "actor_start_timeout_s")
 
 
 def pools_not_started(pools: Mapping[str, str], since: float) -> list[str] | None:
