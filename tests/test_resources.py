@@ -83,16 +83,24 @@ def test_bad_values_are_rejected_by_name():
         plan_pools({}, "tpu", "auto", {"CPU": 4})
 
 
+def _auto_prepare(stages):
+    return {**stages, "prepare": {**(stages.get("prepare") or {}), "concurrency": "auto"}}
+
+
 def test_prepare_concurrency_auto_fits_the_cpus_the_pools_and_a_finalize_task_leave():
+    assert DEFAULTS["stages"]["prepare"]["concurrency"] is None  # the default: Ray Data decides
+    assert plan_pools(DEFAULTS["stages"], "auto", "auto", {"CPU": 2.0}).asks["prepare"].concurrency is None
     # 2 CPUs, defaults: 4 x 0.5 CPU, so 0.5 free for prepare -> one prepare task at a time
-    plan = plan_pools(DEFAULTS["stages"], "auto", "auto", {"CPU": 2.0})
+    plan = plan_pools(_auto_prepare(DEFAULTS["stages"]), "auto", "auto", {"CPU": 2.0})
     assert plan.asks["prepare"].concurrency == 1 and plan.asks["finalize"].concurrency is None
     assert plan.asks["coarse"].concurrency is None  # actor pools are sized by num_actors
     # tiny-cpu.yaml on 4 logical CPUs: 1 + 1 CPU actors, 1 finalize -> 1
     tiny = load_config("configs/tiny-cpu.yaml")
-    assert plan_pools(tiny["stages"], tiny["device"], "auto", {"CPU": 4.0}).asks["prepare"].concurrency == 1
+    assert plan_pools(_auto_prepare(tiny["stages"]), tiny["device"], "auto",
+                      {"CPU": 4.0}).asks["prepare"].concurrency == 1
     # a 16-CPU GPU node: 16 - 2 actors - 1 finalize = 13 prepare tasks
-    assert plan_pools(DEFAULTS["stages"], "auto", "auto", {"CPU": 16.0, "GPU": 1.0}).asks["prepare"].concurrency == 13
+    assert plan_pools(_auto_prepare(DEFAULTS["stages"]), "auto", "auto",
+                      {"CPU": 16.0, "GPU": 1.0}).asks["prepare"].concurrency == 13
     # fractional tasks: 8 CPUs, actors 2 x 1, finalize 1, prepare 0.5 each -> 5 / 0.5 = 10
     stages = {**DEFAULTS["stages"], "prepare": {"num_cpus": 0.5, "concurrency": "auto"}}
     assert plan_pools(stages, "cpu", "auto", {"CPU": 8.0}).asks["prepare"].concurrency == 10
@@ -115,11 +123,12 @@ def test_task_concurrency_null_whole_numbers_autoscaling_and_bad_values():
 def test_resolve_runtime_writes_the_concurrency_into_the_config_and_is_idempotent():
     from m3ddm_ray.distributed.job import resolve_runtime
 
-    cfg, _ = resolve_runtime(DEFAULTS, {"CPU": 2.0})
+    asked = dict(DEFAULTS, stages=_auto_prepare(DEFAULTS["stages"]))
+    cfg, _ = resolve_runtime(asked, {"CPU": 2.0})
     assert cfg["stages"]["prepare"]["concurrency"] == 1 and cfg["stages"]["finalize"]["concurrency"] is None
     again, _ = resolve_runtime(cfg, {"CPU": 2.0})
     assert again["stages"] == cfg["stages"]
-    assert DEFAULTS["stages"]["prepare"]["concurrency"] == "auto"  # the defaults are not changed
+    assert asked["stages"]["prepare"]["concurrency"] == "auto"  # the config given is not changed
 
 
 def test_resolve_dtype_matches_the_model_loader_rule():
@@ -144,3 +153,4 @@ def test_config_hash_separates_fp16_cuda_from_fp32_cpu_and_ignores_memory_knobs(
     assert config_hash(load_config(device="cuda", dtype="fp16")) == config_hash(cuda)
     assert config_hash(load_config(device="cpu", vae_batch_size=2)) == config_hash(cpu)
     assert config_hash(load_config(device="cpu", sampler__steps=20)) != config_hash(cpu)
+

@@ -18,13 +18,13 @@ Rules (``stages.<name>.num_cpus`` / ``num_gpus`` may be a number or ``"auto"``):
   fractions) when the model actors plus one task of each kind do not fit the cluster's CPUs. A running job needs all of them at once: both actor pools hold their CPUs for
   the job's life, and the task stages must still find a slot.
 * Explicit numbers are kept; if they cannot all be placed :class:`ResourceError` says so.
-* Task concurrency (``stages.<task>.concurrency``), ``auto`` (the prepare default): as many tasks
-  at a time as fit in the CPUs the actor pools and one task of every other task stage leave free,
-  at least 1 (``free // num_cpus``; :func:`task_concurrency`). Unbounded, prepare takes every free
-  slot when the job starts -- each worker process importing torch beside the model actors' loading
-  -- and finalize waits for one; on a 2-core machine that alone cost ~4 s of a 20 s job
-  (docs/performance.md, "Ray overhead"). ``null`` leaves it to Ray Data (unbounded); a whole
-  number is kept.
+* Task concurrency (``stages.<task>.concurrency``): ``null`` (the default) leaves it to Ray Data
+  (unbounded: as many tasks as free CPU slots); ``auto``: as many tasks at a time as fit in the
+  CPUs the actor pools and one task of every other task stage leave free, at least 1
+  (``free // num_cpus``; :func:`task_concurrency`); a whole number is kept. ``auto`` is not the
+  default: on a 2-core machine (1 prepare task at a time) it saved ~4 s of start-up in a 2-step
+  job but cost more at 50 steps -- the coarse actor then receives the clips in manifest order, and
+  the fine actor waits for the first clip's whole coarse pass (docs/performance.md, "Ray overhead").
 
 With ``ray.autoscaling: true`` (a cluster whose autoscaler adds nodes on demand) a shortfall is
 not an error: :func:`plan_pools` returns the plan with a note, and the job's stall watchdog
