@@ -153,4 +153,3 @@ def test_config_hash_separates_fp16_cuda_from_fp32_cpu_and_ignores_memory_knobs(
     assert config_hash(load_config(device="cuda", dtype="fp16")) == config_hash(cuda)
     assert config_hash(load_config(device="cpu", vae_batch_size=2)) == config_hash(cpu)
     assert config_hash(load_config(device="cpu", sampler__steps=20)) != config_hash(cpu)
-

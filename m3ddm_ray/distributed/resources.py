@@ -262,7 +262,7 @@ def task_concurrency(stage: str, value: Any, free_cpus: float, num_cpus: float, 
     if isinstance(value, str) and value.lower() == AUTO:
         if autoscaling or num_cpus <= 0:
             return None
-        return max(1, int(math.floor(free_cpus / num_cpus + 1e-9)))
+        return max(1, math.floor(free_cpus / num_cpus + 1e-9))
     if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value or value < 1:
         raise ResourceError(f"stages.{stage}.concurrency={value!r}: use a whole number >= 1, 'auto' "
                             "(fit the free CPUs) or null (let Ray Data decide)")
