@@ -25,7 +25,7 @@ from typing import Any, Mapping
 
 import pyarrow as pa
 
-from . import resume
+from . import clip_order, resume
 from .collect import JobStalled, StallWatchdog, collect_rows, stall_timeout  # noqa: F401 - re-exported (eval job, tests)
 from .config import DEFAULTS, load_config
 from .resources import MODEL_STAGES, ResourcePlan, local_gpu_count, plan_pools
@@ -307,8 +307,9 @@ def diffusion_dataset(cfg: Mapping[str, Any], rows: list[dict]):
     init_ray(cfg)
     cfg, _ = resolve_runtime(cfg)
     _set_execution_context(cfg)
+    # the cheapest of the first clips go first, so the fine pool gets work early (.clip_order)
     clips = [{"rows": json.dumps([{k: v for k, v in r.items() if k not in ("clip", "state")} for r in g])}
-             for g in group_by_clip(rows)]
+             for g in clip_order.order_groups(list(group_by_clip(rows)), cfg)]
     device = str(cfg["device"])
     prep_cfg = cfg["stages"]["prepare"]
 
@@ -350,6 +351,7 @@ def run_job(cfg: Mapping[str, Any], manifest_uri: str, output: str, *, mode: str
         raise InputError(f"mode {mode!r}: use one of {', '.join(resume.MODES)}")
     t0 = time.perf_counter()
     cfg, plan = resolve_runtime(resolve_paths(cfg))  # fails fast: every pool must fit the cluster
+    clip_order.head_size(cfg)  # a bad stages.prepare.cheapest_first fails here, before any work
     apply_retry_policy(cfg)
     so = cfg.get("storage_options") or None
     output = absolute_uri(output)
