@@ -112,7 +112,7 @@ def run_ray(cfg: dict, out_dir: Path) -> dict:
             result = run_job(cfg, uri, str(out_dir / "out"))
         end_us = time.time() * 1e6
         rows = result.table.to_pylist()
-        timeline = job_timeline(ray, start_us, end_us)
+        timeline, spans = job_timeline(ray, start_us, end_us)
     finally:
         ray.shutdown()
     bad = [r for r in rows if r["status"] != "ok"]
@@ -126,15 +126,19 @@ def run_ray(cfg: dict, out_dir: Path) -> dict:
             "seconds_finalize": col("seconds_finalize"),
             "per_clip": [{k: r[k] for k in ("clip_id", "frames", "seconds_prepare", "seconds_coarse", "seconds_fine",
                                             "seconds_finalize", "seconds_unet")} for r in rows],
-            "foreign_cores": m.foreign_cores, "cpu_cores_used": m.ours / m.wall, "timeline": timeline}
+            "foreign_cores": m.foreign_cores, "cpu_cores_used": m.ours / m.wall, "timeline": timeline,
+            "spans": spans}
 
 
-def job_timeline(ray, start_us: float, end_us: float) -> list[dict]:
+def job_timeline(ray, start_us: float, end_us: float) -> tuple[list[dict], list[dict]]:
     """Where the job's wall time went, from Ray's own task events (``ray.timeline()``): per kind of
     task or actor method (actor creation = ``__init__``: process start, imports, model load), the
-    first start and last end in seconds after :func:`run_job` was called, and the busy seconds."""
+    first start and last end in seconds after :func:`run_job` was called, and the busy seconds;
+    and every span of a task or actor method that took >= 50 ms (worker id, name, start s,
+    duration s: which process did what when, in the JSON only)."""
     time.sleep(2.0)  # task events reach the GCS about once a second
     kinds: dict[str, dict] = {}
+    spans: list[dict] = []
     for ev in ray.timeline():
         if ev.get("ph") != "X" or "dur" not in ev:
             continue
@@ -149,8 +153,11 @@ def job_timeline(ray, start_us: float, end_us: float) -> list[dict]:
         k["first_start_s"] = min(k["first_start_s"], (ts - start_us) / 1e6)
         k["last_end_s"] = max(k["last_end_s"], (ts + dur - start_us) / 1e6)
         k["busy_s"] += dur / 1e6
+        if dur >= 5e4:
+            spans.append({"worker": str(ev.get("tid", "?")), "name": name, "cat": str(ev.get("cat", "")),
+                          "start_s": round((ts - start_us) / 1e6, 3), "dur_s": round(dur / 1e6, 3)})
     out = [k for k in kinds.values() if k["count"]]
-    return sorted(out, key=lambda k: k["first_start_s"])
+    return sorted(out, key=lambda k: k["first_start_s"]), sorted(spans, key=lambda k: k["start_s"])
 
 
 # --------------------------------------------------------------------------- part 2

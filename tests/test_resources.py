@@ -88,8 +88,9 @@ def _auto_prepare(stages):
 
 
 def test_prepare_concurrency_auto_fits_the_cpus_the_pools_and_a_finalize_task_leave():
-    assert DEFAULTS["stages"]["prepare"]["concurrency"] is None  # the default: Ray Data decides
-    assert plan_pools(DEFAULTS["stages"], "auto", "auto", {"CPU": 2.0}).asks["prepare"].concurrency is None
+    assert DEFAULTS["stages"]["prepare"]["concurrency"] == "auto"  # the default (finalize: Ray Data decides)
+    assert DEFAULTS["stages"]["finalize"]["concurrency"] is None
+    assert plan_pools(DEFAULTS["stages"], "auto", "auto", {"CPU": 2.0}).asks["prepare"].concurrency == 1
     # 2 CPUs, defaults: 4 x 0.5 CPU, so 0.5 free for prepare -> one prepare task at a time
     plan = plan_pools(_auto_prepare(DEFAULTS["stages"]), "auto", "auto", {"CPU": 2.0})
     assert plan.asks["prepare"].concurrency == 1 and plan.asks["finalize"].concurrency is None

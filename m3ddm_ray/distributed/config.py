@@ -51,8 +51,9 @@ DEFAULTS: dict[str, Any] = {
         "storage_jitter": _STORAGE.jitter,              # each wait times a random factor in [1 - jitter, 1]
     },
     "stages": {
-        "prepare": {"num_cpus": "auto", "concurrency": None, "prepare_timeout_s": 3600,
-                    "cheapest_first": 8},  # .clip_order: the cheapest of the first 8 clips go first
+        # concurrency auto: the prepare tasks that fit beside the pools (.resources); cheapest_first:
+        # the cheapest of the first 8 clips go first (.clip_order)
+        "prepare": {"num_cpus": "auto", "concurrency": "auto", "prepare_timeout_s": 3600, "cheapest_first": 8},
         "coarse": {"num_actors": 1, "num_gpus": "auto", "num_cpus": "auto", "batch_size": 1},
         "fine": {"num_actors": 1, "num_gpus": "auto", "num_cpus": "auto", "batch_size": 1},
         "finalize": {"num_cpus": "auto", "concurrency": None},
