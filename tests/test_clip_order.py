@@ -95,3 +95,27 @@ def test_order_groups_on_the_sample_manifest_puts_the_long_clip_last():
     assert [len(g) for g in ordered] == [2, 1, 2]
     cfg["stages"]["prepare"]["cheapest_first"] = 0
     assert [g[0]["clip_id"] for g in clip_order.order_groups(groups, cfg)] == ["tree", "megamind", "with_audio"]
+
+
+def test_source_costs_do_not_wait_for_a_store_that_never_answers(tmp_path):
+    """An HTTP source whose server accepts the connection and never replies: its size is unknown
+    once the lookup time is up, the other clips are sized, and the call returns in time."""
+    import socket
+    import time
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)  # connections wait in the backlog, nothing ever answers
+    try:
+        ok = tmp_path / "ok.mp4"
+        ok.write_bytes(b"x" * 50)
+        silent = f"http://127.0.0.1:{srv.getsockname()[1]}/stuck.mp4"
+        groups = [_group(silent, 1), _group(str(ok), 1)]
+        t0 = time.perf_counter()
+        costs = clip_order.source_costs(groups, 8, timeout_s=1.5)
+        took = time.perf_counter() - t0
+        assert costs == [None, 50.0]
+        assert 1.4 < took < 5, took
+        assert clip_order.start_order(costs, 8) == [1, 0]
+    finally:
+        srv.close()

@@ -10,8 +10,9 @@ The rule (``stages.prepare.cheapest_first: N``, default 8): among the first ``N`
 manifest order, the clips are put in order of their estimated cost, cheapest first; clips after
 the first ``N`` keep their manifest order. ``0`` keeps the manifest order. The estimate is the
 source's size in bytes times the number of outputs (ratios) the clip makes: one metadata call per
-clip for at most ``N`` clips, made on the driver in a few threads, so a library of thousands of
-videos in object storage pays for ``N`` lookups, not thousands. A clip whose size cannot be read
+clip for at most ``N`` clips, made on the driver in a few threads and bounded in time
+(:data:`LOOKUP_TIMEOUT_S`), so a library of thousands of videos in object storage pays for ``N``
+lookups, not thousands, and a store that does not answer cannot hold the job. A clip whose size cannot be read
 (missing file, a folder of frames, a failing store) goes after the sized ones, in manifest order;
 its prepare reports the real problem as an error row. Order never changes results (outputs are
 keyed by clip, and the posterior noise by frame index).
@@ -22,7 +23,9 @@ the I/O; :func:`order_groups` is what the job calls.
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
+import queue
+import threading
+import time
 from typing import Any, Mapping, Sequence
 
 from ..errors import InputError
@@ -32,6 +35,10 @@ DEFAULT_CHEAPEST_FIRST = 8
 
 #: Most metadata calls in flight at once on the driver.
 MAX_LOOKUP_THREADS = 8
+
+#: Seconds the driver waits for all the size lookups together; the clips not sized by then keep
+#: their manifest order after the sized ones.
+LOOKUP_TIMEOUT_S = 10.0
 
 
 def head_size(cfg: Mapping[str, Any]) -> int:
@@ -80,19 +87,44 @@ def _size_or_none(uri: str, storage_options: Mapping[str, Any] | None) -> int | 
 
 
 def source_costs(groups: Sequence[Sequence[Mapping[str, Any]]], head: int,
-                 storage_options: Mapping[str, Any] | None = None) -> list[float | None]:
+                 storage_options: Mapping[str, Any] | None = None, *,
+                 timeout_s: float | None = None) -> list[float | None]:
     """Estimated cost of each clip group (:func:`~.stages.group_by_clip`: the rows of one clip):
-    source bytes x number of rows, for the first ``head`` groups; None for the others and for
-    sources whose size cannot be read (at most ``head`` metadata calls, :data:`MAX_LOOKUP_THREADS`
-    at a time)."""
+    source bytes x number of rows, for the first ``head`` groups; None for the others, for sources
+    whose size cannot be read, and for lookups not answered within ``timeout_s`` (default
+    :data:`LOOKUP_TIMEOUT_S`, all lookups together: a store that never answers delays the job by
+    that much, never more). At most ``head`` metadata calls, :data:`MAX_LOOKUP_THREADS` at a time,
+    in daemon threads (a stuck call is abandoned, it does not hold the process at exit)."""
     n = min(max(0, int(head)), len(groups))
     costs: list[float | None] = [None] * len(groups)
     if n == 0:
         return costs
-    uris = [str(g[0]["video_uri"]) for g in groups[:n]]
-    with ThreadPoolExecutor(max_workers=min(MAX_LOOKUP_THREADS, n)) as pool:
-        sizes = list(pool.map(lambda u: _size_or_none(u, storage_options), uris))
-    for i, size in enumerate(sizes):
+    timeout_s = LOOKUP_TIMEOUT_S if timeout_s is None else float(timeout_s)
+    todo: queue.SimpleQueue = queue.SimpleQueue()
+    for i in range(n):
+        todo.put(i)
+    sizes: dict[int, int | None] = {}
+    done = threading.Condition()
+
+    def work() -> None:
+        while True:
+            try:
+                i = todo.get_nowait()
+            except queue.Empty:
+                return
+            size = _size_or_none(str(groups[i][0]["video_uri"]), storage_options)
+            with done:
+                sizes[i] = size
+                done.notify_all()
+
+    for _ in range(min(MAX_LOOKUP_THREADS, n)):
+        threading.Thread(target=work, name="clip-order-size", daemon=True).start()
+    deadline = time.monotonic() + timeout_s
+    with done:
+        while len(sizes) < n and (left := deadline - time.monotonic()) > 0:
+            done.wait(left)
+        got = dict(sizes)
+    for i, size in got.items():
         if size is not None:
             costs[i] = float(size) * len(groups[i])
     return costs
