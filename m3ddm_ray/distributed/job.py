@@ -19,7 +19,6 @@ import json
 import logging
 import os
 import time
-import warnings
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -27,9 +26,17 @@ import pyarrow as pa
 
 from . import clip_order, resume
 from .collect import JobStalled, StallWatchdog, collect_rows, stall_timeout  # noqa: F401 - re-exported (eval job, tests)
-from .config import DEFAULTS, load_config
+from .config import load_config
 from .resources import MODEL_STAGES, ResourcePlan, local_gpu_count, plan_pools
 from .finalize import FinalizeStage
+from .ray_args import (  # noqa: F401 - RETRY_DEFAULTS and the pool builders re-exported (eval job, tests)
+    RETRY_DEFAULTS,
+    _as_float,
+    _fault_args,
+    _with_fault_args,
+    map_on_actor_pool,
+    task_pool,
+)
 from .results import RESULT_SCHEMA
 from .stages import (
     CoarseStage,
@@ -107,50 +114,6 @@ def init_ray(cfg: Mapping[str, Any]):
     return ray
 
 
-#: Defaults of the optional ``retries`` config section (see the README): the config's own defaults.
-RETRY_DEFAULTS = DEFAULTS["retries"]
-
-
-def retry_setting(cfg: Mapping[str, Any], key: str) -> Any:
-    """``cfg['retries'][key]``, or its default from :data:`RETRY_DEFAULTS`."""
-    value = (cfg.get("retries") or {}).get(key)
-    return RETRY_DEFAULTS[key] if value is None else value
-
-
-def _pool(stage_cfg: Mapping[str, Any], device: str) -> dict[str, Any]:
-    """map_batches arguments of a model stage: a fixed-size actor pool.
-
-    ``stage_cfg`` holds numbers (:func:`resolve_runtime` replaced ``auto``). Fault tolerance
-    (:func:`_fault_args`): Ray restarts an actor whose process died (``max_restarts``) and retries
-    the batch it was running on the restarted actor (``max_task_retries``). Ray Data 2.60 already
-    defaults to ``max_restarts=-1, max_task_retries=-1``; the job sets them explicitly so that a clip
-    that kills its actor every time (a poison input) fails after ``retries.actor_max_task_retries``
-    tries instead of looping forever. Application errors are not retried by Ray
-    (``DataContext.actor_task_retry_on_errors`` stays False): the stages turn them into ``error``
-    rows themselves.
-    """
-    import ray.data
-
-    gpus = _as_float(stage_cfg.get("num_gpus"), 0.0)
-    if str(device) == "cpu":
-        gpus = 0.0
-    return {
-        # one batch in flight per actor: a dead actor takes only the segment it was running with it
-        # (queued batches would be re-run too), and the next segment goes to whichever actor is free
-        "compute": ray.data.ActorPoolStrategy(size=int(stage_cfg.get("num_actors") or 1),
-                                              max_tasks_in_flight_per_actor=1),
-        "num_gpus": gpus, "num_cpus": _as_float(stage_cfg.get("num_cpus"), 1.0),
-        "batch_size": int(stage_cfg.get("batch_size") or 1),
-    }
-
-
-def _as_float(value: Any, default: float) -> float:
-    """A resolved resource number; ``auto`` / None (unresolved config) -> ``default``."""
-    if value is None or (isinstance(value, str) and value.lower() == "auto"):
-        return default
-    return float(value)
-
-
 def cluster_resources(cfg: Mapping[str, Any]) -> dict[str, float]:
     """Total CPUs / GPUs the job will run on, without starting Ray when it would run embedded.
 
@@ -195,37 +158,6 @@ def resolve_runtime(cfg: Mapping[str, Any], cluster: Mapping[str, float] | None 
         if name in MODEL_STAGES or name in pools.get("actors", ()):
             out["stages"][name]["num_gpus"] = ask.num_gpus
     return out, plan
-
-
-def _fault_args(cfg: Mapping[str, Any], actors: bool) -> dict[str, int]:
-    if actors:
-        return {"max_restarts": int(retry_setting(cfg, "actor_max_restarts")),
-                "max_task_retries": int(retry_setting(cfg, "actor_max_task_retries"))}
-    return {"max_retries": int(retry_setting(cfg, "task_max_retries"))}
-
-
-def _with_fault_args(method, fn, fault_args: Mapping[str, int], **kwargs):
-    """``method(fn, **kwargs, **fault_args)``: the retry limits go through Ray Data's generic
-    ``**ray_remote_args``, which Ray 2.60 deprecates (without a named replacement yet; removal is
-    announced for 2.64). The warning is silenced here; a Ray that rejects them gets the call without
-    them (its own defaults: unlimited restarts and retries) and a logged warning."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r".*ray_remote_args.* is deprecated")
-        try:
-            return method(fn, **kwargs, **fault_args)
-        except TypeError as exc:
-            if not any(k in str(exc) for k in fault_args):
-                raise
-    logger.warning("this Ray version does not take %s; using its default retry limits", sorted(fault_args))
-    return method(fn, **kwargs)
-
-
-def map_on_actor_pool(ds, stage_cls, cfg: Mapping[str, Any], stage_cfg: Mapping[str, Any], device: str, **kwargs):
-    """``ds.map_batches(stage_cls)`` on a fixed-size actor pool (:func:`_pool`) with the job's actor
-    retry limits (:func:`_fault_args`): the one pool builder of the outpaint and the eval job.
-    ``kwargs`` go to ``map_batches`` (``fn_constructor_kwargs`` ...); batches are numpy."""
-    return _with_fault_args(ds.map_batches, stage_cls, _fault_args(cfg, actors=True), batch_format="numpy",
-                            **_pool(stage_cfg, device), **kwargs)
 
 
 def absolute_uri(uri: str) -> str:
@@ -319,7 +251,8 @@ def diffusion_dataset(cfg: Mapping[str, Any], rows: list[dict]):
 
     ds = ray.data.from_items(clips, override_num_blocks=max(1, len(clips)))
     ds = _with_fault_args(ds.flat_map, prepare, _fault_args(cfg, actors=False),
-                          num_cpus=_as_float(prep_cfg.get("num_cpus"), 1.0), concurrency=prep_cfg.get("concurrency"))
+                          num_cpus=_as_float(prep_cfg.get("num_cpus"), 1.0),
+                          **task_pool(prep_cfg.get("concurrency")))
     ds = map_on_actor_pool(ds, CoarseStage, cfg, cfg["stages"]["coarse"], device, fn_constructor_kwargs={"cfg": dict(cfg)})
     # one segment per block (streaming, no barrier): each segment is its own fine task, so the
     # segments of one clip spread over the fine actors, and a dead actor re-runs only its segment
@@ -410,7 +343,7 @@ def _run_dataset(cfg: Mapping[str, Any], pending: list[dict]) -> tuple[list[dict
     ds = diffusion_dataset(cfg, pending)
     fin_cpus = _as_float(fin_cfg.get("num_cpus"), 1.0)
     ds = _with_fault_args(ds.map, finalize, _fault_args(cfg, actors=False),
-                          num_cpus=fin_cpus, concurrency=fin_cfg.get("concurrency"))
+                          num_cpus=fin_cpus, **task_pool(fin_cfg.get("concurrency")))
     join = ray.remote(_assemble).options(num_cpus=fin_cpus, **_fault_args(cfg, actors=False))
     collector = PieceCollector(lambda group: join.remote(group, dict(cfg)))
     pools = {"coarse": CoarseStage.__name__, "fine": FineStage.__name__}  # watched until they start

@@ -65,7 +65,7 @@ def eval_dataset(cfg: Mapping[str, Any], ecfg: Mapping[str, Any], groups: Sequen
     """
     import ray.data
 
-    from ..distributed.job import _as_float, _fault_args, _with_fault_args, map_on_actor_pool
+    from ..distributed.job import _as_float, _fault_args, _with_fault_args, map_on_actor_pool, task_pool
     from ..distributed.stages import CoarseStage, FineStage
 
     device = str(cfg["device"])
@@ -83,7 +83,7 @@ def eval_dataset(cfg: Mapping[str, Any], ecfg: Mapping[str, Any], groups: Sequen
 
     ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
     ds = _with_fault_args(ds.flat_map, prepare, _fault_args(cfg, actors=False),
-                          num_cpus=_as_float(prep_cfg.get("num_cpus"), 1.0), concurrency=prep_cfg.get("concurrency"))
+                          num_cpus=_as_float(prep_cfg.get("num_cpus"), 1.0), **task_pool(prep_cfg.get("concurrency")))
     if "m3ddm" in methods:
         for stage_cls, name in ((CoarseStage, "coarse"), (FineStage, "fine")):
             ds = map_on_actor_pool(ds, stage_cls, cfg, cfg["stages"][name], device,
