@@ -760,3 +760,13 @@ def test_retry_defaults_have_one_home_and_storage_jitter_is_a_config_key():
     assert job.RETRY_DEFAULTS is DEFAULTS["retries"]
     assert [DEFAULTS["retries"][k] for k in ("storage_attempts", "storage_base_delay_s", "storage_max_delay_s",
                                              "storage_jitter")] == [d.attempts, d.base_delay_s, d.max_delay_s, d.jitter]
+
+
+def test_task_pool_is_a_bounded_task_pool_or_left_to_ray_data():
+    import ray.data
+
+    from m3ddm_ray.distributed import job
+
+    pool = job.task_pool(3)["compute"]
+    assert isinstance(pool, ray.data.TaskPoolStrategy) and pool.size == 3
+    assert job.task_pool(None) == {} and job.task_pool("auto") == {}

@@ -87,10 +87,13 @@ def task_pool(concurrency: Any) -> dict[str, Any]:
     """``map`` / ``flat_map`` arguments of a task stage: a pool of at most ``concurrency`` tasks at a
     time (``compute=TaskPoolStrategy(size)``, Ray Data's replacement for the deprecated
     ``concurrency=``), or nothing (Ray Data decides) when ``concurrency`` is None. ``concurrency``
-    is the resolved value (:func:`.job.resolve_runtime`: ``auto`` already a number)."""
+    is the resolved value (:func:`.job.resolve_runtime` makes ``auto`` a number); an unresolved
+    ``auto`` (a config that skipped it) is left to Ray Data like None, as :func:`_as_float` does."""
     import ray.data
 
-    return {} if concurrency is None else {"compute": ray.data.TaskPoolStrategy(size=int(concurrency))}
+    if concurrency is None or (isinstance(concurrency, str) and concurrency.lower() == "auto"):
+        return {}
+    return {"compute": ray.data.TaskPoolStrategy(size=int(concurrency))}
 
 
 def map_on_actor_pool(ds, stage_cls, cfg: Mapping[str, Any], stage_cfg: Mapping[str, Any], device: str, **kwargs):

@@ -23,11 +23,11 @@ Rules (``stages.<name>.num_cpus`` / ``num_gpus`` may be a number or ``"auto"``):
   pools and one task of every other task stage leave free, at least 1 (``free // num_cpus``;
   :func:`task_concurrency`); a whole number is kept. ``auto`` is the prepare stage's default
   (finalize's is ``null``): on a 2-core machine it means one prepare task at a time, so fewer
-  processes import torch while the model actors start -- the actors were ready ~2.5 s sooner and
-  the Ray overhead on the sample fell from 13.5 % to 9.8 % (medians, docs/performance.md, "Ray
-  overhead"). It pays only with the cheapest clips first (:mod:`.clip_order`): in manifest order
-  the coarse actor got the long clip first and the fine actor waited through its coarse pass.
-  One hung decode then holds that one slot until ``prepare_timeout_s``.
+  processes import torch while the model actors start: the actors were ready ~2.5 s sooner, and
+  together with the cheapest clips first (:mod:`.clip_order`) the Ray overhead on the sample fell
+  from 13.3 % to 9.0 % (medians; docs/performance.md, "Ray overhead: the cheapest clips first").
+  Without that order it cost more: the coarse actor got the long clip first and the fine actor
+  waited through its coarse pass. One hung decode holds that one slot until ``prepare_timeout_s``.
 
 With ``ray.autoscaling: true`` (a cluster whose autoscaler adds nodes on demand) a shortfall is
 not an error: :func:`plan_pools` returns the plan with a note, and the job's stall watchdog
