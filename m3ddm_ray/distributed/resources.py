@@ -25,7 +25,8 @@ Rules (``stages.<name>.num_cpus`` / ``num_gpus`` may be a number or ``"auto"``):
   (finalize's is ``null``): on a 2-core machine it means one prepare task at a time, so fewer
   processes import torch while the model actors start: the actors were ready ~2.5 s sooner, and
   together with the cheapest clips first (:mod:`.clip_order`) the Ray overhead on the sample fell
-  from 13.3 % to 9.0 % (medians; docs/performance.md, "Ray overhead: the cheapest clips first").
+  from medians of 11.5-13.5 % to 8.5-9.8 % (docs/performance.md, "Ray overhead: the cheapest clips
+  first").
   Without that order it cost more: the coarse actor got the long clip first and the fine actor
   waited through its coarse pass. One hung decode holds that one slot until ``prepare_timeout_s``.
 
