@@ -12,9 +12,9 @@ the first ``N`` keep their manifest order. ``0`` keeps the manifest order. The e
 source's size in bytes times the number of outputs (ratios) the clip makes: one metadata call per
 clip for at most ``N`` clips, made on the driver in a few threads and bounded in time
 (:data:`LOOKUP_TIMEOUT_S`), so a library of thousands of videos in object storage pays for ``N``
-lookups, not thousands, and a store that does not answer cannot hold the job. A clip whose size cannot be read
-(missing file, a folder of frames, a failing store) goes after the sized ones, in manifest order;
-its prepare reports the real problem as an error row. Order never changes results (outputs are
+lookups, not thousands, and a store that does not answer cannot hold the job. A clip whose size
+cannot be read (missing file, a folder of frames, a failing store) goes after the sized ones, in
+manifest order; its prepare reports the real problem as an error row. Order never changes results (outputs are
 keyed by clip, and the posterior noise by frame index).
 
 Pure rules (:func:`start_order`, :func:`head_size`) are torch- and Ray-free; :func:`source_costs` does

@@ -35,6 +35,7 @@ from .ray_args import (  # noqa: F401 - RETRY_DEFAULTS and the pool builders re-
     _fault_args,
     _with_fault_args,
     map_on_actor_pool,
+    map_on_task_pool,
     task_pool,
 )
 from .results import RESULT_SCHEMA
@@ -250,9 +251,7 @@ def diffusion_dataset(cfg: Mapping[str, Any], rows: list[dict]):
         return PrepareStage(cfg)(group)
 
     ds = ray.data.from_items(clips, override_num_blocks=max(1, len(clips)))
-    ds = _with_fault_args(ds.flat_map, prepare, _fault_args(cfg, actors=False),
-                          num_cpus=_as_float(prep_cfg.get("num_cpus"), 1.0),
-                          **task_pool(prep_cfg.get("concurrency")))
+    ds = map_on_task_pool(ds.flat_map, prepare, cfg, prep_cfg)
     ds = map_on_actor_pool(ds, CoarseStage, cfg, cfg["stages"]["coarse"], device, fn_constructor_kwargs={"cfg": dict(cfg)})
     # one segment per block (streaming, no barrier): each segment is its own fine task, so the
     # segments of one clip spread over the fine actors, and a dead actor re-runs only its segment
@@ -342,8 +341,7 @@ def _run_dataset(cfg: Mapping[str, Any], pending: list[dict]) -> tuple[list[dict
 
     ds = diffusion_dataset(cfg, pending)
     fin_cpus = _as_float(fin_cfg.get("num_cpus"), 1.0)
-    ds = _with_fault_args(ds.map, finalize, _fault_args(cfg, actors=False),
-                          num_cpus=fin_cpus, **task_pool(fin_cfg.get("concurrency")))
+    ds = map_on_task_pool(ds.map, finalize, cfg, fin_cfg)
     join = ray.remote(_assemble).options(num_cpus=fin_cpus, **_fault_args(cfg, actors=False))
     collector = PieceCollector(lambda group: join.remote(group, dict(cfg)))
     pools = {"coarse": CoarseStage.__name__, "fine": FineStage.__name__}  # watched until they start

@@ -102,3 +102,13 @@ def map_on_actor_pool(ds, stage_cls, cfg: Mapping[str, Any], stage_cfg: Mapping[
     ``kwargs`` go to ``map_batches`` (``fn_constructor_kwargs`` ...); batches are numpy."""
     return _with_fault_args(ds.map_batches, stage_cls, _fault_args(cfg, actors=True), batch_format="numpy",
                             **_pool(stage_cfg, device), **kwargs)
+
+
+def map_on_task_pool(method, fn, cfg: Mapping[str, Any], stage_cfg: Mapping[str, Any]):
+    """``method(fn)`` (``ds.map`` / ``ds.flat_map``) as a CPU task stage: ``stage_cfg``'s
+    ``num_cpus`` per task, at most its ``concurrency`` tasks at a time (:func:`task_pool`), and the
+    job's task retry limit (:func:`_fault_args`): the one task-stage builder of the outpaint and the
+    eval job."""
+    return _with_fault_args(method, fn, _fault_args(cfg, actors=False),
+                            num_cpus=_as_float(stage_cfg.get("num_cpus"), 1.0),
+                            **task_pool(stage_cfg.get("concurrency")))

@@ -57,7 +57,7 @@ def eval_dataset(cfg: Mapping[str, Any], ecfg: Mapping[str, Any], groups: Sequen
     job's coarse and fine actor pools (``m3ddm`` only) -> the scoring pool.
 
     Every pool and task stage is built like the outpaint job's (:func:`~m3ddm_ray.distributed.job.
-    map_on_actor_pool`, :func:`~m3ddm_ray.distributed.job._with_fault_args`), with its retry limits
+    map_on_actor_pool`, :func:`~m3ddm_ray.distributed.job.map_on_task_pool`), with its retry limits
     (``retries.*``): a clip that kills its actor every time ends as error rows instead of being
     retried forever. ``spec`` (:func:`.config.check_task_settings`) of an ``inpaint`` / ``extend``
     evaluation swaps the prepare function and the scoring actor for those of :mod:`.task_rows` /
@@ -65,7 +65,7 @@ def eval_dataset(cfg: Mapping[str, Any], ecfg: Mapping[str, Any], groups: Sequen
     """
     import ray.data
 
-    from ..distributed.job import _as_float, _fault_args, _with_fault_args, map_on_actor_pool, task_pool
+    from ..distributed.job import map_on_actor_pool, map_on_task_pool
     from ..distributed.stages import CoarseStage, FineStage
 
     device = str(cfg["device"])
@@ -82,8 +82,7 @@ def eval_dataset(cfg: Mapping[str, Any], ecfg: Mapping[str, Any], groups: Sequen
         return prepare_group(pickle.loads(item["rows"]), cfg, ecfg)
 
     ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
-    ds = _with_fault_args(ds.flat_map, prepare, _fault_args(cfg, actors=False),
-                          num_cpus=_as_float(prep_cfg.get("num_cpus"), 1.0), **task_pool(prep_cfg.get("concurrency")))
+    ds = map_on_task_pool(ds.flat_map, prepare, cfg, prep_cfg)
     if "m3ddm" in methods:
         for stage_cls, name in ((CoarseStage, "coarse"), (FineStage, "fine")):
             ds = map_on_actor_pool(ds, stage_cls, cfg, cfg["stages"][name], device,
