@@ -13,6 +13,7 @@ import warnings
 from typing import Any, Mapping
 
 from .config import DEFAULTS
+from .resources import is_unset
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +56,7 @@ def _pool(stage_cfg: Mapping[str, Any], device: str) -> dict[str, Any]:
 
 def _as_float(value: Any, default: float) -> float:
     """A resolved resource number; ``auto`` / None (unresolved config) -> ``default``."""
-    if value is None or (isinstance(value, str) and value.lower() == "auto"):
+    if is_unset(value):
         return default
     return float(value)
 
@@ -91,7 +92,7 @@ def task_pool(concurrency: Any) -> dict[str, Any]:
     ``auto`` (a config that skipped it) is left to Ray Data like None, as :func:`_as_float` does."""
     import ray.data
 
-    if concurrency is None or (isinstance(concurrency, str) and concurrency.lower() == "auto"):
+    if is_unset(concurrency):
         return {}
     return {"compute": ray.data.TaskPoolStrategy(size=int(concurrency))}
 

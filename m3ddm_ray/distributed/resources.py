@@ -110,9 +110,14 @@ def resolve_dtype(dtype: Any, device: str) -> str:
     return text
 
 
+def is_unset(value: Any) -> bool:
+    """True for a setting left to the rules here: None or ``auto`` (any case)."""
+    return value is None or (isinstance(value, str) and value.lower() == AUTO)
+
+
 def _number(stage: str, key: str, value: Any) -> float | None:
     """None for ``auto`` / None, else a float >= 0 (ResourceError otherwise)."""
-    if value is None or (isinstance(value, str) and value.lower() == AUTO):
+    if is_unset(value):
         return None
     try:
         out = float(value)

@@ -67,6 +67,8 @@ def ray_dataset(cfg: Mapping[str, Any], sources: Sequence[Source], start_step: i
     """
     import ray
 
+    from ..distributed.ray_args import task_pool
+
     gb, steps = int(cfg["train"]["batch_size"]), int(cfg["train"]["max_steps"])
     first, last = start_step * gb, steps * gb
     n = max(last - first, 1)
@@ -76,8 +78,7 @@ def ray_dataset(cfg: Mapping[str, Any], sources: Sequence[Source], start_step: i
     ds = ray.data.range(n, override_num_blocks=max(1, n // gb))
     ds = ds.map_batches(lambda b: {"id": b["id"] + first}, batch_size=None)
     fn = _MakeExamples(list(sources), clip_settings(cfg), int(cfg["train"]["seed"]))
-    return ds.map_batches(fn, batch_size=gb, num_cpus=0.5,
-                          compute=ray.data.TaskPoolStrategy(size=int(cfg["data"]["ray_concurrency"])))
+    return ds.map_batches(fn, batch_size=gb, num_cpus=0.5, **task_pool(int(cfg["data"]["ray_concurrency"])))
 
 
 def shard_batches(shard, local_batch: int) -> Iterator[dict[str, np.ndarray]]:
