@@ -207,8 +207,8 @@ class CanvasGeometry:
         resized_hw: ``(rh, rw)``, size of the resized source frame on the canvas (ints, 1..S).
         pad: ``(top, left)`` = ``((S - rh) // 2, (S - rw) // 2)``.
 
-    Derived properties: ``ratio``, ``known_box`` ``(y0, y1, x0, x1)`` half-open, ``latent_size``
-    (``S // 8``), ``fills_canvas`` (no padding at all).
+    Derived: ``ratio``, ``known_box`` ``(y0, y1, x0, x1)`` half-open, ``latent_side(factor)``
+    (``S // factor`` for a VAE that downsamples by ``factor``), ``fills_canvas`` (no padding at all).
     """
 
     canvas_size: int
@@ -231,10 +231,18 @@ class CanvasGeometry:
         rh, rw = self.resized_hw
         return (top, top + rh, left, left + rw)
 
-    @property
-    def latent_size(self) -> int:
-        """Latent side ``S // 8`` of the VAE."""
-        return self.canvas_size // 8
+    def latent_side(self, factor: int) -> int:
+        """Latent side ``S // factor`` for a VAE that downsamples by ``factor`` (8 for SD's VAE;
+        :func:`m3ddm_ray.sampling.vae_factor`).
+
+        Raises:
+            InputError: ``factor`` is not a positive integer dividing ``S``.
+        """
+        f = _check_pos_int("factor", factor)
+        if self.canvas_size % f:
+            raise InputError(f"canvas_size={self.canvas_size} is not a multiple of the VAE's downsampling "
+                             f"factor {f}; choose a canvas size divisible by {f}")
+        return self.canvas_size // f
 
     @property
     def fills_canvas(self) -> bool:
@@ -325,7 +333,7 @@ def pixel_mask(geom: CanvasGeometry) -> np.ndarray:
     return m
 
 
-def latent_mask(mask: np.ndarray, factor: int = 8) -> np.ndarray:
+def latent_mask(mask: np.ndarray, factor: int) -> np.ndarray:
     """Nearest-neighbour downsampling of a pixel mask to the latent grid.
 
     ``out[i, j] = mask[factor*i, factor*j]`` (the official nearest resize; README §5.4, §5.10: a latent
@@ -333,7 +341,7 @@ def latent_mask(mask: np.ndarray, factor: int = 8) -> np.ndarray:
 
     Args:
         mask: ``(..., S, S)`` array (any dtype, usually ``uint8`` 0/1), ``S`` divisible by ``factor``.
-        factor: spatial downsampling of the VAE (8).
+        factor: spatial downsampling of the VAE (8 for SD's; :func:`m3ddm_ray.sampling.vae_factor`).
 
     Returns:
         ``(..., S // factor, S // factor)`` array of the same dtype.

@@ -36,7 +36,7 @@ from . import geometry
 from .errors import InputError
 from .plan import Segment, Window, WindowPlan, plan_windows
 from .latents import ClipLatents, KeyedPosteriorNoise, PerWindowLatents, images_to_tensor  # noqa: F401 - re-exported
-from .sampling import SamplerSettings, WindowInputs, decode_latents, make_scheduler, sample_windows  # noqa: F401
+from .sampling import SamplerSettings, WindowInputs, decode_latents, make_scheduler, sample_windows, vae_factor  # noqa: F401
 from .settings import OutpaintSettings  # noqa: F401 - re-exported (the settings live torch-free)
 
 
@@ -402,6 +402,7 @@ class Outpainter:
         from .caching import TokenCache
 
         self.unet, self.vae, self.settings = unet, vae, settings
+        self.latent_factor = vae_factor(vae)  # canvas side / latent side
         self.scheduler = make_scheduler(scheduler_config, settings.sampler)
         self.tokens = TokenCache(settings.sampler.exact_caches)  # global-frame tokens once per clip
 
@@ -443,8 +444,9 @@ class Outpainter:
         plan = clip.plan
         owners = plan.output_sources()
         latents = latents if latents is not None else self.latents_for(clip, state)
-        h = clip.geom.latent_size
-        lmask = torch.from_numpy(geometry.latent_mask(clip.mask).astype(np.float32))
+        f_lat = self.latent_factor
+        h = clip.geom.latent_side(f_lat)
+        lmask = torch.from_numpy(geometry.latent_mask(clip.mask, f_lat).astype(np.float32))
         for group in batch_windows(windows, self.settings.sampler.max_batch):
             inputs = []
             for window in group:
@@ -461,7 +463,7 @@ class Outpainter:
                 if clip.frame_masks is None:
                     wmask = lmask.view(1, 1, 1, h, h).expand(1, 1, f, h, h)
                 else:  # one latent mask per position (inpainting, extension)
-                    per = geometry.latent_mask(clip.masks_of(window.frame_ids)).astype(np.float32)
+                    per = geometry.latent_mask(clip.masks_of(window.frame_ids), f_lat).astype(np.float32)
                     wmask = torch.from_numpy(per).view(1, 1, f, h, h)
                 inputs.append(WindowInputs(z_init, z_cond, z_uncond, wmask, guides, tokens, window.fps))
             t0 = time.perf_counter()

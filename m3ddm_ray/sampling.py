@@ -85,6 +85,21 @@ class RecordedPosteriorNoise:
         return eps
 
 
+def vae_factor(vae) -> int:
+    """Spatial downsampling factor of a ``diffusers.AutoencoderKL``: ``2 ** (len(block_out_channels) - 1)``
+    (each encoder down block but the last halves the side): 8 for Stable Diffusion's VAE, 4 for a
+    3-block VAE. Canvas side ``S`` -> latent side ``S // factor``.
+
+    Raises:
+        ValueError: the VAE config has no ``block_out_channels``.
+    """
+    blocks = getattr(getattr(vae, "config", None), "block_out_channels", None)
+    if not blocks:
+        raise ValueError(f"{type(vae).__name__}: its config has no block_out_channels; expected a "
+                         f"diffusers AutoencoderKL")
+    return 2 ** (len(blocks) - 1)
+
+
 @torch.no_grad()
 def encode_images(vae, images: torch.Tensor, noise: PosteriorNoise | None) -> torch.Tensor:
     """VAE-encode images to scaled latents.
@@ -96,7 +111,7 @@ def encode_images(vae, images: torch.Tensor, noise: PosteriorNoise | None) -> to
             ``None`` takes the posterior mean.
 
     Returns:
-        ``(N, 4, S/8, S/8)`` float32 latents multiplied by :data:`VAE_SCALE`.
+        ``(N, 4, S/f, S/f)`` float32 latents multiplied by :data:`VAE_SCALE` (``f`` = :func:`vae_factor`).
     """
     # channels-last, as the official code hands the VAE its (permuted numpy) images: on the CPU this
     # selects the same convolution kernels, and the black / mostly-black canvases are sensitive to it.

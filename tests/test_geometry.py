@@ -134,7 +134,7 @@ def test_plan_canvas_golden_values():
     assert g.target_hw == (64.0, 16 / 9 * 64)
     assert g.resized_hw == (36, 36) and g.pad == (14, 14)
     assert g.known_box == (14, 50, 14, 50)  # rows 14-49, cols 14-49 inclusive (README §2)
-    assert g.latent_size == 8 and not g.fills_canvas
+    assert g.latent_side(8) == 8 and g.latent_side(4) == 16 and not g.fills_canvas
 
     g = plan_canvas(64, 96, "9:16", canvas_size=64)
     assert g.target_hw == (96 / (9 / 16), 96.0)
@@ -227,7 +227,7 @@ def test_pixel_mask_equals_golden(golden):
 
 
 def test_latent_mask_known_cells(golden):
-    lm = latent_mask(pixel_mask(golden["geom"]))
+    lm = latent_mask(pixel_mask(golden["geom"]), 8)
     assert lm.shape == (8, 8) and lm.dtype == np.uint8
     known = np.argwhere(lm == 0)
     rows, cols = sorted(set(known[:, 0])), sorted(set(known[:, 1]))
@@ -242,7 +242,7 @@ def test_latent_mask_nearest_top_left_pixel():
     m = np.ones((16, 16), dtype=np.uint8)
     m[8, 8] = 0  # only the top-left pixel of cell (1, 1) is known
     m[1:8, 1:8] = 0  # most of cell (0, 0) known, but not its top-left pixel
-    lm = latent_mask(m)
+    lm = latent_mask(m, 8)
     np.testing.assert_array_equal(lm, np.array([[1, 1], [1, 0]], dtype=np.uint8))
     assert latent_mask(np.zeros((2, 1, 32, 32), np.float32), factor=4).shape == (2, 1, 8, 8)
 

@@ -79,7 +79,7 @@ def test_every_window_gets_the_latent_masks_of_its_frames(outpainter, monkeypatc
     windows = clip.plan.windows
     assert len(seen) == len(windows) >= 1
     for window, got in zip(windows, seen):
-        expect = geometry.latent_mask(clip.frame_masks[list(window.frame_ids)]).astype(np.float32)
+        expect = geometry.latent_mask(clip.frame_masks[list(window.frame_ids)], 8).astype(np.float32)
         assert tuple(got.shape) == (1, 1, len(window.frame_ids), 8, 8)
         np.testing.assert_array_equal(got[0, 0].numpy(), expect)
     assert not np.array_equal(seen[0][0, 0, 0].numpy(), seen[0][0, 0, 5].numpy())  # really per frame

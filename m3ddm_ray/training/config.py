@@ -23,7 +23,8 @@ DEFAULTS: dict[str, Any] = {
     },
     "vae_training": {"steps": 1000, "batch_size": 32, "lr": 1.0e-3, "kl_weight": 1.0e-6,
                      "block_out_channels": [16, 32, 64, 64], "norm_num_groups": 16, "max_wall_s": None,
-                     "pool_size": 2048, "crop_size": None},
+                     "pool_size": 2048, "crop_size": None, "consistency_weight": 0.0,
+                     "mid_block_attention": True},
     "data": {"canvas_size": 64, "num_frames": 16, "num_global_frames": 16, "strides": [1, 5, 15],
              "crop_scale": [0.6, 1.0], "mask_policy": "m3ddm_plus", "loader": "ray",
              "ray_concurrency": 1, "ray_object_store_mb": 256},
@@ -62,7 +63,7 @@ def validate(cfg: Mapping[str, Any]) -> None:
     if t["optimizer"] not in ("adamw", "sgd"):
         raise InputError(f"train.optimizer={t['optimizer']!r}: use adamw or sgd")
     if d["canvas_size"] % 8 or d["canvas_size"] < 16:
-        raise InputError(f"data.canvas_size={d['canvas_size']}: must be a multiple of 8 and >= 16 (the VAE is 8x)")
+        raise InputError(f"data.canvas_size={d['canvas_size']}: must be a multiple of 8 and >= 16 (a whole latent grid for an 8x or 4x VAE)")
     if d["loader"] not in ("ray", "local"):
         raise InputError(f"data.loader={d['loader']!r}: use 'ray' (Ray Data streaming) or 'local' (in-process)")
     n = cfg["ray"]["num_workers"]

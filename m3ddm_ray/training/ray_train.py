@@ -47,7 +47,9 @@ def prepare_vae(cfg: Mapping[str, Any], sources, output: str, log=print) -> str:
                     kl_weight=float(v["kl_weight"]), seed=int(cfg["train"]["seed"]),
                     canvas_size=int(cfg["data"]["canvas_size"]), block_out_channels=v["block_out_channels"],
                     norm_num_groups=int(v["norm_num_groups"]), log=on_log, max_wall_s=v["max_wall_s"],
-                    pool_size=int(v["pool_size"]), crop_size=v["crop_size"])
+                    pool_size=int(v["pool_size"]), crop_size=v["crop_size"],
+                    consistency_weight=float(v["consistency_weight"]),
+                    mid_block_attention=bool(v["mid_block_attention"]))
     ckpt.save_model_folder(vae, where)
     ckpt.append_metrics(output, rows + [{"vae_done_s": round(time.time() - t0, 1)}])
     return where

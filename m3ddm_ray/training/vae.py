@@ -11,8 +11,11 @@ images), so ``0.18215 × latents`` has zero mean and unit std, the config keeps
 
 Loss: L1 + MSE on pixels in ``[-1, 1]`` plus ``kl_weight`` × KL (posterior sample on the decoder
 side, as in LDM's autoencoders, without their GAN/perceptual terms: too costly on 2 CPU cores).
-A quarter of the images get a random M3DDM+ border mask painted black, since the VAE must also
-encode the masked canvases and the black image of inference.
+The VAE must also encode the masked canvases (black border) and the black image of inference: with
+``consistency_weight`` the masked canvas of every training image is encoded beside it and its
+latents on known cells are pulled to the clean ones (:func:`known_cell_consistency`), so that the
+model's masked-video condition is a faithful copy of the known region; without it a quarter of the
+images are reconstructed with their black border.
 """
 
 from __future__ import annotations
@@ -30,50 +33,108 @@ from .sources import ClipSettings, Source, example_seed, sample_example, source_
 
 
 def vae_config(block_out_channels: Sequence[int] = (16, 32, 64, 64), norm_num_groups: int = 16,
-               canvas_size: int = 64) -> dict[str, Any]:
-    """``AutoencoderKL`` kwargs: 4 down blocks (8× downsampling, as SD's), 4 latent channels."""
+               canvas_size: int = 64, mid_block_attention: bool = True) -> dict[str, Any]:
+    """``AutoencoderKL`` kwargs: ``n = len(block_out_channels)`` down blocks, i.e. ``2 ** (n - 1)``×
+    downsampling (4 blocks: 8×, as SD's; 3 blocks: 4×), 4 latent channels. ``mid_block_attention:
+    false`` drops the encoder's and decoder's mid-block self-attention (each latent cell then sees
+    only its convolutional neighbourhood plus the GroupNorm statistics)."""
     n = len(block_out_channels)
     return {"block_out_channels": list(block_out_channels), "down_block_types": ["DownEncoderBlock2D"] * n,
             "up_block_types": ["UpDecoderBlock2D"] * n, "layers_per_block": 1, "latent_channels": 4,
-            "norm_num_groups": norm_num_groups, "sample_size": canvas_size, "scaling_factor": VAE_SCALE}
+            "norm_num_groups": norm_num_groups, "sample_size": canvas_size, "scaling_factor": VAE_SCALE,
+            "mid_block_add_attention": bool(mid_block_attention)}
+
+
+def random_frames(sources: Sequence[Source], n: int, seed: int, canvas_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Single frames of ``n`` random training examples and a random M3DDM+ border mask for each.
+
+    Returns:
+        ``frames`` uint8 ``(n, S, S, 3)`` (clean canvases) and ``masks`` uint8 ``(n, S, S)`` (1 =
+        generated border, 0 = known), so that ``frames * (1 - masks)`` are the masked canvases the
+        VAE encodes at inference.
+    """
+    cs = ClipSettings(canvas_size=canvas_size, num_frames=1, num_global_frames=1, strides=(1,),
+                      mask_policy={"name": "m3ddm_plus", "frame_case_p": {"all": 1.0}})
+    frames = np.empty((n, canvas_size, canvas_size, 3), np.uint8)
+    masks = np.empty((n, canvas_size, canvas_size), np.uint8)
+    for i in range(n):
+        s = example_seed(seed, i)
+        ex = sample_example(source_of(sources, s), s, cs)
+        frames[i], masks[i] = ex["frames"][0], ex["mask"][0]
+    return frames, masks
 
 
 def random_images(sources: Sequence[Source], n: int, seed: int, canvas_size: int,
                   p_masked: float = 0.25) -> np.ndarray:
-    """``uint8 (n, S, S, 3)``: single frames of random examples; a fraction ``p_masked`` with a random
-    M3DDM+ border mask painted black (as the masked canvases the VAE encodes at inference)."""
-    cs = ClipSettings(canvas_size=canvas_size, num_frames=1, num_global_frames=1, strides=(1,),
-                      mask_policy={"name": "m3ddm_plus", "frame_case_p": {"all": 1.0}})
-    out = np.empty((n, canvas_size, canvas_size, 3), np.uint8)
+    """``uint8 (n, S, S, 3)``: single frames of random examples (:func:`random_frames`); a fraction
+    ``p_masked`` of them with their border painted black (as the masked canvases of inference)."""
+    frames, masks = random_frames(sources, n, seed, canvas_size)
     for i in range(n):
-        s = example_seed(seed, i)
-        ex = sample_example(source_of(sources, s), s, cs)
-        img = ex["frames"][0]
-        if np.random.default_rng([s, 2]).random() < p_masked:
-            img = img * (1 - ex["mask"][0][..., None])
-        out[i] = img
-    return out
+        if np.random.default_rng([example_seed(seed, i), 2]).random() < p_masked:
+            frames[i] = frames[i] * (1 - masks[i][..., None])
+    return frames
+
+
+def known_cell_consistency(mu_masked: torch.Tensor, mu_clean: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """Mean squared difference of masked-canvas and clean latents on KNOWN latent cells, divided by
+    the clean latents' variance (a scale-free number: 0 = the condition carries the clean latents).
+
+    Args:
+        mu_masked, mu_clean: ``(N, C, h, w)`` posterior means of the masked and the clean canvases.
+        masks: ``(N, S, S)`` pixel masks (1 = border); a cell is known when its top-left pixel is
+            (:func:`m3ddm_ray.geometry.latent_mask`).
+
+    Returns:
+        a scalar tensor (0 when no cell is known).
+    """
+    f = masks.shape[-1] // mu_clean.shape[-1]
+    known = (masks[:, ::f, ::f] == 0).to(mu_clean.dtype)[:, None]  # (N, 1, h, w)
+    n = known.sum() * mu_clean.shape[1]
+    if n == 0:
+        return mu_clean.new_zeros(())
+    err = (((mu_masked - mu_clean) ** 2) * known).sum() / n
+    return err / mu_clean.var().clamp_min(1e-8)
 
 
 def train_vae(sources: Sequence[Source], steps: int = 1000, batch_size: int = 32, lr: float = 1e-3,
               kl_weight: float = 1e-6, seed: int = 0, canvas_size: int = 64,
               block_out_channels: Sequence[int] = (16, 32, 64, 64), norm_num_groups: int = 16,
               log: Callable[[dict], None] | None = None, max_wall_s: float | None = None,
-              pool_size: int = 2048, crop_size: int | None = None):
+              pool_size: int = 2048, crop_size: int | None = None, consistency_weight: float = 0.0,
+              mid_block_attention: bool = True):
     """Train an ``AutoencoderKL`` on random frames of ``sources``; returns it (eval mode, whitened).
+
+    Every step reconstructs a batch of clean canvases (L1 + MSE on ``[-1, 1]`` pixels +
+    ``kl_weight`` × KL, posterior sample on the decoder side). With ``consistency_weight > 0`` the
+    same canvases with their black M3DDM+ border (the masked canvases of inference) are encoded too
+    and ``consistency_weight`` × :func:`known_cell_consistency` pulls their latents on known cells
+    to the clean latents (whole canvases then: ``crop_size`` must be None); without it a quarter of
+    the images get the black border and are reconstructed like the others.
 
     Args:
         steps: optimizer steps (AdamW, cosine learning-rate decay to 10 %).
-        log: called every 50 steps with ``{"vae_step", "vae_loss", "vae_l1", "elapsed_s"}``.
+        log: called every 50 steps with ``{"vae_step", "vae_loss", "vae_l1", "vae_consistency",
+            "elapsed_s"}``.
         max_wall_s: stop early after this many seconds (the whitening still runs).
         pool_size: number of random frames cut once and sampled from (with horizontal flips).
-        crop_size: train on random ``crop_size`` squares of them (offsets multiples of 8; the VAE is
-            convolutional, the 8x8 latent grid stays aligned); None: whole canvases.
+        crop_size: train on random ``crop_size`` squares of them (offsets multiples of the
+            downsampling factor, so the latent grid stays aligned); None: whole canvases.
+        block_out_channels, norm_num_groups, mid_block_attention: the architecture (:func:`vae_config`).
+
+    Raises:
+        InputError: ``consistency_weight > 0`` with ``crop_size`` set.
     """
     from diffusers import AutoencoderKL
 
+    from ..errors import InputError
+
+    consistent = consistency_weight > 0
+    if consistent and crop_size and crop_size < canvas_size:
+        raise InputError(f"vae_training.consistency_weight={consistency_weight} needs whole canvases; "
+                         f"set vae_training.crop_size to null (it is {crop_size})")
     torch.manual_seed(seed)
-    vae = AutoencoderKL(**vae_config(block_out_channels, norm_num_groups, canvas_size))
+    vae = AutoencoderKL(**vae_config(block_out_channels, norm_num_groups, canvas_size, mid_block_attention))
+    factor = 2 ** (len(block_out_channels) - 1)
     opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda k: 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(k, steps) / max(steps, 1))))
@@ -81,30 +142,43 @@ def train_vae(sources: Sequence[Source], steps: int = 1000, batch_size: int = 32
     t0 = time.time()
     # a pool of random frames made once (cutting clips costs as much as a VAE step on a small CPU),
     # sampled with random horizontal flips
-    pool = torch.from_numpy(random_images(sources, int(pool_size), seed * 100003, canvas_size))
+    frames, masks = random_frames(sources, int(pool_size), seed * 100003, canvas_size)
+    if not consistent:  # a quarter reconstructed with their black border instead
+        frames = random_images(sources, int(pool_size), seed * 100003, canvas_size)
+    pool, pool_masks = torch.from_numpy(frames), torch.from_numpy(masks)
     if log is not None:
-        log({"vae_step": -1, "vae_loss": float("nan"), "vae_l1": float("nan"), "elapsed_s": time.time() - t0})
+        log({"vae_step": -1, "vae_loss": float("nan"), "vae_l1": float("nan"), "vae_consistency": float("nan"),
+             "elapsed_s": time.time() - t0})
     vae.train()
     for step in range(steps):
         pick = torch.randint(0, len(pool), (batch_size,), generator=gen)
-        x = images_to_unit(pool[pick])
+        x, m = images_to_unit(pool[pick]), pool_masks[pick]
         if crop_size and crop_size < canvas_size:  # random crops: the same convolutions, 1/4 the cost at half size
-            oy, ox = (torch.randint(0, canvas_size - crop_size + 1, (2,), generator=gen) // 8 * 8).tolist()
+            oy, ox = (torch.randint(0, canvas_size - crop_size + 1, (2,), generator=gen) // factor * factor).tolist()
             x = x[:, :, oy:oy + crop_size, ox:ox + crop_size]
         flip = torch.rand(batch_size, generator=gen) < 0.5
-        x[flip] = x[flip].flip(-1)
-        dist = vae.encode(x).latent_dist
-        z = dist.mean + dist.std * torch.randn(dist.mean.shape, generator=gen)
+        x[flip], m[flip] = x[flip].flip(-1), m[flip].flip(-1)
+        if consistent:  # masked canvases: black (-1) border, encoded in the same call
+            xm = torch.where(m[:, None].bool(), torch.full_like(x, -1.0), x)
+            dist = vae.encode(torch.cat([x, xm])).latent_dist
+            mu_clean, mu_masked = dist.mean[:batch_size], dist.mean[batch_size:]
+            z = mu_clean + dist.std[:batch_size] * torch.randn(mu_clean.shape, generator=gen)
+            cons = known_cell_consistency(mu_masked, mu_clean.detach(), m)
+        else:
+            dist = vae.encode(x).latent_dist
+            z = dist.mean + dist.std * torch.randn(dist.mean.shape, generator=gen)
+            cons = torch.zeros(())
         rec = vae.decode(z).sample
         l1 = (rec - x).abs().mean()
-        loss = l1 + ((rec - x) ** 2).mean() + kl_weight * dist.kl().mean()
+        loss = l1 + ((rec - x) ** 2).mean() + kl_weight * dist.kl().mean() + consistency_weight * cons
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
         opt.step()
         sched.step()
         if log is not None and (step % 50 == 0 or step == steps - 1):
-            log({"vae_step": step, "vae_loss": float(loss.detach()), "vae_l1": float(l1.detach()), "elapsed_s": time.time() - t0})
+            log({"vae_step": step, "vae_loss": float(loss.detach()), "vae_l1": float(l1.detach()),
+                 "vae_consistency": float(cons.detach()), "elapsed_s": time.time() - t0})
         if max_wall_s is not None and time.time() - t0 > max_wall_s:
             break
     vae.eval().requires_grad_(False)
