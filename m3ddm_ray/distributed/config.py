@@ -40,7 +40,7 @@ DEFAULTS: dict[str, Any] = {
     "vae_batch_size": 16,
     "encode": {"crf": 18, "preset": "medium"},
     "ray": {"address": None, "num_cpus": None, "num_gpus": None, "autoscaling": False,
-            "stall_timeout_s": 3600, "actor_start_timeout_s": 1800},
+            "stall_timeout_s": 3600, "actor_start_timeout_s": 1800, "progress_interval_s": 30},
     "retries": {  # the one home of the retry defaults (storage_*: m3ddm_ray.storage.RetryPolicy's)
         "actor_max_restarts": -1,      # restart a dead model actor (GPU node lost, OOM-killed...) without limit
         "actor_max_task_retries": 3,   # ... and retry its unfinished batch at most this often (bounds poison rows)
