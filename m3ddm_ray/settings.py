@@ -97,8 +97,8 @@ class SamplerSettings:
 
     def hashed(self) -> dict:
         """The settings that change pixels, for the config hash: :data:`NOT_HASHED` left out, and the
-        settings added after the first release left out while at their default (so today's default
-        outputs keep their names)."""
+        optional sampler keys below left out while at their default (an output at the defaults has
+        one name, whether a config spells these keys out or not)."""
         d = {k: getattr(self, k) for k in self.__dataclass_fields__ if k not in NOT_HASHED}
         for k in ("scheduler", "karras_sigmas", "timestep_spacing", "deepcache_interval", "tgate_step", "autocast"):
             if d[k] == self.__dataclass_fields__[k].default:

@@ -1,5 +1,5 @@
 """Inpainting and extension of long videos in bounded memory: one streaming pass in prepare, the
-canvases of a segment's span rebuilt where the segment runs (the batch job's task clips, issue 12).
+canvases of a segment's span rebuilt where the segment runs (the batch job's task clips).
 
 :func:`m3ddm_ray.tasks.prepare_inpaint` / :func:`~m3ddm_ray.tasks.prepare_extend` hold every
 frame's canvases and masks: right for one process and short clips, linear in length in a job. A

@@ -1,6 +1,6 @@
 """A segment's canvases, built from a range decode of its span of the source (in the fine actor).
 
-Where the canvases are built (issue 12): the prepare stage decodes the whole source once but keeps
+Where the canvases are built: the prepare stage decodes the whole source once but keeps
 canvases only for the coarse windows' frames (about ``T / 15``), the global frames and a frame
 index; after the coarse stage each segment row carries a
 :meth:`~m3ddm_ray.pipeline.PreparedClip.segment_shell` (no pixels) and a seek point, and the fine
@@ -11,16 +11,15 @@ and the object store carries segment rows without pixels.
 
 Why in the fine actor and not in a CPU stage of its own: Ray Data runs a CPU stage ahead of the
 fine pool as fast as it can, and with the per-operator reservation off (see
-:func:`~.job._set_execution_context`) nothing holds its output back -- a first version did that,
-and every segment's canvases of an 18,000-frame clip waited in the object store for a fine actor
-(77 MiB at 3,000 frames, canvas 64: linear in length). In the actor, one segment's canvases exist
-at a time. The cost is the span decode + TELEA fills on the actor's CPU while its accelerator
-waits: ``seconds_canvases`` in the rows, measured in ``docs/performance.md`` §3.
+:func:`~.job._set_execution_context`) nothing holds its output back, so every segment's canvases of
+a clip would wait in the object store for a fine actor (77 MiB at 3,000 frames, canvas 64: linear in
+length). In the actor, one segment's canvases exist at a time. The cost is the span decode + TELEA
+fills on the actor's CPU while its accelerator waits: ``seconds_canvases`` in the rows.
 
 The alternative, VAE-encoding every frame's canvases once in the coarse stage and shipping latents,
 would make segment rows 24x smaller at the released 256 canvas (16 KiB of latents vs 384 KiB of
 canvases per frame) but put the whole clip's TELEA fills and VAE encodes on the coarse actor, the
-one stage that cannot spread over actors: it would serialise what is now parallel.
+one stage that cannot spread over actors: it would serialise what runs in parallel.
 """
 
 from __future__ import annotations

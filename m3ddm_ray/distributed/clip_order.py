@@ -3,7 +3,7 @@
 Why: the fine pool has nothing to do until the coarse pool has finished a first clip, and the coarse
 pass of a clip (global frames + stride-15 keyframes, sequential) grows with its length. When a long
 clip reaches the coarse pool first, every fine actor idles through its whole coarse pass -- on the
-sample manifest that was the slow half of a bimodal Ray overhead (docs/performance.md, "Ray
+sample manifest, the slow runs of the Ray overhead measurement (docs/performance.md, "Ray
 overhead"). Later clips do not matter: by then the coarse pool runs ahead of the fine pool.
 
 The rule (``stages.prepare.cheapest_first: N``, default 8): among the first ``N`` pending clips in

@@ -40,7 +40,7 @@ DEFAULTS: dict[str, Any] = {
     "vae_batch_size": 16,
     "encode": {"crf": 18, "preset": "medium"},
     "ray": {"address": None, "num_cpus": None, "num_gpus": None, "autoscaling": False,
-            "stall_timeout_s": 3600, "actor_start_timeout_s": 1800},
+            "stall_timeout_s": 3600, "actor_start_timeout_s": 1800, "progress_interval_s": 30},
     "retries": {  # the one home of the retry defaults (storage_*: m3ddm_ray.storage.RetryPolicy's)
         "actor_max_restarts": -1,      # restart a dead model actor (GPU node lost, OOM-killed...) without limit
         "actor_max_task_retries": 3,   # ... and retry its unfinished batch at most this often (bounds poison rows)
@@ -184,7 +184,7 @@ def config_hash(cfg: Mapping[str, Any], settings=None, task: Mapping[str, Any] |
     device kind (``dtype: auto`` is fp16 on CUDA and fp32 on the CPU: they must not share an output
     name), every pixel-changing setting (not :data:`UNHASHED_SETTINGS`), the encoder settings, and
     an inpaint / extend row's task inputs (``task``: :func:`.task_rows.task_spec`; None for
-    outpaint, whose hashes stay what they were)."""
+    outpaint, whose payload has no task key)."""
     from .resources import resolve_device, resolve_dtype
 
     settings = settings if settings is not None else job_settings(cfg)
@@ -204,8 +204,8 @@ def config_hash(cfg: Mapping[str, Any], settings=None, task: Mapping[str, Any] |
 
 def _hashed_settings(settings) -> dict:
     """``settings.to_dict()`` without the sampler keys that do not change pixels (``max_batch``, ...)
-    and without later sampler additions while at their defaults (:meth:`SamplerSettings.hashed`),
-    so that the default outputs keep their earlier names."""
+    and without the optional sampler keys while at their defaults (:meth:`SamplerSettings.hashed`),
+    so that an output at the defaults has one name, whether a config spells these keys out or not."""
     d, kept = settings.to_dict(), settings.sampler.hashed()
     for k in settings.sampler.__dataclass_fields__:
         if k not in kept:

@@ -25,10 +25,18 @@ from typing import Any, Mapping
 import pyarrow as pa
 
 from . import clip_order, resume
-from .collect import JobStalled, StallWatchdog, collect_rows, stall_timeout  # noqa: F401 - re-exported (eval job, tests)
+from .collect import (  # noqa: F401 - re-exported (eval job, tests)
+    JobStalled,
+    ProgressLog,
+    StallWatchdog,
+    collect_rows,
+    set_progress_output,
+    stall_timeout,
+)
 from .config import load_config
 from .resources import MODEL_STAGES, ResourcePlan, local_gpu_count, plan_pools
 from .finalize import FinalizeStage
+from .progress import output_frames
 from .ray_args import (  # noqa: F401 - RETRY_DEFAULTS and the pool builders re-exported (eval job, tests)
     RETRY_DEFAULTS,
     _as_float,
@@ -76,7 +84,7 @@ class JobResult:
     def summary(self) -> str:
         """Human summary: rows per status, frames per second, where the outputs are."""
         rows = self.table.to_pylist()
-        frames = sum(r.get("output_frames") or r["frames"] or 0 for r in rows if r["status"] == "ok")
+        frames = sum(output_frames(r) for r in rows)
         c = self.counts()
         parts = ", ".join(f"{k} {c.get(k, 0)}" for k in ("ok", "unchanged", "skipped", "error"))
         tasks = {r.get("task") or "outpaint" for r in rows}
@@ -328,7 +336,9 @@ def _run_dataset(cfg: Mapping[str, Any], pending: list[dict]) -> tuple[list[dict
 
     A watchdog (:class:`~.collect.StallWatchdog`, ``ray.stall_timeout_s``) ends the run with
     :class:`JobStalled` when no row finishes for that long while rows are still pending; the rows
-    that finished are kept, the others become ``error`` rows in :func:`run_job`.
+    that finished are kept, the others become ``error`` rows in :func:`run_job`. When the output is
+    a log, not a terminal, one progress line every ``ray.progress_interval_s`` and one at the end
+    (:class:`~.collect.ProgressLog`).
     """
     fin_cfg = cfg["stages"]["finalize"]
 
@@ -345,7 +355,8 @@ def _run_dataset(cfg: Mapping[str, Any], pending: list[dict]) -> tuple[list[dict
     join = ray.remote(_assemble).options(num_cpus=fin_cpus, **_fault_args(cfg, actors=False))
     collector = PieceCollector(lambda group: join.remote(group, dict(cfg)))
     pools = {"coarse": CoarseStage.__name__, "fine": FineStage.__name__}  # watched until they start
-    results, failure = collect_rows(ds, cfg, len(pending), on_row=collector.add, pools=pools)
+    progress = ProgressLog.for_job(cfg, len(pending))
+    results, failure = collect_rows(ds, cfg, len(pending), on_row=collector.add, pools=pools, progress=progress)
     refs = collector.take_futures()  # the joins of segmented clips still running
     timeout = stall_timeout(cfg)
     while refs:  # bounded like the rows: no join result for `stall_timeout_s` -> the rest are errors
@@ -358,8 +369,11 @@ def _run_dataset(cfg: Mapping[str, Any], pending: list[dict]) -> tuple[list[dict
             break
         try:
             results.append(ray.get(ready[0]))
+            progress.finished(results[-1:])
+            progress.tick()
         except Exception as exc:  # noqa: BLE001 - that output's row becomes an error row in run_job
             failure = failure or exc
+    progress.finish()
     return results, failure
 
 
@@ -383,13 +397,16 @@ def _set_execution_context(cfg: Mapping[str, Any]) -> None:
     * no per-operator resource reservation: :func:`~.resources.plan_pools` already sized every
       stage to fit the cluster together, and Ray Data's even split of half the CPUs over the
       operators would hold back the finalize tasks (1 CPU) while a slow prepare task runs --
-      finished clips would then wait for the slow one.
+      finished clips would then wait for the slow one;
+    * Ray Data's progress bars in a terminal, one line per ``ray.progress_interval_s`` in a log
+      (:func:`~.collect.set_progress_output`).
     """
     import ray.data
 
     ctx = ray.data.DataContext.get_current()
     ctx.wait_for_min_actors_s = -1
     ctx.op_resource_reservation_enabled = False
+    set_progress_output()
 
 
 def _resume_note(mode: str, output: str, state: "resume.OutputState", total: int, skipped: int) -> str:

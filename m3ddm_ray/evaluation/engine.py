@@ -136,7 +136,9 @@ def run_rows(cfg: Mapping[str, Any], ecfg: Mapping[str, Any], groups: Sequence[l
     """Run the evaluation rows on Ray, as both eval jobs do: start / join Ray, place every pool before
     any work (the scoring pool counts; no finalize here), run :func:`eval_dataset`, turn the rows Ray
     did not return into error rows, sort by (clip, case label, method) and compute FVD per set
-    when the rows carry I3D features.
+    when the rows carry I3D features. When the output is a log, not a terminal, one progress line
+    every ``ray.progress_interval_s`` and one at the end, as the outpaint job
+    (:class:`~m3ddm_ray.distributed.collect.ProgressLog`).
 
     Returns:
         ``(cfg, ecfg, results, fvd, fvd_notes)``: the resolved configs, the result rows, FVD per
@@ -145,7 +147,7 @@ def run_rows(cfg: Mapping[str, Any], ecfg: Mapping[str, Any], groups: Sequence[l
     Raises:
         ResourceError: a pool cannot be placed.
     """
-    from ..distributed.job import collect_rows, init_ray, resolve_runtime
+    from ..distributed.job import ProgressLog, collect_rows, init_ray, resolve_runtime, set_progress_output
     from .scoring import fvd_by_set
 
     init_ray(cfg)
@@ -156,8 +158,12 @@ def run_rows(cfg: Mapping[str, Any], ecfg: Mapping[str, Any], groups: Sequence[l
     task = spec is not None and spec["task"] != "outpaint"
     pools = {"coarse": "CoarseStage", "fine": "FineStage"} if "m3ddm" in methods else {}
     pools["score"] = "TaskScoreStage" if task else "ScoreStage"  # watched until they start
+    set_progress_output()  # before the dataset is built: it keeps the context it was created with
+    total = sum(map(len, groups))
+    progress = ProgressLog.for_job(cfg, total)
     results, failure = collect_rows(eval_dataset(cfg, ecfg, groups, methods, output, spec), cfg,
-                                    sum(map(len, groups)), pools=pools)
+                                    total, pools=pools, progress=progress)
+    progress.finish()
     if failure is not None:
         results += _lost_rows(groups, results, failure, cfg)
     order = {m: i for i, m in enumerate(methods)}
