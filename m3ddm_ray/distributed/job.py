@@ -26,7 +26,7 @@ import pyarrow as pa
 
 from . import clip_order, resume
 from .collect import JobStalled, StallWatchdog, collect_rows, stall_timeout  # noqa: F401 - re-exported (eval job, tests)
-from .config import load_config
+from .config import load_config, with_weights
 from .resources import MODEL_STAGES, ResourcePlan, local_gpu_count, plan_pools
 from .finalize import FinalizeStage
 from .ray_args import (  # noqa: F401 - RETRY_DEFAULTS and the pool builders re-exported (eval job, tests)
@@ -170,12 +170,17 @@ def absolute_uri(uri: str) -> str:
 
 
 def resolve_paths(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """A copy of ``cfg`` whose local model/VAE folders are absolute (hub ids and URLs unchanged)."""
+    """A copy of ``cfg`` whose local model/VAE folders are absolute, with their weights identity
+    resolved once and hub ids pinned to the commit it names (:func:`.config.with_weights`).
+
+    Raises:
+        InputError / ModelLoadError: a model or VAE whose weights cannot be identified (named, with the fix).
+    """
     out = dict(cfg)
     for key in ("model", "vae"):
         if os.path.exists(str(cfg[key])):
             out[key] = absolute_uri(cfg[key])
-    return out
+    return with_weights(out)
 
 
 def build_rows(cfg: Mapping[str, Any], manifest_uri: str, output: str) -> list[dict]:
@@ -186,6 +191,7 @@ def build_rows(cfg: Mapping[str, Any], manifest_uri: str, output: str) -> list[d
     from .manifest import read_manifest
 
     so = cfg.get("storage_options") or None
+    cfg = with_weights(cfg)  # once, not per row (a no-op after resolve_paths)
     manifest = read_manifest(manifest_uri, so, default_ratios=cfg["ratios"])
     rows: list[dict] = []
     for m in manifest:
