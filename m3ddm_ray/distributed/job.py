@@ -408,8 +408,9 @@ def _resume_note(mode: str, output: str, state: "resume.OutputState", total: int
 # --------------------------------------------------------------------------- command line
 def add_model_arguments(p) -> None:
     """Model, sampler and cluster flags shared by ``m3ddm-ray outpaint`` and ``m3ddm-ray eval``."""
-    p.add_argument("--model", default=None, help="M3DDM UNet: folder, fsspec URL or hub id")
-    p.add_argument("--vae", default=None, help="SD 1.5 VAE: folder, fsspec URL or hub id")
+    p.add_argument("--model", default=None, help="M3DDM UNet: folder, fsspec URL, hub id or ID@REVISION "
+                                                  "(hub id pinned to a branch, tag or commit)")
+    p.add_argument("--vae", default=None, help="SD 1.5 VAE: folder, fsspec URL, hub id or ID@REVISION")
     p.add_argument("--steps", type=int, default=None, help="PNDM steps (50 official)")
     p.add_argument("--canvas-size", type=int, default=None, help="square canvas side in pixels (256 official)")
     p.add_argument("--seed", type=int, default=None)
