@@ -83,9 +83,10 @@ def add_model_arguments(p) -> None:
 
     official = SamplerSettings()
     p.add_argument("--model", default=DEFAULT_UNET,
-                   help=f"M3DDM UNet: folder, fsspec URL or hub id (default: {DEFAULT_UNET})")
+                   help=f"M3DDM UNet: folder, fsspec URL, hub id, or hub id pinned to a branch / tag / commit as "
+                        f"ID@REVISION (default: {DEFAULT_UNET})")
     p.add_argument("--vae", default=DEFAULT_VAE,
-                   help=f"Stable Diffusion 1.5 VAE: folder, fsspec URL or hub id (default: {DEFAULT_VAE})")
+                   help=f"Stable Diffusion 1.5 VAE: folder, fsspec URL, hub id or ID@REVISION (default: {DEFAULT_VAE})")
     p.add_argument("--steps", type=_int_in(2), default=official.num_inference_steps, action=_Given,
                    help="denoising steps per window (default: %(default)s, or the sampler preset's)")
     p.add_argument("--guidance-scale", type=float, default=official.guidance_scale,

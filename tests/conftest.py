@@ -9,6 +9,9 @@ import pytest
 
 DATA = Path(__file__).resolve().parent / "data"
 GOLDEN = DATA / "golden"
+#: The default hub models pinned to made-up commits: configs whose hash needs neither the hub nor an HF cache.
+PINNED_HUB = {"model": "alimama-creative/M3DDM-Video-Outpainting@" + "1" * 40,
+              "vae": "stable-diffusion-v1-5/stable-diffusion-v1-5@" + "2" * 40}
 
 # Torch on a 2-core machine: keep the intra-op pool at the golden recording's 2 threads.
 os.environ.setdefault("OMP_NUM_THREADS", "2")

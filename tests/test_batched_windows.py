@@ -13,7 +13,7 @@ from m3ddm_ray.pipeline import OutpaintSettings, Outpainter, batch_windows, prep
 from m3ddm_ray.plan import plan_windows
 from m3ddm_ray.sampling import SamplerSettings, make_scheduler, sample_window, sample_windows
 
-from conftest import GOLDEN
+from conftest import GOLDEN, PINNED_HUB
 from test_schedulers import Recorder, window_inputs
 
 
@@ -79,9 +79,9 @@ def test_batched_clip_equals_one_by_one(tiny_unet, tiny_vae):
 
 
 def test_max_batch_is_not_hashed_and_reaches_the_job_settings():
-    cfg = load_config(overrides=["sampler.max_batch=8"])
+    cfg = load_config(**PINNED_HUB, overrides=["sampler.max_batch=8"])
     assert job_settings(cfg).sampler.max_batch == 8
-    assert config_hash(cfg) == config_hash(load_config())
+    assert config_hash(cfg) == config_hash(load_config(**PINNED_HUB))
     with pytest.raises(InputError, match="max_batch"):
         SamplerSettings(max_batch=0)
     with pytest.raises(InputError, match="official_batch4"):

@@ -14,7 +14,7 @@ from m3ddm_ray.distributed.config import config_hash, load_config
 from m3ddm_ray.pipeline import OutpaintSettings, Outpainter, prepare_clip
 from m3ddm_ray.sampling import SamplerSettings, make_scheduler, sample_window
 
-from conftest import GOLDEN
+from conftest import GOLDEN, PINNED_HUB
 from test_schedulers import window_inputs
 
 
@@ -124,10 +124,10 @@ def test_tgate_changes_results_only_when_switched_on(tiny_unet):
 
 
 def test_approximate_caches_are_hashed_exact_ones_are_not():
-    h = config_hash(load_config())
-    assert config_hash(load_config(overrides=["sampler.exact_caches=false"])) == h
-    assert config_hash(load_config(overrides=["sampler.deepcache_interval=3"])) != h
-    assert config_hash(load_config(overrides=["sampler.tgate_step=10"])) != h
+    h = config_hash(load_config(**PINNED_HUB))
+    assert config_hash(load_config(**PINNED_HUB, overrides=["sampler.exact_caches=false"])) == h
+    assert config_hash(load_config(**PINNED_HUB, overrides=["sampler.deepcache_interval=3"])) != h
+    assert config_hash(load_config(**PINNED_HUB, overrides=["sampler.tgate_step=10"])) != h
 
 
 @pytest.mark.parametrize("bad", ["deepcache_interval=-1", "tgate_step=-2"])

@@ -7,6 +7,8 @@ import pytest
 from m3ddm_ray.distributed.config import DEFAULTS, config_hash, load_config
 from m3ddm_ray.distributed.resources import ResourceError, local_gpu_count, plan_pools, resolve_dtype
 
+from conftest import PINNED_HUB
+
 
 def asks(plan):
     return {s: (a.count, a.num_cpus, a.num_gpus) for s, a in plan.asks.items()}
@@ -147,10 +149,10 @@ def test_local_gpu_count_respects_cuda_visible_devices(monkeypatch):
 
 
 def test_config_hash_separates_fp16_cuda_from_fp32_cpu_and_ignores_memory_knobs():
-    cpu = load_config(device="cpu")
-    cuda = load_config(device="cuda")
+    cpu = load_config(**PINNED_HUB, device="cpu")
+    cuda = load_config(**PINNED_HUB, device="cuda")
     assert config_hash(cpu) != config_hash(cuda)  # dtype auto resolves differently: other output names
-    assert config_hash(load_config(device="cpu", dtype="fp32")) == config_hash(cpu)
-    assert config_hash(load_config(device="cuda", dtype="fp16")) == config_hash(cuda)
-    assert config_hash(load_config(device="cpu", vae_batch_size=2)) == config_hash(cpu)
-    assert config_hash(load_config(device="cpu", sampler__steps=20)) != config_hash(cpu)
+    assert config_hash(load_config(**PINNED_HUB, device="cpu", dtype="fp32")) == config_hash(cpu)
+    assert config_hash(load_config(**PINNED_HUB, device="cuda", dtype="fp16")) == config_hash(cuda)
+    assert config_hash(load_config(**PINNED_HUB, device="cpu", vae_batch_size=2)) == config_hash(cpu)
+    assert config_hash(load_config(**PINNED_HUB, device="cpu", sampler__steps=20)) != config_hash(cpu)

@@ -14,6 +14,7 @@ from m3ddm_ray.distributed.config import config_hash, job_settings, load_config
 from m3ddm_ray.errors import InputError
 from m3ddm_ray.sampling import SamplerSettings, make_scheduler, sample_window
 
+from conftest import PINNED_HUB
 from test_schedulers import Recorder, window_inputs
 
 
@@ -44,7 +45,8 @@ def test_bf16_autocast_runs_the_unet_in_bf16_and_the_scheduler_in_fp32(tiny_unet
     ref = run(tiny_unet)
     diff = (out - ref).abs().max().item()
     assert 0 < diff < 0.1 * ref.abs().max().item()  # bf16 rounding: different, but close
-    assert config_hash(load_config(overrides=["sampler.autocast=bf16"])) != config_hash(load_config())
+    bf16 = load_config(**PINNED_HUB, overrides=["sampler.autocast=bf16"])
+    assert config_hash(bf16) != config_hash(load_config(**PINNED_HUB))
 
 
 def test_fp16_autocast_on_cpu_is_an_input_error(tiny_unet):
@@ -95,8 +97,8 @@ def test_compile_switch_wraps_the_unet_once(tiny_unet, monkeypatch):
 
 def test_device_knobs_reach_the_job_settings_and_only_autocast_is_hashed():
     over = ["sampler.sdpa_backend=efficient", "sampler.channels_last=true", "sampler.compile_backend=inductor"]
-    cfg = load_config(overrides=over)
+    cfg = load_config(**PINNED_HUB, overrides=over)
     s = job_settings(cfg).sampler
     assert (s.sdpa_backend, s.channels_last, s.compile_backend) == ("efficient", True, "inductor")
-    assert config_hash(cfg) == config_hash(load_config())
+    assert config_hash(cfg) == config_hash(load_config(**PINNED_HUB))
     assert job_settings(load_config(overrides=["sampler.autocast=off"])).sampler.autocast == "off"  # YAML false

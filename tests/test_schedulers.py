@@ -18,7 +18,7 @@ from m3ddm_ray.pipeline import OutpaintPipeline, OutpaintSettings
 from m3ddm_ray.sampling import SamplerSettings, WindowInputs, make_scheduler, sample_window, window_noise
 from m3ddm_ray.schedulers import SCHEDULERS, build_scheduler, start_timesteps
 
-from conftest import DATA, GOLDEN
+from conftest import DATA, GOLDEN, PINNED_HUB
 
 SOLVERS = [s for s in SCHEDULERS if s != "pndm-official"]
 
@@ -141,15 +141,16 @@ def test_every_scheduler_runs_a_whole_clip(name, tiny_unet, tiny_vae):
 
 
 def test_scheduler_choice_is_in_the_config_hash_and_defaults_keep_their_hash():
-    base = load_config()
-    hashes = {name: config_hash(load_config(overrides=[f"sampler.scheduler={name}"])) for name in SCHEDULERS}
+    base = load_config(**PINNED_HUB)
+    hashes = {name: config_hash(load_config(**PINNED_HUB, overrides=[f"sampler.scheduler={name}"])) for name in SCHEDULERS}
     assert len(set(hashes.values())) == len(SCHEDULERS)
     assert hashes["pndm-official"] == config_hash(base)
     for key in ("sampler.karras_sigmas=true", "sampler.timestep_spacing=leading", "sampler.steps=20"):
-        cfg = load_config(overrides=["sampler.scheduler=dpmsolver++", key])
+        cfg = load_config(**PINNED_HUB, overrides=["sampler.scheduler=dpmsolver++", key])
         assert config_hash(cfg) != hashes["dpmsolver++"], key
     # the default config hashes exactly the settings that existed before the scheduler settings
-    # (with the resolved dtype and device kind, and without the memory knob vae_batch_size)
+    # (with the weights identity -- here the pinned hub commits --, the resolved dtype and device
+    # kind, and without the memory knob vae_batch_size)
     from m3ddm_ray.distributed.resources import local_gpu_count, resolve_device, resolve_dtype
 
     s = job_settings(base)
@@ -157,7 +158,9 @@ def test_scheduler_choice_is_in_the_config_hash_and_defaults_keep_their_hash():
     old.update(num_inference_steps=50, guidance_scale=2.0, previous_guidance_scale=4.0, seed=6,
                official_batch4=False, strides=None)
     device = resolve_device("auto", local_gpu_count())
-    payload = {"model": str(base["model"]), "vae": str(base["vae"]), "dtype": resolve_dtype("auto", device),
+    weights = {"model": {"hub": "alimama-creative/M3DDM-Video-Outpainting", "subfolder": None, "commit": "1" * 40},
+               "vae": {"hub": "stable-diffusion-v1-5/stable-diffusion-v1-5", "subfolder": "vae", "commit": "2" * 40}}
+    payload = {**weights, "dtype": resolve_dtype("auto", device),
                "device": device, "settings": old, "encode": base["encode"]}
     assert config_hash(base) == hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
@@ -194,7 +197,7 @@ def test_preset_fast_selects_what_it_documents(tmp_path):
     cfg = load_config(preset="fast")
     assert {k: v for k, v in cfg.items() if k not in ("sampler", "preset")} == {
         k: v for k, v in DEFAULTS.items() if k not in ("sampler", "preset")}
-    assert config_hash(cfg) != config_hash(load_config())
+    assert config_hash(dict(cfg, **PINNED_HUB)) != config_hash(load_config(**PINNED_HUB))
     # the job command: --preset fast, and an explicit --set over it
     a = build_parser().parse_args(["outpaint", "--manifest", "m.jsonl", "--output", "o", "--preset", "fast",
                                    "--set", "sampler.steps=25"])

@@ -3,7 +3,9 @@
 A config is a nested dict; :func:`load_config` merges ``configs/default.yaml``-style defaults, the
 given YAML file and ``key.path=value`` overrides (values parsed as YAML scalars). :func:`job_settings`
 turns it into the :class:`~m3ddm_ray.pipeline.OutpaintSettings` of the run, and :func:`config_hash`
-fingerprints everything that changes the pixels of an output (used in output keys and result rows).
+fingerprints everything that changes the pixels of an output (used in output keys and result rows),
+the model's and the VAE's weights included (:mod:`m3ddm_ray.models.identity`, resolved once per job
+by :func:`with_weights`).
 """
 
 from __future__ import annotations
@@ -179,12 +181,52 @@ def job_settings(cfg: Mapping[str, Any], overrides: Mapping[str, Any] | None = N
 UNHASHED_SETTINGS = ("vae_batch_size", "max_batch")
 
 
+#: Key of a job config under which :func:`with_weights` keeps the resolved weights identity.
+WEIGHTS_KEY = "weights_identity"
+
+
+def with_weights(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of ``cfg`` with the weights identity of its ``model`` (UNet) and ``vae`` resolved
+    (:func:`m3ddm_ray.models.identity.weights_identity`: one ``fs.info`` per file, or one hub
+    look-up) and kept under :data:`WEIGHTS_KEY`, so that :func:`config_hash` reads it instead of
+    asking the filesystem or the hub again for every row. A hub id is pinned to the commit it
+    resolved to (``owner/name@<commit>``), so the model actors load exactly the weights hashed.
+    The job's driver calls it once per job; idempotent (a resolved config is returned as a copy).
+
+    Raises:
+        InputError / ModelLoadError: as :func:`~m3ddm_ray.models.identity.weights_identity`.
+    """
+    if _resolved_weights(cfg) is not None:
+        return dict(cfg)
+    from ..models.identity import pinned_source, weights_identity
+
+    so = cfg.get("storage_options") or None
+    model, vae = weights_identity(cfg["model"], "unet", so), weights_identity(cfg["vae"], "vae", so)
+    out = dict(cfg, model=pinned_source(cfg["model"], model), vae=pinned_source(cfg["vae"], vae))
+    out[WEIGHTS_KEY] = {"sources": [out["model"], out["vae"]], "model": model, "vae": vae}
+    return out
+
+
+def _resolved_weights(cfg: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The identity :func:`with_weights` kept in ``cfg``, if it is for ``cfg``'s model and VAE."""
+    kept = cfg.get(WEIGHTS_KEY)
+    if isinstance(kept, Mapping) and list(kept.get("sources") or ()) == [str(cfg["model"]), str(cfg["vae"])]:
+        return dict(kept)
+    return None
+
+
 def config_hash(cfg: Mapping[str, Any], settings=None, task: Mapping[str, Any] | None = None) -> str:
-    """12-hex fingerprint of what changes the pixels: model and VAE sources, the resolved dtype and
-    device kind (``dtype: auto`` is fp16 on CUDA and fp32 on the CPU: they must not share an output
-    name), every pixel-changing setting (not :data:`UNHASHED_SETTINGS`), the encoder settings, and
-    an inpaint / extend row's task inputs (``task``: :func:`.task_rows.task_spec`; None for
-    outpaint, whose payload has no task key)."""
+    """12-hex fingerprint of what changes the pixels: the UNet's and the VAE's weights identity
+    (:mod:`m3ddm_ray.models.identity`: hub commit, or size and ETag / modification time of the
+    weight files -- not the URI; read from ``cfg`` when :func:`with_weights` resolved it, else
+    resolved now), the resolved dtype and device kind (``dtype: auto`` is fp16 on CUDA and fp32 on
+    the CPU: they must not share an output name), every pixel-changing setting (not
+    :data:`UNHASHED_SETTINGS`), the encoder settings, and an inpaint / extend row's task inputs
+    (``task``: :func:`.task_rows.task_spec`; None for outpaint).
+
+    Raises:
+        InputError / ModelLoadError: the weights identity cannot be resolved (:func:`with_weights`).
+    """
     from .resources import resolve_device, resolve_dtype
 
     settings = settings if settings is not None else job_settings(cfg)
@@ -195,7 +237,8 @@ def config_hash(cfg: Mapping[str, Any], settings=None, task: Mapping[str, Any] |
         device = resolve_device("auto", local_gpu_count())
     device = resolve_device(device, 0)
     pixels = {k: v for k, v in _hashed_settings(settings).items() if k not in UNHASHED_SETTINGS}
-    payload = {"model": str(cfg["model"]), "vae": str(cfg["vae"]), "dtype": resolve_dtype(cfg["dtype"], device),
+    weights = _resolved_weights(cfg) or with_weights(cfg)[WEIGHTS_KEY]
+    payload = {"model": weights["model"], "vae": weights["vae"], "dtype": resolve_dtype(cfg["dtype"], device),
                "device": device, "settings": pixels, "encode": cfg["encode"]}
     if task is not None:
         payload["task"] = dict(task)

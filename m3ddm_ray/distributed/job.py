@@ -33,7 +33,7 @@ from .collect import (  # noqa: F401 - re-exported (eval job, tests)
     set_progress_output,
     stall_timeout,
 )
-from .config import load_config
+from .config import load_config, with_weights
 from .resources import MODEL_STAGES, ResourcePlan, local_gpu_count, plan_pools
 from .finalize import FinalizeStage
 from .progress import output_frames
@@ -178,12 +178,17 @@ def absolute_uri(uri: str) -> str:
 
 
 def resolve_paths(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """A copy of ``cfg`` whose local model/VAE folders are absolute (hub ids and URLs unchanged)."""
+    """A copy of ``cfg`` whose local model/VAE folders are absolute, with their weights identity
+    resolved once and hub ids pinned to the commit it names (:func:`.config.with_weights`).
+
+    Raises:
+        InputError / ModelLoadError: a model or VAE whose weights cannot be identified (named, with the fix).
+    """
     out = dict(cfg)
     for key in ("model", "vae"):
         if os.path.exists(str(cfg[key])):
             out[key] = absolute_uri(cfg[key])
-    return out
+    return with_weights(out)
 
 
 def build_rows(cfg: Mapping[str, Any], manifest_uri: str, output: str) -> list[dict]:
@@ -194,6 +199,7 @@ def build_rows(cfg: Mapping[str, Any], manifest_uri: str, output: str) -> list[d
     from .manifest import read_manifest
 
     so = cfg.get("storage_options") or None
+    cfg = with_weights(cfg)  # once, not per row (a no-op after resolve_paths)
     manifest = read_manifest(manifest_uri, so, default_ratios=cfg["ratios"])
     rows: list[dict] = []
     for m in manifest:
@@ -419,8 +425,9 @@ def _resume_note(mode: str, output: str, state: "resume.OutputState", total: int
 # --------------------------------------------------------------------------- command line
 def add_model_arguments(p) -> None:
     """Model, sampler and cluster flags shared by ``m3ddm-ray outpaint`` and ``m3ddm-ray eval``."""
-    p.add_argument("--model", default=None, help="M3DDM UNet: folder, fsspec URL or hub id")
-    p.add_argument("--vae", default=None, help="SD 1.5 VAE: folder, fsspec URL or hub id")
+    p.add_argument("--model", default=None, help="M3DDM UNet: folder, fsspec URL, hub id or ID@REVISION "
+                                                  "(hub id pinned to a branch, tag or commit)")
+    p.add_argument("--vae", default=None, help="SD 1.5 VAE: folder, fsspec URL, hub id or ID@REVISION")
     p.add_argument("--steps", type=int, default=None, help="PNDM steps (50 official)")
     p.add_argument("--canvas-size", type=int, default=None, help="square canvas side in pixels (256 official)")
     p.add_argument("--seed", type=int, default=None)

@@ -53,7 +53,7 @@ def build_rows(cfg: Mapping[str, Any], ecfg: Mapping[str, Any], clips, cases) ->
     """Pending rows grouped by clip: one per (mask ratio, method) of each clip."""
     methods = parse_methods(ecfg["methods"])
     settings = job_settings(cfg)
-    chash = config_hash(cfg, settings)
+    chash = config_hash(cfg, settings) if "m3ddm" in methods else None  # baselines need no model
     settings_json = json.dumps(settings.to_dict(), sort_keys=True)
     groups = []
     for clip in clips:

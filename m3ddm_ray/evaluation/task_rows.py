@@ -123,7 +123,7 @@ def build_task_rows(cfg: Mapping[str, Any], spec: Mapping[str, Any], clips, case
     """Pending rows grouped by clip: one per (case, method); ``m3ddm`` rows ``pending``, baselines
     ``baseline``. Raises InputError when a clip would be several segments (:func:`check_one_segment`)."""
     settings = job_settings(cfg)
-    chash = config_hash(cfg, settings)
+    chash = config_hash(cfg, settings) if "m3ddm" in spec["methods"] else None  # baselines need no model
     settings_json = json.dumps(settings.to_dict(), sort_keys=True)
     groups = []
     for clip in clips:

@@ -6,9 +6,13 @@ Sources, in the order they are recognised:
 * an fsspec URL (``s3://bucket/models/m3ddm``, ``gs://…``, ``memory://…``): the few needed files are
   copied once into ``$M3DDM_RAY_CACHE`` (default ``~/.cache/m3ddm_ray/models``) and loaded from there;
 * a Hugging Face hub id (``alimama-creative/M3DDM-Video-Outpainting``,
-  ``MurakawaTakuya/M3DDM-Plus``, ``stable-diffusion-v1-5/stable-diffusion-v1-5``) fetched with
-  ``huggingface_hub`` into its normal cache. Offline, this fails with a :class:`ModelLoadError` that
-  names the id and how to pass a local folder instead.
+  ``MurakawaTakuya/M3DDM-Plus``, ``stable-diffusion-v1-5/stable-diffusion-v1-5``), optionally pinned as
+  ``ID@REVISION`` (branch, tag or commit, passed on as ``revision=``), fetched with ``huggingface_hub``
+  into its normal cache. Offline, this fails with a :class:`ModelLoadError` that names the id and how
+  to pass a local folder instead.
+
+The rules of what a source names and where its files are live in :mod:`.sources` (torch-free, shared
+with :mod:`.identity`, which names outputs by the weights).
 
 Checkpoints are read with safetensors, or with ``torch.load(weights_only=True)`` for ``.bin`` files:
 nothing is ever unpickled beyond tensors. The UNet load is strict: any missing or unexpected key
@@ -28,13 +32,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ..errors import InputError, ModelLoadError
+from .identity import file_stamp
+from .sources import HUB_SUBFOLDER, WEIGHT_NAMES, component_folder, is_hub_id, is_url, local_path, split_revision
 from .unet import DOWN_BLOCK_TYPES, UP_BLOCK_TYPES, UNet3DConditionModel
 
 #: Hub id of the released M3DDM weights (Fan et al. 2023).
@@ -44,8 +49,6 @@ M3DDM_PLUS_UNET = "MurakawaTakuya/M3DDM-Plus"
 #: Hub id of Stable Diffusion 1.5, whose ``vae/`` M3DDM uses.
 DEFAULT_VAE = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 
-WEIGHT_NAMES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
-_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 def resolve_dtype(dtype: str | torch.dtype | None, device: str | torch.device | None = None) -> torch.dtype:
@@ -90,12 +93,16 @@ def _fetch_from_fsspec(url: str, subfolder: str | None, storage_options: dict | 
     local = _cache_root() / hashlib.sha256(base.encode()).hexdigest()[:16]
     names = ["config.json"] + [n for n in WEIGHT_NAMES if fs.exists(f"{root}/{n}")][:1]
     for name in names:
-        target = local / name
-        if not target.exists() or target.stat().st_size != fs.size(f"{root}/{name}"):
+        # the copy is renewed when the remote file's identity (size + ETag / mtime) changed
+        target, mark = local / name, local / f".{name}.stamp"
+        stamp = json.dumps(file_stamp(fs.info(f"{root}/{name}"), f"{base}/{name}"), sort_keys=True)
+        if not target.exists() or not mark.is_file() or mark.read_text() != stamp:
             target.parent.mkdir(parents=True, exist_ok=True)
             partial = target.with_name(f".{name}.{os.getpid()}.part")
             fs.get_file(f"{root}/{name}", str(partial))
             os.replace(partial, target)  # never a half-copied checkpoint at the final name
+            partial.write_text(stamp)
+            os.replace(partial, mark)
     return local
 
 
@@ -126,20 +133,25 @@ def _fetch_from_hub(repo_id: str, subfolder: str | None, revision: str | None) -
 
 def resolve_model_dir(source: str | os.PathLike, subfolder: str | None = None, *,
                       revision: str | None = None, storage_options: dict | None = None) -> Path:
-    """Turn a folder, fsspec URL or hub id into a local folder holding ``config.json`` and weights.
+    """Turn a folder, fsspec URL or hub id (``ID`` or ``ID@REVISION``) into a local folder holding
+    ``config.json`` and weights.
 
     Raises:
+        InputError: a malformed ``ID@REVISION``, or a pin that contradicts ``revision``.
         ModelLoadError: the source does not exist, is offline, or holds no model files.
     """
-    text = str(source)
-    if "://" in text and not text.startswith("file://"):
+    text, pinned = split_revision(source)
+    if pinned is not None and revision not in (None, pinned):
+        raise InputError(f"{source}: pinned to revision {pinned!r} but revision={revision!r} was also given; pass one")
+    revision = pinned or revision
+    if is_url(text):
         return _fetch_from_fsspec(text, subfolder, storage_options)
-    path = Path(text[len("file://"):] if text.startswith("file://") else text).expanduser()
+    path = local_path(text)
     if path.exists():
         if not path.is_dir():
             raise ModelLoadError(f"{path}: is a file; pass the model folder that holds config.json and the weights")
         return path / subfolder if subfolder else path
-    if _HUB_ID.match(text) and not text.startswith((".", "/")):
+    if is_hub_id(text):
         return _fetch_from_hub(text, subfolder, revision)
     raise ModelLoadError(f"{text}: no such folder, and not an fsspec URL or a hub id (owner/name)")
 
@@ -176,9 +188,7 @@ def read_state_dict(folder: Path) -> tuple[dict[str, torch.Tensor], Path]:
 
 
 def _find_unet_folder(folder: Path) -> Path:
-    if not (folder / "config.json").is_file() and (folder / "unet" / "config.json").is_file():
-        return folder / "unet"
-    return folder
+    return Path(component_folder(os.path.isfile, str(folder), "unet"))
 
 
 def unet_from_config(config: dict[str, Any], where: str = "config") -> UNet3DConditionModel:
@@ -293,9 +303,8 @@ def load_vae(
 
     device, dtype = resolve_device(device), resolve_dtype(dtype, device)
     text = str(source)
-    is_local = Path(text).expanduser().exists()
-    if subfolder is None and not is_local and "://" not in text:
-        subfolder = "vae"  # hub id of a full Stable Diffusion repo
+    if subfolder is None and is_hub_id(split_revision(text)[0]) and not local_path(text).exists():
+        subfolder = HUB_SUBFOLDER["vae"]  # hub id of a full Stable Diffusion repo
     try:
         folder = resolve_model_dir(source, subfolder, revision=revision, storage_options=storage_options)
     except ModelLoadError:
@@ -303,8 +312,7 @@ def load_vae(
             folder = resolve_model_dir(source, "vae", storage_options=storage_options)
         else:
             raise
-    if not (folder / "config.json").is_file() and (folder / "vae" / "config.json").is_file():
-        folder = folder / "vae"
+    folder = Path(component_folder(os.path.isfile, str(folder), "vae"))
     config = read_config(folder)
     if config.get("_class_name") != "AutoencoderKL":
         raise ModelLoadError(f"{folder / 'config.json'}: _class_name is {config.get('_class_name')!r}, expected "
