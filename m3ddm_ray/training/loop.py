@@ -31,7 +31,11 @@ from .objective import ObjectiveSettings, black_canvas_latent, build_inputs, los
 
 def build_unet(cfg: Mapping[str, Any], init: str | None = None, seed: int = 0):
     """The UNet to train, float32, trainable: ``init`` (released-format folder / URL / hub id) or
-    ``model.unet`` (``"tiny"``, a dict of config keys, or a model source to fine-tune)."""
+    ``model.unet`` (``"tiny"``, a dict of config keys, or a model source to fine-tune).
+
+    A model built from a config (``"tiny"`` or a dict) gets the official initialisation
+    (:func:`m3ddm_ray.models.init.official_init`: it starts as a per-frame 2-D network), its
+    remaining layers torch's default initialisation drawn with ``seed``."""
     spec = init or cfg["model"]["unet"]
     if isinstance(spec, str) and spec != "tiny":
         unet = load_unet(spec, "fp32", "cpu")
@@ -41,7 +45,7 @@ def build_unet(cfg: Mapping[str, Any], init: str | None = None, seed: int = 0):
         state = torch.random.get_rng_state()
         torch.manual_seed(seed)
         try:
-            unet = unet_from_config(config, "model.unet")
+            unet = unet_from_config(config, "model.unet", init="official")
         finally:
             torch.random.set_rng_state(state)
     return unet.float().requires_grad_(True)
