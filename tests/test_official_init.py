@@ -111,8 +111,11 @@ def test_training_builds_a_from_scratch_unet_with_the_official_init():
     from m3ddm_ray.training.config import load_train_config
     from m3ddm_ray.training.loop import build_unet
 
-    unet = build_unet(load_train_config(None, ["train.device=cpu"]), seed=0)
-    ref = _build("official", seed=0)
-    a, b = unet.state_dict(), ref.state_dict()
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert all(p.requires_grad for p in unet.parameters())
+    for overrides, init in (([], "official"), (["model.unet_init=random"], "random")):
+        unet = build_unet(load_train_config(None, ["train.device=cpu", *overrides]), seed=0)
+        ref = _build(init, seed=0)
+        a, b = unet.state_dict(), ref.state_dict()
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), init
+        assert all(p.requires_grad for p in unet.parameters())
+    with pytest.raises(InputError, match=r"model.unet_init='dirac': use one of official, random"):
+        load_train_config(None, ["model.unet_init=dirac"])

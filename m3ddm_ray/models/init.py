@@ -33,6 +33,10 @@ from torch import nn
 
 from .layers import Attention, Pseudo3DConv, SpatialTemporalTransformer
 
+#: Initialisations of a UNet built from a config (``loading.unet_from_config``'s ``init``):
+#: the official one (:func:`official_init`) or torch's default in every layer.
+UNET_INITS = ("official", "random")
+
 
 def _identity_(conv: nn.Module) -> None:
     """Dirac kernel and zero bias on ``conv`` (Conv1d / Conv3d); nothing on ``meta``."""

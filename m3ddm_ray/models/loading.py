@@ -35,7 +35,7 @@ from typing import Any
 import torch
 
 from ..errors import InputError, ModelLoadError
-from .init import official_init
+from .init import UNET_INITS, official_init
 from .unet import DOWN_BLOCK_TYPES, UP_BLOCK_TYPES, UNet3DConditionModel
 
 #: Hub id of the released M3DDM weights (Fan et al. 2023).
@@ -182,8 +182,6 @@ def _find_unet_folder(folder: Path) -> Path:
     return folder
 
 
-#: Initialisations :func:`unet_from_config` knows.
-UNET_INITS = ("official", "random")
 
 
 def unet_from_config(config: dict[str, Any], where: str = "config", *, init: str = "official") -> UNet3DConditionModel:
