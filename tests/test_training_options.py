@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from m3ddm_ray.errors import InputError
+from m3ddm_ray.masks import make_policy
 from m3ddm_ray.models.loading import load_unet, make_tiny_models
 from m3ddm_ray.training import checkpoint as ckpt
 from m3ddm_ray.training.config import load_train_config, objective_settings
@@ -24,8 +25,6 @@ from m3ddm_ray.training.objective import (
     min_snr_weights,
 )
 from m3ddm_ray.training.sources import read_sources
-
-from m3ddm_ray.masks import make_policy
 
 MANIFEST = Path(__file__).resolve().parent / "data" / "train_manifest.jsonl"
 

@@ -34,7 +34,8 @@ DEFAULTS: dict[str, Any] = {
     "objective": {"p_drop_cond": 0.1, "p_drop_global": 0.1, "min_snr_gamma": None},
     "train": {"max_steps": 1000, "batch_size": 4, "lr": 3.0e-4, "warmup_steps": 50, "min_lr_ratio": 0.1,
               "weight_decay": 0.0, "grad_clip": 1.0, "mixed_precision": "no", "gradient_checkpointing": False,
-              "ema_decay": None, "ema_warmup": False, "checkpoint_every": 250, "log_every": 10, "seed": 0, "max_wall_s": None,
+              "ema_decay": None, "ema_warmup": False,
+              "checkpoint_every": 250, "log_every": 10, "seed": 0, "max_wall_s": None,
               "device": "auto", "torch_threads": None, "optimizer": "adamw"},
     "ray": {"num_workers": 1, "use_gpu": False, "cpus_per_worker": 1, "num_cpus": None},
 }
