@@ -40,6 +40,7 @@ import torch
 from ..errors import InputError, ModelLoadError
 from .identity import file_stamp
 from .sources import HUB_SUBFOLDER, WEIGHT_NAMES, component_folder, is_hub_id, is_url, local_path, split_revision
+from .init import UNET_INITS, official_init
 from .unet import DOWN_BLOCK_TYPES, UP_BLOCK_TYPES, UNet3DConditionModel
 
 #: Hub id of the released M3DDM weights (Fan et al. 2023).
@@ -191,12 +192,26 @@ def _find_unet_folder(folder: Path) -> Path:
     return Path(component_folder(os.path.isfile, str(folder), "unet"))
 
 
-def unet_from_config(config: dict[str, Any], where: str = "config") -> UNet3DConditionModel:
-    """Build an (uninitialised-weights) UNet from a released-format config dict.
+
+
+def unet_from_config(config: dict[str, Any], where: str = "config", *, init: str = "official") -> UNet3DConditionModel:
+    """Build a new UNet from a released-format config dict.
+
+    Args:
+        config: the keys of a released ``config.json`` (``_class_name`` ``"UNet3DConditionModel"``).
+        where: names the config in error messages.
+        init: ``"official"`` (default): the official initialisation, under which the new network
+            starts as a per-frame 2-D network (identity temporal convolutions and temporal
+            projections, zero attention output weights; :func:`m3ddm_ray.models.init.official_init`);
+            ``"random"``: torch's default initialisation of every layer. Built on the ``meta``
+            device (``load_unet``), both cost nothing and the checkpoint provides every value.
 
     Raises:
         ModelLoadError: the config is of another class or uses unsupported block types.
+        InputError: ``init`` is not one of :data:`UNET_INITS`.
     """
+    if init not in UNET_INITS:
+        raise InputError(f"init={init!r}: use one of {', '.join(UNET_INITS)}")
     cls = config.get("_class_name")
     if cls != "UNet3DConditionModel":
         raise ModelLoadError(f"{where}: _class_name is {cls!r}, expected 'UNet3DConditionModel' (an M3DDM UNet "
@@ -207,9 +222,10 @@ def unet_from_config(config: dict[str, Any], where: str = "config") -> UNet3DCon
         raise ModelLoadError(f"{where}: block types {bad} are not M3DDM's ({DOWN_BLOCK_TYPES + UP_BLOCK_TYPES})")
     kwargs = {k: v for k, v in config.items() if not k.startswith("_")}
     try:
-        return UNet3DConditionModel(**kwargs)
+        model = UNet3DConditionModel(**kwargs)
     except TypeError as exc:
         raise ModelLoadError(f"{where}: config has keys this UNet does not know ({exc})") from exc
+    return official_init(model) if init == "official" else model
 
 
 def load_unet(
@@ -351,13 +367,19 @@ def tiny_vae_config() -> dict[str, Any]:
 
 
 def make_tiny_models(seed: int = 0, dtype: torch.dtype = torch.float32):
-    """Random tiny UNet + VAE for tests and demos (no download). Returns ``(unet, vae)`` in eval mode."""
+    """Random tiny UNet + VAE for tests and demos (no download). Returns ``(unet, vae)`` in eval mode.
+
+    The UNet keeps torch's default initialisation in every layer (``init="random"``), not the
+    official one: under the official initialisation the attentions' outputs would not depend on
+    their inputs and the temporal convolutions would be identities, so tests of those layers (caching,
+    batching, frame order) would pass whatever the layers compute.
+    """
     from diffusers import AutoencoderKL
 
     gen_state = torch.random.get_rng_state()
     try:
         torch.manual_seed(seed)
-        unet = unet_from_config(tiny_unet_config(), "tiny config")
+        unet = unet_from_config(tiny_unet_config(), "tiny config", init="random")
         vae = AutoencoderKL(**tiny_vae_config())
     finally:
         torch.random.set_rng_state(gen_state)

@@ -20,6 +20,9 @@ DEFAULTS: dict[str, Any] = {
         "unet": "tiny",
         # a VAE folder / hub id, or "train": train a small AutoencoderKL first (section vae_training).
         "vae": "train",
+        # initialisation of a UNet built from a config ("tiny" or a dict): "official" (identity temporal
+        # layers, zero attention output weights: models.init) or "random" (torch's default in every layer)
+        "unet_init": "official",
     },
     "vae_training": {"steps": 1000, "batch_size": 32, "lr": 1.0e-3, "kl_weight": 1.0e-6,
                      "block_out_channels": [16, 32, 64, 64], "norm_num_groups": 16, "max_wall_s": None,
@@ -28,10 +31,12 @@ DEFAULTS: dict[str, Any] = {
     "data": {"canvas_size": 64, "num_frames": 16, "num_global_frames": 16, "strides": [1, 5, 15],
              "crop_scale": [0.6, 1.0], "mask_policy": "m3ddm_plus", "loader": "ray",
              "ray_concurrency": 1, "ray_object_store_mb": 256},
-    "objective": {"p_drop_cond": 0.1, "p_drop_global": 0.1},
+    # min_snr_gamma: null = plain MSE; a number (5 in the paper) = Min-SNR-γ weights (objective.py)
+    "objective": {"p_drop_cond": 0.1, "p_drop_global": 0.1, "min_snr_gamma": None},
     "train": {"max_steps": 1000, "batch_size": 4, "lr": 3.0e-4, "warmup_steps": 50, "min_lr_ratio": 0.1,
               "weight_decay": 0.0, "grad_clip": 1.0, "mixed_precision": "no", "gradient_checkpointing": False,
-              "ema_decay": None, "checkpoint_every": 250, "log_every": 10, "seed": 0, "max_wall_s": None,
+              "ema_decay": None, "ema_warmup": False,
+              "checkpoint_every": 250, "log_every": 10, "seed": 0, "max_wall_s": None,
               "device": "auto", "torch_threads": None, "optimizer": "adamw"},
     "ray": {"num_workers": 1, "use_gpu": False, "cpus_per_worker": 1, "num_cpus": None},
 }
@@ -72,6 +77,26 @@ def validate(cfg: Mapping[str, Any]) -> None:
                          f"(the global batch is split evenly)")
     if t["ema_decay"] is not None and not 0.0 < float(t["ema_decay"]) < 1.0:
         raise InputError(f"train.ema_decay={t['ema_decay']}: must be in (0, 1) or null")
+    from ..models.init import UNET_INITS
+
+    if cfg["model"]["unet_init"] not in UNET_INITS:
+        raise InputError(f"model.unet_init={cfg['model']['unet_init']!r}: use one of {', '.join(UNET_INITS)}")
+    if not isinstance(t["ema_warmup"], bool):
+        raise InputError(f"train.ema_warmup={t['ema_warmup']!r}: must be true or false")
+    objective_settings(cfg)  # the objective's values, checked where they are used
+
+
+def objective_settings(cfg: Mapping[str, Any]):
+    """The config's ``objective`` section as :class:`m3ddm_ray.training.objective.ObjectiveSettings`.
+
+    Raises:
+        InputError: a probability outside ``[0, 1]`` or a ``min_snr_gamma`` that is not a number > 0.
+    """
+    from .objective import ObjectiveSettings
+
+    o = cfg["objective"]
+    gamma = o["min_snr_gamma"]
+    return ObjectiveSettings(float(o["p_drop_cond"]), float(o["p_drop_global"]), gamma)
 
 
 def load_train_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> dict[str, Any]:

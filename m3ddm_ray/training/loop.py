@@ -8,7 +8,8 @@ loss is the mean over an equal share of the global batch, the update equals one 
 whole global batch.
 
 Optimizer AdamW (or momentum SGD, ``train.optimizer: sgd``), learning rate linear warm-up then cosine decay to ``min_lr_ratio`` at
-``max_steps``, gradient clipping, optional EMA (``torch.optim.swa_utils.AveragedModel``), bf16/fp16
+``max_steps``, gradient clipping, optional EMA (``torch.optim.swa_utils.AveragedModel``, optionally with the
+decay warm-up of :func:`ema_decay_at`), optional Min-SNR-γ loss weights, bf16/fp16
 autocast (fp16 with a ``GradScaler``), optional gradient checkpointing of every UNet block. The
 BatchNorm layers of the global-frame encoder are kept in eval mode (running statistics frozen):
 train-mode BatchNorm would make the update depend on the per-worker batch split and would mix the
@@ -26,12 +27,18 @@ import torch
 
 from ..models.loading import load_unet, resolve_device, tiny_unet_config, unet_from_config
 from . import checkpoint as ckpt
-from .objective import ObjectiveSettings, black_canvas_latent, build_inputs, loss_fn, make_noise_scheduler
+from .config import objective_settings
+from .objective import black_canvas_latent, build_inputs, loss_fn, make_noise_scheduler, min_snr_weights
 
 
 def build_unet(cfg: Mapping[str, Any], init: str | None = None, seed: int = 0):
     """The UNet to train, float32, trainable: ``init`` (released-format folder / URL / hub id) or
-    ``model.unet`` (``"tiny"``, a dict of config keys, or a model source to fine-tune)."""
+    ``model.unet`` (``"tiny"``, a dict of config keys, or a model source to fine-tune).
+
+    A model built from a config (``"tiny"`` or a dict) is initialised as ``model.unet_init`` says:
+    ``"official"`` (default; :func:`m3ddm_ray.models.init.official_init`, it starts as a per-frame
+    2-D network) or ``"random"`` (torch's default in every layer); the random values are drawn with
+    ``seed``."""
     spec = init or cfg["model"]["unet"]
     if isinstance(spec, str) and spec != "tiny":
         unet = load_unet(spec, "fp32", "cpu")
@@ -41,10 +48,36 @@ def build_unet(cfg: Mapping[str, Any], init: str | None = None, seed: int = 0):
         state = torch.random.get_rng_state()
         torch.manual_seed(seed)
         try:
-            unet = unet_from_config(config, "model.unet")
+            unet = unet_from_config(config, "model.unet", init=cfg["model"]["unet_init"])
         finally:
             torch.random.set_rng_state(state)
     return unet.float().requires_grad_(True)
+
+
+def ema_decay_at(decay: float, updates: int, warmup: bool) -> float:
+    """The EMA decay of the update that follows ``updates`` earlier ones (``updates >= 1``; the first
+    update copies the weights).
+
+    Without warm-up: ``decay``. With warm-up: ``min(decay, (1 + updates) / (10 + updates))`` (2/11,
+    3/12, 4/13, … until it reaches ``decay``), so the average forgets the early, fast-moving weights.
+    This is the schedule of ``diffusers.training_utils.EMAModel(decay, use_ema_warmup=False)``,
+    whose ``optimization_step`` is ``updates + 1`` (``update_after_step=0``, ``min_decay=0``).
+    """
+    if not warmup:
+        return decay
+    return min(decay, (1 + updates) / (10 + updates))
+
+
+def make_ema(unet, decay: float, warmup: bool):
+    """``torch.optim.swa_utils.AveragedModel`` of ``unet`` with EMA updates of decay
+    :func:`ema_decay_at` ``(decay, n_averaged, warmup)``; its ``n_averaged`` buffer (saved in its
+    state dict) carries the warm-up position across a resume."""
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    def update(ema_params, params, n_averaged):
+        get_ema_multi_avg_fn(ema_decay_at(decay, int(n_averaged), warmup))(ema_params, params, n_averaged)
+
+    return AveragedModel(unet, multi_avg_fn=update if warmup else get_ema_multi_avg_fn(decay))
 
 
 def set_train_mode(unet) -> None:
@@ -144,11 +177,7 @@ def train_loop(
         opt = torch.optim.AdamW(unet.parameters(), lr=float(t["lr"]), weight_decay=float(t["weight_decay"]))
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lr_lambda(int(t["warmup_steps"]), int(t["max_steps"]), float(t["min_lr_ratio"])))
-    ema = None
-    if t["ema_decay"]:
-        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-
-        ema = AveragedModel(unet, multi_avg_fn=get_ema_multi_avg_fn(float(t["ema_decay"])))
+    ema = make_ema(unet, float(t["ema_decay"]), bool(t["ema_warmup"])) if t["ema_decay"] else None
     step, start_elapsed = 0, 0.0
     if resume:
         where = ckpt.latest_checkpoint(output)
@@ -172,7 +201,7 @@ def train_loop(
     set_train_mode(unet)
     model = wrap(unet) if wrap is not None else unet
     vae = vae.to(device).eval().requires_grad_(False)
-    settings = ObjectiveSettings(float(cfg["objective"]["p_drop_cond"]), float(cfg["objective"]["p_drop_global"]))
+    settings = objective_settings(cfg)
     noise_scheduler = make_noise_scheduler()
     black = black_canvas_latent(vae, int(cfg["data"]["canvas_size"])).to(device)
     mp = t["mixed_precision"]
@@ -199,8 +228,11 @@ def train_loop(
     while step < max_steps:
         batch = next(it)
         inputs = build_inputs(vae, batch, settings, noise_scheduler, black, device)
+        weights = None
+        if settings.min_snr_gamma is not None:
+            weights = min_snr_weights(inputs["timesteps"], noise_scheduler.alphas_cumprod, settings.min_snr_gamma)
         with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-            loss = loss_fn(model, inputs)
+            loss = loss_fn(model, inputs, weights)
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.unscale_(opt)

@@ -9,6 +9,9 @@ Follows the released model's inference contract (:mod:`m3ddm_ray.sampling`, M3DD
   latents are the VAE posterior means × 0.18215 (:data:`m3ddm_ray.sampling.VAE_SCALE`); the latent
   mask is the pixel mask sampled at the top-left pixel of each 8×8 cell
   (:func:`m3ddm_ray.geometry.latent_mask`, as at inference);
+* optional Min-SNR-γ loss weights (Hang et al. 2023, arXiv 2303.09556): with
+  ``objective.min_snr_gamma`` set, example ``b`` of a batch weighs ``min(SNR(t_b), γ) / SNR(t_b)``
+  (the ε-prediction form), ``SNR(t) = ᾱ_t / (1 − ᾱ_t)`` of the same SD 1.5 schedule;
 * global frames (``(B·G, 4, h, w)`` latents) as cross-attention context; fps condition
   ``fps // stride`` per example;
 * dropouts, so that the three guidance branches of inference exist: with ``p_drop_cond`` the
@@ -38,18 +41,23 @@ SD15_BETAS = {"num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.
 
 @dataclass(frozen=True)
 class ObjectiveSettings:
-    """Dropout probabilities of the guidance conditions (each in ``[0, 1]``)."""
+    """Dropout probabilities of the guidance conditions (each in ``[0, 1]``) and the Min-SNR-γ
+    clamp (``None``: plain MSE; else a number > 0, 5 in the paper)."""
 
     p_drop_cond: float = 0.1
     p_drop_global: float = 0.1
+    min_snr_gamma: float | None = None
 
     def __post_init__(self):
+        from ..errors import InputError
+
         for name in ("p_drop_cond", "p_drop_global"):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
-                from ..errors import InputError
-
                 raise InputError(f"objective.{name}={v}: must be a probability in [0, 1]")
+        g = self.min_snr_gamma
+        if g is not None and (isinstance(g, bool) or not isinstance(g, (int, float)) or not g > 0):
+            raise InputError(f"objective.min_snr_gamma={g!r}: must be a number > 0 (5 in the paper) or null")
 
 
 def make_noise_scheduler():
@@ -129,11 +137,39 @@ def build_inputs(vae, batch: Mapping[str, torch.Tensor], settings: ObjectiveSett
             "drop_cond": drop_cond, "drop_global": drop_global}
 
 
-def loss_fn(unet, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
-    """``MSE(unet(sample, t, global frames, fps), noise)``, mean over every element, float32."""
+def min_snr_weights(timesteps: torch.Tensor, alphas_cumprod: torch.Tensor, gamma: float) -> torch.Tensor:
+    """Min-SNR-γ weights of ε-prediction: ``min(SNR(t), γ) / SNR(t)``, ``SNR(t) = ᾱ_t / (1 − ᾱ_t)``.
+
+    Hang et al. 2023, "Efficient Diffusion Training via Min-SNR Weighting Strategy" (arXiv
+    2303.09556): the x₀-loss weight ``min(SNR, γ)`` divided by the SNR that an ε-loss carries, i.e.
+    ``min(γ / SNR(t), 1)``; γ = 5 is the paper's default.
+
+    Args:
+        timesteps: ``(B,)`` int64 in ``0 .. len(alphas_cumprod) - 1``.
+        alphas_cumprod: ``(T,)`` ᾱ of the noise schedule (``DDPMScheduler.alphas_cumprod``).
+        gamma: the clamp, > 0.
+
+    Returns:
+        ``(B,)`` float32 in ``(0, 1]``, on the device of ``timesteps`` (1 where ``SNR(t) <= γ``).
+    """
+    a = alphas_cumprod.to(device=timesteps.device, dtype=torch.float64)[timesteps]
+    snr = a / (1.0 - a)
+    return (snr.clamp(max=float(gamma)) / snr).float()
+
+
+def loss_fn(unet, inputs: Mapping[str, torch.Tensor], weights: torch.Tensor | None = None) -> torch.Tensor:
+    """``MSE(unet(sample, t, global frames, fps), noise)``, float32.
+
+    ``weights`` None: the mean over every element. ``weights`` ``(B,)``: the mean over examples of
+    ``weights[b]`` × example ``b``'s mean squared error (equal shares of a global batch keep the
+    worker-split invariance), e.g. :func:`min_snr_weights`.
+    """
     pred = unet(inputs["sample"], inputs["timesteps"], encoder_hidden_states=inputs["global_latents"],
                 fps=inputs["fps"]).sample
-    return torch.nn.functional.mse_loss(pred.float(), inputs["noise"].float())
+    if weights is None:
+        return torch.nn.functional.mse_loss(pred.float(), inputs["noise"].float())
+    per_example = (pred.float() - inputs["noise"].float()).square().flatten(1).mean(1)
+    return (weights.to(per_example) * per_example).mean()
 
 
 def black_canvas_latent(vae, size: int) -> torch.Tensor:
