@@ -1,6 +1,6 @@
 """Torch twins of :func:`m3ddm_ray.tiles.fuse` and :func:`m3ddm_ray.tiles.split`, for a sampler that
 denoises spatial tiles together and fuses them after every step (MultiDiffusion, arXiv 2302.08113,
-§3.2, eq. 5).
+§3).
 
 Same rules, same checks and the same arithmetic order as the numpy versions (the placement and the
 weights stay in :mod:`m3ddm_ray.tiles`), so the results are equal to them on the CPU

@@ -3,9 +3,9 @@
 The model denoises ``S × S`` canvases (``S`` = the canvas size). A frame at a larger *working*
 resolution is covered by overlapping ``S × S`` tiles that are denoised together; after every
 denoising step the tiles' latents are fused into one frame latent, where overlapping tiles are
-averaged, and cut into tiles again (MultiDiffusion, Bar-Tal et al. 2023, arXiv 2302.08113, §3.2,
-eq. 5: the fused value is the weighted least-squares solution ``Σ w_i x_i / Σ w_i``;
-Follow-Your-Canvas, arXiv 2409.01055, §3.2, the spatial windows of its outpainting). This module holds
+averaged, and cut into tiles again (MultiDiffusion, Bar-Tal et al. 2023, arXiv 2302.08113, §3:
+the fused value is the closed-form weighted least-squares solution ``Σ w_i x_i / Σ w_i``;
+Follow-Your-Canvas, arXiv 2409.01055: the spatial windows of its outpainting). This module holds
 the rules only: the tiling settings, where the tiles go (:func:`plan_tiles`), their masks
 (:func:`tile_mask`, :func:`tile_latent_mask`), the fusion weights (:func:`fusion_weights`) and
 :func:`fuse` / :func:`split` in numpy. The torch twins used by a sampler are in
@@ -257,8 +257,8 @@ def _check_frame_hw(frame_hw, factor: int, what: str = "frame_hw") -> Tuple[int,
     except (TypeError, ValueError):
         raise InputError(f"{what}={frame_hw!r} must be two integers (height, width)") from None
     if not (_is_int(h) and _is_int(w)) or h <= 0 or w <= 0 or h % factor or w % factor:
-        raise InputError(f"{what}={frame_hw!r} must be two positive multiples of the VAE's "
-                         f"downsampling factor {factor} (height, width in pixels)")
+        kind = "integers" if factor == 1 else f"multiples of the VAE's downsampling factor {factor}"
+        raise InputError(f"{what}={frame_hw!r} must be two positive {kind} (height, width)")
     return int(h), int(w)
 
 
@@ -413,7 +413,7 @@ def fusion_weights(
     """Per-tile fusion weights at latent resolution and their sum over the frame.
 
     The fused value of a latent cell is ``Σ_i w_i x_i / Σ_i w_i`` over the tiles that cover it
-    (MultiDiffusion eq. 5); :func:`fuse` computes it.
+    (the closed-form MultiDiffusion step); :func:`fuse` computes it.
 
     * ``"uniform"``: ``w_i = 1``, the plain MultiDiffusion average.
     * ``"linear"`` (feathering): ``w_i(y, x) = a_y(y) · a_x(x)`` in the tile's latent cells

@@ -316,9 +316,11 @@ def test_tiling_settings_check_for_errors(kwargs, canvas, factor, message):
 
 
 @pytest.mark.parametrize("args, message", [
-    (((516, 512), (0, 0, 0, 0), 256, 64, 8), "frame_hw=(516, 512) must be two positive multiples of the VAE's downsampling factor 8"),
-    (((248, 512), (0, 0, 0, 0), 256, 64, 8), "the working frame (248x512 pixels, HxW) is smaller than a tile "
-                                             "(256x256) along its height; use a working size >= the canvas size 256"),
+    (((516, 512), (0, 0, 0, 0), 256, 64, 8),
+     "frame_hw=(516, 512) must be two positive multiples of the VAE's downsampling factor 8 (height, width)"),
+    (((248, 512), (0, 0, 0, 0), 256, 64, 8),
+     "the working frame (248x512 pixels, HxW) is smaller than a tile (256x256) along its height; use a working "
+     "size >= the canvas size 256"),
     (((512, 248), (0, 0, 0, 0), 256, 64, 8), "along its width"),
     (((512, 512), (0, 0, 0, 0), 256, 60, 8), "overlap=60 pixels is not a multiple of the VAE's downsampling factor 8"),
     (((512, 512), (0, 0, 0, 0), 256, 256, 8), "overlap=256 pixels is not smaller than the tile size 256"),
