@@ -20,10 +20,10 @@ LAYERS: list[tuple[str, ...]] = [
     ("m3ddm_ray", "m3ddm_ray.__main__"),  # the (empty) package itself; __main__ is checked with cli
     ("m3ddm_ray.errors", "m3ddm_ray.rules"),
     ("m3ddm_ray.geometry", "m3ddm_ray.plan", "m3ddm_ray.storage", "m3ddm_ray.quality",
-     "m3ddm_ray.distributed.manifest", "m3ddm_ray.masks"),
+     "m3ddm_ray.distributed.manifest", "m3ddm_ray.masks", "m3ddm_ray.tiles"),
     ("m3ddm_ray.video", "m3ddm_ray.canvas_file", "m3ddm_ray.coarse_file"),
     ("m3ddm_ray.models", "m3ddm_ray.sampling", "m3ddm_ray.schedulers", "m3ddm_ray.caching", "m3ddm_ray.runtime",
-     "m3ddm_ray.settings"),
+     "m3ddm_ray.settings", "m3ddm_ray.sampling_tiles"),
     ("m3ddm_ray.latents",),
     ("m3ddm_ray.pipeline",),
     ("m3ddm_ray.tasks",),
