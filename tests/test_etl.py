@@ -229,7 +229,7 @@ def test_scan_output_lists_once_and_ignores_unreadable_tables(tmp_path, monkeypa
     monkeypatch.setattr(storage, "list_files", lambda *a, **k: calls.append(a) or real(*a, **k))
     state = resume.scan_output(str(out))
     assert len(calls) == 1
-    assert state.results[("c", "9:16", "abc")].status == "ok"
+    assert state.results[("c", "outpaint", "9:16", "abc")].status == "ok"  # a table without `task`: outpaint
     assert len(state.problems) == 1 and "bbbbbb" in state.problems[0]
     assert "c/c_9x16_abc.mp4" in state.files
 
