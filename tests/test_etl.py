@@ -200,6 +200,42 @@ def test_decide_table_of_the_three_modes():
     assert planned["new"]["output_uri"] is None and planned["ok_out"]["output_uri"] == rows["ok_out"]["output_uri"]
 
 
+def test_resume_keys_rows_by_task_and_ratio_and_reads_older_tables_where_ratio_held_the_task():
+    out = "/o"
+
+    def task_row(cid, task):
+        return {"clip_id": cid, "task": task, "ratio": None, "config_hash": "abc", "status": "pending",
+                "video_uri": f"/v/{cid}.mp4", "output_uri": stages.output_key(out, cid, task, "abc")}
+
+    inp, ext = task_row("i", "inpaint"), task_row("e", "extend")
+    assert inp["output_uri"] == "/o/i/i_inpaint_abc.mp4"
+    older = [  # an older table: ratio holds the task name (with or without a task value)
+        {"clip_id": "i", "task": "inpaint", "ratio": "inpaint", "config_hash": "abc", "status": "ok"},
+        {"clip_id": "e", "task": None, "ratio": "extend", "config_hash": "abc", "status": "error"},
+        {"clip_id": "o", "ratio": "9:16", "config_hash": "abc", "status": "ok"},  # a table without `task`
+    ]
+    assert [(r["task"], r["ratio"]) for r in map(resume.normalise_result, older)] == [
+        ("inpaint", None), ("extend", None), ("outpaint", "9:16")]
+    assert resume.normalise_result(older[0]) == dict(older[0], ratio=None)  # the other columns stay
+    assert resume.result_key(older[0]) == resume.result_key(inp) == ("i", "inpaint", None, "abc")
+    assert resume.result_key(dict(inp, ratio=float("nan"))) == ("i", "inpaint", None, "abc")  # None via Ray
+    assert resume.result_key(older[2]) == resume.result_key(_row("o")) == ("o", "outpaint", "9:16", "abc")
+    state = resume.OutputState(files=frozenset(resume.relative_to(out, r["output_uri"]) for r in (inp, ext)),
+                               results=resume.last_results([("/o/results/results-1.parquet", older)]))
+    assert resume.decide(inp, state, out) == ("skipped", "/o/results/results-1.parquet")
+    assert resume.decide(ext, state, out) == ("pending", "/o/results/results-1.parquet")  # an older error
+    assert resume.decide(ext, state, out, "retry-errors")[0] == "pending"
+    # an outpaint row of the same clip and hash never takes the inpaint row's verdict
+    same = _row("i")
+    assert resume.result_key(same) == ("i", "outpaint", "9:16", "abc")
+    assert resume.decide(same, state, out) == ("pending", None)
+    # the summary names a task row by its task, an outpaint row by its ratio
+    table = pa.Table.from_pylist([job.conform_row(dict(r, status="error", error="prepare: bad", output_uri=None))
+                                  for r in (inp, same)], schema=RESULT_SCHEMA)
+    summary = job.JobResult(table, "/o/results/r.parquet", 1.0).summary()
+    assert "  error i inpaint: prepare: bad" in summary and "  error i 9:16: prepare: bad" in summary
+
+
 def test_other_config_hash_or_temp_names_never_count_as_done():
     out = "/o"
     row = _row("c")
@@ -229,7 +265,7 @@ def test_scan_output_lists_once_and_ignores_unreadable_tables(tmp_path, monkeypa
     monkeypatch.setattr(storage, "list_files", lambda *a, **k: calls.append(a) or real(*a, **k))
     state = resume.scan_output(str(out))
     assert len(calls) == 1
-    assert state.results[("c", "9:16", "abc")].status == "ok"
+    assert state.results[("c", "outpaint", "9:16", "abc")].status == "ok"  # a table without `task`: outpaint
     assert len(state.problems) == 1 and "bbbbbb" in state.problems[0]
     assert "c/c_9x16_abc.mp4" in state.files
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import av
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
@@ -18,10 +19,10 @@ from m3ddm_ray import tasks, video
 from m3ddm_ray.distributed import task_rows
 from m3ddm_ray.distributed.config import config_hash, job_settings
 from m3ddm_ray.distributed.finalize import FinalizeStage
-from m3ddm_ray.distributed.job import build_rows, resolve_runtime, run_job
+from m3ddm_ray.distributed.job import build_rows, conform_row, resolve_runtime, run_job
 from m3ddm_ray.distributed.join import assemble
-from m3ddm_ray.distributed.results import RESULT_COLUMNS
-from m3ddm_ray.distributed.stages import CoarseStage, FineStage, PrepareStage, _batch, _rows
+from m3ddm_ray.distributed.results import RESULT_COLUMNS, RESULT_SCHEMA
+from m3ddm_ray.distributed.stages import CoarseStage, FineStage, PrepareStage, _batch, _rows, result_row
 from m3ddm_ray.pipeline import Outpainter
 
 from conftest import DATA
@@ -125,10 +126,11 @@ def test_task_rows_are_one_per_clip_named_by_task_and_hashed_with_their_inputs(c
     ], "names.jsonl")
     rows = build_rows(cfg, uri, str(tmp / "names"))
     assert [(r["clip_id"], r["ratio"], r["task"]) for r in rows] == [
-        ("o", "9:16", "outpaint"), ("o", "1:1", "outpaint"), ("i", "inpaint", "inpaint"),
-        ("i2", "inpaint", "inpaint"), ("e", "extend", "extend"), ("e2", "extend", "extend")]
+        ("o", "9:16", "outpaint"), ("o", "1:1", "outpaint"), ("i", None, "inpaint"),
+        ("i2", None, "inpaint"), ("e", None, "extend"), ("e2", None, "extend")]
     by = {r["clip_id"]: r for r in rows if r["task"] != "outpaint"}
-    assert by["i"]["output_uri"] == f"{tmp}/names/i/i_inpaint_{by['i']['config_hash']}.mp4"
+    assert by["i"]["output_uri"] == f"{tmp}/names/i/i_inpaint_{by['i']['config_hash']}.mp4"  # named by the task
+    assert by["e2"]["output_uri"] == f"{tmp}/names/e2/e2_extend_{by['e2']['config_hash']}.mp4"
     assert json.loads(by["i2"]["task_options"]) == {"task": "inpaint", "mask_uri": str(clips["masks20"]),
                                                     "dilate": 3}
     assert by["i2"]["mask_uri"] == str(clips["masks20"]) and by["e"]["mask_uri"] is None
@@ -143,6 +145,61 @@ def test_task_rows_are_one_per_clip_named_by_task_and_hashed_with_their_inputs(c
 def test_result_columns_name_the_task_and_the_mask_source():
     for col in ("task", "task_options", "mask_uri", "output_frames"):
         assert col in RESULT_COLUMNS
+
+
+def sample_tasks_manifest(tmp: Path) -> str:
+    """``tests/data/tasks_manifest.jsonl`` (an outpaint, an inpaint and an extend row; paths relative
+    to the repository) with absolute paths."""
+    entries = [json.loads(line) for line in (DATA / "tasks_manifest.jsonl").read_text().splitlines() if line.strip()]
+    for e in entries:
+        for key in ("video_uri", "mask_uri"):
+            if key in e:
+                e[key] = str(DATA.parent.parent / e[key])
+    return manifest(tmp, entries, "sample_tasks.jsonl")
+
+
+def write_older_table(cfg, rows, path: Path) -> None:
+    """A result table as older runs wrote it: ``ok`` rows whose ``ratio`` holds the task name of an
+    inpaint / extend row."""
+    old = [dict(result_row(dict(r, status="ok"), cfg), ratio=r["ratio"] or r["task"]) for r in rows]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist([conform_row(r) for r in old], schema=RESULT_SCHEMA), path)
+
+
+def test_job_table_holds_task_and_ratio_and_a_rerun_skips_the_rows_of_an_older_table(tmp_path, monkeypatch):
+    import ray
+
+    from m3ddm_ray.distributed import job
+    from m3ddm_ray.models import loading
+
+    cfg = tiny_cfg(ratios=["9:16"])
+    out = tmp_path / "out"
+    uri = sample_tasks_manifest(tmp_path)
+    rows = build_rows(cfg, uri, str(out))
+    for r in rows:  # the earlier run's outputs
+        Path(r["output_uri"]).parent.mkdir(parents=True, exist_ok=True)
+        Path(r["output_uri"]).write_bytes(b"made earlier")
+    older = out / "results" / "results-20250101T000000.000000Z-000000.parquet"
+    write_older_table(cfg, rows, older)
+    assert pq.read_table(older).column("ratio").to_pylist() == ["9:16", "inpaint", "extend"]
+
+    def boom(*a, **k):
+        raise AssertionError("a row of the older table was computed again")
+
+    for target, name in ((job, "init_ray"), (ray, "init"), (loading, "load_unet"), (loading, "load_vae")):
+        monkeypatch.setattr(target, name, boom)
+    for run in range(2):  # the second run reads both tables (its skipped rows repeat the older verdict)
+        result = run_job(cfg, uri, str(out))
+        assert result.counts() == {"skipped": 3}, run
+        table = pq.read_table(result.results_uri).to_pylist()
+        assert [(r["clip_id"], r["task"], r["ratio"]) for r in table] == [
+            ("megamind", "outpaint", "9:16"), ("no_logo", "inpaint", None), ("tree_longer", "extend", None)]
+        assert [r["output_uri"] for r in table] == [r["output_uri"] for r in rows]  # the names did not change
+        assert [Path(r["output_uri"]).name for r in table] == [
+            f"megamind_9x16_{rows[0]['config_hash']}.mp4", f"no_logo_inpaint_{rows[1]['config_hash']}.mp4",
+            f"tree_longer_extend_{rows[2]['config_hash']}.mp4"]
+        assert {r["previous_result"] for r in table} == {str(older)}
+        assert all(Path(r["output_uri"]).read_bytes() == b"made earlier" for r in table)
 
 
 # ------------------------------------------------------------------------------ exact pixels, in process
@@ -279,7 +336,8 @@ def test_ray_job_runs_a_manifest_mixing_the_three_tasks_and_resumes(ray_session,
         assert got.num_frames == r["output_frames"] == frames
         assert (got.width, got.height) == (r["output_width"], r["output_height"]) == size
         assert got.has_audio
-    assert rows["inp"]["ratio"] == "inpaint" and rows["ext"]["ratio"] == "extend"
+    assert [(rows[c]["task"], rows[c]["ratio"]) for c in ("out", "inp", "ext", "extb", "bad")] == [
+        ("outpaint", "9:16"), ("inpaint", None), ("extend", None), ("extend", None), ("inpaint", None)]
     assert rows["inp"]["mask_uri"] == str(clips["masks20"]) and rows["out"]["task_options"] is None
     again = run_job(cfg, uri, str(tmp / "mixed"))
     assert again.counts() == {"skipped": 4, "error": 1}  # resume: only the bad row runs again

@@ -46,7 +46,7 @@ from .ray_args import (  # noqa: F401 - RETRY_DEFAULTS and the pool builders re-
     map_on_task_pool,
     task_pool,
 )
-from .results import RESULT_SCHEMA
+from .results import RESULT_SCHEMA, row_identity, row_label
 from .stages import (
     CoarseStage,
     FineStage,
@@ -96,7 +96,7 @@ class JobResult:
                  f"results: {self.results_uri}"]
         for r in rows:
             if r["status"] == "error":
-                lines.append(f"  error {r['clip_id']} {r['ratio']}: {r['error']}")
+                lines.append(f"  error {r['clip_id']} {row_label(r)}: {r['error']}")
         return "\n".join(lines)
 
 
@@ -313,8 +313,8 @@ def run_job(cfg: Mapping[str, Any], manifest_uri: str, output: str, *, mode: str
     if pending:
         results, failure = _run_dataset(cfg, pending)
         if failure is not None:
-            got = {(r["clip_id"], r["ratio"]) for r in results}
-            lost = [r for r in pending if (r["clip_id"], r["ratio"]) not in got]
+            got = {row_identity(r) for r in results}
+            lost = [r for r in pending if row_identity(r) not in got]
             first_line = (str(failure).strip().splitlines() or [""])[0][:300]
             msg = redact(f"{type(failure).__name__}: {first_line}", cfg)
             notes.append(f"Ray execution failed ({msg}); {len(lost)} unfinished rows are 'error' -- re-run to resume")

@@ -1,19 +1,29 @@
-"""The result table of the batch job: one Arrow schema, the one list of result columns.
+"""The result table of the batch job: one Arrow schema, the one list of result columns, and what
+names a row.
 
-One row per (clip, ratio); the columns are documented in the README. :data:`RESULT_COLUMNS` (the
-order the stages fill) is derived from :data:`RESULT_SCHEMA`, so the two cannot disagree.
+One row per output: (clip, target ratio) for an outpaint row, (clip, task) for an inpaint / extend
+row. ``task`` holds ``outpaint`` | ``inpaint`` | ``extend``; ``ratio`` holds the target ratio of an
+outpaint row (``"9:16"``) and is null for the others. The columns are documented in the README.
+:data:`RESULT_COLUMNS` (the order the stages fill) is derived from :data:`RESULT_SCHEMA`, so the two
+cannot disagree. :func:`row_identity` is the one rule for which output a row is (stage rows and
+result rows alike); :func:`row_label` is how the summary and the output names spell it.
 """
 
 from __future__ import annotations
 
+from typing import Any, Mapping
+
 import pyarrow as pa
 
 from ..quality import REPORT_KEYS
+from .rows import is_missing
+from .task_rows import OUTPAINT, task_of
 
-__all__ = ["RESULT_SCHEMA", "RESULT_COLUMNS"]
+__all__ = ["RESULT_SCHEMA", "RESULT_COLUMNS", "row_ratio", "row_identity", "row_label"]
 
-#: Arrow schema of the result table (one row per (clip, ratio)).
+#: Arrow schema of the result table (one row per output: (clip, ratio) or (clip, task)).
 RESULT_SCHEMA: pa.Schema = pa.schema([
+    # ratio: an outpaint row's target ratio ("9:16"); null for inpaint / extend rows (see "task")
     ("clip_id", pa.string()), ("video_uri", pa.string()), ("ratio", pa.string()), ("output_uri", pa.string()),
     ("status", pa.string()), ("error", pa.string()), ("frames", pa.int64()), ("fps", pa.float64()),
     ("source_width", pa.int64()), ("source_height", pa.int64()), ("output_width", pa.int64()),
@@ -29,3 +39,25 @@ RESULT_SCHEMA: pa.Schema = pa.schema([
 
 #: Result-table columns, in order.
 RESULT_COLUMNS: tuple[str, ...] = tuple(RESULT_SCHEMA.names)
+
+
+def row_ratio(row: Mapping[str, Any]) -> str | None:
+    """The row's target ratio string (``"9:16"``), or None for an inpaint / extend row (a missing
+    value: None, or the NaN a Ray block may turn it into)."""
+    value = row.get("ratio")
+    return None if is_missing(value) else str(value)
+
+
+def row_identity(row: Mapping[str, Any]) -> tuple[str, str, str | None]:
+    """``(clip_id, task, ratio)``: which output of the job a stage row or result row is, e.g.
+    ``("c", "outpaint", "9:16")`` or ``("c", "inpaint", None)``; a row without ``task`` is an
+    outpaint row. Reads the current schema only (an older result table's rows are normalised first:
+    :func:`m3ddm_ray.distributed.resume.normalise_result`)."""
+    return str(row["clip_id"]), task_of(row), row_ratio(row)
+
+
+def row_label(row: Mapping[str, Any]) -> str:
+    """How the row's output is named: its ratio for an outpaint row (``"9:16"``), else its task
+    (``"inpaint"``, ``"extend"``) -- in the job summary and in the output file name."""
+    _, task, ratio = row_identity(row)
+    return ratio if task == OUTPAINT and ratio is not None else task

@@ -1,21 +1,23 @@
-"""Resume: which (clip, ratio) rows of a job are already done, before any Ray or model work.
+"""Resume: which rows of a job are already done, before any Ray or model work.
 
 Outputs live under deterministic names (:func:`~m3ddm_ray.distributed.stages.output_key`: clip id,
-ratio and the hash of everything that changes pixels), are published atomically (a file under a
-final name is always complete) and every run writes ``<output>/results/results-<time>.parquet``.
+ratio or task and the hash of everything that changes pixels), are published atomically (a file
+under a final name is always complete) and every run writes ``<output>/results/results-<time>.parquet``.
 The driver lists the output prefix **once** (:func:`scan_output`: one ``fs.find``), reads the earlier
-result files found there (four columns each) and decides per row with :func:`decide`:
+result files found there (four or five columns each) and decides per row with :func:`decide`. A row's key
+is :func:`result_key`, ``(clip_id, task, ratio, config_hash)`` (``ratio`` None for inpaint / extend
+rows), so an inpaint row never matches an outpaint row of the same clip:
 
-============================================  ===========  ===============  ============
-earlier state of (clip_id, ratio, config_hash)  default      ``retry-errors``  ``overwrite``
-============================================  ===========  ===============  ============
+==============================================  ===========  ===============  ============
+earlier state of the row's key                  default      ``retry-errors``  ``overwrite``
+==============================================  ===========  ===============  ============
 output exists, last result ``ok``/``unchanged``  skipped      skipped          run
 output exists, no result row (run killed)       skipped      skipped          run
 output exists, last result ``error``            run          run              run
 no output, last result ``error``                run          run              run
 no output, last result ``ok``/``unchanged``     run          skipped          run
 no output, no result row (new row)              run          skipped          run
-============================================  ===========  ===============  ============
+==============================================  ===========  ===============  ============
 
 "Last result" is the last row for the key that is not ``skipped`` (a skipped row only repeats an
 earlier verdict), in the order of the result file names (UTC time stamps). An output without any
@@ -23,8 +25,12 @@ result row comes from a run that was killed before it wrote its table; atomic pu
 complete output of the same configuration, so it is trusted. Temporary files never match: only
 exact output names count, and temporary names start with ``.``.
 
+Older result tables are read too: :func:`normalise_result` (the one rule, applied to every earlier
+row) turns a row whose ``ratio`` holds a task name (``inpaint`` / ``extend``) into ``task`` = that
+name, ``ratio`` = None, and a row without ``task`` into an outpaint row.
+
 Everything except :func:`scan_output` (which does the listing and the reads) is pure and works on
-plain rows (dicts with ``clip_id``, ``ratio``, ``config_hash``, ``output_uri``, ``status``).
+plain rows (dicts with ``clip_id``, ``task``, ``ratio``, ``config_hash``, ``output_uri``, ``status``).
 """
 
 from __future__ import annotations
@@ -41,6 +47,9 @@ from typing import Any, Iterable, Mapping, Sequence
 import pyarrow as pa
 
 from .. import storage
+from ..rules import TASKS
+from .results import row_identity, row_ratio
+from .task_rows import OUTPAINT, task_of
 
 logger = logging.getLogger(__name__)
 
@@ -50,17 +59,22 @@ MODES = ("resume", "overwrite", "retry-errors")
 DONE_STATUSES = ("ok", "unchanged")
 #: Folder of the result tables under the output prefix.
 RESULTS_DIR = "results"
-#: Columns read from earlier result tables.
+#: Columns read from earlier result tables (a table without them is not a result table).
 KEY_COLUMNS = ("clip_id", "ratio", "config_hash", "status")
+#: Columns read when a table has them (a table without ``task`` holds outpaint rows only).
+OPTIONAL_KEY_COLUMNS = ("task",)
+#: Tasks whose rows have no target ratio: an older result table holds their name in ``ratio``.
+RATIO_FREE_TASKS = tuple(t for t in TASKS if t != OUTPAINT)
 
 _RESULTS_FILE = re.compile(r"results-[A-Za-z0-9._-]+\.parquet")
 
-Key = tuple[str, str, str]
+#: ``(clip_id, task, ratio or None, config_hash)``: :func:`result_key`.
+Key = tuple[str, str, str | None, str]
 
 
 @dataclass(frozen=True)
 class PriorResult:
-    """The last decisive (non-``skipped``) earlier result of one (clip_id, ratio, config_hash)."""
+    """The last decisive (non-``skipped``) earlier result of one :data:`Key`."""
 
     status: str
     results_uri: str
@@ -72,7 +86,7 @@ class OutputState:
 
     Attributes:
         files: paths of every file under the prefix, relative to it (``clip/clip_9x16_<hash>.mp4``).
-        results: last decisive earlier result per (clip_id, ratio, config_hash).
+        results: last decisive earlier result per :data:`Key` (clip_id, task, ratio, config_hash).
         results_files: URIs of the result tables read, oldest first.
         problems: result tables that could not be read (ignored; named in the job summary).
         seconds: time spent listing and reading.
@@ -113,10 +127,39 @@ def join(output: str, rel: str) -> str:
 
 
 # --------------------------------------------------------------------------- pure logic
+def normalise_result(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of a result row (or stage row) with ``task`` and ``ratio`` as the result table holds
+    them: ``task`` one of ``outpaint`` | ``inpaint`` | ``extend``, ``ratio`` the target ratio of an
+    outpaint row and None for the others.
+
+    The rule for older result tables: a row whose ``ratio`` is a task name (``"inpaint"``,
+    ``"extend"``: :data:`RATIO_FREE_TASKS`) becomes ``task`` = that name, ``ratio`` = None; a row
+    without ``task`` (a table with no such column) is an outpaint row: the older
+    ``{"ratio": "inpaint", "task": "inpaint"}`` -> ``{"ratio": None, "task": "inpaint"}``,
+    ``{"ratio": "9:16"}`` -> ``{"ratio": "9:16", "task": "outpaint"}``. A row in the current schema
+    keeps its values.
+    """
+    out = dict(row)
+    task, ratio = task_of(row), row_ratio(row)
+    if ratio in RATIO_FREE_TASKS:
+        task, ratio = ratio, None
+    out["task"], out["ratio"] = task, ratio
+    return out
+
+
+def result_key(row: Mapping[str, Any]) -> Key:
+    """``(clip_id, task, ratio, config_hash)`` of a result row or stage row, in either table format
+    (:func:`normalise_result`): ``("c", "outpaint", "9:16", "3f2a...")``, ``("c", "inpaint", None,
+    "9b1c...")``."""
+    clip_id, task, ratio = row_identity(normalise_result(row))
+    return clip_id, task, ratio, str(row.get("config_hash"))
+
+
 def last_results(tables: Iterable[tuple[str, pa.Table | Sequence[Mapping[str, Any]]]]) -> dict[Key, PriorResult]:
     """Last decisive result per key from ``(results_uri, table)`` pairs given oldest first.
 
-    Rows with status ``skipped`` are ignored; within one table a later row wins.
+    Rows with status ``skipped`` are ignored; within one table a later row wins. Rows of older
+    tables are keyed like current ones (:func:`result_key`).
     """
     out: dict[Key, PriorResult] = {}
     for uri, table in tables:
@@ -125,8 +168,7 @@ def last_results(tables: Iterable[tuple[str, pa.Table | Sequence[Mapping[str, An
             status = r.get("status")
             if not status or status == "skipped":
                 continue
-            key = (str(r.get("clip_id")), str(r.get("ratio")), str(r.get("config_hash")))
-            out[key] = PriorResult(str(status), uri)
+            out[result_key(r)] = PriorResult(str(status), uri)
     return out
 
 
@@ -140,7 +182,7 @@ def decide(row: Mapping[str, Any], state: OutputState, output: str, mode: str = 
         raise ValueError(f"unknown mode {mode!r}; use one of {MODES}")
     if mode == "overwrite":
         return "pending", None
-    prior = state.results.get((str(row["clip_id"]), str(row["ratio"]), str(row["config_hash"])))
+    prior = state.results.get(result_key(row))
     previous = prior.results_uri if prior else None
     rel = relative_to(output, row["output_uri"])
     exists = rel is not None and rel in state.files
@@ -179,7 +221,7 @@ def _read_keys(uri: str, storage_options: Mapping[str, Any] | None) -> pa.Table:
         missing = [c for c in KEY_COLUMNS if c not in table.column_names]
         if missing:
             raise ValueError(f"not a result table (no column {', '.join(missing)})")
-        return table.select(list(KEY_COLUMNS))
+        return table.select(list(KEY_COLUMNS) + [c for c in OPTIONAL_KEY_COLUMNS if c in table.column_names])
 
     return storage.retry(read, what=f"read {uri}")
 

@@ -18,7 +18,7 @@ from typing import Any, Mapping, TypedDict
 
 from ..quality import REPORT_KEYS
 
-__all__ = ["JOB_FIELDS", "EVAL_FIELDS", "SCHEMAS", "StageRow", "check_row", "describe"]
+__all__ = ["JOB_FIELDS", "EVAL_FIELDS", "SCHEMAS", "StageRow", "check_row", "describe", "is_missing"]
 
 _JSON = str  # a JSON document in a string column
 
@@ -27,7 +27,7 @@ JOB_FIELDS: dict[str, tuple[type | tuple[type, ...], str, str]] = {
     # identity and settings (expand_manifest_row, on the driver)
     "clip_id": (str, "driver", "the manifest's clip id"),
     "video_uri": (str, "driver", "absolute source URI (video file or frame folder)"),
-    "ratio": (str, "driver", "target ratio, e.g. '9:16'; an inpaint / extend row: its task name"),
+    "ratio": (str, "driver", "an outpaint row's target ratio, e.g. '9:16'; None for inpaint / extend rows"),
     "task": (str, "driver", "outpaint | inpaint | extend (m3ddm_ray.rules.TASKS)"),
     "task_options": (_JSON, "driver", "an inpaint / extend row's inputs (task_rows.task_spec); None for outpaint"),
     "mask_uri": (str, "driver", "an inpaint row's mask source (absolute)"),
@@ -118,7 +118,8 @@ StageRow = TypedDict("StageRow", {k: (v[0] if isinstance(v[0], type) else Any) f
                      total=False)
 
 
-def _missing(value: Any) -> bool:
+def is_missing(value: Any) -> bool:
+    """Whether a row value is missing: None, or a float NaN (what Ray's blocks may make of a None)."""
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
@@ -136,7 +137,7 @@ def check_row(row: Mapping[str, Any], where: str, schema: str = "job") -> Mappin
             raise RuntimeError(f"{where}: row field {key!r} is not in the {schema} row schema; declare it in "
                                "m3ddm_ray/distributed/rows.py")
         kind = spec[0]
-        if _missing(value):
+        if is_missing(value):
             continue
         ok = isinstance(value, kind) or (kind is float and isinstance(value, int) and not isinstance(value, bool)) \
             or (kind is bytes and isinstance(value, (bytearray, memoryview))) \

@@ -5,7 +5,7 @@ clip row becomes one row per segment (:meth:`m3ddm_ray.plan.WindowPlan.segments`
 only the canvases of its frame span and the few coarse latents its windows read
 (:func:`split_row`). Fine actors run segments independently, in any order, on any actor; the
 finalize task of a segment encodes its output frames as one H.264 piece next to the output
-(:func:`piece_uri`). The driver collects the pieces of each (clip, ratio) (:class:`PieceCollector`)
+(:func:`piece_uri`). The driver collects the pieces of each output (:class:`PieceCollector`)
 and, once all are in, a CPU task joins them losslessly with the source audio muxed once and
 publishes the video atomically (:func:`m3ddm_ray.distributed.join.assemble`); the pieces are
 deleted afterwards.
@@ -22,6 +22,8 @@ from __future__ import annotations
 import math
 import pickle
 from typing import Any, Callable, Mapping
+
+from .results import row_identity
 
 
 #: Internal row fields of a segment (besides the clip row's own).
@@ -149,13 +151,14 @@ class PieceCollector:
     """Driver side: turns the rows coming out of the job into final result rows.
 
     Rows of single-segment clips pass through. Segment rows are held (small: no pixels) until every
-    segment of their (clip, ratio) is in; then :func:`~m3ddm_ray.distributed.join.assemble` runs as
-    a Ray task (``submit``) and the caller waits for them (:meth:`take_futures`).
+    segment of their output (:func:`.results.row_identity`) is in; then
+    :func:`~m3ddm_ray.distributed.join.assemble` runs as a Ray task (``submit``) and the caller
+    waits for them (:meth:`take_futures`).
     """
 
     def __init__(self, submit: Callable[[list[dict]], Any]):
         self.submit = submit
-        self.groups: dict[tuple[str, str], list[dict]] = {}
+        self.groups: dict[tuple[str, str, str | None], list[dict]] = {}  # by results.row_identity
         self.futures: list[Any] = []
 
     def add(self, row: dict) -> list[dict]:
@@ -163,7 +166,7 @@ class PieceCollector:
         n = num_segments(row)
         if n <= 1:
             return [dict(row, fine_busy=fine_busy([row]))]
-        key = (row["clip_id"], row["ratio"])
+        key = row_identity(row)
         group = self.groups.setdefault(key, [])
         group.append(row)
         if len({int(r["segment"]) for r in group}) == n:

@@ -4,7 +4,8 @@ Prepare, coarse and fine live here; finalize in :mod:`.finalize`, the join of pi
 Every stage has the same shape: set up once (the model stages load the UNet and the VAE in
 ``__init__``), then map rows, timing itself into ``seconds_<stage>`` and turning any exception of a
 row into ``status="error"`` with ``error="<stage>: <message>"``. Rows that are not ``pending`` pass
-through untouched, so every (clip, ratio) pair of the manifest reaches the result table.
+through untouched, so every output of the manifest -- (clip, ratio), or (clip, task) for an inpaint /
+extend row -- reaches the result table.
 
 Rows between the stages have one typed schema, :mod:`.rows` (``StageRow``: every field, its type,
 the stage that writes it and its meaning); each stage checks the rows it hands on
@@ -40,7 +41,7 @@ from .. import storage
 from ..errors import InputError, M3DDMError
 from .config import config_hash, job_settings
 from .manifest import SAMPLER_OVERRIDE_COLUMNS, check_clip_id, check_output_prefix
-from .results import RESULT_COLUMNS
+from .results import RESULT_COLUMNS, row_label
 from .rows import StageRow, check_row
 from .sources import _is_frame_folder, source_file  # noqa: F401 - used here and by finalize / join
 
@@ -109,6 +110,9 @@ def apply_retry_policy(cfg: Mapping[str, Any]) -> None:
 def output_key(output: str, clip_id: str, ratio: str, chash: str, prefix: str | None = None) -> str:
     """Deterministic output URI ``<output>/[<prefix>/]<clip_id>/<clip_id>_<W>x<H>_<hash>.mp4``.
 
+    ``ratio`` is the row's :func:`.results.row_label`: the target ratio ``W:H`` of an outpaint row,
+    the task name of an inpaint / extend row (``<clip_id>_inpaint_<hash>.mp4``).
+
     Raises:
         InputError: ``clip_id`` or ``prefix`` could leave the output prefix (``..``, ``/``, ...); the
             manifest validation rejects such rows earlier, this is the last line of defence.
@@ -127,25 +131,27 @@ def output_key(output: str, clip_id: str, ratio: str, chash: str, prefix: str | 
 
 def expand_manifest_row(row: Mapping[str, Any], cfg: Mapping[str, Any], output: str) -> list[StageRow]:
     """One pending row per (clip, ratio) of a manifest row (ratios from the row or the job); an
-    inpaint / extend row gives one row whose ``ratio`` is its task name (:mod:`.task_rows`)."""
+    inpaint / extend row gives one row, ``task`` its task and ``ratio`` None, whose output is named
+    by the task (:mod:`.task_rows`)."""
     from .task_rows import task_spec
 
     spec = task_spec(row)
-    ratios = [spec["task"]] if spec else list(row.get("target_ratios") or cfg["ratios"])
+    ratios: list[str | None] = [None] if spec else [str(r) for r in row.get("target_ratios") or cfg["ratios"]]
     overrides = {k: row.get(k) for k in SAMPLER_OVERRIDE_COLUMNS}
     settings = job_settings(cfg, overrides)
     chash = config_hash(cfg, settings, spec)
     out = []
     for ratio in ratios:
-        out.append({
-            "clip_id": row["clip_id"], "video_uri": row["video_uri"], "ratio": str(ratio),
-            "output_uri": output_key(output, row["clip_id"], str(ratio), chash, row.get("output_prefix")),
+        new = {
+            "clip_id": row["clip_id"], "video_uri": row["video_uri"], "ratio": ratio, "output_uri": None,
             "status": "pending", "error": None, "overrides": json.dumps(overrides), "config_hash": chash,
             "settings": json.dumps(settings.to_dict(), sort_keys=True), "clip": b"", "state": b"",
             "previous_result": None, "task": spec["task"] if spec else "outpaint",
             "task_options": json.dumps(spec, sort_keys=True) if spec else None,
             "mask_uri": spec.get("mask_uri") if spec else None,
-        })
+        }
+        new["output_uri"] = output_key(output, row["clip_id"], row_label(new), chash, row.get("output_prefix"))
+        out.append(new)
     return [check_row(r, "driver") for r in out]
 
 

@@ -2,8 +2,9 @@
 prepared and finalized -- thin adapters over :mod:`m3ddm_ray.tasks` (docs/tasks.md).
 
 A manifest row with ``task=inpaint`` or ``task=extend`` becomes **one** job row (no target ratio:
-the output keeps the source size), whose ``ratio`` column holds the task name, so every key of the
-job -- result rows, resume, pieces -- stays ``(clip_id, ratio)``:
+the output keeps the source size): its ``task`` column holds the task and its ``ratio`` is None, so
+every key of the job -- result rows, resume, pieces -- is :func:`.results.row_identity`,
+``(clip_id, task, ratio)``:
 
 * output ``<output>/[<prefix>/]<clip_id>/<clip_id>_<task>_<hash>.mp4``; the hash
   (:func:`~.config.config_hash`) also covers the task's inputs (:func:`task_spec`: the mask URI and
@@ -56,8 +57,12 @@ def task_spec(record: Mapping[str, Any]) -> dict[str, Any] | None:
 
 
 def task_of(row: Mapping[str, Any]) -> str:
-    """A stage row's task (``outpaint`` for rows without one)."""
-    return str(row.get("task") or OUTPAINT)
+    """A stage row's or result row's task (``outpaint`` for rows without one: no ``task``, None,
+    or the NaN a Ray block may make of a None)."""
+    from .rows import is_missing
+
+    task = row.get("task")
+    return OUTPAINT if is_missing(task) or not task else str(task)
 
 
 def options(row: Mapping[str, Any]) -> dict[str, Any]:
