@@ -5,6 +5,7 @@ Layers, from the bottom up; a module imports only its own layer and those below
 
 1. :mod:`m3ddm_ray.errors`, :mod:`m3ddm_ray.rules` (value rules shared by several layers);
 2. pure numpy / pyarrow / fsspec: :mod:`m3ddm_ray.geometry` (ratios, canvas, masks, crops),
+   :mod:`m3ddm_ray.tiles` (spatial tiles over a working frame, their fusion weights),
    :mod:`m3ddm_ray.plan` (window plan), :mod:`m3ddm_ray.storage` (fsspec, atomic writes, retries),
    :mod:`m3ddm_ray.quality` (frame checks, no-reference numbers), :mod:`m3ddm_ray.distributed.manifest`
    (manifests; pure despite its folder), :mod:`m3ddm_ray.masks` (training mask policies, per-frame
@@ -13,7 +14,8 @@ Layers, from the bottom up; a module imports only its own layer and those below
    :mod:`m3ddm_ray.canvas_file` (keyframe canvases of long clips in a scratch file),
    :mod:`m3ddm_ray.coarse_file` (their coarse latents in a scratch file, read per segment);
 4. model: :mod:`m3ddm_ray.models` (the M3DDM UNet and loaders), :mod:`m3ddm_ray.sampling` (one
-   window, PNDM + guidance), :mod:`m3ddm_ray.settings` (the run settings, torch-free);
+   window, PNDM + guidance), :mod:`m3ddm_ray.sampling_tiles` (tile fusion on tensors),
+   :mod:`m3ddm_ray.settings` (the run settings, torch-free);
 5. :mod:`m3ddm_ray.pipeline`: one video in memory -> outpainted frames, no Ray; then
    :mod:`m3ddm_ray.tasks`: inpainting and extension through the same pipeline; then
    :mod:`m3ddm_ray.task_prepare`: long task clips prepared in one streaming pass;
