@@ -72,7 +72,7 @@ class CacheSettings:
     dtype: str = "fp16"
     uri: str | None = None
     shard_size: int = 1024
-    encode_batch: int = 16
+    encode_batch: int = 4
 
 
 def cache_settings(cfg: Mapping[str, Any]) -> CacheSettings:
