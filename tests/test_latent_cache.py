@@ -16,7 +16,6 @@ from m3ddm_ray.training import checkpoint as ckpt
 from m3ddm_ray.training.config import load_train_config
 from m3ddm_ray.training.data import cache_batches, clip_settings, make_example, pool_index
 from m3ddm_ray.training.latent_cache import (
-    build_cache,
     cache_key,
     cache_settings,
     ensure_cache,
