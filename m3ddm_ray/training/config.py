@@ -30,7 +30,10 @@ DEFAULTS: dict[str, Any] = {
                      "mid_block_attention": True},
     "data": {"canvas_size": 64, "num_frames": 16, "num_global_frames": 16, "strides": [1, 5, 15],
              "crop_scale": [0.6, 1.0], "mask_policy": "m3ddm_plus", "loader": "ray",
-             "ray_concurrency": 1, "ray_object_store_mb": 256},
+             "ray_concurrency": 1, "ray_object_store_mb": 256,
+             # data.loader: cache (training/latent_cache.py): K examples encoded once, fp16 or fp32,
+             # under cache_uri (null: OUTPUT/latent_cache)
+             "cache_examples": 20000, "cache_dtype": "fp16", "cache_uri": None, "cache_shard_size": 1024},
     # min_snr_gamma: null = plain MSE; a number (5 in the paper) = Min-SNR-γ weights (objective.py)
     "objective": {"p_drop_cond": 0.1, "p_drop_global": 0.1, "min_snr_gamma": None},
     "train": {"max_steps": 1000, "batch_size": 4, "lr": 3.0e-4, "warmup_steps": 50, "min_lr_ratio": 0.1,
@@ -69,8 +72,14 @@ def validate(cfg: Mapping[str, Any]) -> None:
         raise InputError(f"train.optimizer={t['optimizer']!r}: use adamw or sgd")
     if d["canvas_size"] % 8 or d["canvas_size"] < 16:
         raise InputError(f"data.canvas_size={d['canvas_size']}: must be a multiple of 8 and >= 16 (a whole latent grid for an 8x or 4x VAE)")
-    if d["loader"] not in ("ray", "local"):
-        raise InputError(f"data.loader={d['loader']!r}: use 'ray' (Ray Data streaming) or 'local' (in-process)")
+    if d["loader"] not in ("ray", "local", "cache"):
+        raise InputError(f"data.loader={d['loader']!r}: use 'ray' (Ray Data streaming), 'local' (in-process) "
+                         f"or 'cache' (a pool of pre-encoded examples)")
+    for key in ("cache_examples", "cache_shard_size"):
+        if not isinstance(d[key], int) or d[key] < 1:
+            raise InputError(f"data.{key}={d[key]!r}: must be an integer >= 1")
+    if d["cache_dtype"] not in ("fp16", "fp32"):
+        raise InputError(f"data.cache_dtype={d['cache_dtype']!r}: use fp16 or fp32")
     n = cfg["ray"]["num_workers"]
     if not isinstance(n, int) or n < 1 or t["batch_size"] % n:
         raise InputError(f"train.batch_size={t['batch_size']} must be a multiple of ray.num_workers={n} "

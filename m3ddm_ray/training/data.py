@@ -9,10 +9,18 @@ The ``ray`` loader builds a Ray Data pipeline ``range(first, last)`` → ``map_b
 (one CPU task per block, streaming: at most a few blocks of 16-frame clips in memory at once) that
 Ray Train splits over its workers (``get_dataset_shard``); each worker iterates it in local batches.
 Within a global batch the split over workers is then not fixed, which changes nothing in expectation.
+
+The ``cache`` loader (:func:`cache_batches`) reads a pool of ``K`` pre-encoded examples
+(:mod:`m3ddm_ray.training.latent_cache`) epoch by epoch: run example ``i`` is pool example
+``perm_e[i mod K]`` with ``e = i // K`` and ``perm_e`` a permutation of ``0..K-1`` seeded by
+``(seed, e)`` (:func:`pool_index`), and keeps the run's example seed ``example_seed(seed, i)`` for its
+noise, timestep and dropouts, so every epoch sees each pool example once with fresh noise, and a
+resumed run continues the same stream. Workers split a global batch as the ``local`` loader does.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
@@ -44,6 +52,30 @@ def local_batches(cfg: Mapping[str, Any], sources: Sequence[Source], start_step:
     while True:
         rows = [make_example(sources, cs, seed, step * gb + k, policy) for k in range(rank, gb, world)]
         yield numpy_batch(rows)
+        step += 1
+
+
+@functools.lru_cache(maxsize=2)
+def _epoch_permutation(seed: int, epoch: int, k: int) -> np.ndarray:
+    return np.random.default_rng([int(seed), int(epoch), 7]).permutation(k)
+
+
+def pool_index(seed: int, index: int, k: int) -> int:
+    """Pool example (``0..k-1``) of run example ``index``: epoch ``index // k``, position ``index % k``
+    of that epoch's permutation (seeded by ``(seed, epoch)``)."""
+    epoch, pos = divmod(int(index), int(k))
+    return int(_epoch_permutation(seed, epoch, int(k))[pos])
+
+
+def cache_batches(cfg: Mapping[str, Any], pool, start_step: int = 0, rank: int = 0,
+                  world: int = 1) -> Iterator[dict[str, np.ndarray]]:
+    """This worker's share of every global batch from ``start_step`` on, from a
+    :class:`m3ddm_ray.training.latent_cache.LatentPool` (latent batches for ``build_inputs``)."""
+    gb, seed, k = int(cfg["train"]["batch_size"]), int(cfg["train"]["seed"]), len(pool)
+    step = start_step
+    while True:
+        ids = [step * gb + j for j in range(rank, gb, world)]
+        yield pool.batch([pool_index(seed, i, k) for i in ids], [example_seed(seed, i) for i in ids])
         step += 1
 
 

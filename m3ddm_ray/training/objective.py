@@ -92,18 +92,20 @@ def _draws(seeds: torch.Tensor, shape: tuple[int, ...], n_timesteps: int):
     return torch.stack(noise), torch.tensor(t, dtype=torch.long), torch.stack(u)
 
 
-def build_inputs(vae, batch: Mapping[str, torch.Tensor], settings: ObjectiveSettings, noise_scheduler,
-                 black_latent: torch.Tensor, device) -> dict[str, torch.Tensor]:
-    """Turn a batch of examples into UNet inputs and the target noise.
+@torch.no_grad()
+def encode_examples(vae, batch: Mapping[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    """The VAE half of :func:`build_inputs`: the latents of a batch of examples, no randomness.
 
     Args:
-        batch: ``frames`` uint8 ``(B, F, S, S, 3)``, ``mask`` uint8 ``(B, F, S, S)``,
-            ``global_frames`` uint8 ``(B, G, S, S, 3)``, ``fps`` int ``(B,)``, ``seed`` int ``(B,)``.
-        black_latent: ``(4, h, w)`` latent of an all-black canvas (the unconditional input).
+        batch: ``frames`` uint8 ``(B, F, S, S, 3)``, ``mask`` uint8 ``(B, F, S, S)`` (1 = generate),
+            ``global_frames`` uint8 ``(B, G, S, S, 3)`` (in-clip global frames already masked).
 
     Returns:
-        ``sample (B, 9, F, h, w)``, ``timesteps (B,)``, ``fps (B,)``, ``global_latents (B·G, 4, h, w)``,
-        ``noise (B, 4, F, h, w)`` (the target), all on ``device``.
+        float32 on the VAE's device: ``latents (B, 4, F, h, w)`` (clean clip), ``cond_latents
+        (B, 4, F, h, w)`` (the masked canvases, black under the mask, as inference feeds them),
+        ``latent_mask (B, 1, F, h, w)`` 0/1 (the pixel mask at the top-left pixel of each cell, the
+        cell size ``S / h`` taken from the VAE's output), ``raw (B, F)`` bool (guide frames: no
+        masked pixel), ``global_latents (B, G, 4, h, w)``.
     """
     frames = torch.from_numpy(np.array(batch["frames"], np.uint8))
     mask = torch.from_numpy(np.array(batch["mask"], np.uint8))
@@ -116,18 +118,44 @@ def build_inputs(vae, batch: Mapping[str, torch.Tensor], settings: ObjectiveSett
     h = z0.shape[-1]
     factor = s // h
     to5 = lambda z: z.reshape(b, f, 4, h, h).permute(0, 2, 1, 3, 4)  # noqa: E731  (B,4,F,h,w)
-    z0, zc = to5(z0), to5(zc)
-    lmask = mask[..., ::factor, ::factor].float()[:, None].to(zc.device)  # (B,1,F,h,w)
+    return {"latents": to5(z0), "cond_latents": to5(zc),
+            "latent_mask": mask[..., ::factor, ::factor].float()[:, None].to(zc.device),
+            "raw": ~mask.reshape(b, f, -1).bool().any(-1), "global_latents": zg.reshape(b, g, 4, h, h)}
+
+
+def build_inputs(vae, batch: Mapping[str, torch.Tensor], settings: ObjectiveSettings, noise_scheduler,
+                 black_latent: torch.Tensor, device) -> dict[str, torch.Tensor]:
+    """Turn a batch of examples into UNet inputs and the target noise.
+
+    Args:
+        batch: ``fps`` int ``(B,)``, ``seed`` int ``(B,)`` and either the pixels of the examples
+            (``frames`` uint8 ``(B, F, S, S, 3)``, ``mask`` uint8 ``(B, F, S, S)``, ``global_frames``
+            uint8 ``(B, G, S, S, 3)``: encoded here by :func:`encode_examples`) or their latents
+            (the keys :func:`encode_examples` returns, any float dtype, e.g. from
+            :mod:`m3ddm_ray.training.latent_cache`; ``vae`` is then not used).
+        black_latent: ``(4, h, w)`` latent of an all-black canvas (the unconditional input).
+
+    Returns:
+        ``sample (B, 9, F, h, w)``, ``timesteps (B,)``, ``fps (B,)``, ``global_latents (B·G, 4, h, w)``,
+        ``noise (B, 4, F, h, w)`` (the target), all on ``device``.
+    """
+    if "latents" in batch:
+        lat = {k: torch.as_tensor(np.asarray(batch[k])).to(device) for k in
+               ("latents", "cond_latents", "latent_mask", "raw", "global_latents")}
+        lat = {k: v if k == "raw" else v.float() for k, v in lat.items()}
+    else:
+        lat = encode_examples(vae, batch)
+    z0, zc, lmask, zg = lat["latents"], lat["cond_latents"], lat["latent_mask"], lat["global_latents"]
+    b, f, h, g = z0.shape[0], z0.shape[2], z0.shape[-1], zg.shape[1]
     noise, t, u = _draws(torch.from_numpy(np.array(batch["seed"], np.int64)), (4, f, h, h), noise_scheduler.config.num_train_timesteps)
     noise = noise.to(z0.device)
     drop_cond, drop_global = u[:, 0] < settings.p_drop_cond, u[:, 1] < settings.p_drop_global
     if drop_cond.any():
-        raw = ~mask.reshape(b, f, -1).bool().any(-1)  # (B,F) guide frames keep their latent, mask 0
+        raw = lat["raw"].bool().cpu()  # (B,F) guide frames keep their latent, mask 0
         replace = (drop_cond[:, None] & ~raw).to(zc.device)  # (B,F)
         sel = replace[:, None, :, None, None]
         zc = torch.where(sel, black_latent.to(zc)[None, :, None], zc)
         lmask = torch.where(sel, torch.ones_like(lmask), lmask)
-    zg = zg.reshape(b, g, 4, h, h)
     zg = torch.where(drop_global.to(zg.device)[:, None, None, None, None], torch.zeros_like(zg), zg)
     noisy = noise_scheduler.add_noise(z0, noise, t.to(z0.device))
     sample = torch.cat([noisy, zc, lmask], dim=1)

@@ -6,6 +6,11 @@ starts ``ray.train.torch.TorchTrainer`` with ``ray.num_workers`` workers (DDP; `
 ``nccl`` when ``ray.use_gpu``). Each worker loads the VAE from ``OUTPUT/vae``, wraps the UNet with
 ``ray.train.torch.prepare_model`` and reads its batches from its Ray Data shard (``data.loader:
 ray``) or makes them in-process (``data.loader: local``, the deterministic split).
+
+With ``data.loader: cache`` the driver first builds (or reuses) the latent cache
+(:mod:`m3ddm_ray.training.latent_cache`) in-process; with ``ray.num_workers: 1`` it then runs
+:func:`~m3ddm_ray.training.loop.train_loop` itself, without Ray (torch and diffusers only, e.g. on
+one GPU with ``train.device: cuda``), and with more workers the Ray Train workers read the cache.
 """
 
 from __future__ import annotations
@@ -73,7 +78,13 @@ def _worker(config: dict) -> None:
     device = ray.train.torch.get_device()
     vae = load_vae(config["vae"], "fp32", "cpu")
     local_bs = int(cfg["train"]["batch_size"]) // world
-    if cfg["data"]["loader"] == "ray":
+    if cfg["data"]["loader"] == "cache":
+        from .data import cache_batches
+        from .latent_cache import load_cache
+
+        pool = load_cache(config["cache"])
+        batches = lambda start: cache_batches(cfg, pool, start, rank, world)  # noqa: E731
+    elif cfg["data"]["loader"] == "ray":
         shard = ray.train.get_dataset_shard("train")
         batches = lambda start: shard_batches(shard, local_bs)  # noqa: E731  (the dataset starts at the resumed step)
     else:
@@ -111,14 +122,8 @@ def run_training(cfg: Mapping[str, Any], data: str, output: str, *, init: str | 
     Raises:
         InputError: bad data, config or output.
     """
-    import ray
-    from ray.train import RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
-
-    from .data import ray_dataset
     from .sources import read_sources
 
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     data = os.path.abspath(data) if "://" not in data and os.path.exists(data) else data
     if "://" not in output:
         output = os.path.abspath(output)
@@ -126,6 +131,19 @@ def run_training(cfg: Mapping[str, Any], data: str, output: str, *, init: str | 
     cfg, init = _absolute_model_paths(cfg, init)
     t0 = time.time()
     vae = prepare_vae(cfg, sources, output, log)
+    cache = None
+    if cfg["data"]["loader"] == "cache":
+        cache, pool = _prepare_cache(cfg, sources, vae, output, log)
+        if int(cfg["ray"]["num_workers"]) == 1:
+            return _train_in_process(cfg, pool, vae, output, init, resume, t0)
+        del pool  # the Ray Train workers read the cache themselves
+    import ray
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from .data import ray_dataset
+
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     start = 0
     if resume:
         where = ckpt.latest_checkpoint(output)
@@ -144,7 +162,7 @@ def run_training(cfg: Mapping[str, Any], data: str, output: str, *, init: str | 
     trainer = TorchTrainer(
         _worker,
         train_loop_config={"cfg": dict(cfg), "vae": vae, "output": output, "init": init, "resume": resume,
-                           "data": data},
+                           "data": data, "cache": cache},
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         scaling_config=ScalingConfig(num_workers=n, use_gpu=use_gpu,
                                      resources_per_worker={"CPU": float(r["cpus_per_worker"])}),
@@ -155,6 +173,35 @@ def run_training(cfg: Mapping[str, Any], data: str, output: str, *, init: str | 
     result = trainer.fit()
     if result.error:
         raise result.error
+    return _summary(output, t0, vae)
+
+
+def _prepare_cache(cfg: Mapping[str, Any], sources, vae_src: str, output: str, log):
+    """Build or reuse the run's latent cache on the driver; returns its folder URL and
+    :class:`~m3ddm_ray.training.latent_cache.LatentPool`."""
+    import torch
+
+    from ..models.loading import load_vae
+    from .latent_cache import ensure_cache
+
+    if cfg["train"]["torch_threads"]:
+        torch.set_num_threads(int(cfg["train"]["torch_threads"]))
+    return ensure_cache(cfg, sources, load_vae(vae_src, "fp32", "cpu"), output, log)
+
+
+def _train_in_process(cfg: Mapping[str, Any], pool, vae_src: str, output: str, init: str | None,
+                      resume: bool, t0: float) -> dict[str, Any]:
+    """One worker, no Ray: :func:`train_loop` here on batches of the latent cache ``pool``."""
+    from ..models.loading import load_vae
+    from .data import cache_batches
+    from .loop import train_loop
+
+    train_loop(cfg, load_vae(vae_src, "fp32", "cpu"), lambda start: cache_batches(cfg, pool, start), output,
+               init=init, resume=resume)
+    return _summary(output, t0, vae_src)
+
+
+def _summary(output: str, t0: float, vae: str) -> dict[str, Any]:
     rows = [r for r in _read_metrics(output) if "step" in r]
     last = rows[-1] if rows else {}
     return {"output": output, "steps": last.get("step"), "elapsed_s": round(time.time() - t0, 1), "vae": vae,
