@@ -75,8 +75,13 @@ def test_known_cell_consistency_counts_known_cells_only():
     masked[..., :2] += 5.0  # only border cells differ
     assert float(known_cell_consistency(masked, clean, torch.from_numpy(masks))) == 0.0
     masked[..., 2] += 1.0  # one known column of 2 differs by 1 -> mean 0.5 over known cells
-    want = 0.5 / float(clean.var())
+    want = 0.5 / float(clean.var(dim=0).mean())
     assert float(known_cell_consistency(masked, clean, torch.from_numpy(masks))) == pytest.approx(want, rel=1e-5)
+    # a pattern every image shares, or a rescaling, does not change the number
+    pattern = torch.randn(1, 4, 4, 4) * 10
+    assert float(known_cell_consistency(masked + pattern, clean + pattern, torch.from_numpy(masks))) == \
+        pytest.approx(want, rel=1e-4)
+    assert float(known_cell_consistency(3 * masked, 3 * clean, torch.from_numpy(masks))) == pytest.approx(want, rel=1e-4)
     all_border = torch.from_numpy(np.ones((2, 16, 16), np.uint8))
     assert float(known_cell_consistency(masked, clean, all_border)) == 0.0
 
