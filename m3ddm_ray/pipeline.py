@@ -402,9 +402,13 @@ class Outpainter:
         from .caching import TokenCache
 
         self.unet, self.vae, self.settings = unet, vae, settings
-        self.latent_factor = vae_factor(vae)  # canvas side / latent side
         self.scheduler = make_scheduler(scheduler_config, settings.sampler)
         self.tokens = TokenCache(settings.sampler.exact_caches)  # global-frame tokens once per clip
+
+    @property
+    def latent_factor(self) -> int:
+        """Canvas side / latent side of this VAE (:func:`~m3ddm_ray.sampling.vae_factor`: 8 for SD's)."""
+        return vae_factor(self.vae)
 
     def latents_for(self, clip: PreparedClip, state: ClipState) -> ClipLatents:
         """Production latent source for ``clip`` (posterior noise keyed per frame)."""
