@@ -19,25 +19,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 
 
-def strip(videos: list[str], frames: int = 6, height: int = 128, gap: int = 4) -> np.ndarray:
-    """uint8 ``(rows·(height+gap), W, 3)``: ``frames`` evenly spaced frames of each video, one row each."""
+def strip(clips: list[np.ndarray], frames: int = 6, height: int = 128, gap: int = 4) -> np.ndarray:
+    """uint8 ``(rows·(height+gap), W, 3)``: ``frames`` evenly spaced frames of each uint8
+    ``(T, H, W, 3)`` clip, one row each, scaled to ``height`` (nearest neighbour)."""
     from PIL import Image
 
-    from m3ddm_ray.video import read_frames
-
     rows = []
-    for uri in videos:
-        clip, _ = read_frames(uri)
+    for clip in clips:
         ids = np.linspace(0, len(clip) - 1, frames).round().astype(int)
-        scale = height / clip.shape[1]
-        w = max(1, int(round(clip.shape[2] * scale)))
-        tiles = [np.asarray(Image.fromarray(clip[i]).resize((w, height), Image.NEAREST)) for i in ids]
+        w = max(1, int(round(clip.shape[2] * height / clip.shape[1])))
         row = np.full((height + gap, frames * (w + gap), 3), 255, np.uint8)
-        for k, t in enumerate(tiles):
-            row[:height, k * (w + gap):k * (w + gap) + w] = t
+        for k, i in enumerate(ids):
+            row[:height, k * (w + gap):k * (w + gap) + w] = np.asarray(Image.fromarray(clip[i]).resize((w, height), Image.NEAREST))
         rows.append(row)
-    width = max(r.shape[1] for r in rows)
-    sheet = np.full((sum(r.shape[0] for r in rows), width, 3), 255, np.uint8)
+    sheet = np.full((sum(r.shape[0] for r in rows), max(r.shape[1] for r in rows), 3), 255, np.uint8)
     y = 0
     for r in rows:
         sheet[y:y + r.shape[0], :r.shape[1]] = r
@@ -54,7 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--frames", type=int, default=6)
     ap.add_argument("--height", type=int, default=128)
     args = ap.parse_args(argv)
-    Image.fromarray(strip(args.videos, args.frames, args.height)).save(args.out)
+    from m3ddm_ray.video import read_frames
+
+    Image.fromarray(strip([read_frames(v)[0] for v in args.videos], args.frames, args.height)).save(args.out)
     print(args.out)
     return 0
 

@@ -1,0 +1,72 @@
+"""The flat-scene check for any model: border error (RGB levels) against the background colour of flat
+clips with a small moving object, outpainted 16:9 -> 9:16 (m3ddm_ray/evaluation/flat_scene.py), next to
+edge replication and to the VAE's own reconstruction of the flat colour (its ceiling); optional strip.
+
+Usage::
+
+    .venv/bin/python benchmarks/flat_scene.py --unet tests/data/trained/unet --vae tests/data/trained/vae \\
+        [--steps 10] [--strip docs/img/flat-scene.png] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    from m3ddm_ray.evaluation.baselines import outpaint
+    from m3ddm_ray.evaluation.flat_scene import FLAT_COLOURS, border_error, flat_clip, output_border
+    from m3ddm_ray.models.loading import load_unet, load_vae
+    from m3ddm_ray.pipeline import OutpaintPipeline, OutpaintSettings
+    from m3ddm_ray.sampling import SamplerSettings
+    from m3ddm_ray.training.objective import images_to_unit
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--unet", required=True)
+    ap.add_argument("--vae", required=True)
+    ap.add_argument("--canvas", type=int, default=64)
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--strip", default=None, help="PNG: one row per colour (benchmarks/sample_strip.py)")
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args(argv)
+    vae = load_vae(args.vae, "fp32", "cpu")
+    pipe = OutpaintPipeline(load_unet(args.unet, "fp32", "cpu"), vae, OutpaintSettings(
+        sampler=SamplerSettings(num_inference_steps=args.steps), canvas_size=args.canvas))
+    rows, outs = [], []
+    print("| colour | model | replicate | VAE ceiling (flat frame) |\n|---|---:|---:|---:|")
+    for colour in FLAT_COLOURS:
+        clip = flat_clip(colour)
+        out, prepared, _ = pipe.run_clip(clip, 25.0, "9:16")
+        border = output_border(prepared.geom, "9:16")
+        flat = np.zeros((1, args.canvas, args.canvas, 3), np.uint8) + np.asarray(colour, np.uint8)
+        with torch.no_grad():
+            rec = vae.decode(vae.encode(images_to_unit(torch.from_numpy(flat))).latent_dist.mean).sample
+        rec = ((rec.clamp(-1, 1) + 1) * 127.5).round().permute(0, 2, 3, 1).numpy()
+        row = {"colour": list(colour), "model": border_error(out, border, colour),
+               "replicate": border_error(outpaint("replicate", clip, prepared.geom, "9:16"), border, colour),
+               "vae_ceiling": float(np.abs(rec - np.asarray(colour, np.float64)).mean())}
+        rows.append(row)
+        outs.append(out)
+        print(f"| {tuple(colour)} | {row['model']:.1f} | {row['replicate']:.1f} | {row['vae_ceiling']:.1f} |")
+    if args.strip:
+        from PIL import Image
+        from sample_strip import strip
+
+        Image.fromarray(strip(outs, frames=6, height=96)).save(args.strip)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"unet": args.unet, "vae": args.vae, "steps": args.steps,
+                                               "rows": rows}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
