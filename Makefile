@@ -32,7 +32,7 @@ sample: venv
 sample-tasks: venv
 	$(BIN)/m3ddm-ray outpaint --config configs/tiny-cpu.yaml --manifest tests/data/tasks_manifest.jsonl --output outputs/sample-tasks
 
-# Reproduce the small trained model of tests/data/trained (<= ~30 min on a 2-core CPU; docs/training.md).
+# Reproduce the small trained UNet of tests/data/trained (~50 min on a 2-core CPU to itself; docs/training.md).
 train-tiny: venv
 	$(BIN)/m3ddm-ray train --config configs/train-tiny-cpu.yaml --data tests/data/train_manifest.jsonl --output outputs/train-tiny
 
