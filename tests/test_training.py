@@ -31,11 +31,11 @@ DATA = Path(__file__).resolve().parent / "data"
 MANIFEST = DATA / "train_manifest.jsonl"
 
 
-def small_cfg(*overrides: str) -> dict:
-    """A fast config: 8-frame clips, 4 global frames, canvas 64, local loader."""
+def small_cfg(*overrides: str, path=None) -> dict:
+    """A fast config: 8-frame clips, 4 global frames, canvas 64, local loader (over ``path``'s YAML if given)."""
     base = ["data.num_frames=8", "data.num_global_frames=4", "data.loader=local", "train.batch_size=2",
             "train.log_every=1", "train.warmup_steps=1", "train.lr=1e-3", "train.device=cpu"]
-    return load_train_config(None, base + list(overrides))
+    return load_train_config(path, base + list(overrides))
 
 
 @pytest.fixture(scope="module")

@@ -12,9 +12,9 @@ import torch
 
 from m3ddm_ray.errors import InputError
 from m3ddm_ray.masks import make_policy
-from m3ddm_ray.models.loading import load_unet, make_tiny_models
+from m3ddm_ray.models.loading import load_unet
 from m3ddm_ray.training import checkpoint as ckpt
-from m3ddm_ray.training.config import load_train_config, objective_settings
+from m3ddm_ray.training.config import objective_settings
 from m3ddm_ray.training.data import clip_settings, local_batches, make_example
 from m3ddm_ray.training.loop import build_unet, ema_decay_at, make_ema, train_loop
 from m3ddm_ray.training.objective import (
@@ -24,25 +24,8 @@ from m3ddm_ray.training.objective import (
     make_noise_scheduler,
     min_snr_weights,
 )
-from m3ddm_ray.training.sources import read_sources
 
-MANIFEST = Path(__file__).resolve().parent / "data" / "train_manifest.jsonl"
-
-
-def small_cfg(*overrides: str, path=None) -> dict:
-    base = ["data.num_frames=8", "data.num_global_frames=4", "data.loader=local", "train.batch_size=2",
-            "train.log_every=1", "train.warmup_steps=1", "train.lr=1e-3", "train.device=cpu"]
-    return load_train_config(path, base + list(overrides))
-
-
-@pytest.fixture(scope="module")
-def sources():
-    return read_sources(MANIFEST)
-
-
-@pytest.fixture(scope="module")
-def vae():
-    return make_tiny_models(seed=0)[1]
+from test_training import small_cfg, sources, vae  # noqa: F401 - the same config builder and fixtures
 
 
 def _metrics(path):
