@@ -1,4 +1,4 @@
-"""Quality of each fast sampler setting against the ground truth of the held-out clips (issue 10 item 5).
+"""Quality of each fast sampler setting against the ground truth of the held-out clips.
 
 Single process, no Ray: the evaluation job's own pieces run in a loop (:func:`load_eval_config`,
 :func:`datasets.read_dataset` / :func:`make_clips`, :func:`build_rows`, :func:`prepare_group`, the
@@ -60,6 +60,10 @@ SETTINGS = [
     ("DPM-Solver++ 2M 25", {"sampler.scheduler": "dpmsolver++", "sampler.steps": 25}, {}),
     ("DPM-Solver++ 2M 20, leading spacing", {"sampler.scheduler": "dpmsolver++", "sampler.steps": 20,
                                              "sampler.timestep_spacing": "leading"}, {}),
+    ("DPM-Solver++ 2M 15 Karras", {"sampler.scheduler": "dpmsolver++", "sampler.steps": 15,
+                                           "sampler.karras_sigmas": True}, {}),
+    ("DPM-Solver++ 2M 20 Karras", {"sampler.scheduler": "dpmsolver++", "sampler.steps": 20,
+                                           "sampler.karras_sigmas": True}, {}),
     ("UniPC 20", {"sampler.scheduler": "unipc", "sampler.steps": 20}, {}),
     ("DDIM 20", {"sampler.scheduler": "ddim", "sampler.steps": 20}, {}),
     ("DDIM 50", {"sampler.scheduler": "ddim", "sampler.steps": 50}, {}),
