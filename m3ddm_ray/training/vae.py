@@ -69,7 +69,12 @@ def random_images(sources: Sequence[Source], n: int, seed: int, canvas_size: int
     """``uint8 (n, S, S, 3)``: single frames of random examples (:func:`random_frames`); a fraction
     ``p_masked`` of them with their border painted black (as the masked canvases of inference)."""
     frames, masks = random_frames(sources, n, seed, canvas_size)
-    for i in range(n):
+    return _blacken_some(frames, masks, seed, p_masked)
+
+
+def _blacken_some(frames: np.ndarray, masks: np.ndarray, seed: int, p_masked: float) -> np.ndarray:
+    """Paint the border of a seeded fraction ``p_masked`` of ``frames`` black, in place; returns them."""
+    for i in range(len(frames)):
         if np.random.default_rng([example_seed(seed, i), 2]).random() < p_masked:
             frames[i] = frames[i] * (1 - masks[i][..., None])
     return frames
@@ -148,7 +153,7 @@ def train_vae(sources: Sequence[Source], steps: int = 1000, batch_size: int = 32
     # sampled with random horizontal flips
     frames, masks = random_frames(sources, int(pool_size), seed * 100003, canvas_size)
     if not consistent:  # a quarter reconstructed with their black border instead
-        frames = random_images(sources, int(pool_size), seed * 100003, canvas_size)
+        frames = _blacken_some(frames, masks, seed * 100003, 0.25)
     pool, pool_masks = torch.from_numpy(frames), torch.from_numpy(masks)
     if log is not None:
         log({"vae_step": -1, "vae_loss": float("nan"), "vae_l1": float("nan"), "vae_consistency": float("nan"),
