@@ -229,7 +229,6 @@ def sample_windows(
     Raises:
         ValueError: no inputs, or windows of different shapes / fps.
     """
-    from . import caching, runtime
     from .schedulers import start_timesteps
 
     if not inputs:
@@ -237,53 +236,91 @@ def sample_windows(
     if len({tuple(i.z_init.shape) for i in inputs}) > 1 or len({float(i.fps) for i in inputs}) > 1:
         raise ValueError("sample_windows: all windows of a batch need the same shape and fps (one pass)")
     n_win = len(inputs)
-    device, dtype = unet.device, unet.dtype
+    device = unet.device
     z0 = torch.cat([i.z_init for i in inputs]).to(device=device, dtype=torch.float32)
     if noise is None:
         noise = window_noise(tuple(inputs[0].z_init.shape), settings.seed)
     noise = noise.to(device=device, dtype=torch.float32).expand_as(z0)
     timesteps = start_timesteps(scheduler, settings.num_inference_steps)
     x = scheduler.add_noise(z0, noise, timesteps[:1])
-
-    conds, contexts = [], []
-    for inp in inputs:
-        cond_u, cond_c = (c.to(device) for c in build_condition(inp))
-        tokens0, tokens_g = inp.global_tokens[0:1].to(device), inp.global_tokens[1:2].to(device)
-        if settings.official_batch4:
-            conds += [cond_u, cond_c, cond_u, cond_c]
-            contexts += [tokens0, tokens0, tokens_g, tokens_g]
-        else:
-            conds += [cond_u, cond_c, cond_c]
-            contexts += [tokens0, tokens0, tokens_g]
-    cond, context = torch.cat(conds), torch.cat(contexts).to(dtype)
-    n_branch = cond.shape[0] // n_win
-    w, wg = settings.guidance_scale, settings.previous_guidance_scale
-    fps = inputs[0].fps
-
-    call = runtime.unet_callable(unet, settings)
-    tgate = caching.TGate(settings.tgate_step) if settings.tgate_step > 0 else None
-    deep_store: dict | None = {} if settings.deepcache_interval > 1 else None
-    with caching.attention_caches(unet, settings.exact_caches, tgate):
+    guidance = GuidedUNet(unet, inputs, settings)
+    with guidance.caches():
         for i, t in enumerate(timesteps):
-            xin = scheduler.scale_model_input(x, t)
-            xin = xin.repeat_interleave(n_branch, dim=0) if n_win > 1 else xin.expand(n_branch, -1, -1, -1, -1)
-            sample = runtime.prepare_input(torch.cat([xin, cond], dim=1).to(dtype), settings)
-            if tgate is not None:
-                tgate.reuse = i >= tgate.step
-            with runtime.unet_call_context(settings, device):
-                if deep_store is not None:
-                    eps = caching.unet_forward_deepcache(unet, sample, t, fps, context, deep_store,
-                                                         refresh=i % settings.deepcache_interval == 0)
-                else:
-                    eps = call(sample, t, fps=fps, global_tokens=context).sample
-            eps = eps.float().reshape(n_win, n_branch, *eps.shape[1:])
-            if settings.official_batch4:
-                e_uu, e_cu, e_cc = eps[:, 0], eps[:, 1], eps[:, 3]
-            else:
-                e_uu, e_cu, e_cc = eps[:, 0], eps[:, 1], eps[:, 2]
-            guided = e_uu + w * (e_cu - e_uu) + wg * (e_cc - e_cu)
+            guided = guidance(scheduler.scale_model_input(x, t), i, t)
             x = scheduler.step(guided, t, x).prev_sample
             if on_step is not None:
                 for _ in range(n_win):
                     on_step(i + 1, len(timesteps))
     return x
+
+
+class GuidedUNet:
+    """The guided noise prediction of a batch of windows at one step: one UNet call of ``W x 3``
+    branches and the three-branch guidance ``ε = e_uu + w·(e_cu − e_uu) + w_g·(e_cc − e_cu)``
+    (the module docstring; ``official_batch4`` runs and drops the official fourth branch).
+
+    The one home of the per-step arithmetic: :func:`sample_windows` calls it on its windows'
+    latents, :func:`m3ddm_ray.sampling_tiles.sample_tiled_windows` on the tiles of a frame latent.
+    The condition channels and global tokens of the ``W`` windows are built once, here.
+
+    Args:
+        unet: the UNet (any dtype/device).
+        inputs: ``W >= 1`` windows of one shape and fps (their ``z_cond`` / ``z_uncond`` / ``mask`` /
+            ``guides`` / ``global_tokens`` / ``fps`` are used; ``z_init`` is not).
+        settings: guidance weights, caches and device knobs.
+
+    Call it inside :meth:`caches` as ``guided = g(xin, i, t)`` with ``xin (W, 4, F, h, w)`` the
+    scheduler-scaled latents, ``i`` the step number (0-based, for DeepCache / T-GATE) and ``t`` the
+    timestep; returns ``(W, 4, F, h, w)`` float32.
+    """
+
+    def __init__(self, unet, inputs: Sequence[WindowInputs], settings: SamplerSettings):
+        from . import caching, runtime
+
+        self.unet, self.settings, self.n_win = unet, settings, len(inputs)
+        device, dtype = unet.device, unet.dtype
+        conds, contexts = [], []
+        for inp in inputs:
+            cond_u, cond_c = (c.to(device) for c in build_condition(inp))
+            tokens0, tokens_g = inp.global_tokens[0:1].to(device), inp.global_tokens[1:2].to(device)
+            if settings.official_batch4:
+                conds += [cond_u, cond_c, cond_u, cond_c]
+                contexts += [tokens0, tokens0, tokens_g, tokens_g]
+            else:
+                conds += [cond_u, cond_c, cond_c]
+                contexts += [tokens0, tokens0, tokens_g]
+        self.cond, self.context = torch.cat(conds), torch.cat(contexts).to(dtype)
+        self.n_branch = self.cond.shape[0] // self.n_win
+        self.fps = inputs[0].fps
+        self._call = runtime.unet_callable(unet, settings)
+        self.tgate = caching.TGate(settings.tgate_step) if settings.tgate_step > 0 else None
+        self._deep: dict | None = {} if settings.deepcache_interval > 1 else None
+
+    def caches(self):
+        """Context manager installing the attention caches of the run (:mod:`m3ddm_ray.caching`)."""
+        from . import caching
+
+        return caching.attention_caches(self.unet, self.settings.exact_caches, self.tgate)
+
+    def __call__(self, xin: torch.Tensor, i: int, t) -> torch.Tensor:
+        from . import caching, runtime
+
+        s, n_win, n_branch = self.settings, self.n_win, self.n_branch
+        device, dtype = self.unet.device, self.unet.dtype
+        xin = xin.repeat_interleave(n_branch, dim=0) if n_win > 1 else xin.expand(n_branch, -1, -1, -1, -1)
+        sample = runtime.prepare_input(torch.cat([xin, self.cond], dim=1).to(dtype), s)
+        if self.tgate is not None:
+            self.tgate.reuse = i >= self.tgate.step
+        with runtime.unet_call_context(s, device):
+            if self._deep is not None:
+                eps = caching.unet_forward_deepcache(self.unet, sample, t, self.fps, self.context, self._deep,
+                                                     refresh=i % s.deepcache_interval == 0)
+            else:
+                eps = self._call(sample, t, fps=self.fps, global_tokens=self.context).sample
+        eps = eps.float().reshape(n_win, n_branch, *eps.shape[1:])
+        if s.official_batch4:
+            e_uu, e_cu, e_cc = eps[:, 0], eps[:, 1], eps[:, 3]
+        else:
+            e_uu, e_cu, e_cc = eps[:, 0], eps[:, 1], eps[:, 2]
+        w, wg = s.guidance_scale, s.previous_guidance_scale
+        return e_uu + w * (e_cu - e_uu) + wg * (e_cc - e_cu)

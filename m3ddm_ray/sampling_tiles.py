@@ -1,6 +1,25 @@
-"""Torch twins of :func:`m3ddm_ray.tiles.fuse` and :func:`m3ddm_ray.tiles.split`, for a sampler that
-denoises spatial tiles together and fuses them after every step (MultiDiffusion, arXiv 2302.08113,
-§3).
+"""The tiled sampler: a window's frame latent denoised as overlapping canvas-size tiles whose guided
+noise predictions are fused at every step (MultiDiffusion, arXiv 2302.08113, §3), and the torch twins
+of :func:`m3ddm_ray.tiles.fuse` and :func:`m3ddm_ray.tiles.split` it uses.
+
+:func:`sample_tiled_windows` keeps **one** latent per window at the working resolution,
+``(1, 4, F, H, W)``, and one scheduler. At every step it cuts the scheduler-scaled latent into the
+tiles, runs the three-branch guided UNet on them (:class:`m3ddm_ray.sampling.GuidedUNet`, the same
+per-step code as :func:`m3ddm_ray.sampling.sample_windows`; ``max_batch`` tiles per UNet call), fuses
+the tiles' guided ε with :func:`m3ddm_ray.tiles.fusion_weights` and takes one scheduler step on the
+frame latent.
+
+Why ε and not the stepped latents: the multistep schedulers keep a history of the model outputs
+(PNDM/PLMS its last four ε, DPM-Solver++ and UniPC their last x₀ predictions) and step the latent
+they were given. Fusing ε before the step gives them one consistent history for one frame latent;
+fusing per-tile stepped latents would need one scheduler state per tile whose histories no longer
+match the fused latent after the first step. The scheduler step is affine in ε for a fixed history,
+so for a one-step solver (DDIM, Euler) the two choices give the same fused latent anyway.
+
+The fusion functions below have the same rules, checks and arithmetic order as the numpy versions
+(the placement and the weights stay in :mod:`m3ddm_ray.tiles`), so their results are equal on the CPU
+(``tests/test_tiles.py``). Tensors stay on their device; the weights are moved to the values' device
+and dtype.
 
 Same rules, same checks and the same arithmetic order as the numpy versions (the placement and the
 weights stay in :mod:`m3ddm_ray.tiles`), so the results are equal to them on the CPU
@@ -10,7 +29,8 @@ device and dtype.
 
 from __future__ import annotations
 
-from typing import Sequence, Tuple
+from dataclasses import replace
+from typing import Callable, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -18,7 +38,7 @@ import torch
 from .errors import InputError
 from .tiles import FusionWeights, Tile, fuse_boxes, split_boxes
 
-__all__ = ["fuse", "split"]
+__all__ = ["fuse", "split", "tile_window_inputs", "sample_tiled_windows"]
 
 
 def _as(a, like: torch.Tensor) -> torch.Tensor:
@@ -89,3 +109,113 @@ def split(frame_values: torch.Tensor, tiles: Sequence[Tile], factor: int) -> tor
     if not boxes:
         return frame_values.new_empty((0,) + tuple(frame_values.shape[:-2]) + (t, t))
     return torch.stack([frame_values[..., y0:y1, x0:x1] for y0, y1, x0, x1 in boxes])
+
+
+def tile_window_inputs(inp, tiles: Sequence[Tile], factor: int) -> list:
+    """The frame-level inputs of a window cut into its tiles' inputs.
+
+    Args:
+        inp: :class:`m3ddm_ray.sampling.WindowInputs` at the working resolution (``z_*`` ``(1, 4, F,
+            H, W)``, ``mask`` ``(1, 1, F, H, W)``, guides ``(4, H, W)``).
+        tiles: the plan (:func:`m3ddm_ray.tiles.plan_tiles`).
+        factor: the VAE's spatial downsampling.
+
+    Returns:
+        One ``WindowInputs`` per tile with ``(1, 4, F, t, t)`` latents, its crop of the mask and of
+        every guide latent, and the window's global tokens and fps unchanged (every tile sees the
+        whole-frame global frames).
+
+    Raises:
+        InputError: as :func:`split`.
+    """
+    zi, zc, zu, m = (split(a, tiles, factor) for a in (inp.z_init, inp.z_cond, inp.z_uncond, inp.mask))
+    guides = {pos: split(g, tiles, factor) for pos, g in inp.guides.items()}
+    return [replace(inp, z_init=zi[k], z_cond=zc[k], z_uncond=zu[k], mask=m[k],
+                    guides={pos: g[k] for pos, g in guides.items()}) for k in range(len(tiles))]
+
+
+@torch.no_grad()
+def sample_tiled_windows(
+    unet,
+    scheduler,
+    inputs,
+    tiles: Sequence[Tile],
+    weights: FusionWeights,
+    factor: int,
+    settings,
+    skip: int = 0,
+    noise: torch.Tensor | None = None,
+    on_step: Callable[[int, int], None] | None = None,
+) -> torch.Tensor:
+    """Denoise windows at the working resolution as fused tiles, one window after the other.
+
+    Per window: ``x = add_noise(z_init, noise, t_0)`` on the frame latent (``t_0`` the first of
+    :func:`m3ddm_ray.schedulers.restart_timesteps` for ``skip``), then at every timestep ``t``:
+    cut ``scale_model_input(x, t)`` into the tiles (:func:`split`), guided ε of every tile
+    (:class:`m3ddm_ray.sampling.GuidedUNet`, ``settings.max_batch`` tiles per UNet call of
+    ``tiles x 3`` branches), ``ε = fuse(ε_tiles)`` (:func:`fuse`), ``x = step(ε, t, x)``. Latent cells
+    that no tile covers (wholly known) are set to ``z_init`` at the end. With one tile equal to the
+    frame and ``skip = 0`` the result equals :func:`m3ddm_ray.sampling.sample_windows` bit for bit
+    (``tests/test_tiled.py``).
+
+    Args:
+        unet: the UNet (any dtype/device).
+        scheduler: from :func:`m3ddm_ray.sampling.make_scheduler`.
+        inputs: ``W >= 1`` :class:`m3ddm_ray.sampling.WindowInputs` at the working resolution
+            (``(1, 4, F, H, W)`` latents, ``H = W_px / factor``), same shape and fps.
+        tiles: the plan over the working frame (pixels).
+        weights: :func:`m3ddm_ray.tiles.fusion_weights` of the plan.
+        factor: the VAE's spatial downsampling.
+        settings: :class:`m3ddm_ray.sampling.SamplerSettings`.
+        skip: schedule steps left out (:func:`m3ddm_ray.tiles.layout_skip`); 0 = from the noisiest
+            timestep, as :func:`m3ddm_ray.sampling.sample_windows`.
+        noise: ``(1, 4, F, H, W)`` initial noise (default :func:`m3ddm_ray.sampling.window_noise`
+            with ``settings.seed``, the same for every window).
+        on_step: called as ``on_step(i, n)`` once per window and step.
+
+    Returns:
+        ``(W, 4, F, H, W)`` float32 final latents (still scaled).
+
+    Raises:
+        ValueError: no inputs, or windows of different shapes / fps.
+        InputError: no tile, tiles off the frame, or T-GATE with the tiles of a window split over
+            several UNet calls (its cache is per call shape).
+    """
+    from .sampling import GuidedUNet, window_noise
+    from .schedulers import restart_timesteps
+
+    if not inputs:
+        raise ValueError("sample_tiled_windows needs at least one window")
+    if len({tuple(i.z_init.shape) for i in inputs}) > 1 or len({float(i.fps) for i in inputs}) > 1:
+        raise ValueError("sample_tiled_windows: all windows need the same shape and fps (one pass)")
+    tiles = tuple(tiles)
+    if not tiles:
+        raise InputError("no tile to denoise: the plan is empty (nothing to generate in this frame)")
+    chunk = int(settings.max_batch)
+    if settings.tgate_step > 0 and len(tiles) > chunk:
+        raise InputError(f"sampler.tgate_step={settings.tgate_step} needs every tile of a window in one UNet "
+                         f"call: set sampler.max_batch >= {len(tiles)} (the tiles) or tgate_step: 0")
+    device = unet.device
+    frame_shape = tuple(inputs[0].z_init.shape)
+    if noise is None:
+        noise = window_noise(frame_shape, settings.seed)
+    uncovered = torch.as_tensor(np.asarray(weights.normaliser) == 0, device=device)
+    out = []
+    for inp in inputs:
+        parts = tile_window_inputs(inp, tiles, factor)
+        groups = [(a, min(a + chunk, len(tiles))) for a in range(0, len(tiles), chunk)]
+        guidance = [GuidedUNet(unet, parts[a:b], settings) for a, b in groups]
+        z0 = inp.z_init.to(device=device, dtype=torch.float32)
+        timesteps = restart_timesteps(scheduler, settings.num_inference_steps, skip)
+        x = scheduler.add_noise(z0, noise.to(device=device, dtype=torch.float32), timesteps[:1])
+        with guidance[0].caches():
+            for i, t in enumerate(timesteps):
+                xt = split(scheduler.scale_model_input(x, t), tiles, factor)[:, 0]  # (n, 4, F, t, t)
+                eps = torch.cat([g(xt[a:b], i, t) for g, (a, b) in zip(guidance, groups)])
+                x = scheduler.step(fuse(eps[:, None], tiles, tuple(x.shape[-2:]), weights), t, x).prev_sample
+                if on_step is not None:
+                    on_step(i + 1, len(timesteps))
+        if bool(uncovered.any()):
+            x = torch.where(uncovered, z0, x)
+        out.append(x)
+    return torch.cat(out)

@@ -104,3 +104,45 @@ def start_timesteps(scheduler, num_inference_steps: int):
     if hasattr(scheduler, "set_begin_index"):
         scheduler.set_begin_index(0)
     return scheduler.timesteps
+
+
+def restart_timesteps(scheduler, num_inference_steps: int, skip: int):
+    """``set_timesteps(n)`` and return the timesteps the UNet runs at when the first ``skip`` steps of
+    the schedule are left out (an img2img start: the initial latents are a clean latent noised to
+    the first returned timestep). ``skip = 0`` is :func:`start_timesteps` exactly.
+
+    * Solvers: ``timesteps[skip:]`` with the step counter set to ``skip`` (``set_begin_index``), so
+      multistep solvers (DPM-Solver++, UniPC) start at their first order there (DDIM reads the
+      timestep only).
+    * PNDM (PLMS): the distinct timesteps ``u = [981, 961, …, 1]`` (50 steps) from ``u[skip]`` on, the
+      second one repeated, ``[u[skip], u[skip+1], u[skip+1], u[skip+2], …]`` (``n - skip + 1`` calls):
+      PLMS's second call redoes the first step with the averaged ε (a Heun step, diffusers'
+      ``step_plms`` counter 1) and needs its timestep twice, as ``set_timesteps`` lays the full
+      schedule out.
+
+    Args:
+        scheduler: from :func:`build_scheduler`.
+        num_inference_steps: ``n``.
+        skip: steps left out, ``0 <= skip < n``.
+
+    Returns:
+        1-D tensor of timesteps.
+
+    Raises:
+        InputError: ``skip`` outside ``0 .. n - 1``.
+    """
+    import torch
+
+    if not 0 <= int(skip) < int(num_inference_steps):
+        raise InputError(f"skip={skip} steps of a {num_inference_steps}-step schedule: use 0 .. "
+                         f"{num_inference_steps - 1} (a layout strength in (0, 1])")
+    ts = start_timesteps(scheduler, num_inference_steps)
+    if skip == 0:
+        return ts
+    if is_official(scheduler):
+        u = torch.unique_consecutive(scheduler.timesteps)
+        rest = u[skip:]
+        return rest if len(rest) < 2 else torch.cat([rest[:2], rest[1:]])
+    if hasattr(scheduler, "set_begin_index"):
+        scheduler.set_begin_index(int(skip))
+    return ts[skip:]

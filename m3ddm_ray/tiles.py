@@ -7,9 +7,10 @@ averaged, and cut into tiles again (MultiDiffusion, Bar-Tal et al. 2023, arXiv 2
 the fused value is the closed-form weighted least-squares solution ``Σ w_i x_i / Σ w_i``;
 Follow-Your-Canvas, arXiv 2409.01055: the spatial windows of its outpainting). This module holds
 the rules only: the tiling settings, where the tiles go (:func:`plan_tiles`), their masks
-(:func:`tile_mask`, :func:`tile_latent_mask`), the fusion weights (:func:`fusion_weights`) and
-:func:`fuse` / :func:`split` in numpy. The torch twins used by a sampler are in
-:mod:`m3ddm_ray.sampling_tiles`. The pipeline does not call this module yet.
+(:func:`tile_mask`, :func:`tile_latent_mask`), the fusion weights (:func:`fusion_weights`),
+:func:`fuse` / :func:`split` in numpy and the layout start (:func:`layout_skip`). The fused sampler
+and the torch twins are in :mod:`m3ddm_ray.sampling_tiles`; the tiled run of a clip in
+:mod:`m3ddm_ray.tiled`.
 
 Conventions (those of :mod:`m3ddm_ray.geometry`): pixel boxes are half-open ``(y0, y1, x0, x1)``;
 masks are ``uint8`` with 1 = generate, 0 = known; ``factor`` is the VAE's spatial downsampling
@@ -45,6 +46,7 @@ __all__ = [
     "fuse",
     "split_boxes",
     "split",
+    "layout_skip",
 ]
 
 #: Kinds of fusion weights (:func:`fusion_weights`).
@@ -88,7 +90,7 @@ def _check_tile_size(tile_size, factor: int) -> int:
 
 @dataclass(frozen=True)
 class TilingSettings:
-    """Settings of the tiled mode (read by nothing in the pipeline yet).
+    """Settings of the tiled mode (``tiling:`` in a config; :mod:`m3ddm_ray.tiled` runs it).
 
     Attributes:
         working_size: side in pixels of the square working frame that the tiles cover, a positive
@@ -612,3 +614,27 @@ def split(frame_values: np.ndarray, tiles: Sequence[Tile], factor: int) -> np.nd
     for i, (y0, y1, x0, x1) in enumerate(boxes):
         out[i] = a[..., y0:y1, x0:x1]
     return out
+
+
+def layout_skip(num_inference_steps: int, layout_strength: float) -> int:
+    """Steps of the schedule left out when the tiles start from the re-noised layout (an img2img
+    start): ``n - max(1, floor(strength · n + 1/2))``, so ``strength = 1`` leaves none out (the
+    noisiest start) and any strength runs at least one step.
+
+    Args:
+        num_inference_steps: ``n >= 1``.
+        layout_strength: in ``(0, 1]`` (:class:`TilingSettings`).
+
+    Returns:
+        The number of steps skipped, ``0 .. n - 1``.
+
+    Raises:
+        InputError: ``n < 1`` or a strength outside ``(0, 1]``.
+    """
+    n = num_inference_steps
+    if not _is_int(n) or n < 1:
+        raise InputError(f"num_inference_steps={n!r} must be a positive integer")
+    ls = layout_strength
+    if isinstance(ls, bool) or not isinstance(ls, numbers.Real) or not 0.0 < ls <= 1.0:
+        raise InputError(f"tiling.layout_strength={ls!r} must be a number in (0, 1]")
+    return int(n - max(1, math.floor(ls * n + 0.5)))

@@ -1,0 +1,142 @@
+"""The fused multi-tile sampler (m3ddm_ray.sampling_tiles.sample_tiled_windows) and its schedule
+restart (m3ddm_ray.schedulers.restart_timesteps, m3ddm_ray.tiles.layout_skip)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+from torch import nn
+
+from m3ddm_ray.errors import InputError
+from m3ddm_ray.sampling import SamplerSettings, WindowInputs, make_scheduler, sample_windows
+from m3ddm_ray.sampling_tiles import sample_tiled_windows, tile_window_inputs
+from m3ddm_ray.schedulers import build_scheduler, restart_timesteps
+from m3ddm_ray.tiles import fusion_weights, layout_skip, plan_tiles
+
+from test_schedulers import Recorder, window_inputs
+
+
+def _one_tile(side_px=64, factor=8):
+    tiles = plan_tiles((side_px, side_px), (0, 0, 0, 0), side_px, 0, factor)
+    return tiles, fusion_weights(tiles, (side_px, side_px), factor)
+
+
+@pytest.mark.parametrize("name", ["pndm-official", "dpmsolver++", "euler"])
+def test_one_tile_equals_sample_windows_bit_for_bit(name, tiny_unet):
+    inputs = [window_inputs(tiny_unet, seed) for seed in range(2)]
+    s = SamplerSettings(num_inference_steps=4, scheduler=name)
+    tiles, weights = _one_tile()
+    assert len(tiles) == 1
+    want = sample_windows(tiny_unet, make_scheduler(None, s), inputs[:1], s)
+    got = sample_tiled_windows(tiny_unet, make_scheduler(None, s), inputs, tiles, weights, 8, s)
+    assert got.shape == (2, 4, 16, 8, 8)
+    assert torch.equal(got[:1], want)
+    want2 = sample_windows(tiny_unet, make_scheduler(None, s), inputs[1:], s)
+    assert torch.equal(got[1:], want2)
+
+
+class PointwiseUNet(nn.Module):
+    """A stand-in UNet whose ε at a latent cell depends on that cell only (and the branch's context),
+    so a fused tiled run must equal the whole-frame run exactly."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    device = property(lambda self: torch.device("cpu"))
+    dtype = property(lambda self: torch.float32)
+
+    def forward(self, sample, t, fps=None, global_tokens=None):
+        self.calls.append(tuple(sample.shape))
+        g = global_tokens[:, 0, 0].view(-1, 1, 1, 1, 1)
+        return SimpleNamespace(sample=0.1 * sample[:, :4] + 0.05 * sample[:, 4:8] * sample[:, 8:9] + 0.01 * g)
+
+
+def _frame_inputs(side=16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    z = lambda *s: torch.randn(*s, generator=g)  # noqa: E731
+    mask = torch.ones(1, 1, 16, side, side)
+    mask[..., 5:11, 5:11] = 0
+    tokens = torch.stack([torch.zeros(3, 8), z(3, 8)])
+    return WindowInputs(z(1, 4, 16, side, side), z(1, 4, 16, side, side), z(1, 4, 16, side, side) * 0.1, mask,
+                        {0: z(4, side, side), 15: z(4, side, side)}, tokens, 24.0)
+
+
+@pytest.mark.parametrize("name", ["pndm-official", "dpmsolver++"])
+def test_fused_tiles_of_a_pointwise_model_equal_the_whole_frame(name):
+    inp = _frame_inputs()
+    tiles = plan_tiles((128, 128), (0, 0, 0, 0), 64, 32, 8)  # 3 x 3 tiles of 8 cells, 4 shared
+    assert len(tiles) == 9
+    s = SamplerSettings(num_inference_steps=5, scheduler=name, max_batch=4)
+    whole = sample_windows(PointwiseUNet(), make_scheduler(None, s), [inp], s)
+    for kind in ("uniform", "linear"):
+        unet = PointwiseUNet()
+        got = sample_tiled_windows(unet, make_scheduler(None, s), [inp], tiles,
+                                   fusion_weights(tiles, (128, 128), 8, kind), 8, s)
+        assert torch.equal(got, whole), kind
+        # 5 steps x 3 UNet calls of 4, 4 and 1 tiles (x 3 guidance branches)
+        assert [c[0] for c in unet.calls] == [12, 12, 3] * 5 and unet.calls[0][1:] == (9, 16, 8, 8)
+
+
+def test_uncovered_cells_keep_the_clean_latent_and_tiles_see_their_crops():
+    inp = _frame_inputs(side=24)
+    inp.mask[...] = 1
+    inp.mask[..., 8:24, 8:24] = 0  # bottom-right 16 x 16 cells known
+    tiles = plan_tiles((192, 192), (64, 192, 64, 192), 64, 0, 8)  # 3 x 3 grid, the 4 known tiles left out
+    assert [(t.y0, t.x0) for t in tiles] == [(0, 0), (0, 64), (0, 128), (64, 0), (128, 0)]
+    parts = tile_window_inputs(inp, tiles, 8)
+    assert torch.equal(parts[2].z_cond, inp.z_cond[..., 0:8, 16:24])
+    assert torch.equal(parts[4].guides[15], inp.guides[15][:, 16:24, 0:8])
+    assert torch.equal(parts[3].mask, inp.mask[..., 8:16, 0:8])
+    s = SamplerSettings(num_inference_steps=3, max_batch=8)
+    out = sample_tiled_windows(PointwiseUNet(), make_scheduler(None, s), [inp], tiles,
+                               fusion_weights(tiles, (192, 192), 8), 8, s)
+    assert torch.equal(out[..., 8:24, 8:24], inp.z_init[..., 8:24, 8:24])
+    assert not torch.equal(out[..., 0:8, 0:8], inp.z_init[..., 0:8, 0:8])
+
+
+def test_tiled_sampler_refuses_tgate_over_several_calls_and_an_empty_plan():
+    inp = _frame_inputs()
+    tiles = plan_tiles((128, 128), (0, 0, 0, 0), 64, 32, 8)
+    w = fusion_weights(tiles, (128, 128), 8)
+    s = SamplerSettings(num_inference_steps=3, tgate_step=2, max_batch=4)
+    with pytest.raises(InputError, match="max_batch >= 9"):
+        sample_tiled_windows(PointwiseUNet(), make_scheduler(None, s), [inp], tiles, w, 8, s)
+    with pytest.raises(InputError, match="no tile"):
+        sample_tiled_windows(PointwiseUNet(), make_scheduler(None, s), [inp], (), w, 8, SamplerSettings())
+
+
+def test_layout_skip_and_restart_timesteps():
+    assert layout_skip(50, 1.0) == 0 and layout_skip(50, 0.6) == 20 and layout_skip(50, 0.001) == 49
+    assert layout_skip(4, 0.5) == 2 and layout_skip(3, 0.5) == 1  # floor(1.5 + 1/2) = 2 steps run
+    with pytest.raises(InputError, match="layout_strength"):
+        layout_skip(50, 0.0)
+    pndm = build_scheduler("pndm-official")
+    assert restart_timesteps(pndm, 10, 0).tolist() == [801, 801, 701, 601, 501, 401, 301, 201, 101, 1]
+    # PLMS from 501: its second timestep twice (the Heun correction of the first step)
+    assert restart_timesteps(pndm, 10, 4).tolist() == [501, 401, 401, 301, 201, 101, 1]
+    assert restart_timesteps(pndm, 10, 9).tolist() == [1]
+    dpm = build_scheduler("dpmsolver++")
+    assert restart_timesteps(dpm, 10, 4).tolist() == [599, 499, 399, 299, 199, 99]
+    assert dpm.begin_index == 4
+    with pytest.raises(InputError, match="skip=10"):
+        restart_timesteps(dpm, 10, 10)
+
+
+@pytest.mark.parametrize("name", ["pndm-official", "dpmsolver++", "unipc", "ddim", "euler"])
+def test_a_restarted_schedule_takes_a_noised_latent_back_with_the_true_noise(name):
+    """From ``add_noise(z0, ε, t_skip)``, stepping with the true ε at the restarted timesteps lands on
+    the schedule's end: ``z0`` for the solvers that end at σ = 0, ``√ᾱ_0 z0 + √(1-ᾱ_0) ε`` for PNDM and
+    DDIM (they end at ᾱ_0 = 1 - β_0, ``set_alpha_to_one=False``): every step moves exactly one timestep."""
+    torch.manual_seed(0)
+    z0, eps = torch.randn(1, 4, 2, 4, 4), torch.randn(1, 4, 2, 4, 4)
+    sch = build_scheduler(name)
+    ts = restart_timesteps(sch, 20, 8)
+    x = sch.add_noise(z0, eps, ts[:1])
+    for t in ts:
+        x = sch.step(eps, t, x).prev_sample
+    a0 = sch.alphas_cumprod[0]
+    want = a0.sqrt() * z0 + (1 - a0).sqrt() * eps if name in ("pndm-official", "ddim") else z0
+    assert (x - want).abs().max() < 1e-5
