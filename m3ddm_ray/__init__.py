@@ -14,10 +14,11 @@ Layers, from the bottom up; a module imports only its own layer and those below
    :mod:`m3ddm_ray.canvas_file` (keyframe canvases of long clips in a scratch file),
    :mod:`m3ddm_ray.coarse_file` (their coarse latents in a scratch file, read per segment);
 4. model: :mod:`m3ddm_ray.models` (the M3DDM UNet and loaders), :mod:`m3ddm_ray.sampling` (one
-   window, PNDM + guidance), :mod:`m3ddm_ray.sampling_tiles` (tile fusion on tensors),
+   window, PNDM + guidance), :mod:`m3ddm_ray.sampling_tiles` (the fused tiled sampler),
    :mod:`m3ddm_ray.settings` (the run settings, torch-free);
 5. :mod:`m3ddm_ray.pipeline`: one video in memory -> outpainted frames, no Ray; then
-   :mod:`m3ddm_ray.tasks`: inpainting and extension through the same pipeline; then
+   :mod:`m3ddm_ray.tasks`: inpainting and extension through the same pipeline, and
+   :mod:`m3ddm_ray.tiled`: the border at a working resolution by fused tiles; then
    :mod:`m3ddm_ray.task_prepare`: long task clips prepared in one streaming pass;
 6. :mod:`m3ddm_ray.distributed`: Ray Data stages that wrap the pipeline, the batch job;
 7. :mod:`m3ddm_ray.evaluation`: benchmark evaluation on the job's stages and pools;

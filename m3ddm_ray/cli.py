@@ -71,6 +71,15 @@ def add_outpaint_video(subparsers) -> None:
     p.add_argument("--output-size", choices=("canvas", "source"), default="canvas",
                    help="canvas: crop of the canvas; source: known region at the source resolution "
                         "(default: %(default)s)")
+    p.add_argument("--working-size", type=_int_in(8), default=None, metavar="PX",
+                   help="generate the border at PX x PX by overlapping canvas-size tiles fused at every step, "
+                        "over the whole-canvas result as layout (docs/tiling.md; use with --output-size source; "
+                        "default: off)")
+    p.add_argument("--tile-overlap", type=_int_in(0), default=32, metavar="PX",
+                   help="pixels shared by neighbouring tiles, a multiple of the VAE factor (default: %(default)s)")
+    p.add_argument("--layout-strength", type=float, default=0.6,
+                   help="fraction of the schedule the tiles run on the re-noised layout, in (0, 1] "
+                        "(default: %(default)s)")
     add_encode_arguments(p)
     add_sampler_arguments(p, "--sampler-preset")  # --preset is x264's here
     p.set_defaults(func=cmd_outpaint_video)
@@ -112,7 +121,8 @@ def add_encode_arguments(p) -> None:
 
 def cmd_outpaint_video(args: argparse.Namespace) -> int:
     from . import geometry, video
-    from .pipeline import OutpaintPipeline, finalize_clip, prepare_clip
+    from .pipeline import finalize_clip, prepare_clip
+    from .tiled import TiledOutpaintPipeline
 
     # everything cheap is checked before the models are loaded or the video is decoded
     ratios = geometry.parse_ratios(args.ratio)
@@ -125,8 +135,8 @@ def cmd_outpaint_video(args: argparse.Namespace) -> int:
     pipe = None
     if len(unchanged) < len(ratios):  # load the models only when some ratio needs diffusion
         _check_device(args.device)
-        pipe = OutpaintPipeline.from_pretrained(args.model, args.vae, dtype=args.dtype, device=args.device,
-                                                settings=settings)  # the loaders keep diffusers quiet themselves
+        pipe = TiledOutpaintPipeline.from_pretrained(args.model, args.vae, dtype=args.dtype, device=args.device,
+                                                     settings=settings)  # the loaders keep diffusers quiet themselves
     frames, info = video.read_frames(args.input)
 
     for ratio, uri in zip(ratios, outputs):
@@ -290,6 +300,7 @@ def video_settings(args: argparse.Namespace):
     the explicit flags (``--steps`` only when given, so a preset's step count survives)."""
     from .distributed.config import job_settings, load_config
     from .pipeline import OutpaintSettings
+    from .tiles import TilingSettings
 
     sampler = job_settings(load_config(overrides=sampler_overrides(args))).sampler
     steps = args.steps if getattr(args, "steps_given", False) else sampler.num_inference_steps
@@ -298,6 +309,9 @@ def video_settings(args: argparse.Namespace):
                                     previous_guidance_scale=args.previous_guidance_scale, seed=args.seed),
         canvas_size=args.canvas_size,
         output_size=getattr(args, "output_size", "canvas"),
+        tiling=TilingSettings(working_size=getattr(args, "working_size", None),
+                              overlap=getattr(args, "tile_overlap", 32),
+                              layout_strength=getattr(args, "layout_strength", 0.6)),
     )
 
 

@@ -471,7 +471,7 @@ class Outpainter:
                     wmask = torch.from_numpy(per).view(1, 1, f, h, h)
                 inputs.append(WindowInputs(z_init, z_cond, z_uncond, wmask, guides, tokens, window.fps))
             t0 = time.perf_counter()
-            xs = sample_windows(self.unet, self.scheduler, inputs, self.settings.sampler, on_step=on_step)
+            xs = self.sample_group(clip, inputs, on_step)
             state.unet_seconds += time.perf_counter() - t0
             for window, x in zip(group, xs.float().cpu()):  # x: (4, F, h, w)
                 for k, frame in enumerate(window.frame_ids):
@@ -486,6 +486,11 @@ class Outpainter:
                 if on_window is not None:
                     on_window(window, x)
         return state
+
+    def sample_group(self, clip: PreparedClip, inputs: list[WindowInputs], on_step=None) -> torch.Tensor:
+        """Denoise one group of windows of ``clip``: :func:`~m3ddm_ray.sampling.sample_windows`
+        (the seam :class:`m3ddm_ray.tiled.TiledOutpainter` fills with the fused tiles)."""
+        return sample_windows(self.unet, self.scheduler, inputs, self.settings.sampler, on_step=on_step)
 
     def _decode(self, latents: torch.Tensor) -> list[np.ndarray]:
         bs = self.settings.vae_batch_size
@@ -615,6 +620,9 @@ class OutpaintPipeline:
 
     def run_clip(self, frames: np.ndarray, fps: float, ratio, progress: bool = False) -> tuple[np.ndarray, PreparedClip, ClipState]:
         """Outpaint ``frames`` to one ratio; returns ``(output frames, prepared clip, diffusion state)``."""
+        if self.settings.tiling.enabled and type(self) is OutpaintPipeline:
+            raise InputError("tiling.working_size is set: run it with m3ddm_ray.tiled.TiledOutpaintPipeline "
+                             "(the same interface), or set tiling.working_size=None")
         clip = prepare_clip(frames, fps, ratio, self.settings)
         state = ClipState()
         if not clip.passthrough:

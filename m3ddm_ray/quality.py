@@ -53,6 +53,8 @@ __all__ = [
     "temporal_flicker",
     "flicker_ratio",
     "seam_strength",
+    "TILE_SEAM_EPS",
+    "tile_seam_ratio",
     "generated_stats",
     "quality_report",
 ]
@@ -68,6 +70,10 @@ FLICKER_EPS: float = 0.5
 #: Added to the texture baseline (uint8 levels) before dividing in :func:`seam_strength`; half a level,
 #: for the same reason as :data:`FLICKER_EPS` (a perfectly flat known region).
 SEAM_EPS: float = 0.5
+
+#: Added to the off-boundary gradient energy (squared uint8 levels) in :func:`tile_seam_ratio`:
+#: (half a level)², for a flat border.
+TILE_SEAM_EPS: float = 0.25
 
 #: A generated pixel counts as saturated when its luma is ``<= SATURATION_LEVELS`` or
 #: ``>= 255 - SATURATION_LEVELS``.
@@ -432,6 +438,56 @@ def seam_strength(
     w = _check_pos_int("width", width)
     acc = _run(frames, _Accumulator(hw, [], mask=m, seam_width=w), chunk_frames)
     return acc.seam_value()
+
+
+def tile_seam_ratio(frames: np.ndarray, mask: np.ndarray, cuts_y, cuts_x) -> float:
+    """How visible tile boundaries are inside the generated region: gradient energy across the
+    boundaries against the gradient energy elsewhere in the border.
+
+    A boundary at column ``c`` lies between columns ``c - 1`` and ``c`` (at row ``r``: between rows
+    ``r - 1`` and ``r``). With ``Y`` the luma, the *across* energy is the mean of
+    ``(Y[.., c] - Y[.., c - 1])²`` over every frame, every cut column ``c`` in ``cuts_x`` and every
+    row where both pixels are generated, pooled with the same along rows for ``cuts_y``; the
+    *elsewhere* energy is the same mean over every other horizontally or vertically adjacent pair
+    of generated pixels. The ratio is ``across / (elsewhere + TILE_SEAM_EPS)``.
+
+    Args:
+        frames: ``uint8 (T, H, W, 3)`` RGB frames (the composited working canvases).
+        mask: ``(H, W)`` 0/1 or bool, 1 = generated.
+        cuts_y, cuts_x: boundary rows / columns in pixels, each in ``1 .. H-1`` / ``1 .. W-1``
+            (:func:`m3ddm_ray.tiles.tile_cuts`).
+
+    Returns:
+        Dimensionless ratio ``>= 0``: about 1 = the boundaries are as smooth as the rest of the
+        border (no seam); well above 1 = visible seams. NaN when no generated pair lies across a
+        boundary or none elsewhere.
+
+    Raises:
+        InputError: bad frames / mask, or a cut outside ``1 .. side - 1``.
+    """
+    frames = check_frames(frames)
+    h, w = frames.shape[1:3]
+    m = check_mask(mask, (h, w), "mask")
+    cy, cx = sorted({int(c) for c in cuts_y}), sorted({int(c) for c in cuts_x})
+    for name, cuts, side in (("cuts_y", cy, h), ("cuts_x", cx, w)):
+        if any(not 1 <= c <= side - 1 for c in cuts):
+            raise InputError(f"{name}={cuts} must lie in 1..{side - 1} (a boundary between two pixels)")
+    y = luma(frames).astype(np.float64)
+    dx = (y[:, :, 1:] - y[:, :, :-1]) ** 2  # pair (c - 1, c) at index c - 1
+    dy = (y[:, 1:, :] - y[:, :-1, :]) ** 2
+    vx = m[:, 1:] & m[:, :-1]
+    vy = m[1:, :] & m[:-1, :]
+    at_x = np.zeros_like(vx)
+    at_x[:, [c - 1 for c in cx]] = True
+    at_y = np.zeros_like(vy)
+    at_y[[c - 1 for c in cy], :] = True
+    across_n = int((vx & at_x).sum() + (vy & at_y).sum())
+    other_n = int((vx & ~at_x).sum() + (vy & ~at_y).sum())
+    if across_n == 0 or other_n == 0:
+        return _NAN
+    across = (dx[:, vx & at_x].sum() + dy[:, vy & at_y].sum()) / (across_n * len(y))
+    other = (dx[:, vx & ~at_x].sum() + dy[:, vy & ~at_y].sum()) / (other_n * len(y))
+    return float(across / (other + TILE_SEAM_EPS))
 
 
 def generated_stats(

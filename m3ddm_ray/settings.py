@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from .errors import InputError
 from .rules import OUTPUT_SIZES, canvas_size_problem, inference_steps_problem
+from .tiles import TilingSettings
 
 __all__ = ["OFFICIAL_SEED", "NOT_HASHED", "AUTOCAST", "SDPA_BACKENDS", "SamplerSettings", "OutpaintSettings"]
 
@@ -124,6 +125,8 @@ class OutpaintSettings:
         posterior_seed: seed of the clip's posterior noise, keyed per frame (``None``: the sampler seed).
         vae_batch_size: images per VAE encode/decode call (memory knob; does not change results
             beyond float rounding).
+        tiling: the tiled mode (:class:`m3ddm_ray.tiles.TilingSettings`, :mod:`m3ddm_ray.tiled`): the
+            border generated at ``tiling.working_size`` pixels by fused canvas-size tiles; off by default.
     """
 
     sampler: SamplerSettings = SamplerSettings()
@@ -135,8 +138,15 @@ class OutpaintSettings:
     posterior: str = "sample"
     posterior_seed: int | None = None
     vae_batch_size: int = 16
+    tiling: TilingSettings = TilingSettings()
 
     def __post_init__(self):
+        if not isinstance(self.tiling, TilingSettings):
+            raise InputError(f"tiling={self.tiling!r} must be a TilingSettings (working_size, overlap, "
+                             f"layout_strength)")
+        if self.tiling.enabled and self.tiling.working_size < self.canvas_size:
+            raise InputError(f"tiling.working_size={self.tiling.working_size} is smaller than canvas_size="
+                             f"{self.canvas_size}; use null (tiling off) or a size >= {self.canvas_size}")
         if self.paste_mode not in ("round", "official"):
             raise InputError(f"paste_mode={self.paste_mode!r}; use 'round' or 'official'")
         if self.output_size not in OUTPUT_SIZES:
@@ -149,8 +159,12 @@ class OutpaintSettings:
             raise InputError(f"num_global_frames={self.num_global_frames} must be >= 1 (16 as trained)")
 
     def to_dict(self) -> dict:
-        """Flat dict of every setting (for result rows and config hashes)."""
-        d = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "sampler"}
+        """Flat dict of every setting (for result rows and config hashes); the tiling keys
+        (``tiling_working_size``, ``tiling_overlap``, ``tiling_layout_strength``) only when tiling is on,
+        so an output made without tiling keeps its name."""
+        d = {k: getattr(self, k) for k in self.__dataclass_fields__ if k not in ("sampler", "tiling")}
         d.update({k: getattr(self.sampler, k) for k in self.sampler.__dataclass_fields__})
+        if self.tiling.enabled:
+            d.update({f"tiling_{k}": getattr(self.tiling, k) for k in self.tiling.__dataclass_fields__})
         d["strides"] = list(self.strides) if self.strides else None
         return d

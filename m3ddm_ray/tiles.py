@@ -47,6 +47,7 @@ __all__ = [
     "split_boxes",
     "split",
     "layout_skip",
+    "tile_cuts",
 ]
 
 #: Kinds of fusion weights (:func:`fusion_weights`).
@@ -638,3 +639,21 @@ def layout_skip(num_inference_steps: int, layout_strength: float) -> int:
     if isinstance(ls, bool) or not isinstance(ls, numbers.Real) or not 0.0 < ls <= 1.0:
         raise InputError(f"tiling.layout_strength={ls!r} must be a number in (0, 1]")
     return int(n - max(1, math.floor(ls * n + 0.5)))
+
+
+def tile_cuts(tiles: Sequence[Tile], frame_hw: Tuple[int, int]) -> Tuple[Tuple[int, ...], Tuple[int, ...]]:
+    """The rows and columns where a tile edge lies inside the frame (the places a seam can show).
+
+    Args:
+        tiles: a plan (pixels).
+        frame_hw: ``(H, W)`` of the frame in pixels.
+
+    Returns:
+        ``(rows, cols)``: sorted distinct ``y0`` / ``y0 + size`` (``x0`` / ``x0 + size``) of the
+        tiles strictly between 0 and ``H`` (``W``); a boundary at ``c`` lies between pixels ``c - 1``
+        and ``c`` (:func:`m3ddm_ray.quality.tile_seam_ratio`).
+    """
+    h, w = (int(v) for v in frame_hw)
+    ys = sorted({e for t in tiles for e in (t.y0, t.y0 + t.size) if 0 < e < h})
+    xs = sorted({e for t in tiles for e in (t.x0, t.x0 + t.size) if 0 < e < w})
+    return tuple(ys), tuple(xs)

@@ -26,7 +26,7 @@ LAYERS: list[tuple[str, ...]] = [
      "m3ddm_ray.settings", "m3ddm_ray.sampling_tiles"),
     ("m3ddm_ray.latents",),
     ("m3ddm_ray.pipeline",),
-    ("m3ddm_ray.tasks",),
+    ("m3ddm_ray.tasks", "m3ddm_ray.tiled"),
     ("m3ddm_ray.task_prepare",),
     ("m3ddm_ray.distributed",),
     ("m3ddm_ray.evaluation", "m3ddm_ray.training"),

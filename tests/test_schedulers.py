@@ -154,7 +154,7 @@ def test_scheduler_choice_is_in_the_config_hash_and_defaults_keep_their_hash():
     from m3ddm_ray.distributed.resources import local_gpu_count, resolve_device, resolve_dtype
 
     s = job_settings(base)
-    old = {k: getattr(s, k) for k in s.__dataclass_fields__ if k not in ("sampler", "vae_batch_size")}
+    old = {k: getattr(s, k) for k in s.__dataclass_fields__ if k not in ("sampler", "vae_batch_size", "tiling")}
     old.update(num_inference_steps=50, guidance_scale=2.0, previous_guidance_scale=4.0, seed=6,
                official_batch4=False, strides=None)
     device = resolve_device("auto", local_gpu_count())

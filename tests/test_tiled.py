@@ -140,3 +140,137 @@ def test_a_restarted_schedule_takes_a_noised_latent_back_with_the_true_noise(nam
     a0 = sch.alphas_cumprod[0]
     want = a0.sqrt() * z0 + (1 - a0).sqrt() * eps if name in ("pndm-official", "ddim") else z0
     assert (x - want).abs().max() < 1e-5
+
+
+# --------------------------------------------------------------------------- the tiled run of a clip
+class ClipRecorder(Recorder):
+    """:class:`Recorder` that also serves the pipeline's global-frame encoding."""
+
+    def encode_global_frames(self, *a, **kw):
+        return self.inner.encode_global_frames(*a, **kw)
+
+
+def _clip_frames():
+    from conftest import GOLDEN
+    import numpy as np
+
+    return np.load(GOLDEN / "case_hier" / "input_frames.npy")[:16]  # one window ([1] plan)
+
+
+def _settings(working_size=None, **kw):
+    from m3ddm_ray.pipeline import OutpaintSettings
+    from m3ddm_ray.tiles import TilingSettings
+
+    return OutpaintSettings(sampler=SamplerSettings(num_inference_steps=4), canvas_size=64,
+                            tiling=TilingSettings(working_size=working_size, overlap=32, layout_strength=0.6), **kw)
+
+
+def test_working_size_equal_to_the_canvas_is_todays_run_bit_for_bit(tiny_unet, tiny_vae):
+    import numpy as np
+
+    from m3ddm_ray.pipeline import OutpaintPipeline
+    from m3ddm_ray.tiled import TiledOutpaintPipeline
+
+    frames = _clip_frames()
+    plain_out, _, plain = OutpaintPipeline(tiny_unet, tiny_vae, _settings()).run_clip(frames, 15.0, "9:16")
+    rec = ClipRecorder(tiny_unet)
+    out, clip, state = TiledOutpaintPipeline(rec, tiny_vae, _settings(64)).run_clip(frames, 15.0, "9:16")
+    assert len(rec.calls) == 4  # one window x 4 steps, no layout pass
+    assert np.array_equal(out, plain_out)
+    assert sorted(state.stored) == sorted(plain.stored)
+    assert all(np.array_equal(state.stored[f], plain.stored[f]) for f in plain.stored)
+    with pytest.raises(InputError, match="TiledOutpaintPipeline"):
+        OutpaintPipeline(tiny_unet, tiny_vae, _settings(64)).run_clip(frames, 15.0, "9:16")
+
+
+def test_tiled_run_at_twice_the_canvas(tiny_unet, tiny_vae):
+    import numpy as np
+
+    from m3ddm_ray import geometry
+    from m3ddm_ray.tiled import TiledOutpaintPipeline, TiledOutpainter
+
+    frames = _clip_frames()
+    rec = ClipRecorder(tiny_unet)
+    pipe = TiledOutpaintPipeline(rec, tiny_vae, _settings(128, output_size="source"))
+    seen = []
+    orig = TiledOutpainter.sample_group
+
+    def spy(self, clip, inputs, on_step=None):
+        out = orig(self, clip, inputs, on_step)
+        seen.append((len(self.tiles_used), tuple(out.shape)))
+        return out
+
+    TiledOutpainter.sample_group = spy
+    try:
+        out, work, state = pipe.run_clip(frames, 15.0, "9:16")
+    finally:
+        TiledOutpainter.sample_group = orig
+    assert work.geom.canvas_size == 128 and work.masked.shape == (16, 128, 128, 3)
+    assert seen == [(9, (1, 4, 16, 16, 16))]  # 3 x 3 tiles of 64 px, a 128-px frame latent
+    # layout pass 4 UNet calls, then 9 tiles x 3 calls (PLMS from 2 of 4 steps: 3 timesteps, one repeated)
+    assert len(rec.calls) == 4 + 9 * 3 and rec.calls[-1][0].shape == (3, 9, 16, 8, 8)
+    lay = geometry.source_resolution_layout(work.geom)
+    assert out.shape == (16, *lay.out_hw, 3)
+    oy, ox = lay.offset
+    h, w = frames.shape[1:3]
+    assert np.array_equal(out[:, oy:oy + h, ox:ox + w], frames)  # the known region at source resolution
+    assert state.stored[0].shape == (4, 16, 16)
+
+
+def test_tiling_config_is_read_and_checked(tmp_path):
+    from m3ddm_ray.distributed.config import job_settings, load_config
+    from m3ddm_ray.distributed.job import run_job
+
+    off = job_settings(load_config())
+    assert not off.tiling.enabled and not any(k.startswith("tiling") for k in off.to_dict())
+    on = job_settings(load_config(overrides=["tiling.working_size=512", "tiling.overlap=64",
+                                             "tiling.layout_strength=0.5"]))
+    assert (on.tiling.working_size, on.tiling.overlap, on.tiling.layout_strength) == (512, 64, 0.5)
+    assert {k: v for k, v in on.to_dict().items() if k.startswith("tiling")} == {
+        "tiling_working_size": 512, "tiling_overlap": 64, "tiling_layout_strength": 0.5}
+    with pytest.raises(InputError, match=r"tiling.layout_strength=0.0 must be a number in \(0, 1\]"):
+        job_settings(load_config(overrides=["tiling.layout_strength=0.0"]))
+    with pytest.raises(InputError, match="tiling.working_size=500 must be None"):
+        job_settings(load_config(overrides=["tiling.working_size=500"]))
+    with pytest.raises(InputError, match="tiling.working_size=128 is smaller than canvas_size=256"):
+        job_settings(load_config(overrides=["tiling.working_size=128"]))
+    with pytest.raises(InputError, match="batch job does not run the tiled mode"):
+        run_job(load_config(overrides=["tiling.working_size=512"]), str(tmp_path / "m.jsonl"), str(tmp_path / "out"))
+
+
+def test_tiling_settings_that_do_not_fit_the_model_are_named(tiny_unet, tiny_vae):
+    from dataclasses import replace
+
+    from m3ddm_ray.tiled import TiledOutpaintPipeline
+    from m3ddm_ray.tiles import TilingSettings
+
+    frames = _clip_frames()
+    bad = replace(_settings(), tiling=TilingSettings(working_size=128, overlap=36))
+    with pytest.raises(InputError, match="tiling.overlap=36 pixels is not a multiple of the VAE's downsampling factor 8"):
+        TiledOutpaintPipeline(tiny_unet, tiny_vae, bad).run_clip(frames, 15.0, "9:16")
+
+
+def test_tile_cuts_and_the_seam_ratio():
+    import numpy as np
+
+    from m3ddm_ray.quality import TILE_SEAM_EPS, tile_seam_ratio
+    from m3ddm_ray.tiles import tile_cuts
+
+    tiles = plan_tiles((128, 128), (0, 0, 0, 0), 64, 32, 8)
+    assert tile_cuts(tiles, (128, 128)) == ((32, 64, 96), (32, 64, 96))
+    h = w = 16
+    mask = np.ones((h, w), np.uint8)
+    mask[:, :4] = 0  # known columns 0..3
+    ramp = np.tile((np.arange(w) * 3.0)[None, :], (h, 1))  # luma grows 3 levels per column
+    frames = np.repeat(np.repeat(ramp[None, :, :, None], 3, axis=3), 2, axis=0).astype(np.uint8)
+    # a smooth ramp: across the cut at column 8, 9 level²; elsewhere 9 along the other 10 x 16 row
+    # pairs of generated pixels and 0 down the 12 x 15 column pairs
+    other = 9 * (10 * 16) / (10 * 16 + 12 * 15)
+    assert tile_seam_ratio(frames, mask, [], [8]) == pytest.approx(9 / (other + TILE_SEAM_EPS), rel=1e-12)
+    step = frames.copy()
+    step[:, :, 8:] = np.minimum(step[:, :, 8:].astype(int) + 40, 255).astype(np.uint8)  # a seam at column 8
+    assert tile_seam_ratio(step, mask, [], [8]) == pytest.approx(43 ** 2 / (other + TILE_SEAM_EPS), rel=1e-12)
+    # the known region does not count: a cut at column 2 has no generated pair across it
+    assert np.isnan(tile_seam_ratio(frames, mask, [], [2]))
+    with pytest.raises(InputError, match=r"cuts_x=\[16\] must lie in 1..15"):
+        tile_seam_ratio(frames, mask, [], [16])

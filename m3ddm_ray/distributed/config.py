@@ -40,6 +40,8 @@ DEFAULTS: dict[str, Any] = {
                 "exact_caches": True, "deepcache_interval": 0, "tgate_step": 0, "max_batch": 1,
                 "autocast": "off", "sdpa_backend": "auto", "channels_last": False, "compile_backend": None},
     "vae_batch_size": 16,
+    # the border at the working resolution (m3ddm_ray.tiled, docs/tiling.md); single process only
+    "tiling": {"working_size": None, "overlap": 32, "layout_strength": 0.6},
     "encode": {"crf": 18, "preset": "medium"},
     "ray": {"address": None, "num_cpus": None, "num_gpus": None, "autoscaling": False,
             "stall_timeout_s": 3600, "actor_start_timeout_s": 1800, "progress_interval_s": 30},
@@ -173,8 +175,22 @@ def job_settings(cfg: Mapping[str, Any], overrides: Mapping[str, Any] | None = N
         sampler=sampler, canvas_size=int(o.get("canvas_size", cfg["canvas_size"])), strides=strides,
         num_global_frames=int(cfg["num_global_frames"]), paste_mode=cfg["paste_mode"],
         output_size=o.get("output_size", cfg["output_size"]), posterior=cfg["posterior"],
-        vae_batch_size=int(cfg["vae_batch_size"]),
+        vae_batch_size=int(cfg["vae_batch_size"]), tiling=tiling_settings(cfg),
     )
+
+
+def tiling_settings(cfg: Mapping[str, Any]):
+    """:class:`m3ddm_ray.tiles.TilingSettings` of a config's ``tiling`` section (defaults for a
+    config without one).
+
+    Raises:
+        InputError: a value of the wrong type or out of range (named, with the fix).
+    """
+    from ..tiles import TilingSettings
+
+    t = {**DEFAULTS["tiling"], **(cfg.get("tiling") or {})}
+    return TilingSettings(working_size=t["working_size"], overlap=t["overlap"],
+                          layout_strength=t["layout_strength"])
 
 
 #: Settings that change memory use or speed but not the pixels of an output: left out of the hash.
