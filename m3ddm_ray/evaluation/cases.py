@@ -147,8 +147,11 @@ class _OutpaintClip:
         return model.finish_outpaint(clip, state, settings)
 
     def baseline(self, method: str, options: Mapping[str, Any]) -> np.ndarray:
-        kw = {"sigma": float(options["blur_sigma"])} if method == "blur" and options.get("blur_sigma") is not None else {}
-        kw = {"radius": int(options.get("telea_radius") or 5)} if method == "telea" else kw
+        kw = {}
+        if method == "blur" and options.get("blur_sigma") is not None:
+            kw = {"sigma": float(options["blur_sigma"])}
+        if method == "telea":
+            kw = {"radius": int(options.get("telea_radius") or 5)}
         return baselines.outpaint(method, self.case.strip(self.gt), self.case.geom, self.case.ratio, **kw)
 
     def score(self, out: np.ndarray, lpips, ssim_window: str) -> tuple[dict, np.ndarray]:
@@ -157,7 +160,8 @@ class _OutpaintClip:
         composed, known_error = self.case.compose(out, self.gt)
         s = ClipScores(lpips, ssim_window=ssim_window)(composed, self.gt, self.mask)
         cols = {k: s[k] for k in ("psnr", "ssim", "lpips", "bmse", "psnr_generated", "mse", "bmse_gt")}
-        return dict(cols, metric_impl=json.dumps(dict(s["metric_impl"]), sort_keys=True), known_error=known_error), composed
+        cols.update(metric_impl=json.dumps(dict(s["metric_impl"]), sort_keys=True), known_error=known_error)
+        return cols, composed
 
     def panels(self, scored: np.ndarray):
         return self.gt * (1 - self.mask)[None, :, :, None], scored, self.gt
@@ -239,13 +243,15 @@ class _InpaintClip:
         self.case, self.inp, self.real = case, inp, inp.frames
 
     def prepare(self, fps: float, settings):
-        return model.prepare_inpaint(self.inp.frames, self.inp.masks, fps, settings, f"synthetic {self.case.motion} masks")
+        name = f"synthetic {self.case.motion} masks"
+        return model.prepare_inpaint(self.inp.frames, self.inp.masks, fps, settings, name)
 
     def finish(self, clip, state, settings) -> np.ndarray:
         return model.finish_inpaint(clip, state, self.inp.frames, self.inp.masks, settings)
 
     def baseline(self, method: str, options: Mapping[str, Any]) -> np.ndarray:
-        return baselines.inpaint_baseline(method, self.inp.frames, self.inp.masks, int(options.get("telea_radius") or 5))
+        radius = int(options.get("telea_radius") or 5)
+        return baselines.inpaint_baseline(method, self.inp.frames, self.inp.masks, radius)
 
     def score(self, out: np.ndarray, lpips, ssim_window: str) -> tuple[dict, np.ndarray]:
         return _task_scores(score_inpaint(out, self.inp, lpips, ssim_window), self.inp.frames, lpips, ssim_window), out
@@ -322,7 +328,8 @@ class InpaintTask(_FramesTask):
 
     @staticmethod
     def _cases(spec):
-        return [TaskCase("inpaint", m, spec["mask_area"], motion=m, area=spec["mask_area"]) for m in spec["mask_motion"]]
+        area = spec["mask_area"]
+        return [TaskCase("inpaint", m, area, motion=m, area=area) for m in spec["mask_motion"]]
 
     def clip_len(self, ecfg: Mapping[str, Any]):
         return ecfg.get("clip_len")
@@ -338,7 +345,8 @@ class ExtendTask(_FramesTask):
     task = "extend"
     title = "prediction (ExtDM protocol)"
     table = Table(columns=OUTPAINT_TABLE.columns, clip_metrics=("psnr", "ssim", "lpips"), label_prefix="",
-                  per_index=(("psnr_frames", "PSNR", "↑"), ("ssim_frames", "SSIM", "↑"), ("lpips_frames", "LPIPS", "↓")),
+                  per_index=(("psnr_frames", "PSNR", "↑"), ("ssim_frames", "SSIM", "↑"),
+                             ("lpips_frames", "LPIPS", "↓")),
                   notes=("Means over the predicted frames, then clips; FVD over the context + predicted clips.",))
 
     @staticmethod

@@ -35,47 +35,15 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 from ..errors import InputError
-from ..video.images import (  # frame folders are a video input; re-exported here for the dataset readers
-    DEFAULT_FPS,
-    IMAGE_EXTENSIONS,
-    abs_uri,
-    is_image_name,
-    join_uri,
-    uri_kind,
-    list_dir,
-    read_uri_bytes,
-    require_uri,
-    image_sequence_info,
-    is_image_sequence,
-    iter_image_sequence,
-    list_image_sequence,
-    read_image_sequence,
-    read_images,
-)
+# frame folders are a video input; re-exported here for the dataset readers
+from ..video.images import (DEFAULT_FPS, IMAGE_EXTENSIONS, abs_uri, is_image_name, join_uri, uri_kind, list_dir,
+                            read_uri_bytes, require_uri, image_sequence_info, is_image_sequence,
+                            iter_image_sequence, list_image_sequence, read_image_sequence, read_images)
 
-__all__ = [
-    "IMAGE_EXTENSIONS",
-    "DEFAULT_FPS",
-    "DAVIS_FPS",
-    "YOUTUBE_VOS_FPS",
-    "DATASETS",
-    "EvalVideo",
-    "EvalClip",
-    "read_dataset",
-    "read_davis2017",
-    "read_davis2016",
-    "read_youtube_vos",
-    "read_video_folder",
-    "make_clips",
-    "load_clip",
-    "is_image_sequence",
-    "list_image_sequence",
-    "read_images",
-    "read_image_sequence",
-    "iter_image_sequence",
-    "image_sequence_info",
-    "clips_to_table",
-]
+__all__ = ["IMAGE_EXTENSIONS", "DEFAULT_FPS", "DAVIS_FPS", "YOUTUBE_VOS_FPS", "DATASETS", "EvalVideo", "EvalClip",
+           "read_dataset", "read_davis2017", "read_davis2016", "read_youtube_vos", "read_video_folder",
+           "make_clips", "load_clip", "is_image_sequence", "list_image_sequence", "read_images",
+           "read_image_sequence", "iter_image_sequence", "image_sequence_info", "clips_to_table"]
 
 #: Frame rate of DAVIS sequences (captured and released at 24 fps).
 DAVIS_FPS = 24.0

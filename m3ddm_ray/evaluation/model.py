@@ -45,14 +45,16 @@ def _generated(clip, state: Any) -> np.ndarray:
 
 
 def finish_outpaint(clip, state, settings) -> np.ndarray:
-    """The canvas crop of the fine stage's ``state``: uint8 ``(T, h, w, 3)`` (:func:`~m3ddm_ray.pipeline.finalize_clip`)."""
+    """The canvas crop of the fine stage's ``state``: uint8 ``(T, h, w, 3)``
+    (:func:`~m3ddm_ray.pipeline.finalize_clip`)."""
     from ..pipeline import finalize_clip
 
     return finalize_clip(clip, _generated(clip, state), settings)
 
 
 def finish_inpaint(clip, state, frames: np.ndarray, masks: np.ndarray, settings) -> np.ndarray:
-    """The inpainted frames, known pixels pasted back: uint8 ``(T, H, W, 3)`` (:func:`m3ddm_ray.tasks.finalize_inpaint`)."""
+    """The inpainted frames, known pixels pasted back: uint8 ``(T, H, W, 3)``
+    (:func:`m3ddm_ray.tasks.finalize_inpaint`)."""
     from .. import tasks
 
     return tasks.finalize_inpaint(clip, _generated(clip, state), frames, masks, settings)

@@ -81,22 +81,9 @@ from ..errors import InputError
 from ..masks.synthetic import MOTIONS, synthetic_masks
 from ..quality import check_frames
 
-__all__ = [
-    "PROTOCOLS",
-    "MaskCase",
-    "BenchmarkProtocol",
-    "M3DDMPlusProtocol",
-    "benchmark_known_span",
-    "m3ddm_plus_target_hw",
-    "m3ddm_plus_known_span",
-    "make_protocol",
-    "resize_frames",
-    "InpaintCase",
-    "PredictionCase",
-    "inpaint_case",
-    "prediction_case",
-    "temporal_consistency",
-]
+__all__ = ["PROTOCOLS", "MaskCase", "BenchmarkProtocol", "M3DDMPlusProtocol", "benchmark_known_span",
+           "m3ddm_plus_target_hw", "m3ddm_plus_known_span", "make_protocol", "resize_frames", "InpaintCase",
+           "PredictionCase", "inpaint_case", "prediction_case", "temporal_consistency"]
 
 PROTOCOLS = ("benchmark", "m3ddm-plus")
 

@@ -23,18 +23,8 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-__all__ = [
-    "TABLE_METRICS",
-    "Table",
-    "OUTPAINT_TABLE",
-    "summarize",
-    "summary_markdown",
-    "summary_json",
-    "decode_lists",
-    "to_jsonable",
-    "strip_image",
-    "report_html",
-]
+__all__ = ["TABLE_METRICS", "Table", "OUTPAINT_TABLE", "summarize", "summary_markdown", "summary_json",
+           "decode_lists", "to_jsonable", "strip_image", "report_html"]
 
 #: Metrics of the published outpainting table, in order, with the direction of "better".
 TABLE_METRICS: tuple[tuple[str, str, str], ...] = (

@@ -82,7 +82,8 @@ def build_rows(cfg: Mapping[str, Any], ecfg: Mapping[str, Any], clips, cases=Non
                 group.append({
                     "clip_id": clip.clip_id, "sequence": clip.sequence, "dataset": clip.dataset, "split": clip.split,
                     "uri": clip.uri, "video_uri": clip.uri, "start": clip.start, "frames": clip.num_frames,
-                    "fps": clip.fps, "protocol": case.protocol, "mask_ratio": case.mask_ratio, "ratio_label": case.label,
+                    "fps": clip.fps, "protocol": case.protocol, "mask_ratio": case.mask_ratio,
+                    "ratio_label": case.label,
                     "method": method, "status": "pending" if model else "baseline", "error": None,
                     "record": record, "overrides": "{}", "clip": b"", "state": b"",
                     "fvd_real_wanted": ci == 0 and mi == 0,

@@ -45,25 +45,9 @@ from .config import EVAL_DEFAULTS, METHODS, TASKS, build_protocol, check_task_se
 from .rows import EVAL_COLUMNS, build_rows, eval_schema, prepare_group
 from .scoring import RANDOM_INIT, ScoreStage, fvd_by_set, make_fvd, make_lpips
 
-__all__ = [
-    "EVAL_DEFAULTS",
-    "EVAL_COLUMNS",
-    "eval_schema",
-    "METHODS",
-    "EvalResult",
-    "load_eval_config",
-    "build_protocol",
-    "build_rows",
-    "ScoreStage",
-    "eval_dataset",
-    "run_rows",
-    "settle_metrics",
-    "write_outputs",
-    "run_eval",
-    "add_eval_arguments",
-    "add_eval",
-    "cmd_eval",
-]
+__all__ = ["EVAL_DEFAULTS", "EVAL_COLUMNS", "eval_schema", "METHODS", "EvalResult", "load_eval_config",
+           "build_protocol", "build_rows", "ScoreStage", "eval_dataset", "run_rows", "settle_metrics",
+           "write_outputs", "run_eval", "add_eval_arguments", "add_eval", "cmd_eval"]
 
 
 @dataclass

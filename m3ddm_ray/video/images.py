@@ -126,7 +126,8 @@ def is_image_name(name: str) -> bool:
 
 
 def require_uri(uri: str, kind: str, storage_options, what: str, hint: str) -> None:
-    """Raise InputError (``what``: ..., ``hint``) unless ``uri`` exists and is a ``kind`` (``"file"`` / ``"directory"``)."""
+    """Raise InputError (``what``: ..., ``hint``) unless ``uri`` exists and is a ``kind`` (``"file"`` or
+    ``"directory"``)."""
     got = uri_kind(uri, storage_options)
     if got is None:
         raise InputError(f"{what}: {uri} not found; {hint}")

@@ -14,8 +14,8 @@ from einops import rearrange
 
 from m3ddm_ray.errors import InputError, ModelLoadError
 
-from ._common import (PathLike, check_min_side, check_pair, file_tag, frame_chunks, import_torch, load_state_dict, seeded,
-                      strict_load)
+from ._common import (PathLike, check_min_side, check_pair, file_tag, frame_chunks, import_torch, load_state_dict,
+                      seeded, strict_load)
 
 __all__ = ["LPIPS", "ALEXNET_FILENAME", "ALEXNET_URL", "LPIPS_LINEAR_URL", "default_alexnet_path"]
 
