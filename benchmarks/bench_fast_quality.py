@@ -158,7 +158,8 @@ def main(argv=None) -> int:
     from m3ddm_ray.evaluation import datasets
     from m3ddm_ray.evaluation.config import build_protocol
     from m3ddm_ray.evaluation.metrics import ClipScores
-    from m3ddm_ray.evaluation.rows import _ground_truth, build_rows, prepare_group
+    from m3ddm_ray.evaluation.cases import eval_task
+    from m3ddm_ray.evaluation.rows import build_rows, prepare_group, row_ground_truth
     from m3ddm_ray.evaluation.scoring import ScoreStage
     from m3ddm_ray.models.loading import load_unet, load_vae
     from m3ddm_ray.pipeline import Outpainter, finalize_clip, generated_array
@@ -180,7 +181,7 @@ def main(argv=None) -> int:
     clips = datasets.make_clips(videos, int(ecfg0["clip_len"]), str(ecfg0["clips"]), ecfg0["max_clips"], None)
     groups = build_rows(cfg0, ecfg0, clips, list(cases.values()))
     prepared = [r for g in groups for r in prepare_group(g, cfg0, ecfg0)]  # sampler settings do not enter
-    gts = {r["clip_id"]: _ground_truth(r, protocol, None) for r in prepared}
+    gts = {r["clip_id"]: row_ground_truth(r, eval_task(ecfg0, 64), None) for r in prepared}
     scores = ClipScores(None)
     out_dir = tempfile.mkdtemp(prefix="bench_fast_quality_")
     print(f"{len(clips)} clips x {len(cases)} mask ratios = {len(prepared)} rows per setting; seeds {seeds}",

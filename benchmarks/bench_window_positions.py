@@ -81,7 +81,8 @@ def main(argv=None) -> int:
     from m3ddm_ray.distributed.config import job_settings
     from m3ddm_ray.evaluation import datasets
     from m3ddm_ray.evaluation.config import build_protocol, load_eval_config
-    from m3ddm_ray.evaluation.rows import _ground_truth, build_rows, prepare_group
+    from m3ddm_ray.evaluation.cases import eval_task
+    from m3ddm_ray.evaluation.rows import build_rows, prepare_group, row_ground_truth
     from m3ddm_ray.models.loading import load_unet, load_vae
     from m3ddm_ray.pipeline import ClipState, Outpainter
     from m3ddm_ray.sampling import build_condition, encode_images, WindowInputs
@@ -107,7 +108,7 @@ def main(argv=None) -> int:
     items = []  # per row: everything the variants need
     for i, r in enumerate(rows):
         clip = pickle.loads(r["clip"])
-        gt = _ground_truth(r, protocol, None)
+        gt = row_ground_truth(r, eval_task(ecfg, 64), None)
         assert gt.shape[1:3] == (64, 64) and cases[r["ratio_label"]].exact
         known = clip.mask == 0
         assert np.array_equal(clip.masked[:, known], gt[:, known]), "ground-truth canvas != frame"

@@ -1,12 +1,12 @@
 """Inpainting and prediction on the held-out clips: a small trained model vs the baselines, one process.
 
 The same protocol, cases and scores as ``m3ddm-ray eval --task inpaint|extend`` (the clip ids,
-the seeded synthetic masks, the ground truth and :mod:`m3ddm_ray.evaluation.task_scoring` are the
-job's), without Ray: for each clip of ``--root`` (default ``tests/data/heldout``, ``folder``
+the seeded synthetic masks, the ground truth, the baselines and the scores of
+:mod:`m3ddm_ray.evaluation.cases` are the job's), without Ray: for each clip of ``--root`` (default ``tests/data/heldout``, ``folder``
 dataset), its first ``--frames`` frames:
 
 * inpainting: a synthetic object mask (``stationary`` and ``moving``, area ``--area``, seed =
-  ``task_rows.clip_mask_seed`` of ``<video name>@<start>``), methods ``m3ddm`` (``tasks.run_inpaint``'s steps),
+  ``cases.clip_mask_seed`` of ``<video name>@<start>``), methods ``m3ddm`` (``tasks.run_inpaint``'s steps),
   ``telea`` (per frame), ``nearest_known`` (copy from the nearest frame where the pixel is known);
   whole-frame PSNR / SSIM, the PSNR in the hole, and the temporal consistency in the hole (levels;
   lower is better);
@@ -39,17 +39,16 @@ from _common import DATA, print_table, write_json  # noqa: E402
 from m3ddm_ray import tasks  # noqa: E402
 from m3ddm_ray.evaluation import datasets  # noqa: E402
 from m3ddm_ray.evaluation.scoring import make_lpips  # noqa: E402
-from m3ddm_ray.evaluation.task_rows import TaskCase, mask_key, task_inputs  # noqa: E402
-from m3ddm_ray.evaluation.task_scoring import run_baseline, score_inpaint, score_prediction  # noqa: E402
+from m3ddm_ray.evaluation.cases import ExtendTask, InpaintTask, mask_key, score_inpaint, score_prediction  # noqa: E402
 from m3ddm_ray.pipeline import OutpaintPipeline, OutpaintSettings  # noqa: E402
 from m3ddm_ray.sampling import SamplerSettings  # noqa: E402
 
 TRAINED = DATA / "trained"
 
 
-def _model_run(pipe, case: TaskCase, inp, fps: float) -> np.ndarray:
+def _model_run(pipe, case, inp, fps: float) -> np.ndarray:
     """The model's output of one case: inpaint uint8 ``(T, H, W, 3)``, extend the ``p`` new frames."""
-    if case.task == "inpaint":
+    if case.context is None:
         return tasks.run_inpaint(pipe.outpainter, inp.frames, inp.masks, fps)
     return tasks.run_extend(pipe.outpainter, inp.context, fps, case.predict)[case.context:]
 
@@ -80,21 +79,23 @@ def main(argv: list[str] | None = None) -> int:
         settings=OutpaintSettings(sampler=SamplerSettings(num_inference_steps=args.steps, seed=s), canvas_size=64))
         for s in seeds}
     lpips = make_lpips({"lpips": "auto"})
-    spec = {"mask_seed": 0, "frame_size": None}
+    common = {"methods": None, "frame_size": None}
+    inpaint = InpaintTask(dict(common, methods=["telea", "nearest_known"], mask_motion=["stationary", "moving"],
+                               mask_area=args.area, mask_seed=0), {}, 64)
+    extend = ExtendTask(dict(common, methods=["last_frame"], context=args.context, predict=args.predict), {}, 64)
     clips = datasets.make_clips(datasets.read_dataset("folder", args.root), None, "first", args.clips or None)
-    cases = [TaskCase("inpaint", m, motion=m, area=args.area) for m in ("stationary", "moving")]
-    cases.append(TaskCase("extend", f"c{args.context}p{args.predict}", context=args.context, predict=args.predict))
+    cases = [(inpaint, c) for c in inpaint.cases] + [(extend, c) for c in extend.cases]
     scores: dict[tuple[str, str], list[dict]] = {}
     per_row: list[dict] = []  # one per clip x case x method (x seed for the model), for paired comparisons
     t0 = time.perf_counter()
     for clip in clips:
         gt = datasets.load_clip(clip)[:args.frames]
-        for case in cases:
-            inp = task_inputs(gt, case, mask_key(clip.uri, clip.start), spec)
-            score = score_inpaint if case.task == "inpaint" else score_prediction
+        for task, case in cases:
+            clip_inputs = task.inputs(case, gt, mask_key(clip.uri, clip.start))
+            inp = clip_inputs.inp
+            score = score_inpaint if task is inpaint else score_prediction
             outs = [("m3ddm", s, _model_run(pipes[s], case, inp, clip.fps)) for s in seeds]
-            methods = ("telea", "nearest_known") if case.task == "inpaint" else ("last_frame",)
-            outs += [(m, None, run_baseline(m, inp)) for m in methods]
+            outs += [(m, None, clip_inputs.baseline(m, {})) for m in task.methods]
             for name, seed, out in outs:
                 sc = score(out, inp, lpips)
                 scores.setdefault((case.label, name), []).append(sc)

@@ -418,7 +418,7 @@ def _fine_with(monkeypatch, cfg, row, behaviour):
     frees = []
     monkeypatch.setattr(Outpainter, "run_fine", patched)
     monkeypatch.setattr(stages, "_free_accelerator_memory", lambda: frees.append(1))
-    (out,) = stages._rows(stages.FineStage(cfg, (None, None))(stages._batch([dict(row)])))
+    (out,) = stages.to_rows(stages.FineStage(cfg, (None, None))(stages.to_batch([dict(row)])))
     return out, seen, frees
 
 

@@ -1,4 +1,4 @@
-"""Evaluation rows are as safe as job rows (issue 13, item 5): one ``_fail`` with credential redaction,
+"""Evaluation rows are as safe as job rows (issue 13, item 5): one ``fail_row`` with credential redaction,
 and eval pools built with the job's retry limits. No Ray needed: the rows and stages are called
 directly, and the Dataset wiring is checked against a recording stand-in for ``ray.data``."""
 
@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from m3ddm_ray.distributed import stages
-from m3ddm_ray.evaluation import engine
 from m3ddm_ray.evaluation import rows as eval_rows
 from m3ddm_ray.evaluation import run
 from m3ddm_ray.evaluation.datasets import EvalClip
@@ -53,7 +52,7 @@ def test_eval_prepare_errors_redact_credentials_like_job_rows(tmp_path):
         assert SECRET not in r["error"] and SECRET not in r["traceback"] and "***" in r["error"]
         assert r["clip"] == b"" and r["state"] == b""
     # the very same rule as the outpaint job's error rows
-    job_row = stages._fail({"video_uri": uri}, "prepare", FileNotFoundError(uri), cfg)
+    job_row = stages.fail_row({"video_uri": uri}, "prepare", FileNotFoundError(uri), cfg)
     assert SECRET not in job_row["error"] and "***" in job_row["error"]
 
 
@@ -140,7 +139,7 @@ def test_a_clip_that_kills_its_score_actor_ends_as_error_rows(ray_session, tmp_p
                        "poison": np.full((9, 32, 48, 3), 60, np.uint8)}, ".png")
     args = eval_args(*tiny_flags(root, tmp_path / "out", "--method", "replicate", "--clip-len", "9",
                                  "--set", "eval.metrics.lpips=false", "--set", "retries.actor_max_task_retries=1"))
-    monkeypatch.setattr(engine, "ScoreStage", _score_dies_on("poison"))  # eval_dataset's scoring pool
+    monkeypatch.setattr(run, "ScoreStage", _score_dies_on("poison"))  # eval_dataset's scoring pool
     assert args.func(args) == 1
     rows = pq.read_table(tmp_path / "out" / "per_clip.parquet").to_pylist()
     assert sorted((r["clip_id"], r["ratio_label"]) for r in rows) == [

@@ -15,13 +15,11 @@ import pytest
 
 from m3ddm_ray.errors import InputError
 from m3ddm_ray.evaluation.config import check_task_settings, parse_methods
-from m3ddm_ray.evaluation.protocols import resize_frames
 from m3ddm_ray.evaluation.rows import EVAL_COLUMNS
 from m3ddm_ray.evaluation.run import add_eval, config_from_args
-from m3ddm_ray.evaluation.task_baselines import last_frame_copy, nearest_known_inpaint, telea_inpaint
-from m3ddm_ray.evaluation.task_protocols import inpaint_case, prediction_case
-from m3ddm_ray.evaluation.task_rows import check_one_segment, clip_mask_seed, mask_key
-from m3ddm_ray.evaluation.task_scoring import run_baseline, score_inpaint, score_prediction
+from m3ddm_ray.evaluation.baselines import inpaint_baseline, last_frame_copy, nearest_known_inpaint, telea_inpaint
+from m3ddm_ray.evaluation.cases import check_one_segment, clip_mask_seed, mask_key, score_inpaint, score_prediction
+from m3ddm_ray.evaluation.protocols import inpaint_case, prediction_case, resize_frames
 from m3ddm_ray.video import read_frames
 
 from conftest import DATA, GOLDEN
@@ -244,4 +242,5 @@ def test_baselines_never_see_the_hidden_pixels():
     case = inpaint_case(gt, "stationary", 0.2, seed=1)
     poisoned = inpaint_case(np.where(case.masks[..., None] == 1, 255, gt).astype(np.uint8), "stationary", 0.2, seed=1)
     for method in ("telea", "nearest_known"):
-        np.testing.assert_array_equal(run_baseline(method, case), run_baseline(method, poisoned))
+        np.testing.assert_array_equal(inpaint_baseline(method, case.frames, case.masks),
+                                      inpaint_baseline(method, poisoned.frames, poisoned.masks))

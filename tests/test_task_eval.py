@@ -1,5 +1,5 @@
 """The pure parts of the inpainting / prediction evaluation: synthetic object masks
-(m3ddm_ray.masks.synthetic) and the baselines (m3ddm_ray.evaluation.task_baselines)."""
+(m3ddm_ray.masks.synthetic), the baselines (m3ddm_ray.evaluation.baselines), the cases and their scores."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from m3ddm_ray.errors import InputError
-from m3ddm_ray.evaluation.task_baselines import last_frame_copy, nearest_known_inpaint, telea_inpaint
+from m3ddm_ray.evaluation.baselines import last_frame_copy, nearest_known_inpaint, telea_inpaint
 from m3ddm_ray.masks.synthetic import synthetic_masks
 
 
@@ -81,13 +81,8 @@ def test_last_frame_copy():
 
 
 # ------------------------------------------------------------------------------------------------ protocols
-from m3ddm_ray.evaluation.task_protocols import (  # noqa: E402
-    inpaint_case,
-    inpaint_scores,
-    prediction_case,
-    prediction_scores,
-    temporal_consistency,
-)
+from m3ddm_ray.evaluation.cases import score_inpaint, score_prediction  # noqa: E402
+from m3ddm_ray.evaluation.protocols import inpaint_case, prediction_case, temporal_consistency  # noqa: E402
 
 
 def _clip(t=6, h=24, w=32):
@@ -101,9 +96,9 @@ def test_inpaint_case_and_scores():
     case = inpaint_case(gt, "moving", 0.1, seed=2)
     assert case.masks.shape == (6, 24, 32) and case.masks.any(axis=(1, 2)).all()
     np.testing.assert_array_equal(case.masks, synthetic_masks(6, (24, 32), "moving", 0.1, 2))
-    perfect = inpaint_scores(gt, case)
+    perfect = score_inpaint(gt, case)
     assert perfect["psnr"] == np.inf and perfect["ssim"] == pytest.approx(1.0) and perfect["temporal"] == 0.0
-    worse = inpaint_scores(telea_inpaint(np.where(case.masks[..., None] == 1, 0, gt).astype(np.uint8), case.masks), case)
+    worse = score_inpaint(telea_inpaint(np.where(case.masks[..., None] == 1, 0, gt).astype(np.uint8), case.masks), case)
     assert np.isfinite(worse["psnr"]) and worse["ssim"] < 1.0 and worse["temporal"] > 0
 
 
@@ -125,10 +120,10 @@ def test_prediction_case_and_per_index_scores():
     case = prediction_case(gt, 4, 3)
     np.testing.assert_array_equal(case.context, gt[:4])
     np.testing.assert_array_equal(case.target, gt[4:7])
-    scores = prediction_scores(last_frame_copy(case.context, 3), case)
-    assert scores["psnr"].shape == scores["ssim"].shape == (3,)
-    assert scores["psnr"][0] > scores["psnr"][2]  # the copy drifts away from the truth frame by frame
+    scores = score_prediction(last_frame_copy(case.context, 3), case)
+    assert scores["psnr_frames"].shape == scores["ssim_frames"].shape == (3,)
+    assert scores["psnr_frames"][0] > scores["psnr_frames"][2]  # the copy drifts away from the truth frame by frame
     with pytest.raises(InputError, match="needs 11"):
         prediction_case(gt, 8, 3)
     with pytest.raises(InputError, match="target's shape"):
-        prediction_scores(gt[:2], case)
+        score_prediction(gt[:2], case)

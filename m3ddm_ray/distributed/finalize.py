@@ -10,7 +10,7 @@ from typing import Any, Mapping
 
 from .config import job_settings
 from .rows import StageRow, check_row
-from .stages import _fail, _is_frame_folder, apply_retry_policy, has_audio, result_row, source_file
+from .stages import fail_row, _is_frame_folder, apply_retry_policy, has_audio, result_row, source_file
 
 
 class FinalizeStage:
@@ -32,7 +32,7 @@ class FinalizeStage:
                 if not pieces:
                     row["status"] = "ok" if row["status"] == "pending" else "unchanged"
             except Exception as exc:  # noqa: BLE001
-                row = _fail(row, "finalize", exc, self.cfg)
+                row = fail_row(row, "finalize", exc, self.cfg)
         row["seconds_finalize"] = time.perf_counter() - t0
         out = result_row(row, self.cfg)
         out["fine_actor"] = row.get("fine_actor")  # for the driver's busy-seconds note (not a column)

@@ -11,7 +11,7 @@ from ..quality import REPORT_KEYS
 from ..video import concat_videos
 from .rows import check_row
 from .segments import fine_busy, pieces_folder
-from .stages import _fail, _is_frame_folder, has_audio, result_row
+from .stages import fail_row, _is_frame_folder, has_audio, result_row
 from .task_rows import audio_window
 
 
@@ -60,7 +60,7 @@ def assemble(pieces: list[dict], cfg: Mapping[str, Any]) -> dict:
                                        f"(source: {row['frames']})")
                 row["status"] = "ok"
             except Exception as exc:  # noqa: BLE001 - one bad output must not stop the job
-                row = _fail(dict(row, status="pending"), "finalize", exc, cfg)
+                row = fail_row(dict(row, status="pending"), "finalize", exc, cfg)
         for key in REPORT_KEYS:
             row[key] = _weighted(pieces, key)
         for key in ("seconds_fine", "seconds_finalize", "seconds_unet"):

@@ -84,7 +84,7 @@ def redact(text: str, cfg: Mapping[str, Any] | None) -> str:
     return text
 
 
-def _fail(row: dict, stage: str, exc: BaseException, cfg: Mapping[str, Any] | None = None) -> dict:
+def fail_row(row: dict, stage: str, exc: BaseException, cfg: Mapping[str, Any] | None = None) -> dict:
     """Turn ``row`` into an error row; the message always names the input video."""
     msg = _describe(exc)
     uri = row.get("video_uri")
@@ -301,7 +301,7 @@ class PrepareStage:
             info, clips, index, mask_count = run_with_timeout(lambda cancel: self._prepare(rows, cancel),
                                                               self.timeout_s(), "decode")
         except Exception as exc:  # noqa: BLE001 - one bad video must not stop the job
-            return [_fail(dict(r, seconds_prepare=time.perf_counter() - t0), "prepare", exc, self.cfg)
+            return [fail_row(dict(r, seconds_prepare=time.perf_counter() - t0), "prepare", exc, self.cfg)
                     for r in rows]
         from .segments import seek_points
         from .task_rows import source_range
@@ -387,7 +387,7 @@ class _ModelStage:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         apply_retry_policy(self.cfg)
-        rows = _rows(batch)
+        rows = to_rows(batch)
         out = []
         for row in rows:
             if row["status"] != "pending":
@@ -397,11 +397,11 @@ class _ModelStage:
             try:
                 row = self.run_oom_safe(row)
             except Exception as exc:  # noqa: BLE001
-                row = _fail(row, self.stage, exc, self.cfg)
+                row = fail_row(row, self.stage, exc, self.cfg)
             row[f"seconds_{self.stage}"] = time.perf_counter() - t0
             row[f"{self.stage}_actor"] = ACTOR_NAME  # busy seconds per actor in the job summary
             out.extend(check_row(r, self.stage, self.schema) for r in self.emit(row))
-        return _batch(out)
+        return to_batch(out)
 
 
 class OutOfMemory(M3DDMError):
@@ -462,7 +462,7 @@ class CoarseStage(_ModelStage):
                 write_coarse_latents(uri, state.global_latents, state.stored, so)
             except Exception as exc:  # noqa: BLE001 - an error row, not a dead job
                 storage.remove_tree(pieces_folder(row["output_uri"]), so)
-                return [dict(_fail(row, self.stage, exc, self.cfg), segment=0, num_segments=1)]
+                return [dict(fail_row(row, self.stage, exc, self.cfg), segment=0, num_segments=1)]
         return split_row(row, clip, state, uri)
 
 
@@ -505,7 +505,8 @@ def result_row(row: Mapping[str, Any], cfg: Mapping[str, Any]) -> dict:
 
 
 # --------------------------------------------------------------------------- batch <-> rows
-def _rows(batch: Mapping[str, Any]) -> list[dict]:
+def to_rows(batch: Mapping[str, Any]) -> list[dict]:
+    """A Ray Data numpy batch (column -> array of length n) as n row dicts, numpy scalars as Python values."""
     keys = list(batch)
     n = len(batch[keys[0]]) if keys else 0
     return [{k: _py(batch[k][i]) for k in keys} for i in range(n)]
@@ -517,7 +518,8 @@ def _py(v: Any) -> Any:
     return v
 
 
-def _batch(rows: list[dict]) -> dict[str, np.ndarray]:
+def to_batch(rows: list[dict]) -> dict[str, np.ndarray]:
+    """Row dicts as a Ray Data numpy batch: one object array per key of any row (None where a row lacks it)."""
     keys: list[str] = []
     for r in rows:
         for k in r:

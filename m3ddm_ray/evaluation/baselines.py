@@ -1,6 +1,6 @@
-"""Non-learned outpainting baselines, run through the same protocol as the model.
+"""Non-learned baselines of every task, run through the same protocol as the model. Pure numpy / OpenCV.
 
-Each baseline is a pure numpy / OpenCV function ``(strip, geom) -> canvas``: ``strip`` is the input
+Outpainting: each baseline is a pure numpy / OpenCV function ``(strip, geom) -> canvas``: ``strip`` is the input
 clip ``uint8 (T, h, w, 3)`` (the protocol's known region), ``geom`` the
 :class:`~m3ddm_ray.geometry.CanvasGeometry` the pipeline plans for it (``MaskCase.geom``), and the
 result is ``uint8 (T, S, S, 3)`` canvases, the same thing the diffusion model produces. The strip is
@@ -16,26 +16,37 @@ model differ only in how the border is filled.
   the canvas (centre crop), Gaussian-blurred (sigma ``S / 16`` by default), known rectangle pasted.
 * ``telea``: OpenCV's TELEA inpainting of each canvas (radius 5): the pipeline's own diffusion start
   (``PreparedClip.inpainted``).
+
+Inpainting, ``(frames, masks) -> frames`` at the source size, every pixel outside the mask kept
+(:func:`inpaint_baseline` zeroes the hidden pixels first, so no method can read the ground truth):
+
+* ``telea``: OpenCV TELEA inpainting (radius 5) of each frame on its own (no time);
+* ``nearest_known``: each masked pixel copies the same pixel of the nearest frame in time where it
+  is known (earlier frame on a tie); pixels hidden in every frame fall back to the frame's TELEA
+  fill. With a moving mask most pixels are seen somewhere, with a stationary one none are.
+
+Prediction, ``(known frames, n) -> n new frames``: ``last_frame``, the last known frame repeated (the
+usual "copy last frame" floor of video prediction, ExtDM and others).
 """
 
 from __future__ import annotations
 
 from typing import Callable
 
+import cv2
 import numpy as np
 
 from .. import geometry
 from ..errors import InputError
 from ..quality import check_frames
 
-__all__ = ["METHODS", "BASELINES", "place_on_canvas", "replicate", "reflect", "blur", "telea", "outpaint"]
+__all__ = ["METHODS", "BASELINES", "place_on_canvas", "replicate", "reflect", "blur", "telea", "outpaint",
+           "telea_inpaint", "nearest_known_inpaint", "last_frame_copy", "inpaint_baseline", "prediction_baseline"]
 
 
 def place_on_canvas(strip: np.ndarray, geom: geometry.CanvasGeometry) -> np.ndarray:
     """The strip on a black ``S x S`` canvas, exactly as ``geometry.make_canvases`` places it (float32
     ``cv2.resize`` to ``geom.resized_hw`` when the sizes differ, values truncated to ``uint8``)."""
-    import cv2
-
     strip = _check(strip, geom)
     s = geom.canvas_size
     y0, y1, x0, x1 = geom.known_box
@@ -82,8 +93,6 @@ def reflect(strip: np.ndarray, geom: geometry.CanvasGeometry) -> np.ndarray:
 
 def blur(strip: np.ndarray, geom: geometry.CanvasGeometry, sigma: float | None = None) -> np.ndarray:
     """Blurred-background fill: known rectangle scaled to cover the canvas, Gaussian blur, known pasted."""
-    import cv2
-
     known, _ = _known(strip, geom)
     s = geom.canvas_size
     kh, kw = known.shape[1:3]
@@ -102,8 +111,6 @@ def blur(strip: np.ndarray, geom: geometry.CanvasGeometry, sigma: float | None =
 
 def telea(strip: np.ndarray, geom: geometry.CanvasGeometry, radius: int = 5) -> np.ndarray:
     """OpenCV TELEA inpainting of the generated region of each canvas."""
-    import cv2
-
     canvas = place_on_canvas(strip, geom)
     if geom.fills_canvas:
         return canvas
@@ -120,13 +127,86 @@ BASELINES: dict[str, Callable[[np.ndarray, geometry.CanvasGeometry], np.ndarray]
 METHODS = ("m3ddm", *BASELINES)
 
 
-def outpaint(method: str, strip: np.ndarray, geom: geometry.CanvasGeometry, ratio: geometry.RatioLike) -> np.ndarray:
-    """Run baseline ``method`` and finish like the pipeline (known pixels pasted back, ``crop_box`` of
-    ``ratio``): ``uint8 (T, h', w', 3)``, what ``finalize_clip`` returns for the model."""
+def outpaint(method: str, strip: np.ndarray, geom: geometry.CanvasGeometry, ratio: geometry.RatioLike,
+             **options) -> np.ndarray:
+    """Run baseline ``method`` (with its ``options``: ``sigma`` of ``blur``, ``radius`` of ``telea``) and
+    finish like the pipeline (known pixels pasted back, ``crop_box`` of ``ratio``): ``uint8 (T, h', w',
+    3)``, what ``finalize_clip`` returns for the model."""
     if method not in BASELINES:
         raise InputError(f"unknown baseline {method!r}; use one of {', '.join(BASELINES)}")
-    canvas = BASELINES[method](strip, geom)
+    canvas = BASELINES[method](strip, geom, **options)
     masked = place_on_canvas(strip, geom)
     composite = geometry.paste_back(canvas, masked, geometry.pixel_mask(geom), mode="round")
     y0, y1, x0, x1 = geometry.crop_box(geom, ratio)
     return np.ascontiguousarray(composite[:, y0:y1, x0:x1])
+
+
+def _check_masks(frames, masks) -> tuple[np.ndarray, np.ndarray]:
+    frames = check_frames(frames, "frames")
+    masks = np.asarray(masks)
+    if masks.shape != frames.shape[:3] or masks.dtype != np.uint8:
+        raise InputError(f"masks {masks.dtype} {masks.shape} must be uint8 (T, H, W) = {frames.shape[:3]}, 0/1")
+    return frames, masks
+
+
+def telea_inpaint(frames: np.ndarray, masks: np.ndarray, radius: int = 5) -> np.ndarray:
+    """TELEA fill of every frame's masked pixels (uint8 ``(T, H, W, 3)`` RGB, masks uint8 0/1)."""
+    frames, masks = _check_masks(frames, masks)
+    out = frames.copy()
+    for t in range(len(frames)):
+        if masks[t].any():
+            out[t] = cv2.inpaint(frames[t], masks[t], radius, cv2.INPAINT_TELEA)
+    return out
+
+
+def nearest_known_inpaint(frames: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    """Masked pixels copied from the nearest frame (in time) where that pixel is known; TELEA where it
+    is known in no frame. uint8 ``(T, H, W, 3)``; unmasked pixels unchanged."""
+    frames, masks = _check_masks(frames, masks)
+    t = len(frames)
+    known = masks == 0
+    best = np.full(masks.shape, -1, np.int64)  # source frame per pixel
+    dist = np.full(masks.shape, np.iinfo(np.int64).max, np.int64)
+    for d in range(1, t):  # earlier frame first at equal distance
+        for src in (-d, d):
+            lo, hi = max(0, -src), min(t, t - src)
+            if lo >= hi:
+                continue
+            tgt = np.arange(lo, hi)
+            ok = masks[tgt].astype(bool) & known[tgt + src] & (dist[tgt] > d)
+            best[tgt] = np.where(ok, (tgt + src)[:, None, None], best[tgt])
+            dist[tgt] = np.where(ok, d, dist[tgt])
+    filled = telea_inpaint(frames, masks * (best < 0).astype(np.uint8))
+    tt, yy, xx = np.nonzero(best >= 0)
+    filled[tt, yy, xx] = frames[best[tt, yy, xx], yy, xx]
+    return filled
+
+
+def last_frame_copy(frames: np.ndarray, n: int) -> np.ndarray:
+    """uint8 ``(n, H, W, 3)``: the last of ``frames`` repeated ``n`` times."""
+    frames = check_frames(frames, "frames")
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise InputError(f"n={n!r} must be an integer >= 1 (frames to predict)")
+    return np.repeat(frames[-1:], int(n), axis=0)
+
+
+def inpaint_baseline(method: str, frames: np.ndarray, masks: np.ndarray, telea_radius: int = 5) -> np.ndarray:
+    """Inpainting baseline ``method`` (``telea``, ``nearest_known``) of uint8 ``(T, H, W, 3)`` frames whose
+    ``masks`` (uint8 ``(T, H, W)``, 1 = hidden) pixels are zeroed first: uint8 ``(T, H, W, 3)``.
+
+    Raises:
+        KeyError: another method name.
+    """
+    hidden = (frames * (1 - masks)[..., None]).astype(np.uint8)
+    fns = {"telea": lambda: telea_inpaint(hidden, masks, telea_radius),
+           "nearest_known": lambda: nearest_known_inpaint(hidden, masks)}
+    return fns[method]()
+
+
+def prediction_baseline(method: str, context: np.ndarray, n: int) -> np.ndarray:
+    """Prediction baseline ``method`` (``last_frame``) of uint8 ``(c, H, W, 3)`` known frames: ``(n, H, W, 3)``.
+
+    Raises:
+        KeyError: another method name.
+    """
+    return {"last_frame": last_frame_copy}[method](context, n)

@@ -28,7 +28,7 @@ EVAL_DEFAULTS: dict[str, Any] = {
     # inpaint: synthetic object masks (masks.synthetic) per clip, one row set per motion
     "mask_motion": ["stationary", "moving"],
     "mask_area": 0.1,           # area fraction of the frame each mask covers, (0, 0.5]
-    "mask_seed": 0,             # mask seed of a clip = mask_seed + crc32("<video name>@<start>") (task_rows)
+    "mask_seed": 0,             # mask seed of a clip = mask_seed + crc32("<video name>@<start>") (cases.clip_mask_seed)
     # extend (ExtDM protocol): condition on the first `context` frames of a clip, predict the next `predict`
     "context": 8,
     "predict": 8,
@@ -58,9 +58,9 @@ EVAL_DEFAULTS: dict[str, Any] = {
 METHODS = ("m3ddm", "replicate", "reflect", "blur", "telea")
 
 #: ``--task`` values: ``outpaint`` (the protocols of :mod:`.protocols`), ``inpaint`` and ``extend``
-#: (:mod:`.task_protocols`).
+#: (:mod:`.cases`).
 TASKS = ("outpaint", "inpaint", "extend")
-#: Methods per task (the inpaint / extend baselines are :mod:`.task_baselines`).
+#: Methods per task (the baselines are :mod:`.baselines`).
 TASK_METHODS: dict[str, tuple[str, ...]] = {
     "outpaint": METHODS,
     "inpaint": ("m3ddm", "telea", "nearest_known"),

@@ -1,11 +1,14 @@
 """Evaluation outputs: the summary table (Markdown + JSON), side-by-side strip images and an HTML page.
 
 The summary follows the column order of the published tables (M3DDM Table 1 and the follow-ups):
-one row per method, for each mask ratio ``PSNR↑ SSIM↑ LPIPS↓ FVD↓``, then the same four as the mean
-over the ratios. A cell is the mean over the clips whose row is ``ok`` (:func:`statistics.fmean`,
-i.e. ``math.fsum / n``, so it does not depend on row order); the "mean" cell is ``fmean`` of the
-per-ratio cells (NaN if any is missing). FVD is computed once per (method, ratio) over all clips (it
-is a distance between two sets of videos, not a per-clip number). Non-finite numbers are written to
+one row per method, for each case (mask ratio, mask motion or context / predict split) the task's
+columns (:class:`Table`: outpainting ``PSNR↑ SSIM↑ LPIPS↓ FVD↓``, inpainting adds the temporal
+consistency ``TC↓``), then, with several cases, the same columns as the mean over the cases. A cell is
+the mean over the clips whose row is ``ok`` (:func:`statistics.fmean`, i.e. ``math.fsum / n``, so it
+does not depend on row order); the "mean" cell is ``fmean`` of the per-case cells (NaN if any is
+missing). FVD is computed once per (method, case) over all clips (it is a distance between two sets
+of videos, not a per-clip number). Prediction adds one table per metric with a column per predicted
+frame index ``t+1 .. t+p`` (ExtDM reports its metrics per index). Non-finite numbers are written to
 JSON as the strings ``"inf"``, ``"-inf"``, ``"nan"`` (strict JSON has no such numbers).
 """
 
@@ -15,26 +18,41 @@ import html
 import json
 import math
 import statistics
+from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-__all__ = [
-    "TABLE_METRICS",
-    "summarize",
-    "summary_markdown",
-    "summary_json",
-    "to_jsonable",
-    "strip_image",
-    "report_html",
-]
+__all__ = ["TABLE_METRICS", "Table", "OUTPAINT_TABLE", "summarize", "summary_markdown", "summary_json",
+           "decode_lists", "to_jsonable", "strip_image", "report_html"]
 
-#: Metrics of the published table, in order, with the direction of "better".
+#: Metrics of the published outpainting table, in order, with the direction of "better".
 TABLE_METRICS: tuple[tuple[str, str, str], ...] = (
     ("psnr", "PSNR", "↑"), ("ssim", "SSIM", "↑"), ("lpips", "LPIPS", "↓"), ("fvd", "FVD", "↓"),
 )
-#: Per-clip metrics averaged into the summary (FVD comes from the set of clips).
-CLIP_METRICS = ("psnr", "ssim", "lpips", "bmse")
+
+
+@dataclass(frozen=True)
+class Table:
+    """What a task's summary shows.
+
+    Attributes:
+        columns: ``(key, name, arrow)`` per column of a case, FVD included.
+        clip_metrics: per-clip columns averaged into every cell (FVD comes from the set of clips).
+        per_index: ``(key, name, arrow)`` of per-predicted-frame lists (one table each).
+        label_prefix: written before a case label in the header (``"ratio "``).
+        notes: lines under the table.
+    """
+
+    columns: tuple[tuple[str, str, str], ...] = TABLE_METRICS
+    clip_metrics: tuple[str, ...] = ("psnr", "ssim", "lpips", "bmse")
+    per_index: tuple[tuple[str, str, str], ...] = ()
+    label_prefix: str = "ratio "
+    notes: tuple[str, ...] = ()
+
+
+#: The outpainting table (M3DDM Table 1 and the follow-ups).
+OUTPAINT_TABLE = Table()
 
 
 def _mean(values: Sequence[float]) -> float:
@@ -44,36 +62,99 @@ def _mean(values: Sequence[float]) -> float:
     return statistics.fmean(float(v) for v in vals)
 
 
+def _per_index(rows: Sequence[Mapping[str, Any]], key: str) -> list[float]:
+    """Mean over ``rows`` of their per-index lists (all of one length; NaN entries stay NaN)."""
+    arrays = [np.asarray(r[key], np.float64) for r in rows if r.get(key) is not None]
+    return [float(v) for v in np.mean(np.stack(arrays), axis=0)] if arrays else []
+
+
 def summarize(rows: Iterable[Mapping[str, Any]], fvd: Mapping[tuple[str, str], float] | None = None,
-              methods: Sequence[str] | None = None, labels: Sequence[str] | None = None) -> dict:
+              methods: Sequence[str] | None = None, labels: Sequence[str] | None = None,
+              table: Table = OUTPAINT_TABLE) -> dict:
     """The summary of per-clip rows (``method``, ``ratio_label``, ``status`` and the metric columns).
 
     Args:
-        rows: per-clip result rows.
+        rows: per-clip result rows (per-index values as lists, :func:`decode_lists`).
         fvd: ``(method, label) -> FVD``; missing pairs are NaN.
         methods, labels: order of the table (default: order of first appearance).
+        table: the task's :class:`Table`.
 
     Returns:
-        ``{"labels": [...], "methods": {method: {label: {metric: value, "clips": n, "errors": n},
-        "mean": {metric: value}}}}`` with ``metric`` in ``psnr, ssim, lpips, bmse, fvd``.
+        ``{"columns": [...], "labels": [...], "methods": {method: {label: {metric: value, "clips": n,
+        "errors": n[, per-index lists]}, "mean": {metric: value}}}}`` with ``metric`` in
+        ``table.clip_metrics`` and ``fvd``.
     """
     rows = list(rows)
     methods = list(methods) if methods else list(dict.fromkeys(r["method"] for r in rows))
     labels = list(labels) if labels else list(dict.fromkeys(r["ratio_label"] for r in rows))
     fvd = dict(fvd or {})
-    out: dict[str, Any] = {"labels": labels, "methods": {}}
+    out: dict[str, Any] = {"columns": [f"{name}{arrow}" for _, name, arrow in table.columns], "labels": labels,
+                           "methods": {}}
     for m in methods:
         entry: dict[str, Any] = {}
         for lab in labels:
             sel = [r for r in rows if r["method"] == m and r["ratio_label"] == lab]
             ok = [r for r in sel if r["status"] == "ok"]
-            cell: dict[str, Any] = {k: (_mean([r[k] for r in ok]) if ok else float("nan")) for k in CLIP_METRICS}
+            cell: dict[str, Any] = {k: (_mean([r[k] for r in ok]) if ok else float("nan")) for k in table.clip_metrics}
             cell["fvd"] = float(fvd.get((m, lab), float("nan")))
-            cell["clips"] = len(ok)
-            cell["errors"] = len(sel) - len(ok)
+            cell["clips"], cell["errors"] = len(ok), len(sel) - len(ok)
+            for k, _, _ in table.per_index:
+                cell[k] = _per_index(ok, k)
             entry[lab] = cell
-        entry["mean"] = {k: _mean([entry[lab][k] for lab in labels]) for k in (*CLIP_METRICS, "fvd")}
+        entry["mean"] = {k: _mean([entry[lab][k] for lab in labels]) for k in (*table.clip_metrics, "fvd")}
         out["methods"][m] = entry
+    return out
+
+
+def _grid(head: Sequence[str], body: Iterable[Sequence[str]]) -> list[str]:
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
+    return lines + ["| " + " | ".join(cells) + " |" for cells in body]
+
+
+def summary_markdown(summary: Mapping[str, Any], title: str = "", table: Table = OUTPAINT_TABLE) -> str:
+    """The Markdown tables of :func:`summarize` (module docstring)."""
+    labels, methods = summary["labels"], summary["methods"]
+    groups = [*labels, "mean"] if len(labels) > 1 else list(labels)
+    name_of = {g: g if g == "mean" else table.label_prefix + g for g in groups}
+    head = ["method"] + [(f"{name_of[g]} " if len(groups) > 1 else "") + f"{name}{arrow}"
+                         for g in groups for _, name, arrow in table.columns]
+    lines = [f"# {title}", ""] if title else []
+    if len(groups) == 1:
+        lines += [f"Case {name_of[groups[0]]}.", ""]
+    lines += _grid(head, ([m] + [_fmt(entry[g][k], k) for g in groups for k, _, _ in table.columns]
+                          for m, entry in methods.items()))
+    lines += ["", *table.notes] if table.notes else []
+    for lab in labels:
+        for key, name, arrow in table.per_index:
+            n = max((len(e[lab][key]) for e in methods.values()), default=0)
+            if n:
+                base = key.replace("_frames", "")
+                lines += ["", f"{name}{arrow} per predicted frame index ({name_of[lab]}):", ""]
+                lines += _grid(["method"] + [f"t+{i + 1}" for i in range(n)],
+                               ([m] + [_fmt(v, base) for v in e[lab][key] + [float("nan")] * (n - len(e[lab][key]))]
+                                for m, e in methods.items()))
+    extra = [k for k in table.clip_metrics if k not in {c for c, _, _ in table.columns}]
+    counts = []
+    for m, entry in methods.items():
+        per = ", ".join(f"{lab}: {entry[lab]['clips']} ok" + (f", {entry[lab]['errors']} errors" if entry[lab]['errors']
+                                                              else "") for lab in labels)
+        means = "".join(f"; {k.upper()} mean {_fmt(entry['mean'][k], k)}" for k in extra)
+        counts.append(f"- {m}: {per}{means}")
+    lines += ["", "Clips per cell (mean over clips; FVD over the set of clips; `–` = not computed):", *counts, ""]
+    return "\n".join(lines)
+
+
+def decode_lists(rows: Iterable[Mapping[str, Any]], keys: Sequence[str]) -> list[dict]:
+    """Rows with the per-index JSON strings of the wire (``keys``) decoded to lists of floats ("nan" -> NaN)."""
+    out = []
+    for r in rows:
+        r = dict(r)
+        for key in keys:
+            if isinstance(r.get(key), str) and r[key]:
+                r[key] = [float(v) for v in json.loads(r[key])]
+            elif not isinstance(r.get(key), list):
+                r[key] = None
+        out.append(r)
     return out
 
 
@@ -87,25 +168,6 @@ def _fmt(v: Any, key: str) -> str:
     if key in ("ssim", "lpips", "bmse"):
         return f"{v:.4f}"
     return f"{v:.2f}"
-
-
-def summary_markdown(summary: Mapping[str, Any], title: str = "") -> str:
-    """The published table: method | per ratio PSNR↑ SSIM↑ LPIPS↓ FVD↓ | mean of the ratios."""
-    groups = [*summary["labels"], "mean"]
-    head = ["method"] + [f"{g if g == 'mean' else 'ratio ' + g} {name}{arrow}"
-                         for g in groups for _, name, arrow in TABLE_METRICS]
-    lines = [f"# {title}", ""] if title else []
-    lines += ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
-    for m, entry in summary["methods"].items():
-        cells = [m] + [_fmt(entry[g][k], k) for g in groups for k, _, _ in TABLE_METRICS]
-        lines.append("| " + " | ".join(cells) + " |")
-    counts = []
-    for m, entry in summary["methods"].items():
-        per = ", ".join(f"{lab}: {entry[lab]['clips']} ok" + (f", {entry[lab]['errors']} errors" if entry[lab]['errors']
-                                                              else "") for lab in summary["labels"])
-        counts.append(f"- {m}: {per}; BMSE mean {_fmt(entry['mean']['bmse'], 'bmse')}")
-    lines += ["", "Clips per cell (mean over clips; FVD over the set of clips; `–` = not computed):", *counts, ""]
-    return "\n".join(lines)
 
 
 def to_jsonable(value: Any) -> Any:
@@ -123,8 +185,8 @@ def to_jsonable(value: Any) -> Any:
 
 
 def summary_json(summary: Mapping[str, Any], **meta: Any) -> str:
-    """Strict JSON of the summary with ``meta`` (protocol, dataset, ...) at the top level."""
-    data = {**meta, "columns": [f"{name}{arrow}" for _, name, arrow in TABLE_METRICS], **summary}
+    """Strict JSON of the summary (:func:`summarize`) with ``meta`` (task, protocol, dataset, ...) at the top level."""
+    data = {**meta, **summary}
     return json.dumps(to_jsonable(data), indent=2, allow_nan=False, ensure_ascii=False)
 
 

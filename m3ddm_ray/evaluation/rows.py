@@ -1,7 +1,12 @@
 """Rows of the evaluation job: the ``per_clip.parquet`` columns, pending rows per clip, CPU preparation.
 
-Error rows are made by the outpaint job's :func:`m3ddm_ray.distributed.stages._fail` (the message
-names the input, credentials from ``storage_options`` are redacted).
+One row per clip x case x method (:mod:`.cases`). On the wire the rows use only the evaluation job's
+fields (:data:`m3ddm_ray.distributed.rows.EVAL_FIELDS`, which the model actors check): ``protocol``
+= the outpainting protocol or the task, ``ratio_label`` = the case label, ``mask_ratio`` = the
+generated share. ``m3ddm`` rows carry the prepared clip (:mod:`.model`) to the outpaint job's coarse
+and fine actor pools; baseline rows (status ``baseline``) pass through them and are filled in the
+scoring stage. Error rows are made by the outpaint job's :func:`m3ddm_ray.distributed.stages.fail_row`
+(the message names the input, credentials from ``storage_options`` are redacted).
 """
 
 from __future__ import annotations
@@ -11,10 +16,12 @@ import pickle
 import time
 from typing import Any, Mapping
 
-from ..distributed.config import config_hash, job_settings
-from .config import build_protocol, parse_methods
+import numpy as np
 
-__all__ = ["EVAL_COLUMNS", "eval_schema", "build_rows", "prepare_group"]
+from ..distributed.config import config_hash, job_settings
+from .cases import check_one_segment, eval_task, mask_key
+
+__all__ = ["EVAL_COLUMNS", "eval_schema", "build_rows", "row_ground_truth", "prepare_group"]
 
 #: Columns of ``per_clip.parquet`` and their Arrow types (:func:`eval_schema`).
 EVAL_COLUMNS: tuple[tuple[str, str], ...] = (
@@ -30,7 +37,7 @@ EVAL_COLUMNS: tuple[tuple[str, str], ...] = (
     ("seconds_prepare", "float64"), ("seconds_coarse", "float64"), ("seconds_fine", "float64"),
     ("seconds_method", "float64"), ("seconds_score", "float64"), ("seconds_unet", "float64"),
     ("model", "string"), ("vae", "string"), ("config_hash", "string"), ("settings", "string"),
-    # the task columns (m3ddm_ray.evaluation.task_rows): "outpaint" rows have only `task`
+    # the task columns (m3ddm_ray.evaluation.cases): "outpaint" rows have only `task`
     ("task", "string"), ("mask_motion", "string"), ("context", "int64"), ("predict", "int64"),
     ("temporal", "float64"),
     ("psnr_frames", "list_float64"), ("ssim_frames", "list_float64"), ("lpips_frames", "list_float64"),
@@ -49,9 +56,16 @@ def eval_schema():
     return pa.schema([(name, arrow(kind)) for name, kind in EVAL_COLUMNS])
 
 
-def build_rows(cfg: Mapping[str, Any], ecfg: Mapping[str, Any], clips, cases) -> list[list[dict]]:
-    """Pending rows grouped by clip: one per (mask ratio, method) of each clip."""
-    methods = parse_methods(ecfg["methods"])
+def build_rows(cfg: Mapping[str, Any], ecfg: Mapping[str, Any], clips, cases=None) -> list[list[dict]]:
+    """Pending rows grouped by clip: one per (case, method) of each clip (``cases``: default the task's);
+    ``m3ddm`` rows ``pending``, baselines ``baseline``.
+
+    Raises:
+        InputError: bad task settings, or an inpaint / extend clip that would be several plan
+            segments (:func:`.cases.check_one_segment`).
+    """
+    task = eval_task(ecfg, int(cfg["canvas_size"]))
+    methods = task.methods
     settings = job_settings(cfg)
     chash = config_hash(cfg, settings) if "m3ddm" in methods else None  # baselines need no model
     settings_json = json.dumps(settings.to_dict(), sort_keys=True)
@@ -59,14 +73,17 @@ def build_rows(cfg: Mapping[str, Any], ecfg: Mapping[str, Any], clips, cases) ->
     for clip in clips:
         record = json.dumps(clip.to_record())
         group = []
-        for ci, case in enumerate(cases):
+        for ci, case in enumerate(task.cases if cases is None else cases):
+            frames = (task.one_segment and case.clip_len) or clip.num_frames
+            if task.one_segment and "m3ddm" in methods and clip.num_frames >= frames:
+                check_one_segment(frames, clip.fps, settings.strides, f"clip {clip.clip_id}")
             for mi, method in enumerate(methods):
                 model = method == "m3ddm"
                 group.append({
                     "clip_id": clip.clip_id, "sequence": clip.sequence, "dataset": clip.dataset, "split": clip.split,
                     "uri": clip.uri, "video_uri": clip.uri, "start": clip.start, "frames": clip.num_frames,
-                    "fps": clip.fps,
-                    "protocol": case.protocol, "mask_ratio": case.mask_ratio, "ratio_label": case.label,
+                    "fps": clip.fps, "protocol": case.protocol, "mask_ratio": case.mask_ratio,
+                    "ratio_label": case.label,
                     "method": method, "status": "pending" if model else "baseline", "error": None,
                     "record": record, "overrides": "{}", "clip": b"", "state": b"",
                     "fvd_real_wanted": ci == 0 and mi == 0,
@@ -77,36 +94,39 @@ def build_rows(cfg: Mapping[str, Any], ecfg: Mapping[str, Any], clips, cases) ->
     return groups
 
 
-def _ground_truth(row: Mapping[str, Any], protocol, storage_options):
+def row_ground_truth(row: Mapping[str, Any], task, storage_options=None) -> np.ndarray:
+    """The ground truth of a row's clip at the task's resolution: uint8 ``(T, H, W, 3)``
+    (``task.ground_truth`` of the decoded clip)."""
     from .datasets import EvalClip, load_clip
 
-    clip = EvalClip.from_record(json.loads(row["record"]))
-    return protocol.ground_truth(load_clip(clip, storage_options))
+    return task.ground_truth(load_clip(EvalClip.from_record(json.loads(row["record"])), storage_options))
 
 
 def prepare_group(rows: list[dict], cfg: Mapping[str, Any], ecfg: Mapping[str, Any]) -> list[dict]:
-    """CPU: decode a clip once, cut each mask ratio's strip, ``prepare_clip`` it for the ``m3ddm`` rows."""
+    """CPU: decode a clip once, build each case's input and prepare it for the ``m3ddm`` rows (pickled
+    into ``row['clip']``). A failure makes every row of the clip an error row naming the clip."""
     from ..distributed.rows import check_row
-    from ..distributed.stages import _fail  # lazy (as every Ray-side import here): the CLI imports this module
-    from ..pipeline import prepare_clip
+    from ..distributed.stages import fail_row  # lazy (as every Ray-side import here): the CLI imports this module
 
     t0 = time.perf_counter()
-    so = cfg.get("storage_options") or None
     try:
-        protocol = build_protocol(ecfg)
-        cases = {c.label: c for c in protocol.cases(int(cfg["canvas_size"]))}
-        gt = _ground_truth(rows[0], protocol, so)
+        task = eval_task(ecfg, int(cfg["canvas_size"]))
+        cases = {c.label: c for c in task.cases}
+        gt = row_ground_truth(rows[0], task, cfg.get("storage_options") or None)
         settings = job_settings(cfg)
-        strips = {}
+        prepared: dict[str, bytes] = {}
         for row in rows:
-            if row["method"] == "m3ddm":
-                case = cases[row["ratio_label"]]
-                if case.label not in strips:
-                    prepared = prepare_clip(case.strip(gt), float(row["fps"]), case.ratio, settings)
-                    strips[case.label] = pickle.dumps(prepared, protocol=pickle.HIGHEST_PROTOCOL)
-                row["clip"] = strips[case.label]
+            if row["method"] != "m3ddm":
+                continue
+            case = cases[row["ratio_label"]]
+            if case.label not in prepared:
+                clip = task.inputs(case, gt, mask_key(row["uri"], row["start"])).prepare(float(row["fps"]), settings)
+                if task.one_segment:
+                    check_one_segment(clip.num_frames, clip.fps, clip.strides, f"clip {row['clip_id']}")
+                prepared[case.label] = pickle.dumps(clip, protocol=pickle.HIGHEST_PROTOCOL)
+            row["clip"] = prepared[case.label]
     except Exception as exc:  # noqa: BLE001 - one bad clip must not stop the job
-        out = [_fail(dict(r, seconds_prepare=time.perf_counter() - t0), "prepare", exc, cfg) for r in rows]
+        out = [fail_row(dict(r, seconds_prepare=time.perf_counter() - t0), "prepare", exc, cfg) for r in rows]
     else:
         out = [dict(r, seconds_prepare=time.perf_counter() - t0) for r in rows]
     return [check_row(r, "eval prepare", "eval") for r in out]

@@ -1,25 +1,28 @@
-"""The evaluation job: dataset -> protocol -> method (M3DDM on Ray actor pools, or a baseline) -> scores.
+"""The evaluation job: dataset -> task and protocol -> method (M3DDM on Ray actor pools, or a baseline) -> scores.
 
-``m3ddm-ray eval --dataset davis2017 --root PATH --output PREFIX`` runs on the same Ray Data machinery
-as ``m3ddm-ray outpaint`` (:mod:`m3ddm_ray.distributed.job`): one item per clip, a CPU ``flat_map``
-that decodes the clip once and prepares one row per (mask ratio, method), the main job's
-:class:`~m3ddm_ray.distributed.stages.CoarseStage` / :class:`~m3ddm_ray.distributed.stages.FineStage`
-actor pools for the ``m3ddm`` rows (baseline rows pass through them untouched; without ``m3ddm`` the
-pools are not created and no model is loaded), then a scoring actor pool (:class:`ScoreStage`: the
-baseline fill, paste-back, the protocol's composition, PSNR / SSIM / LPIPS / BMSE, I3D features when
-FVD weights are configured, and one side-by-side PNG per row). The driver gathers the rows, computes
-FVD once per (method, mask ratio) and writes::
+``m3ddm-ray eval --dataset davis2017 --root PATH --output PREFIX [--task outpaint|inpaint|extend]``
+runs on the same Ray Data machinery as ``m3ddm-ray outpaint`` (:mod:`m3ddm_ray.distributed.job`):
+one item per clip, a CPU ``flat_map`` that decodes the clip once and prepares one row per (case,
+method) (:func:`.rows.prepare_group`), the main job's :class:`~m3ddm_ray.distributed.stages.CoarseStage`
+/ :class:`~m3ddm_ray.distributed.stages.FineStage` actor pools for the ``m3ddm`` rows (baseline rows
+pass through them untouched; without ``m3ddm`` the pools are not created and no model is loaded),
+then a scoring actor pool (:class:`.scoring.ScoreStage`: the baseline fill, the task's scores, I3D
+features when FVD weights are configured, and one side-by-side PNG per row). What differs between
+the tasks is in :mod:`.cases`. The driver gathers the rows, computes FVD once per (method, case)
+and writes::
 
-    <output>/per_clip.parquet     one row per clip x mask ratio x method (eval_schema())
-    <output>/summary.md|.json     the published table: per ratio PSNR SSIM LPIPS FVD, then the mean
+    <output>/per_clip.parquet     one row per clip x case x method (eval_schema())
+    <output>/summary.md|.json     the task's table: per case its columns, then the mean over the cases
     <output>/report/index.html    summary + per clip input | output | ground truth strips
     <output>/report/img/*.png
     <output>/manifest.parquet     the evaluation manifest (clips, frame files, frame ranges)
 
-Modules: :mod:`.config` (the ``eval:`` section), :mod:`.rows` (columns, pending rows, CPU
-preparation), :mod:`.scoring` (metric networks, :class:`ScoreStage`, FVD per set) and this one (the
-Ray wiring, the job, the command line). Error rows and retry limits are the outpaint job's
-(:func:`m3ddm_ray.distributed.stages._fail`, :func:`m3ddm_ray.distributed.job.map_on_actor_pool`).
+Protocols (docs/evaluation.md, docs/tasks.md): outpainting with the ``benchmark`` or ``m3ddm-plus``
+protocol (:mod:`.protocols`); inpainting with synthetic object masks (``eval.mask_motion``,
+``eval.mask_area``, seeded per clip); prediction as ExtDM (``eval.context`` known frames,
+``eval.predict`` predicted; every clip is cut to ``context + predict`` frames and a shorter video
+gives error rows that say so). Error rows and retry limits are the outpaint job's
+(:func:`m3ddm_ray.distributed.stages.fail_row`, :func:`m3ddm_ray.distributed.job.map_on_actor_pool`).
 
 Configuration: the job config of ``m3ddm-ray outpaint`` (``configs/*.yaml``; model, VAE, sampler,
 stage pools) plus an ``eval:`` section (:data:`EVAL_DEFAULTS`), both overridable with
@@ -29,31 +32,189 @@ stage pools) plus an ``eval:`` section (:data:`EVAL_DEFAULTS`), both overridable
 
 from __future__ import annotations
 
+import pickle
 import time
-from typing import Any, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
 
 from ..errors import InputError
+from . import datasets, report
+from .cases import eval_task
 from .config import EVAL_DEFAULTS, METHODS, TASKS, build_protocol, check_task_settings, load_eval_config
-from .engine import EvalResult, _clean, eval_dataset, run_rows, settle_metrics, write_outputs
-from .rows import EVAL_COLUMNS, build_rows, eval_schema
-from .scoring import ScoreStage
+from .rows import EVAL_COLUMNS, build_rows, eval_schema, prepare_group
+from .scoring import RANDOM_INIT, ScoreStage, fvd_by_set, make_fvd, make_lpips
 
-__all__ = [
-    "EVAL_DEFAULTS",
-    "EVAL_COLUMNS",
-    "eval_schema",
-    "METHODS",
-    "EvalResult",
-    "load_eval_config",
-    "build_protocol",
-    "build_rows",
-    "ScoreStage",
-    "eval_dataset",
-    "run_eval",
-    "add_eval_arguments",
-    "add_eval",
-    "cmd_eval",
-]
+__all__ = ["EVAL_DEFAULTS", "EVAL_COLUMNS", "eval_schema", "METHODS", "EvalResult", "load_eval_config",
+           "build_protocol", "build_rows", "ScoreStage", "eval_dataset", "run_rows", "settle_metrics",
+           "write_outputs", "run_eval", "add_eval_arguments", "add_eval", "cmd_eval"]
+
+
+@dataclass
+class EvalResult:
+    """What :func:`run_eval` returns."""
+
+    table: Any  # pyarrow.Table
+    summary: dict
+    uris: dict[str, str]
+    seconds: float
+    markdown: str = ""
+
+    def counts(self) -> dict[str, int]:
+        """Rows per status."""
+        from ..distributed.job import status_counts
+
+        return status_counts(self.table)
+
+    def summary_text(self) -> str:
+        rows = self.table.to_pylist()
+        c = self.counts()
+        lines = [f"{len(rows)} rows (clip x mask ratio x method): ok {c.get('ok', 0)}, error {c.get('error', 0)} "
+                 f"in {self.seconds:.1f} s"]
+        lines += [f"  error {r['clip_id']} {r['ratio_label']} {r['method']}: {r['error']}"
+                  for r in rows if r["status"] == "error"]
+        lines.append(self.markdown)
+        lines += [f"{k}: {v}" for k, v in self.uris.items()]
+        return "\n".join(ln for ln in lines if ln)
+
+
+def _conform(row: Mapping[str, Any], schema) -> dict:
+    """A result row in ``schema``'s types; missing metric values are NaN."""
+    from ..distributed.job import conform_row
+
+    return conform_row(row, schema, missing_float=float("nan"))
+
+
+def eval_dataset(cfg: Mapping[str, Any], ecfg: Mapping[str, Any], groups: Sequence[list[dict]],
+                 methods: Sequence[str], output: str):
+    """The Ray Dataset of the evaluation: one item per clip -> prepare (CPU ``flat_map``) -> the outpaint
+    job's coarse and fine actor pools (``m3ddm`` only) -> the scoring pool.
+
+    Every pool and task stage is built like the outpaint job's (:func:`~m3ddm_ray.distributed.job.
+    map_on_actor_pool`, :func:`~m3ddm_ray.distributed.job.map_on_task_pool`), with its retry limits
+    (``retries.*``): a clip that kills its actor every time ends as error rows instead of being
+    retried forever. The task (:mod:`.cases`) is read from ``ecfg`` by the stages themselves.
+    """
+    import ray.data
+
+    from ..distributed.job import map_on_actor_pool, map_on_task_pool
+    from ..distributed.stages import CoarseStage, FineStage
+
+    device = str(cfg["device"])
+    prep_cfg = cfg["stages"]["prepare"]
+    items = [{"rows": pickle.dumps(list(g), protocol=pickle.HIGHEST_PROTOCOL)} for g in groups]
+
+    def prepare(item: dict) -> list[dict]:
+        return prepare_group(pickle.loads(item["rows"]), cfg, ecfg)
+
+    ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
+    ds = map_on_task_pool(ds.flat_map, prepare, cfg, prep_cfg)
+    if "m3ddm" in methods:
+        for stage_cls, name in ((CoarseStage, "coarse"), (FineStage, "fine")):
+            ds = map_on_actor_pool(ds, stage_cls, cfg, cfg["stages"][name], device,
+                                   fn_constructor_kwargs={"cfg": dict(cfg), "schema": "eval"})
+    score_device = str(ecfg["metrics"].get("device") or "cpu")
+    return map_on_actor_pool(ds, ScoreStage, cfg, dict(ecfg["score"]), "cpu" if score_device == "cpu" else device,
+                             fn_constructor_kwargs={"cfg": dict(cfg), "ecfg": dict(ecfg), "output": output})
+
+
+def _lost_rows(groups: Sequence[list[dict]], results: Sequence[Mapping[str, Any]], failure: BaseException,
+               cfg: Mapping[str, Any]) -> list[dict]:
+    """Error rows for the rows Ray did not return before it gave up (message redacted, as the job's)."""
+    from ..distributed.stages import redact
+
+    got = {(r["clip_id"], r["ratio_label"], r["method"]) for r in results}
+    first_line = (str(failure).strip().splitlines() or [""])[0][:300]
+    msg = redact(f"{type(failure).__name__}: {first_line}", cfg)
+    return [dict(r, status="error", clip=b"", state=b"",
+                 error=f"eval: {r['uri']}: the Ray execution failed before this row finished ({msg})")
+            for g in groups for r in g if (r["clip_id"], r["ratio_label"], r["method"]) not in got]
+
+
+def settle_metrics(ecfg: Mapping[str, Any]) -> dict:
+    """``ecfg`` with ``metrics.lpips`` settled to True / False: the metric networks are loaded once
+    here (CPU) so bad weights fail before any work, and ``lpips: auto`` is on for every worker only
+    when this machine found the weight files.
+
+    Raises:
+        ModelLoadError: a configured weight file that is missing or does not load.
+    """
+    metrics = dict(ecfg["metrics"])
+    for key in ("lpips_weights", "lpips_backbone", "fvd_weights"):
+        if metrics.get(key) and metrics[key] != RANDOM_INIT and not Path(str(metrics[key])).is_file():
+            from ..errors import ModelLoadError
+
+            raise ModelLoadError(f"{key.replace('_', '-')} {metrics[key]}: file not found")
+    metrics["lpips"] = make_lpips({**metrics, "device": "cpu"}) is not None
+    make_fvd({**metrics, "device": "cpu"})
+    return {**ecfg, "metrics": metrics}
+
+
+def run_rows(cfg: Mapping[str, Any], ecfg: Mapping[str, Any], groups: Sequence[list[dict]], methods: Sequence[str],
+             labels: Sequence[str], output: str):
+    """Run the evaluation rows on Ray: start / join Ray, place every pool before
+    any work (the scoring pool counts; no finalize here), run :func:`eval_dataset`, turn the rows Ray
+    did not return into error rows, sort by (clip, case label, method) and compute FVD per set
+    when the rows carry I3D features. When the output is a log, not a terminal, one progress line
+    every ``ray.progress_interval_s`` and one at the end, as the outpaint job
+    (:class:`~m3ddm_ray.distributed.collect.ProgressLog`).
+
+    Returns:
+        ``(cfg, ecfg, results, fvd, fvd_notes)``: the resolved configs, the result rows, FVD per
+        (method, label) and the notes on each FVD set.
+
+    Raises:
+        ResourceError: a pool cannot be placed.
+    """
+    from ..distributed.job import ProgressLog, collect_rows, init_ray, resolve_runtime, set_progress_output
+    init_ray(cfg)
+    actors = (("coarse", "fine") if "m3ddm" in methods else ()) + ("score",)
+    cfg, _ = resolve_runtime({**cfg, "stages": {**cfg["stages"], "score": dict(ecfg["score"])}},
+                             actors=actors, tasks=("prepare",))
+    ecfg = {**ecfg, "score": cfg["stages"]["score"]}
+    pools = {"coarse": "CoarseStage", "fine": "FineStage"} if "m3ddm" in methods else {}
+    pools["score"] = "ScoreStage"  # watched until they start
+    set_progress_output()  # before the dataset is built: it keeps the context it was created with
+    total = sum(map(len, groups))
+    progress = ProgressLog.for_job(cfg, total)
+    results, failure = collect_rows(eval_dataset(cfg, ecfg, groups, methods, output), cfg,
+                                    total, pools=pools, progress=progress)
+    progress.finish()
+    if failure is not None:
+        results += _lost_rows(groups, results, failure, cfg)
+    order = {m: i for i, m in enumerate(methods)}
+    lab_order = {lab: i for i, lab in enumerate(labels)}
+    results.sort(key=lambda r: (str(r["clip_id"]), lab_order.get(r["ratio_label"], 99), order.get(r["method"], 99)))
+    fvd, fvd_notes = ({}, {})
+    if any(r.get("fvd_real") for r in results):
+        fvd, fvd_notes = fvd_by_set(results, methods, labels)
+    return cfg, ecfg, results, fvd, fvd_notes
+
+
+def write_outputs(output: str, so, table, clips, summary: Mapping[str, Any], md: str, title: str,
+                  meta: Mapping[str, Any], report_keys: Sequence[str], t0: float) -> "EvalResult":
+    """Publish an evaluation's outputs under ``output``, each atomically: ``per_clip.parquet``
+    (``table``), ``manifest.parquet`` (the clips), ``summary.md`` (``md``), ``summary.json``
+    (``summary`` + ``meta``) and ``report/index.html`` (``meta``'s ``report_keys`` in its header).
+    Returns the :class:`EvalResult` (wall time from ``t0``, ``time.perf_counter`` seconds)."""
+    import pyarrow.parquet as pq
+
+    from ..storage import atomic_output, atomic_write_bytes
+
+    uris = {
+        "per_clip": f"{output}/per_clip.parquet", "summary_md": f"{output}/summary.md",
+        "summary_json": f"{output}/summary.json", "report": f"{output}/report/index.html",
+        "manifest": f"{output}/manifest.parquet",
+    }
+    with atomic_output(uris["per_clip"], so, suffix=".parquet") as tmp:
+        pq.write_table(table, tmp)
+    with atomic_output(uris["manifest"], so, suffix=".parquet") as tmp:
+        pq.write_table(datasets.clips_to_table(clips), tmp)
+    atomic_write_bytes(uris["summary_md"], md.encode("utf-8"), so)
+    atomic_write_bytes(uris["summary_json"], report.summary_json(summary, **meta).encode("utf-8"), so)
+    page = report.report_html(table.to_pylist(), md, title, {k: meta[k] for k in report_keys})
+    atomic_write_bytes(uris["report"], page.encode("utf-8"), so)
+    return EvalResult(table, summary, uris, time.perf_counter() - t0, md)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -65,56 +226,53 @@ def run_eval(cfg: Mapping[str, Any], ecfg: Mapping[str, Any], output: str) -> Ev
     """Run the evaluation of ``ecfg['dataset']`` under ``ecfg['root']`` and write the outputs under ``output``.
 
     Raises:
-        InputError: bad dataset layout, protocol, method or config (nothing has run yet).
+        InputError: bad dataset layout, task, protocol, method or config, or inpaint / extend clips
+            that would be several plan segments (nothing has run yet).
         ModelLoadError: configured LPIPS / FVD weights that are missing or do not load.
     """
     import pyarrow as pa
 
     from ..distributed.job import absolute_uri, resolve_paths
-    from . import datasets, report
 
     t0 = time.perf_counter()
     if not ecfg.get("dataset") or not ecfg.get("root"):
         raise InputError("give the dataset (--dataset) and its folder (--root)")
-    spec = check_task_settings(ecfg)
-    if spec["task"] != "outpaint":
-        from .task_job import run_task_eval
-
-        return run_task_eval(cfg, ecfg, spec, output, t0)
-    methods = spec["methods"]
+    task = eval_task(ecfg, int(cfg["canvas_size"]))
+    methods = task.methods
     cfg = resolve_paths(cfg) if "m3ddm" in methods else dict(cfg)
     output = absolute_uri(output).rstrip("/")
     so = cfg.get("storage_options") or None
-    protocol = build_protocol(ecfg)
-    cases = protocol.cases(int(cfg["canvas_size"]))
-    labels = [c.label for c in cases]
+    labels = [c.label for c in task.cases]
     videos = datasets.read_dataset(str(ecfg["dataset"]), str(ecfg["root"]), str(ecfg.get("split") or "val"), so)
-    clip_len = ecfg.get("clip_len")
+    clip_len = task.clip_len(ecfg)
     clips = datasets.make_clips(videos, int(clip_len) if clip_len else None, str(ecfg.get("clips") or "first"),
                                 ecfg.get("max_clips"), so)
     ecfg = settle_metrics(ecfg)
     metrics = ecfg["metrics"]
-    groups = build_rows(cfg, ecfg, clips, cases)
+    groups = build_rows(cfg, ecfg, clips)
 
     cfg, ecfg, results, fvd, fvd_notes = run_rows(cfg, ecfg, groups, methods, labels, output)
+    by_label = {c.label: c for c in task.cases}
+    per_index = [k for k, _, _ in task.table.per_index]
+    filled = [dict(r, **task.columns(by_label[r["ratio_label"]])) if r["ratio_label"] in by_label else r
+              for r in report.decode_lists(results, per_index)]  # every row names its task and case, lost rows too
     schema = eval_schema()
-    table = pa.Table.from_pylist([_clean(dict(r, task="outpaint"), schema) for r in results], schema=schema)
-    rows = table.to_pylist()
-    summary = report.summarize(rows, fvd, methods, labels)
+    table = pa.Table.from_pylist([_conform(r, schema) for r in filled], schema=schema)
+    summary = report.summarize(table.to_pylist(), fvd, methods, labels, task.table)
     meta = {
-        "dataset": ecfg["dataset"], "root": str(ecfg["root"]), "split": ecfg.get("split"),
-        "protocol": protocol.name, "protocol_options": {k: v for k, v in vars(protocol).items() if k != "name"},
-        "cases": [c.describe() for c in cases], "clip_len": clip_len, "clips_mode": ecfg.get("clips"),
+        "task": task.task, "dataset": ecfg["dataset"], "root": str(ecfg["root"]), "split": ecfg.get("split"),
+        "protocol": task.name, **task.meta(), "clip_len": clip_len, "clips_mode": ecfg.get("clips"),
         "num_clips": len(clips), "methods": methods, "model": str(cfg["model"]), "vae": str(cfg["vae"]),
-        "steps": cfg["sampler"]["steps"], "canvas_size": cfg["canvas_size"],
+        "steps": cfg["sampler"]["steps"], "seed": cfg["sampler"].get("seed"), "canvas_size": cfg["canvas_size"],
         "lpips": "computed" if metrics["lpips"] else "not computed (no LPIPS weights found; --lpips-weights)",
         "fvd": ({"kind": metrics.get("fvd_kind"), "weights": metrics.get("fvd_weights"),
                  "sets": fvd_notes} if fvd else "not computed"),
     }
-    title = f"{ecfg['dataset']} {ecfg.get('split') or ''} — {protocol.name} protocol"
-    md = report.summary_markdown(summary, title)
+    title = f"{ecfg['dataset']} {ecfg.get('split') or ''} — {task.title}"
+    md = report.summary_markdown(summary, title, task.table)
     return write_outputs(output, so, table, clips, summary, md, title, meta,
-                         ("dataset", "split", "protocol", "methods", "model", "steps", "canvas_size", "num_clips"), t0)
+                         ("task", "dataset", "split", "protocol", "methods", "model", "steps", "canvas_size",
+                          "num_clips"), t0)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Scoring of evaluation rows: the metric networks of the config, the scoring actor and FVD per set."""
+"""Scoring of evaluation rows: the metric networks of the config, the scoring actor (every task) and FVD per set."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import time
 from typing import Any, Mapping, Sequence
 
 from ..distributed.config import job_settings
-from .config import build_protocol
-from .rows import _ground_truth
+from .cases import eval_task, mask_key
+from .rows import row_ground_truth
 
-__all__ = ["RANDOM_INIT", "make_lpips", "make_fvd", "ScoreStage", "fvd_by_set"]
+__all__ = ["RANDOM_INIT", "make_lpips", "make_fvd", "features", "write_report_png", "ScoreStage", "fvd_by_set"]
 
 
 RANDOM_INIT = "random-init"
@@ -56,7 +56,8 @@ def make_fvd(metrics: Mapping[str, Any]):
     return FVDFeatureExtractor(kind, str(weights), device)
 
 
-def _features(extractor, clip) -> bytes:
+def features(extractor, clip) -> bytes:
+    """Pickled float64 I3D features of one uint8 ``(T, H, W, 3)`` clip (``extractor``: :func:`make_fvd`)."""
     import numpy as np
 
     fn = getattr(extractor, "features", None) or extractor
@@ -67,7 +68,7 @@ def _features(extractor, clip) -> bytes:
 def write_report_png(output: str, so, row: Mapping[str, Any], img) -> str:
     """Write a row's side-by-side strip (uint8 ``(H, W, 3)`` RGB) as
     ``<output>/report/img/<clip>_<label>_<method>.png``, atomically; returns its path relative to
-    the report. Used by both scoring stages (outpaint protocol and tasks)."""
+    the report."""
     import cv2
 
     from ..storage import atomic_write_bytes
@@ -83,98 +84,73 @@ def write_report_png(output: str, so, row: Mapping[str, Any], img) -> str:
 class ScoreStage:
     """CPU (or GPU for LPIPS / I3D) actor: output frames of a row -> scores, strip image, I3D features.
 
-    ``m3ddm`` rows: ``finalize_clip`` of the fine stage's canvases (paste-back + crop, as the main job).
-    Baseline rows: :func:`m3ddm_ray.evaluation.baselines.outpaint` of the strip. Then
-    ``MaskCase.compose`` (ground truth in the known region) and :class:`metrics.ClipScores`.
+    ``m3ddm`` rows are finished from the fine stage's state, baseline rows are filled here
+    (``inputs.finish`` / ``inputs.baseline`` of the task, :mod:`.cases`); then the task's scores,
+    one side-by-side PNG per row and the I3D features of the output (and, once per clip, of the
+    ground truth) when FVD is configured and the clip has the frames I3D needs.
     """
 
     def __init__(self, cfg: Mapping[str, Any], ecfg: Mapping[str, Any], output: str):
-        from .metrics import ClipScores
-
         self.cfg, self.ecfg, self.output = cfg, ecfg, output.rstrip("/")
-        self.protocol = build_protocol(ecfg)
-        self.cases = {c.label: c for c in self.protocol.cases(int(cfg["canvas_size"]))}
+        self.task = eval_task(ecfg, int(cfg["canvas_size"]))
+        self.cases = {c.label: c for c in self.task.cases}
         metrics = ecfg["metrics"]
-        self.scores = ClipScores(make_lpips(metrics), ssim_window=str(metrics.get("ssim_window") or "gaussian"))
-        self.fvd = make_fvd(metrics)
+        self.lpips, self.fvd = make_lpips(metrics), make_fvd(metrics)
+        self.ssim_window = str(metrics.get("ssim_window") or "gaussian")
         self.so = cfg.get("storage_options") or None
 
     def __call__(self, batch: Mapping[str, Any]) -> dict[str, Any]:
-        from ..distributed.stages import _batch, _rows
+        from ..distributed.stages import to_batch, to_rows
 
-        return _batch([self.score(row) for row in _rows(batch)])
+        return to_batch([self.score(row) for row in to_rows(batch)])
 
-    def _output(self, row: dict, case, gt):
+    def _output(self, row: dict, inputs):
         import numpy as np
 
-        from ..pipeline import finalize_clip, generated_array
-        from . import baselines
-
+        t0 = time.perf_counter()
         if row["method"] == "m3ddm":
             clip, state = pickle.loads(row["clip"]), pickle.loads(row["state"])
             row["seconds_unet"] = float(state.unet_seconds)
-            return finalize_clip(clip, generated_array(clip, state), job_settings(self.cfg))
-        b = self.ecfg["baselines"]
-        kw = {}
-        if row["method"] == "blur" and b.get("blur_sigma") is not None:
-            kw["sigma"] = float(b["blur_sigma"])
-        if row["method"] == "telea":
-            kw["radius"] = int(b.get("telea_radius") or 5)
-        t0 = time.perf_counter()
-        strip = case.strip(gt)
-        canvas = baselines.BASELINES[row["method"]](strip, case.geom, **kw)
-        from .. import geometry
-
-        masked = baselines.place_on_canvas(strip, case.geom)
-        composite = geometry.paste_back(canvas, masked, geometry.pixel_mask(case.geom), mode="round")
-        y0, y1, x0, x1 = case.out_box
+            return np.ascontiguousarray(inputs.finish(clip, state, job_settings(self.cfg)))
+        out = inputs.baseline(row["method"], self.ecfg["baselines"])
         row["seconds_method"] = time.perf_counter() - t0
-        return np.ascontiguousarray(composite[:, y0:y1, x0:x1])
+        return np.ascontiguousarray(out)
 
     def score(self, row: dict) -> dict:
-        from ..distributed.stages import _fail
+        from ..distributed.rows import check_row
+        from ..distributed.stages import fail_row
+        from ._i3d import min_frames
         from .report import strip_image
 
         t0 = time.perf_counter()
         case = self.cases.get(row["ratio_label"])
-        gt = None
+        inputs = None
+        if case is not None:
+            row.update(self.task.columns(case))
+        key = mask_key(row["uri"], row["start"])
         if row["status"] in ("pending", "baseline"):
             try:
-                gt = _ground_truth(row, self.protocol, self.so)
-                out = self._output(row, case, gt)
-                composed, known_error = case.compose(out, gt)
-                mask = case.mask()
-                s = self.scores(composed, gt, mask)
-                row.update({k: s[k] for k in ("psnr", "ssim", "lpips", "bmse", "psnr_generated", "mse", "bmse_gt")})
-                impl = dict(s["metric_impl"])
-                row["metric_impl"] = json.dumps(impl, sort_keys=True)
-                row["known_error"] = known_error
-                inputs = gt * (1 - mask)[None, :, :, None]
-                img = strip_image(inputs, composed, gt, max_frames=int(self.ecfg["report"].get("frames") or 4))
-                row["image"] = self._write_png(row, img)
-                if self.fvd is not None:
-                    row["fvd_fake"] = _features(self.fvd, composed)
+                inputs = self.task.inputs(case, row_ground_truth(row, self.task, self.so), key)
+                cols, scored = inputs.score(self._output(row, inputs), self.lpips, self.ssim_window)
+                row.update(cols)
+                img = strip_image(*inputs.panels(scored), max_frames=int(self.ecfg["report"].get("frames") or 4))
+                row["image"] = write_report_png(self.output, self.so, row, img)
+                fake = inputs.fvd_fake(scored)
+                if self.fvd is not None and fake.shape[0] >= min_frames():  # else: no FVD for this set
+                    row["fvd_fake"] = features(self.fvd, fake)
                 row["status"] = "ok"
             except Exception as exc:  # noqa: BLE001
-                row = _fail(row, "score", exc, self.cfg)
+                row = fail_row(row, "score", exc, self.cfg)
         if self.fvd is not None and row.get("fvd_real_wanted"):
             try:  # the ground truth's features, once per clip (the real set of FVD)
-                gt = gt if gt is not None else _ground_truth(row, self.protocol, self.so)
-                row["fvd_real"] = _features(self.fvd, gt)
+                inputs = inputs or self.task.inputs(case, row_ground_truth(row, self.task, self.so), key)
+                if inputs.real.shape[0] >= min_frames():
+                    row["fvd_real"] = features(self.fvd, inputs.real)
             except Exception:  # noqa: BLE001 - the clip is then left out of the real set
                 row["fvd_real"] = b""
-        if case is not None:
-            row.update(placement_exact=case.exact, frame_height=case.frame_hw[0], frame_width=case.frame_hw[1],
-                       known_box=",".join(map(str, case.known_box)), target_ratio=str(case.ratio),
-                       canvas_size=case.canvas_size)
         row["seconds_score"] = time.perf_counter() - t0
         row["clip"], row["state"] = b"", b""
-        from ..distributed.rows import check_row
-
         return check_row(row, "score", "eval")
-
-    def _write_png(self, row: Mapping[str, Any], img) -> str:
-        return write_report_png(self.output, self.so, row, img)
 
 
 def fvd_by_set(results: Sequence[Mapping[str, Any]], methods: Sequence[str], labels: Sequence[str]) -> tuple[dict, dict]:

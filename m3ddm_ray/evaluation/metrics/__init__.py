@@ -40,30 +40,9 @@ from .perceptual import ALEXNET_FILENAME, ALEXNET_URL, LPIPS, LPIPS_LINEAR_URL, 
 from .pixel import mse, psnr
 from .scores import ClipScores, summarize_clips
 from .structural import ssim
-from .video_distance import (
-    I3D_STYLEGANV_FILENAME,
-    I3D_STYLEGANV_URL,
-    I3D_VIDEOGPT_FILENAME,
-    FVDFeatureExtractor,
-    frechet_distance,
-)
+from .video_distance import (I3D_STYLEGANV_FILENAME, I3D_STYLEGANV_URL, I3D_VIDEOGPT_FILENAME, FVDFeatureExtractor,
+                             frechet_distance)
 
-__all__ = [
-    "psnr",
-    "ssim",
-    "bmse",
-    "mse",
-    "LPIPS",
-    "FVDFeatureExtractor",
-    "frechet_distance",
-    "ClipScores",
-    "summarize_clips",
-    "ALEXNET_FILENAME",
-    "ALEXNET_URL",
-    "LPIPS_LINEAR_URL",
-    "I3D_VIDEOGPT_FILENAME",
-    "I3D_STYLEGANV_FILENAME",
-    "I3D_STYLEGANV_URL",
-    "default_alexnet_path",
-    "BMSE_SIGMA",
-]
+__all__ = ["psnr", "ssim", "bmse", "mse", "LPIPS", "FVDFeatureExtractor", "frechet_distance", "ClipScores",
+           "summarize_clips", "ALEXNET_FILENAME", "ALEXNET_URL", "LPIPS_LINEAR_URL", "I3D_VIDEOGPT_FILENAME",
+           "I3D_STYLEGANV_FILENAME", "I3D_STYLEGANV_URL", "default_alexnet_path", "BMSE_SIGMA"]

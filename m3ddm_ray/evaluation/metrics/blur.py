@@ -7,7 +7,7 @@ from scipy.ndimage import gaussian_filter
 
 from m3ddm_ray.errors import InputError
 
-from ._common import _check_clip, _check_mask, _chunks
+from ._common import check_clip, check_frame_mask, frame_chunks
 
 __all__ = ["bmse", "BMSE_SIGMA"]
 
@@ -44,15 +44,15 @@ def bmse(frames, mask=None, *, sigma: float = BMSE_SIGMA) -> np.ndarray:
         ``float64 (T,)`` in ``[0, 1]``. Higher = more high-frequency detail (sharper); lower =
         blurrier; 0 for a constant frame. Not a fidelity measure: noise also raises it.
     """
-    x_all = _check_clip(frames, "frames")
+    x_all = check_clip(frames, "frames")
     if not (isinstance(sigma, (int, float)) and sigma > 0):
         raise InputError(f"sigma={sigma!r} must be a positive number")
-    region = None if mask is None else _check_mask(mask, x_all.shape[1:3])
+    region = None if mask is None else check_frame_mask(mask, x_all.shape[1:3])
     if region is not None and not region.any():
         return np.full(x_all.shape[0], np.nan)
     out = np.empty(x_all.shape[0], dtype=np.float64)
     s = float(sigma)
-    for sl in _chunks(x_all.shape[0]):
+    for sl in frame_chunks(x_all.shape[0]):
         x = x_all[sl].astype(np.float32) / 255.0
         d = x - gaussian_filter(x, sigma=(0.0, s, s, s), mode="reflect")
         d *= d

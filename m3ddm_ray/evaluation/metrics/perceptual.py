@@ -14,7 +14,8 @@ from einops import rearrange
 
 from m3ddm_ray.errors import InputError, ModelLoadError
 
-from ._common import PathLike, _check_pair, _chunks, _file_tag, _load_state_dict, _min_side, _seeded, _strict_load, _torch
+from ._common import (PathLike, check_min_side, check_pair, file_tag, frame_chunks, import_torch, load_state_dict,
+                      seeded, strict_load)
 
 __all__ = ["LPIPS", "ALEXNET_FILENAME", "ALEXNET_URL", "LPIPS_LINEAR_URL", "default_alexnet_path"]
 
@@ -30,7 +31,7 @@ LPIPS_LINEAR_URL = (
 
 def default_alexnet_path() -> Path:
     """``$TORCH_HOME/hub/checkpoints/alexnet-owt-7be5be79.pth`` (``torch.hub.get_dir()`` rules)."""
-    return Path(_torch().hub.get_dir()) / "checkpoints" / ALEXNET_FILENAME
+    return Path(import_torch().hub.get_dir()) / "checkpoints" / ALEXNET_FILENAME
 
 
 def _lpips_package_weights() -> Optional[Path]:
@@ -85,8 +86,8 @@ class LPIPS:
     def __init__(self, backbone_weights: Optional[PathLike] = None,
                  linear_weights: Optional[PathLike] = None, device: str = "cpu", *,
                  random_init: bool = False, seed: int = 0, batch_size: int = 16):
-        torch = _torch()
-        from m3ddm_ray.evaluation import _lpips
+        torch = import_torch()
+        from m3ddm_ray.evaluation._lpips import CHANNELS, LPIPSNet
 
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise InputError(f"batch_size={batch_size!r} must be a positive integer")
@@ -99,14 +100,14 @@ class LPIPS:
                 raise InputError("random_init=True cannot be combined with backbone_weights/linear_weights")
 
             def build():
-                net = _lpips.LPIPSNet()
-                for k in range(len(_lpips.CHANNELS)):
+                net = LPIPSNet()
+                for k in range(len(CHANNELS)):
                     w = getattr(net, f"lin{k}").model[1].weight
                     with torch.no_grad():
                         w.copy_(torch.rand(w.shape) / w.shape[1])
                 return net
 
-            net = _seeded(seed, build)
+            net = seeded(seed, build)
             self.metric_impl = (f"{impl}; backbone=random-init(seed={seed}); "
                                 f"linear=random-init(seed={seed}); NOT comparable with published LPIPS")
         else:
@@ -127,20 +128,20 @@ class LPIPS:
                     f"weights/v0.1/alex.pth is found automatically) or download {LPIPS_LINEAR_URL} "
                     f"and pass linear_weights=PATH"
                 )
-            net = _lpips.LPIPSNet()
-            sd = _load_state_dict(bpath, "LPIPS AlexNet backbone")
+            net = LPIPSNet()
+            sd = load_state_dict(bpath, "LPIPS AlexNet backbone")
             feats = {k: v for k, v in sd.items() if k.startswith("features.")}
             if not feats:
                 raise ModelLoadError(
                     f"LPIPS AlexNet backbone: {bpath} has no 'features.*' entries; expected torchvision's "
                     f"AlexNet state dict ({ALEXNET_FILENAME})"
                 )
-            _strict_load(net.net, feats, bpath, "LPIPS AlexNet backbone")
-            heads = _load_state_dict(lpath, "LPIPS linear heads")
+            strict_load(net.net, feats, bpath, "LPIPS AlexNet backbone")
+            heads = load_state_dict(lpath, "LPIPS linear heads")
             full = {f"net.{k}": v for k, v in net.net.state_dict().items()}
             full.update(heads)
-            _strict_load(net, full, lpath, "LPIPS linear heads")
-            self.metric_impl = f"{impl}; backbone={_file_tag(bpath)}; linear={_file_tag(lpath)}"
+            strict_load(net, full, lpath, "LPIPS linear heads")
+            self.metric_impl = f"{impl}; backbone={file_tag(bpath)}; linear={file_tag(lpath)}"
         self.net = net.eval().requires_grad_(False).to(self.device)
 
     def __call__(self, pred, gt) -> np.ndarray:
@@ -153,20 +154,20 @@ class LPIPS:
         Returns:
             ``float64 (T,)``, ``>= 0``; lower is better; 0 for identical frames.
         """
-        torch = _torch()
+        torch = import_torch()
         from m3ddm_ray.evaluation._lpips import min_side
 
-        p, g = _check_pair(pred, gt)
-        _min_side(p, min_side(), "LPIPS (AlexNet)")
+        p, g = check_pair(pred, gt)
+        check_min_side(p, min_side(), "LPIPS (AlexNet)")
         out = np.empty(p.shape[0], dtype=np.float64)
         with torch.no_grad():
-            for sl in _chunks(p.shape[0], self.batch_size):
+            for sl in frame_chunks(p.shape[0], self.batch_size):
                 x0 = self._to_tensor(p[sl])
                 x1 = self._to_tensor(g[sl])
                 out[sl] = self.net(x0, x1).double().cpu().numpy()
         return out
 
     def _to_tensor(self, frames: np.ndarray):
-        torch = _torch()
+        torch = import_torch()
         t = torch.from_numpy(np.ascontiguousarray(frames)).to(self.device)
         return rearrange(t, "n h w c -> n c h w").float() / 127.5 - 1.0

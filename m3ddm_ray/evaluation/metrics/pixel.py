@@ -8,7 +8,7 @@ import numpy as np
 
 from m3ddm_ray.errors import InputError
 
-from ._common import _check_mask, _check_pair, _chunks
+from ._common import check_frame_mask, check_pair, frame_chunks
 
 __all__ = ["mse", "psnr"]
 
@@ -16,7 +16,7 @@ __all__ = ["mse", "psnr"]
 def _sq_err_sums(p: np.ndarray, g: np.ndarray, region: Optional[np.ndarray] = None) -> np.ndarray:
     """Exact per-frame sums of squared uint8 differences (``int64``), optionally over ``region``."""
     out = np.empty(p.shape[0], dtype=np.int64)
-    for sl in _chunks(p.shape[0], 32):
+    for sl in frame_chunks(p.shape[0], 32):
         d = p[sl].astype(np.int32) - g[sl].astype(np.int32)
         d *= d
         if region is not None:
@@ -36,8 +36,8 @@ def mse(pred, gt, mask=None) -> np.ndarray:
     Returns:
         ``float64 (T,)`` in ``[0, 1]``; lower is better.
     """
-    p, g = _check_pair(pred, gt)
-    region = None if mask is None else _check_mask(mask, p.shape[1:3])
+    p, g = check_pair(pred, gt)
+    region = None if mask is None else check_frame_mask(mask, p.shape[1:3])
     n = p.shape[1] * p.shape[2] if region is None else int(region.sum())
     if n == 0:
         return np.full(p.shape[0], np.nan)
@@ -62,10 +62,10 @@ def psnr(pred, gt, data_range: float = 255.0, mask=None) -> np.ndarray:
     Returns:
         ``float64 (T,)``; higher is better; ``inf`` for a frame identical to its ground truth.
     """
-    p, g = _check_pair(pred, gt)
+    p, g = check_pair(pred, gt)
     if not (isinstance(data_range, (int, float)) and data_range > 0):
         raise InputError(f"data_range={data_range!r} must be a positive number")
-    region = None if mask is None else _check_mask(mask, p.shape[1:3])
+    region = None if mask is None else check_frame_mask(mask, p.shape[1:3])
     n = p.shape[1] * p.shape[2] if region is None else int(region.sum())
     if n == 0:
         return np.full(p.shape[0], np.nan)

@@ -8,7 +8,7 @@ import numpy as np
 
 from m3ddm_ray.errors import InputError
 
-from ._common import _check_mask, _check_pair
+from ._common import check_frame_mask, check_pair
 from .blur import bmse
 from .perceptual import LPIPS
 from .pixel import mse, psnr
@@ -60,8 +60,8 @@ class ClipScores:
         self.ssim_window = ssim_window
 
     def __call__(self, pred, gt, mask) -> Dict[str, Any]:
-        p, g = _check_pair(pred, gt)
-        m = _check_mask(mask, p.shape[1:3])
+        p, g = check_pair(pred, gt)
+        m = check_frame_mask(mask, p.shape[1:3])
         out: Dict[str, Any] = {
             "psnr": float(np.mean(psnr(p, g))),
             "psnr_generated": float(np.mean(psnr(p, g, mask=m))),

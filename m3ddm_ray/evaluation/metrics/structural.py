@@ -6,7 +6,7 @@ import numpy as np
 
 from m3ddm_ray.errors import InputError
 
-from ._common import _check_pair, _min_side
+from ._common import check_pair, check_min_side
 
 __all__ = ["ssim", "SSIM_WINDOWS"]
 
@@ -42,10 +42,10 @@ def ssim(pred, gt, *, window: str = "gaussian") -> np.ndarray:
     """
     from skimage.metrics import structural_similarity
 
-    p, g = _check_pair(pred, gt)
+    p, g = check_pair(pred, gt)
     if window not in SSIM_WINDOWS:
         raise InputError(f"window={window!r}; expected 'gaussian' or 'uniform'")
     kwargs, win = SSIM_WINDOWS[window]
-    _min_side(p, win, f"SSIM with the {window} window ({win} x {win})")
+    check_min_side(p, win, f"SSIM with the {window} window ({win} x {win})")
     return np.array([structural_similarity(p[t], g[t], channel_axis=-1, data_range=255, **kwargs)
                      for t in range(p.shape[0])], dtype=np.float64)

@@ -15,7 +15,7 @@ from scipy import linalg
 
 from m3ddm_ray.errors import InputError, ModelLoadError
 
-from ._common import PathLike, _check_clip, _file_tag, _load_state_dict, _seeded, _strict_load, _torch
+from ._common import PathLike, check_clip, file_tag, import_torch, load_state_dict, seeded, strict_load
 
 __all__ = ["FVDFeatureExtractor", "frechet_distance", "I3D_VIDEOGPT_FILENAME", "I3D_STYLEGANV_FILENAME",
            "I3D_STYLEGANV_URL"]
@@ -33,7 +33,7 @@ I3D_STYLEGANV_URL = "https://www.dropbox.com/s/ge9e5ujwgetktms/i3d_torchscript.p
 
 def _styleganv_standin(seed: int):
     """A random-init stand-in with the call convention of StyleGAN-V's ``i3d_torchscript.pt``."""
-    torch = _torch()
+    torch = import_torch()
     import torch.nn.functional as F
 
     from m3ddm_ray.evaluation._i3d import InceptionI3d
@@ -51,7 +51,7 @@ def _styleganv_standin(seed: int):
             logits = self.i3d(x)
             return logits if return_features else torch.softmax(logits, dim=1)
 
-    return _seeded(seed, _StandIn)
+    return seeded(seed, _StandIn)
 
 
 class FVDFeatureExtractor:
@@ -99,7 +99,7 @@ class FVDFeatureExtractor:
 
     def __init__(self, kind: str, weights: Optional[PathLike] = None, device: str = "cpu", *,
                  random_init: bool = False, seed: int = 0, batch_size: int = 4, input_range: float = 1.0):
-        torch = _torch()
+        torch = import_torch()
         from m3ddm_ray.evaluation._i3d import InceptionI3d
 
         if kind not in ("videogpt", "stylegan-v"):
@@ -118,7 +118,7 @@ class FVDFeatureExtractor:
             if weights is not None:
                 raise InputError("random_init=True cannot be combined with weights")
             if kind == "videogpt":
-                model = _seeded(seed, lambda: InceptionI3d(400))
+                model = seeded(seed, lambda: InceptionI3d(400))
             else:
                 model = _styleganv_standin(seed)
             weights_tag = f"random-init(seed={seed}); NOT comparable with published FVD"
@@ -130,7 +130,7 @@ class FVDFeatureExtractor:
                 raise ModelLoadError(self._missing_message(path))
             if kind == "videogpt":
                 model = InceptionI3d(400)
-                _strict_load(model, _load_state_dict(path, "I3D (videogpt)"), path, "I3D (videogpt)")
+                strict_load(model, load_state_dict(path, "I3D (videogpt)"), path, "I3D (videogpt)")
             else:
                 try:
                     model = torch.jit.load(str(path), map_location="cpu")
@@ -140,7 +140,7 @@ class FVDFeatureExtractor:
                         f"({e}); kind='stylegan-v' expects {I3D_STYLEGANV_FILENAME} ({I3D_STYLEGANV_URL}), "
                         f"kind='videogpt' a state dict like {I3D_VIDEOGPT_FILENAME}"
                     ) from e
-            weights_tag = _file_tag(path)
+            weights_tag = file_tag(path)
         self.model = model.eval().to(self.device)
         if kind == "videogpt":
             self.metric_impl = (f"FVD features: I3D logits (400-d, time mean), m3ddm_ray own InceptionI3d "
@@ -179,7 +179,7 @@ class FVDFeatureExtractor:
             raise InputError(f"videos is a {type(videos).__name__}; expected an array or a list of clips")
         if not items:
             raise InputError("videos is empty")
-        return [_check_clip(v, f"videos[{i}]") for i, v in enumerate(items)]
+        return [check_clip(v, f"videos[{i}]") for i, v in enumerate(items)]
 
     def preprocess(self, clips: Sequence[np.ndarray]):
         """Stack same-shape ``uint8 (T, H, W, 3)`` clips into the network input on :attr:`device`.
@@ -188,7 +188,7 @@ class FVDFeatureExtractor:
             ``float32 (N, 3, T, 224, 224)`` for ``videogpt`` (range ``[-input_range, input_range]``),
             ``float32 (N, 3, T, H, W)`` in ``[-1, 1]`` for ``stylegan-v``.
         """
-        torch = _torch()
+        torch = import_torch()
         import torch.nn.functional as F
 
         x = torch.from_numpy(np.ascontiguousarray(np.stack(clips))).to(self.device)
@@ -219,7 +219,7 @@ class FVDFeatureExtractor:
         Returns:
             ``float64 (N, 400)``.
         """
-        torch = _torch()
+        torch = import_torch()
         from m3ddm_ray.evaluation._i3d import min_frames
 
         clips = self._as_videos(videos)
