@@ -16,9 +16,7 @@ from skimage.metrics import peak_signal_noise_ratio as sk_psnr
 from skimage.metrics import structural_similarity as sk_ssim
 
 from m3ddm_ray.errors import InputError, ModelLoadError
-from m3ddm_ray.evaluation import _i3d
 from m3ddm_ray.evaluation.metrics import (
-    ALEXNET_FILENAME,
     LPIPS,
     ClipScores,
     FVDFeatureExtractor,
@@ -29,6 +27,8 @@ from m3ddm_ray.evaluation.metrics import (
     ssim,
     summarize_clips,
 )
+from m3ddm_ray.models.metric_nets import i3d
+from m3ddm_ray.models.metric_nets.lpips import ALEXNET_FILENAME
 
 # --------------------------------------------------------------------------------------------------
 # Fixtures: a textured, moving RGB clip and degraded copies
@@ -269,11 +269,11 @@ def test_lpips_rejects_frames_too_small_for_alexnet(lpips_random):
 
 
 def test_i3d_same_padding_and_frame_minimum():
-    assert _i3d.same_padding(224, 7, 2) == (2, 3)  # even size: kernel - stride = 5, extra after
-    assert _i3d.same_padding(9, 7, 2) == (3, 3)  # odd size: kernel - size % stride = 6
-    assert _i3d.same_padding(5, 3, 1) == (1, 1)
-    assert _i3d.same_padding(4, 1, 1) == (0, 0)
-    assert _i3d.min_frames() == 9 and _i3d.output_time_steps(16) == 1
+    assert i3d.same_padding(224, 7, 2) == (2, 3)  # even size: kernel - stride = 5, extra after
+    assert i3d.same_padding(9, 7, 2) == (3, 3)  # odd size: kernel - size % stride = 6
+    assert i3d.same_padding(5, 3, 1) == (1, 1)
+    assert i3d.same_padding(4, 1, 1) == (0, 0)
+    assert i3d.min_frames() == 9 and i3d.output_time_steps(16) == 1
 
 
 def test_i3d_videogpt_parameter_names_and_strict_round_trip(tmp_path):

@@ -119,7 +119,7 @@ class ScoreStage:
     def score(self, row: dict) -> dict:
         from ..distributed.rows import check_row
         from ..distributed.stages import fail_row
-        from ._i3d import min_frames
+        from ..models.metric_nets.i3d import min_frames
         from .report import strip_image
 
         t0 = time.perf_counter()

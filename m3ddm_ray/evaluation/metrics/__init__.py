@@ -32,17 +32,16 @@ constructed.
 One module per metric (import everything from ``m3ddm_ray.evaluation.metrics``): :mod:`.pixel`
 (MSE, PSNR), :mod:`.structural` (SSIM, scikit-image), :mod:`.blur` (BMSE), :mod:`.perceptual`
 (LPIPS), :mod:`.video_distance` (I3D features, Fréchet distance with scipy), :mod:`.scores`
-(per-clip rows and dataset means); :mod:`._common` holds the shared checks.
+(per-clip rows and dataset means); :mod:`._common` holds the shared checks. The LPIPS and I3D
+networks and their weight files are :mod:`m3ddm_ray.models.metric_nets`.
 """
 
-from .blur import BMSE_SIGMA, bmse
-from .perceptual import ALEXNET_FILENAME, ALEXNET_URL, LPIPS, LPIPS_LINEAR_URL, default_alexnet_path
+from .blur import bmse
+from .perceptual import LPIPS
 from .pixel import mse, psnr
 from .scores import ClipScores, summarize_clips
 from .structural import ssim
-from .video_distance import (I3D_STYLEGANV_FILENAME, I3D_STYLEGANV_URL, I3D_VIDEOGPT_FILENAME, FVDFeatureExtractor,
-                             frechet_distance)
+from .video_distance import FVDFeatureExtractor, frechet_distance
 
 __all__ = ["psnr", "ssim", "bmse", "mse", "LPIPS", "FVDFeatureExtractor", "frechet_distance", "ClipScores",
-           "summarize_clips", "ALEXNET_FILENAME", "ALEXNET_URL", "LPIPS_LINEAR_URL", "I3D_VIDEOGPT_FILENAME",
-           "I3D_STYLEGANV_FILENAME", "I3D_STYLEGANV_URL", "default_alexnet_path", "BMSE_SIGMA"]
+           "summarize_clips"]

@@ -6,8 +6,9 @@ import numpy as np
 from scipy.ndimage import gaussian_filter
 
 from m3ddm_ray.errors import InputError
+from m3ddm_ray.quality import check_frames, check_mask
 
-from ._common import check_clip, check_frame_mask, frame_chunks
+from ._common import frame_chunks
 
 __all__ = ["bmse", "BMSE_SIGMA"]
 
@@ -44,10 +45,10 @@ def bmse(frames, mask=None, *, sigma: float = BMSE_SIGMA) -> np.ndarray:
         ``float64 (T,)`` in ``[0, 1]``. Higher = more high-frequency detail (sharper); lower =
         blurrier; 0 for a constant frame. Not a fidelity measure: noise also raises it.
     """
-    x_all = check_clip(frames, "frames")
+    x_all = check_frames(frames, "frames")
     if not (isinstance(sigma, (int, float)) and sigma > 0):
         raise InputError(f"sigma={sigma!r} must be a positive number")
-    region = None if mask is None else check_frame_mask(mask, x_all.shape[1:3])
+    region = None if mask is None else check_mask(mask, x_all.shape[1:3])
     if region is not None and not region.any():
         return np.full(x_all.shape[0], np.nan)
     out = np.empty(x_all.shape[0], dtype=np.float64)

@@ -7,8 +7,9 @@ from typing import Optional
 import numpy as np
 
 from m3ddm_ray.errors import InputError
+from m3ddm_ray.quality import check_mask
 
-from ._common import check_frame_mask, check_pair, frame_chunks
+from ._common import check_pair, frame_chunks
 
 __all__ = ["mse", "psnr"]
 
@@ -37,7 +38,7 @@ def mse(pred, gt, mask=None) -> np.ndarray:
         ``float64 (T,)`` in ``[0, 1]``; lower is better.
     """
     p, g = check_pair(pred, gt)
-    region = None if mask is None else check_frame_mask(mask, p.shape[1:3])
+    region = None if mask is None else check_mask(mask, p.shape[1:3])
     n = p.shape[1] * p.shape[2] if region is None else int(region.sum())
     if n == 0:
         return np.full(p.shape[0], np.nan)
@@ -65,7 +66,7 @@ def psnr(pred, gt, data_range: float = 255.0, mask=None) -> np.ndarray:
     p, g = check_pair(pred, gt)
     if not (isinstance(data_range, (int, float)) and data_range > 0):
         raise InputError(f"data_range={data_range!r} must be a positive number")
-    region = None if mask is None else check_frame_mask(mask, p.shape[1:3])
+    region = None if mask is None else check_mask(mask, p.shape[1:3])
     n = p.shape[1] * p.shape[2] if region is None else int(region.sum())
     if n == 0:
         return np.full(p.shape[0], np.nan)

@@ -7,8 +7,9 @@ from typing import Any, Dict, Iterable, Mapping, Optional
 import numpy as np
 
 from m3ddm_ray.errors import InputError
+from m3ddm_ray.quality import check_mask
 
-from ._common import check_frame_mask, check_pair
+from ._common import check_pair
 from .blur import bmse
 from .perceptual import LPIPS
 from .pixel import mse, psnr
@@ -61,7 +62,7 @@ class ClipScores:
 
     def __call__(self, pred, gt, mask) -> Dict[str, Any]:
         p, g = check_pair(pred, gt)
-        m = check_frame_mask(mask, p.shape[1:3])
+        m = check_mask(mask, p.shape[1:3])
         out: Dict[str, Any] = {
             "psnr": float(np.mean(psnr(p, g))),
             "psnr_generated": float(np.mean(psnr(p, g, mask=m))),

@@ -1,66 +1,31 @@
 """FVD: per-video I3D features (two published checkpoints) and the Fréchet distance (``scipy.linalg.sqrtm``).
 
-The I3D network is :mod:`m3ddm_ray.evaluation._i3d` (own module: why, see its top).
+The I3D network and its checkpoints are :mod:`m3ddm_ray.models.metric_nets.i3d` (own module: why, see its top).
 """
 
 from __future__ import annotations
 
 import math
-from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import List, Sequence
 
 import numpy as np
 from einops import rearrange
 from scipy import linalg
 
 from m3ddm_ray.errors import InputError, ModelLoadError
+from m3ddm_ray.quality import check_frames
 
-from ._common import PathLike, check_clip, file_tag, import_torch, load_state_dict, seeded, strict_load
+from ._common import import_torch
 
-__all__ = ["FVDFeatureExtractor", "frechet_distance", "I3D_VIDEOGPT_FILENAME", "I3D_STYLEGANV_FILENAME",
-           "I3D_STYLEGANV_URL"]
-
-#: The VideoGPT / TATS I3D checkpoint (state dict of pytorch-i3d's ``InceptionI3d(400)``).
-I3D_VIDEOGPT_FILENAME = "i3d_pretrained_400.pt"
-_I3D_VIDEOGPT_SOURCE = (
-    "VideoGPT's videogpt/download.py (gdown id 1mQK8KD8G6UWRa5t87SRMm5PVXtlpneJT), the same file "
-    "TATS and common_metrics_on_video_quality use"
-)
-#: StyleGAN-V's TorchScript I3D (the TF-hub FVD network, converted).
-I3D_STYLEGANV_FILENAME = "i3d_torchscript.pt"
-I3D_STYLEGANV_URL = "https://www.dropbox.com/s/ge9e5ujwgetktms/i3d_torchscript.pt?dl=1"
-
-
-def _styleganv_standin(seed: int):
-    """A random-init stand-in with the call convention of StyleGAN-V's ``i3d_torchscript.pt``."""
-    torch = import_torch()
-    import torch.nn.functional as F
-
-    from m3ddm_ray.evaluation._i3d import InceptionI3d
-
-    class _StandIn(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.i3d = InceptionI3d(400)
-
-        def forward(self, x, rescale: bool = False, resize: bool = False, return_features: bool = False):
-            if rescale:
-                x = x / 255.0 * 2.0 - 1.0
-            if resize:
-                x = F.interpolate(x, size=(x.shape[2], 224, 224), mode="trilinear", align_corners=False)
-            logits = self.i3d(x)
-            return logits if return_features else torch.softmax(logits, dim=1)
-
-    return seeded(seed, _StandIn)
+__all__ = ["FVDFeatureExtractor", "frechet_distance"]
 
 
 class FVDFeatureExtractor:
     """Per-video I3D features for the Fréchet video distance; two published checkpoints.
 
     ``kind="videogpt"`` -- ``i3d_pretrained_400.pt`` of VideoGPT / TATS, a plain state dict of
-    pytorch-i3d's ``InceptionI3d(400)``. The network is re-implemented here with the same parameter
-    names (``Conv3d_1a_7x7.conv3d.weight``, ``Mixed_3b.b0.conv3d.weight``, ...,
-    ``logits.conv3d.weight``) and loaded strictly. Preprocessing as VideoGPT's ``fvd.preprocess``
+    pytorch-i3d's ``InceptionI3d(400)``, loaded strictly into our re-implementation with the same
+    parameter names (:func:`m3ddm_ray.models.metric_nets.i3d.load_i3d`). Preprocessing as VideoGPT's ``fvd.preprocess``
     (wilson1yan/VideoGPT ``videogpt/data.py``): ``x / 255``, bilinear resize (``align_corners=False``)
     of the shorter side to 224 (longer side ``ceil``), centre crop 224 x 224, then ``(x - 0.5) * 2``
     -> ``[-1, 1]``. The feature is the 400-d logit vector averaged over time (VideoGPT's
@@ -97,12 +62,12 @@ class FVDFeatureExtractor:
 
     feature_dim = 400
 
-    def __init__(self, kind: str, weights: Optional[PathLike] = None, device: str = "cpu", *,
+    def __init__(self, kind: str, weights=None, device: str = "cpu", *,
                  random_init: bool = False, seed: int = 0, batch_size: int = 4, input_range: float = 1.0):
         torch = import_torch()
-        from m3ddm_ray.evaluation._i3d import InceptionI3d
+        from m3ddm_ray.models.metric_nets.i3d import I3D_KINDS, load_i3d
 
-        if kind not in ("videogpt", "stylegan-v"):
+        if kind not in I3D_KINDS:
             raise InputError(f"kind={kind!r}; expected 'videogpt' or 'stylegan-v'")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise InputError(f"batch_size={batch_size!r} must be a positive integer")
@@ -114,34 +79,8 @@ class FVDFeatureExtractor:
         self.batch_size = batch_size
         self.input_range = float(input_range)
         self.device = torch.device(device)
-        if random_init:
-            if weights is not None:
-                raise InputError("random_init=True cannot be combined with weights")
-            if kind == "videogpt":
-                model = seeded(seed, lambda: InceptionI3d(400))
-            else:
-                model = _styleganv_standin(seed)
-            weights_tag = f"random-init(seed={seed}); NOT comparable with published FVD"
-        else:
-            if weights is None:
-                raise ModelLoadError(self._missing_message(None))
-            path = Path(weights)
-            if not path.is_file():
-                raise ModelLoadError(self._missing_message(path))
-            if kind == "videogpt":
-                model = InceptionI3d(400)
-                strict_load(model, load_state_dict(path, "I3D (videogpt)"), path, "I3D (videogpt)")
-            else:
-                try:
-                    model = torch.jit.load(str(path), map_location="cpu")
-                except Exception as e:  # noqa: BLE001
-                    raise ModelLoadError(
-                        f"I3D (stylegan-v): {path} is not a TorchScript module loadable with torch.jit.load "
-                        f"({e}); kind='stylegan-v' expects {I3D_STYLEGANV_FILENAME} ({I3D_STYLEGANV_URL}), "
-                        f"kind='videogpt' a state dict like {I3D_VIDEOGPT_FILENAME}"
-                    ) from e
-            weights_tag = file_tag(path)
-        self.model = model.eval().to(self.device)
+        model, weights_tag = load_i3d(kind, weights, random_init=random_init, seed=seed)
+        self.model = model.to(self.device)
         if kind == "videogpt":
             self.metric_impl = (f"FVD features: I3D logits (400-d, time mean), m3ddm_ray own InceptionI3d "
                                 f"with pytorch-i3d names, VideoGPT preprocessing (224 short side + centre "
@@ -152,15 +91,6 @@ class FVDFeatureExtractor:
                    if random_init else "StyleGAN-V TorchScript I3D")
             self.metric_impl = (f"FVD features: {net} (400-d, rescale=False, resize=True, "
                                 f"return_features=True, input [-1,1]); weights={weights_tag}")
-
-    def _missing_message(self, path: Optional[Path]) -> str:
-        where = "no weights path given" if path is None else f"{path} does not exist"
-        if self.kind == "videogpt":
-            return (f"I3D (videogpt): {where}. Pass weights=PATH of {I3D_VIDEOGPT_FILENAME} "
-                    f"(from {_I3D_VIDEOGPT_SOURCE}); random_init=True is for tests only")
-        return (f"I3D (stylegan-v): {where}. Pass weights=PATH of {I3D_STYLEGANV_FILENAME} "
-                f"(download {I3D_STYLEGANV_URL}, as StyleGAN-V's src/metrics/frechet_video_distance.py "
-                f"does); random_init=True is for tests only")
 
     # -- preprocessing ---------------------------------------------------------------------------
 
@@ -179,7 +109,7 @@ class FVDFeatureExtractor:
             raise InputError(f"videos is a {type(videos).__name__}; expected an array or a list of clips")
         if not items:
             raise InputError("videos is empty")
-        return [check_clip(v, f"videos[{i}]") for i, v in enumerate(items)]
+        return [check_frames(v, f"videos[{i}]") for i, v in enumerate(items)]
 
     def preprocess(self, clips: Sequence[np.ndarray]):
         """Stack same-shape ``uint8 (T, H, W, 3)`` clips into the network input on :attr:`device`.
@@ -220,7 +150,7 @@ class FVDFeatureExtractor:
             ``float64 (N, 400)``.
         """
         torch = import_torch()
-        from m3ddm_ray.evaluation._i3d import min_frames
+        from m3ddm_ray.models.metric_nets.i3d import min_frames
 
         clips = self._as_videos(videos)
         if self.kind == "videogpt":

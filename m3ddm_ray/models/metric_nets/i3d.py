@@ -6,10 +6,10 @@ installable package loads that file; the FVD packages on PyPI (e.g. ``cd-fvd``) 
 I3D or VideoMAE instead, and the TorchScript file needs no code at all (``torch.jit.load``, used
 for ``kind="stylegan-v"``).
 
-Private helper of :mod:`m3ddm_ray.evaluation.metrics.video_distance` (FVD features). Written from the architecture
-description: the module and parameter names are chosen so that the FVD checkpoint used by VideoGPT
-and TATS (``i3d_pretrained_400.pt``, a plain state dict of ``pytorch_i3d.InceptionI3d(400)``) loads
-with ``strict=True``:
+The network of the FVD features (:class:`m3ddm_ray.evaluation.metrics.FVDFeatureExtractor`) and its
+loader (:func:`load_i3d`). Written from the architecture description: the module and parameter names
+are chosen so that the FVD checkpoint used by VideoGPT and TATS (``i3d_pretrained_400.pt``, a plain
+state dict of ``pytorch_i3d.InceptionI3d(400)``) loads with ``strict=True``:
 
 * stem: ``Conv3d_1a_7x7`` (7x7x7 / 2, 64), ``MaxPool3d_2a_3x3`` (1x3x3 / 1,2,2), ``Conv3d_2b_1x1``
   (64), ``Conv3d_2c_3x3`` (192), ``MaxPool3d_3a_3x3`` (1x3x3 / 1,2,2);
@@ -33,13 +33,31 @@ Output of :meth:`InceptionI3d.forward`: ``(N, num_classes)`` logits averaged ove
 from __future__ import annotations
 
 import math
-from typing import List, Sequence, Tuple
+from pathlib import Path
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["InceptionI3d", "same_padding", "min_frames", "output_time_steps"]
+from m3ddm_ray.errors import InputError, ModelLoadError
+
+from .checkpoints import PathLike, file_tag, load_state_dict, seeded, strict_load
+
+__all__ = ["InceptionI3d", "same_padding", "min_frames", "output_time_steps", "load_i3d", "I3D_KINDS",
+           "I3D_VIDEOGPT_FILENAME", "I3D_STYLEGANV_FILENAME", "I3D_STYLEGANV_URL"]
+
+#: The two published checkpoints :func:`load_i3d` reads.
+I3D_KINDS = ("videogpt", "stylegan-v")
+#: The VideoGPT / TATS I3D checkpoint (state dict of pytorch-i3d's ``InceptionI3d(400)``).
+I3D_VIDEOGPT_FILENAME = "i3d_pretrained_400.pt"
+_I3D_VIDEOGPT_SOURCE = (
+    "VideoGPT's videogpt/download.py (gdown id 1mQK8KD8G6UWRa5t87SRMm5PVXtlpneJT), the same file "
+    "TATS and common_metrics_on_video_quality use"
+)
+#: StyleGAN-V's TorchScript I3D (the TF-hub FVD network, converted).
+I3D_STYLEGANV_FILENAME = "i3d_torchscript.pt"
+I3D_STYLEGANV_URL = "https://www.dropbox.com/s/ge9e5ujwgetktms/i3d_torchscript.pt?dl=1"
 
 _Triple = Tuple[int, int, int]
 
@@ -190,3 +208,72 @@ def min_frames() -> int:
     while output_time_steps(t) < 1:
         t += 1
     return t
+
+
+class _StyleGANVStandIn(nn.Module):
+    """A random-init I3D with the call convention of StyleGAN-V's ``i3d_torchscript.pt``."""
+
+    def __init__(self):
+        super().__init__()
+        self.i3d = InceptionI3d(400)
+
+    def forward(self, x, rescale: bool = False, resize: bool = False, return_features: bool = False):
+        if rescale:
+            x = x / 255.0 * 2.0 - 1.0
+        if resize:
+            x = F.interpolate(x, size=(x.shape[2], 224, 224), mode="trilinear", align_corners=False)
+        logits = self.i3d(x)
+        return logits if return_features else torch.softmax(logits, dim=1)
+
+
+def _missing_message(kind: str, path: Optional[Path]) -> str:
+    where = "no weights path given" if path is None else f"{path} does not exist"
+    if kind == "videogpt":
+        return (f"I3D (videogpt): {where}. Pass weights=PATH of {I3D_VIDEOGPT_FILENAME} "
+                f"(from {_I3D_VIDEOGPT_SOURCE}); random_init=True is for tests only")
+    return (f"I3D (stylegan-v): {where}. Pass weights=PATH of {I3D_STYLEGANV_FILENAME} "
+            f"(download {I3D_STYLEGANV_URL}, as StyleGAN-V's src/metrics/frechet_video_distance.py "
+            f"does); random_init=True is for tests only")
+
+
+def load_i3d(kind: str, weights: Optional[PathLike] = None, *, random_init: bool = False,
+             seed: int = 0) -> Tuple[nn.Module, str]:
+    """The I3D of ``kind`` on the CPU, in eval mode, and a tag naming its weights.
+
+    ``kind="videogpt"``: :class:`InceptionI3d` (400 classes) with ``weights`` = VideoGPT's
+    ``i3d_pretrained_400.pt`` state dict, loaded strictly. ``kind="stylegan-v"``: ``weights`` =
+    StyleGAN-V's ``i3d_torchscript.pt``, read with ``torch.jit.load`` and called as
+    ``model(x, rescale=..., resize=..., return_features=...)``. ``random_init=True`` (tests only):
+    a seeded random I3D (for ``stylegan-v`` behind the same call convention), no file read.
+
+    Returns:
+        ``(module, tag)``: ``tag`` is ``"<path> sha256:<12 hex>"`` or ``"random-init(seed=N); ..."``.
+
+    Raises:
+        InputError: an unknown ``kind``, or ``random_init`` with ``weights``.
+        ModelLoadError: missing, unreadable or mismatching weights (the message names the file and
+            where to get it).
+    """
+    if kind not in I3D_KINDS:
+        raise InputError(f"kind={kind!r}; expected 'videogpt' or 'stylegan-v'")
+    if random_init:
+        if weights is not None:
+            raise InputError("random_init=True cannot be combined with weights")
+        model = seeded(seed, (lambda: InceptionI3d(400)) if kind == "videogpt" else _StyleGANVStandIn)
+        return model.eval(), f"random-init(seed={seed}); NOT comparable with published FVD"
+    path = None if weights is None else Path(weights)
+    if path is None or not path.is_file():
+        raise ModelLoadError(_missing_message(kind, path))
+    if kind == "videogpt":
+        model = InceptionI3d(400)
+        strict_load(model, load_state_dict(path, "I3D (videogpt)"), path, "I3D (videogpt)")
+    else:
+        try:
+            model = torch.jit.load(str(path), map_location="cpu")
+        except Exception as e:  # noqa: BLE001
+            raise ModelLoadError(
+                f"I3D (stylegan-v): {path} is not a TorchScript module loadable with torch.jit.load "
+                f"({e}); kind='stylegan-v' expects {I3D_STYLEGANV_FILENAME} ({I3D_STYLEGANV_URL}), "
+                f"kind='videogpt' a state dict like {I3D_VIDEOGPT_FILENAME}"
+            ) from e
+    return model.eval(), file_tag(path)

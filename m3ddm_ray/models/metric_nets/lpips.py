@@ -9,8 +9,8 @@ lines, has the same parameter names, loads the same two standard files strictly 
 ``torch.load(weights_only=True)``, and ``tests/test_eval_metrics.py`` checks it against the
 functional definition.
 
-Private helper of :mod:`m3ddm_ray.evaluation.metrics.perceptual`. Parameter names follow the two checkpoints
-that are used with it, so both load strictly:
+The network of :class:`m3ddm_ray.evaluation.metrics.LPIPS` and its loader (:func:`load_lpips`).
+Parameter names follow the two checkpoints that are used with it, so both load strictly:
 
 * ``features.{0,3,6,8,10}.{weight,bias}``: torchvision's ImageNet AlexNet (``alexnet-owt-7be5be79.pth``,
   whose ``classifier.*`` entries are ignored). Layout of ``features`` (index: layer):
@@ -33,12 +33,26 @@ Distance of two images ``x0, x1`` in ``[-1, 1]`` (``(N, 3, H, W)``):
 
 from __future__ import annotations
 
-from typing import Dict, List
+import importlib.util
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
 
-__all__ = ["AlexNetFeatures", "LPIPSNet", "CHANNELS", "TAPS", "SHIFT", "SCALE", "min_side"]
+from m3ddm_ray.errors import InputError, ModelLoadError
+
+from .checkpoints import PathLike, file_tag, load_state_dict, seeded, strict_load
+
+__all__ = ["AlexNetFeatures", "LPIPSNet", "CHANNELS", "TAPS", "SHIFT", "SCALE", "min_side", "load_lpips",
+           "ALEXNET_FILENAME", "ALEXNET_URL", "LPIPS_LINEAR_URL", "default_alexnet_path"]
+
+#: File name of torchvision's ImageNet AlexNet in the torch hub cache.
+ALEXNET_FILENAME = "alexnet-owt-7be5be79.pth"
+#: Where torchvision downloads it from.
+ALEXNET_URL = "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth"
+#: The LPIPS v0.1 AlexNet linear heads as shipped in the ``lpips`` package.
+LPIPS_LINEAR_URL = "https://github.com/richzhang/PerceptualSimilarity/raw/master/lpips/weights/v0.1/alex.pth"
 
 #: Output channels of the five tapped AlexNet layers.
 CHANNELS = (64, 192, 384, 256, 256)
@@ -139,3 +153,84 @@ class LPIPSNet(nn.Module):
             d = (f[:n] - f[n:]) ** 2
             total = total + getattr(self, f"lin{k}")(d).mean(dim=(1, 2, 3))
         return total
+
+
+def default_alexnet_path() -> Path:
+    """``$TORCH_HOME/hub/checkpoints/alexnet-owt-7be5be79.pth`` (``torch.hub.get_dir()`` rules)."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / ALEXNET_FILENAME
+
+
+def _lpips_package_weights() -> Optional[Path]:
+    """``lpips/weights/v0.1/alex.pth`` of an installed ``lpips`` package, without importing it."""
+    try:
+        spec = importlib.util.find_spec("lpips")
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for loc in spec.submodule_search_locations:
+        p = Path(loc) / "weights" / "v0.1" / "alex.pth"
+        if p.is_file():
+            return p
+    return None
+
+
+def _random_net() -> LPIPSNet:
+    net = LPIPSNet()
+    for k in range(len(CHANNELS)):
+        w = getattr(net, f"lin{k}").model[1].weight
+        with torch.no_grad():
+            w.copy_(torch.rand(w.shape) / w.shape[1])  # non-negative, as trained heads are
+    return net
+
+
+def load_lpips(backbone_weights: Optional[PathLike] = None, linear_weights: Optional[PathLike] = None, *,
+               random_init: bool = False, seed: int = 0) -> Tuple[LPIPSNet, str]:
+    """The :class:`LPIPSNet` on the CPU, in eval mode without gradients, and a tag naming its weights.
+
+    ``backbone_weights``: torchvision's ImageNet AlexNet state dict (``features.*`` used,
+    ``classifier.*`` ignored); default :func:`default_alexnet_path`. ``linear_weights``: the lpips
+    heads (``lin0.model.1.weight`` ...); default ``weights/v0.1/alex.pth`` of an installed ``lpips``
+    package. Both are read with ``torch.load(weights_only=True)`` and loaded strictly.
+    ``random_init=True`` (tests only): seeded random weights, no file read.
+
+    Returns:
+        ``(net, tag)``: ``tag`` is ``"backbone=<path> sha256:<12 hex>; linear=..."`` or the
+        random-init note.
+
+    Raises:
+        InputError: ``random_init`` combined with a path.
+        ModelLoadError: a missing file (the message names it and how to get it) or one that does not
+            match the network.
+    """
+    if random_init:
+        if backbone_weights is not None or linear_weights is not None:
+            raise InputError("random_init=True cannot be combined with backbone_weights/linear_weights")
+        tag = f"backbone=random-init(seed={seed}); linear=random-init(seed={seed}); NOT comparable with published LPIPS"
+        return seeded(seed, _random_net).eval().requires_grad_(False), tag
+    bpath = Path(backbone_weights) if backbone_weights is not None else default_alexnet_path()
+    if not bpath.is_file():
+        raise ModelLoadError(
+            f"LPIPS: AlexNet weights not found at {bpath}. Download torchvision's {ALEXNET_FILENAME} "
+            f"({ALEXNET_URL}) to {default_alexnet_path()} (set TORCH_HOME to move that folder) or pass "
+            f"backbone_weights=PATH; random_init=True is for tests only"
+        )
+    if linear_weights is not None:
+        lpath = Path(linear_weights)
+    else:
+        lpath = _lpips_package_weights() or Path("<lpips package>/weights/v0.1/alex.pth")
+    if not lpath.is_file():
+        raise ModelLoadError(
+            f"LPIPS: linear-head weights not found at {lpath}. `pip install lpips` (its weights/v0.1/alex.pth "
+            f"is found automatically) or download {LPIPS_LINEAR_URL} and pass linear_weights=PATH"
+        )
+    net = LPIPSNet()
+    feats = {k: v for k, v in load_state_dict(bpath, "LPIPS AlexNet backbone").items() if k.startswith("features.")}
+    if not feats:
+        raise ModelLoadError(f"LPIPS AlexNet backbone: {bpath} has no 'features.*' entries; expected "
+                             f"torchvision's AlexNet state dict ({ALEXNET_FILENAME})")
+    strict_load(net.net, feats, bpath, "LPIPS AlexNet backbone")
+    full = {f"net.{k}": v for k, v in net.net.state_dict().items()}
+    full.update(load_state_dict(lpath, "LPIPS linear heads"))
+    strict_load(net, full, lpath, "LPIPS linear heads")
+    return net.eval().requires_grad_(False), f"backbone={file_tag(bpath)}; linear={file_tag(lpath)}"
