@@ -12,6 +12,8 @@ import pytest
 from m3ddm_ray.distributed import stages
 from m3ddm_ray.evaluation import rows as eval_rows
 from m3ddm_ray.evaluation import run
+from m3ddm_ray.evaluation.config import build_protocol
+from m3ddm_ray.evaluation.scoring import ScoreStage
 from m3ddm_ray.evaluation.datasets import EvalClip
 
 from conftest import GOLDEN
@@ -37,8 +39,8 @@ def _configs(tmp_path, *extra):
 def _rows_of_a_missing_clip(tmp_path, cfg, ecfg, methods):
     uri = str(tmp_path / SECRET / "missing.mp4")  # the secret also shows up in the error text
     clip = EvalClip("c0", "folder", "val", "c0", uri, None, 0, 16, 24.0)
-    cases = run.build_protocol(ecfg).cases(int(cfg["canvas_size"]))
-    (group,) = run.build_rows(cfg, {**ecfg, "methods": methods}, [clip], cases)
+    cases = build_protocol(ecfg).cases(int(cfg["canvas_size"]))
+    (group,) = eval_rows.build_rows(cfg, {**ecfg, "methods": methods}, [clip], cases)
     return group, uri
 
 
@@ -59,7 +61,7 @@ def test_eval_prepare_errors_redact_credentials_like_job_rows(tmp_path):
 def test_eval_score_errors_redact_credentials_like_job_rows(tmp_path):
     cfg, ecfg = _configs(tmp_path)
     group, _ = _rows_of_a_missing_clip(tmp_path, cfg, ecfg, ["replicate"])
-    scorer = run.ScoreStage(cfg, {**ecfg, "methods": ["replicate"]}, str(tmp_path / "out"))
+    scorer = ScoreStage(cfg, {**ecfg, "methods": ["replicate"]}, str(tmp_path / "out"))
     out = [scorer.score(dict(r)) for r in group]
     assert [r["status"] for r in out] == ["error"] * 2
     for r in out:
@@ -111,7 +113,7 @@ def _score_dies_on(clip_id: str):
     """A ScoreStage whose actor process dies (``os._exit``) on every row of ``clip_id``: a poison
     clip. Local class, so Ray pickles it by value into the actors."""
 
-    class Poisoned(run.ScoreStage):
+    class Poisoned(ScoreStage):
         def score(self, row):
             import os
 

@@ -22,7 +22,7 @@ from m3ddm_ray.evaluation.protocols import (
     m3ddm_plus_target_hw,
 )
 from m3ddm_ray.pipeline import OutpaintSettings, finalize_clip, prepare_clip
-from m3ddm_ray.video import read_frames
+from m3ddm_ray.video import images, read_frames
 
 from conftest import DATA
 
@@ -156,9 +156,9 @@ def test_baselines_keep_the_known_region_and_fill_the_rest(method):
 
 
 def test_baseline_fills_are_the_documented_ones():
-    from m3ddm_ray.evaluation.run import METHODS
+    from m3ddm_ray.evaluation.config import METHODS
 
-    assert METHODS == baselines.METHODS == ("m3ddm", "replicate", "reflect", "blur", "telea")
+    assert METHODS == ("m3ddm", *baselines.BASELINES) == ("m3ddm", "replicate", "reflect", "blur", "telea")
     case = {c.label: c for c in BenchmarkProtocol(size=64).cases(64)}["0.66"]
     strip = _frames(2, 64, 22)
     rep = baselines.replicate(strip, case.geom)
@@ -274,27 +274,27 @@ def test_image_sequences_local_and_fsspec(tmp_path):
     for i, name in enumerate(["2.png", "10.png", "1.png"]):  # natural order: 1, 2, 10
         folder.mkdir(exist_ok=True)
         cv2.imwrite(str(folder / name), cv2.cvtColor(frames[i], cv2.COLOR_RGB2BGR))
-    got, fps = datasets.read_image_sequence(folder)
-    assert fps == datasets.DEFAULT_FPS and np.array_equal(got, frames[[2, 0, 1]])  # PNG: lossless
+    got, fps = images.read_image_sequence(folder)
+    assert fps == images.DEFAULT_FPS and np.array_equal(got, frames[[2, 0, 1]])  # PNG: lossless
     (folder / "fps.txt").write_text("12.5\n")
-    assert datasets.read_image_sequence(folder)[1] == 12.5
-    assert datasets.read_image_sequence(folder, fps=30)[1] == 30.0
-    assert datasets.is_image_sequence(folder) and not datasets.is_image_sequence(DATA / "tree_60.mp4")
+    assert images.read_image_sequence(folder)[1] == 12.5
+    assert images.read_image_sequence(folder, fps=30)[1] == 30.0
+    assert images.is_image_sequence(folder) and not images.is_image_sequence(DATA / "tree_60.mp4")
     # what the main job's PrepareStage would use for a frame folder: streamed frames + a VideoInfo
-    info = datasets.image_sequence_info(folder)
+    info = images.image_sequence_info(folder)
     assert (info.num_frames, info.width, info.height, info.fps, info.has_audio) == (3, 10, 8, 12.5, False)
-    streamed = np.stack(list(datasets.iter_image_sequence(folder)))
+    streamed = np.stack(list(images.iter_image_sequence(folder)))
     assert np.array_equal(streamed, got)
     clip = prepare_clip(streamed, info.fps, "1:1", OutpaintSettings(canvas_size=16))
     assert clip.num_frames == 3 and clip.geom.source_hw == (8, 10)
     (folder / "fps.txt").write_text("fast")
     with pytest.raises(InputError, match="fps.txt"):
-        datasets.read_image_sequence(folder)
+        images.read_image_sequence(folder)
     cv2.imwrite(str(folder / "11.png"), np.zeros((4, 4, 3), np.uint8))
     with pytest.raises(InputError, match=r"11\.png: frame 3 is 4x4"):
-        datasets.read_image_sequence(folder, fps=24)
+        images.read_image_sequence(folder, fps=24)
     with pytest.raises(InputError, match="frame folder not found"):
-        datasets.read_image_sequence(tmp_path / "missing")
+        images.read_image_sequence(tmp_path / "missing")
     # fsspec: a DAVIS 2017 tree in memory://
     fs = fsspec.filesystem("memory")
     base = "memory://evaltest/DAVIS"
@@ -305,7 +305,7 @@ def test_image_sequences_local_and_fsspec(tmp_path):
     vids = datasets.read_davis2017(base)
     assert vids[0].uri == f"{base}/JPEGImages/480p/cat" and vids[0].num_frames == 3
     assert np.array_equal(datasets.load_clip(datasets.make_clips(vids, 2)[0]), frames[:2])
-    assert np.array_equal(datasets.read_image_sequence(vids[0].uri)[0], frames)
+    assert np.array_equal(images.read_image_sequence(vids[0].uri)[0], frames)
 
 
 # --------------------------------------------------------------------------- summary table

@@ -40,7 +40,7 @@ from .. import geometry
 from ..errors import InputError
 from ..quality import check_frames
 
-__all__ = ["METHODS", "BASELINES", "place_on_canvas", "replicate", "reflect", "blur", "telea", "outpaint",
+__all__ = ["BASELINES", "place_on_canvas", "replicate", "reflect", "blur", "telea", "outpaint",
            "telea_inpaint", "nearest_known_inpaint", "last_frame_copy", "inpaint_baseline", "prediction_baseline"]
 
 
@@ -122,9 +122,6 @@ def telea(strip: np.ndarray, geom: geometry.CanvasGeometry, radius: int = 5) -> 
 BASELINES: dict[str, Callable[[np.ndarray, geometry.CanvasGeometry], np.ndarray]] = {
     "replicate": replicate, "reflect": reflect, "blur": blur, "telea": telea,
 }
-
-#: ``--method`` values: the diffusion model and the baselines.
-METHODS = ("m3ddm", *BASELINES)
 
 
 def outpaint(method: str, strip: np.ndarray, geom: geometry.CanvasGeometry, ratio: geometry.RatioLike,

@@ -53,8 +53,7 @@ EVAL_DEFAULTS: dict[str, Any] = {
     "score": {"num_actors": 1, "num_cpus": 1, "num_gpus": 0, "batch_size": 1},
 }
 
-#: ``--method`` values of outpainting (= ``baselines.METHODS``; kept here so that registering the command
-#: imports nothing heavy).
+#: ``--method`` values of outpainting: the model and the baselines of :data:`.baselines.BASELINES`.
 METHODS = ("m3ddm", "replicate", "reflect", "blur", "telea")
 
 #: ``--task`` values: ``outpaint`` (the protocols of :mod:`.protocols`), ``inpaint`` and ``extend``

@@ -20,8 +20,7 @@ Layouts (``root`` is a local folder or any fsspec URL; every missing part is rep
 * ``folder``: every video file under ``<root>`` (recursively; the extensions of
   :data:`m3ddm_ray.distributed.manifest.VIDEO_EXTENSIONS`), clip ids as the main job derives them.
 
-Frame folders are also a general input of the job; their reader lives with the video readers in
-:mod:`m3ddm_ray.video.images` (:func:`read_image_sequence` and friends, re-exported here).
+Frame folders are also a general input of the job; their reader is :mod:`m3ddm_ray.video.images`.
 """
 
 from __future__ import annotations
@@ -35,15 +34,11 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 from ..errors import InputError
-# frame folders are a video input; re-exported here for the dataset readers
-from ..video.images import (DEFAULT_FPS, IMAGE_EXTENSIONS, abs_uri, is_image_name, join_uri, uri_kind, list_dir,
-                            read_uri_bytes, require_uri, image_sequence_info, is_image_sequence,
-                            iter_image_sequence, list_image_sequence, read_image_sequence, read_images)
+from ..video.images import (DEFAULT_FPS, abs_uri, is_image_name, join_uri, list_dir, list_image_sequence, read_images,
+                            read_uri_bytes, require_uri, uri_kind)
 
-__all__ = ["IMAGE_EXTENSIONS", "DEFAULT_FPS", "DAVIS_FPS", "YOUTUBE_VOS_FPS", "DATASETS", "EvalVideo", "EvalClip",
-           "read_dataset", "read_davis2017", "read_davis2016", "read_youtube_vos", "read_video_folder",
-           "make_clips", "load_clip", "is_image_sequence", "list_image_sequence", "read_images",
-           "read_image_sequence", "iter_image_sequence", "image_sequence_info", "clips_to_table"]
+__all__ = ["DAVIS_FPS", "YOUTUBE_VOS_FPS", "DATASETS", "EvalVideo", "EvalClip", "read_dataset", "read_davis2017",
+           "read_davis2016", "read_youtube_vos", "read_video_folder", "make_clips", "load_clip", "clips_to_table"]
 
 #: Frame rate of DAVIS sequences (captured and released at 24 fps).
 DAVIS_FPS = 24.0
@@ -77,10 +72,6 @@ class EvalVideo:
     num_frames: int | None = None
     dataset: str = ""
     split: str | None = None
-
-    @property
-    def is_image_sequence(self) -> bool:
-        return bool(self.frames)
 
 
 @dataclass(frozen=True)

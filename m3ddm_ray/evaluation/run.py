@@ -25,7 +25,7 @@ gives error rows that say so). Error rows and retry limits are the outpaint job'
 (:func:`m3ddm_ray.distributed.stages.fail_row`, :func:`m3ddm_ray.distributed.job.map_on_actor_pool`).
 
 Configuration: the job config of ``m3ddm-ray outpaint`` (``configs/*.yaml``; model, VAE, sampler,
-stage pools) plus an ``eval:`` section (:data:`EVAL_DEFAULTS`), both overridable with
+stage pools) plus an ``eval:`` section (:data:`.config.EVAL_DEFAULTS`), both overridable with
 ``--set KEY.PATH=VALUE`` (``--set eval.clip_len=32``). The canvas output is always used
 (``output_size: canvas``); the protocol decides the target ratio of every row.
 """
@@ -41,13 +41,13 @@ from typing import Any, Mapping, Sequence
 from ..errors import InputError
 from . import datasets, report
 from .cases import eval_task
-from .config import EVAL_DEFAULTS, METHODS, TASKS, build_protocol, check_task_settings, load_eval_config
-from .rows import EVAL_COLUMNS, build_rows, eval_schema, prepare_group
+from .config import TASK_METHODS, TASKS, check_task_settings, load_eval_config
+from .protocols import PROTOCOLS
+from .rows import build_rows, eval_schema, prepare_group
 from .scoring import RANDOM_INIT, ScoreStage, fvd_by_set, make_fvd, make_lpips
 
-__all__ = ["EVAL_DEFAULTS", "EVAL_COLUMNS", "eval_schema", "METHODS", "EvalResult", "load_eval_config",
-           "build_protocol", "build_rows", "ScoreStage", "eval_dataset", "run_rows", "settle_metrics",
-           "write_outputs", "run_eval", "add_eval_arguments", "add_eval", "cmd_eval"]
+__all__ = ["EvalResult", "eval_dataset", "run_rows", "settle_metrics", "write_outputs", "run_eval",
+           "add_eval_arguments", "add_eval", "config_from_args", "cmd_eval"]
 
 
 @dataclass
@@ -282,7 +282,7 @@ def run_eval(cfg: Mapping[str, Any], ecfg: Mapping[str, Any], output: str) -> Ev
 
 def add_eval_arguments(p) -> None:
     """Arguments of ``m3ddm-ray eval``."""
-    p.add_argument("--dataset", default=None, choices=["davis2017", "davis2016", "youtube-vos", "folder"],
+    p.add_argument("--dataset", default=None, choices=list(datasets.DATASETS),
                    help="dataset layout of --root")
     p.add_argument("--root", default=None, help="dataset folder: local path or fsspec URL")
     p.add_argument("--output", required=True, help="output prefix: local folder or fsspec URL")
@@ -290,13 +290,13 @@ def add_eval_arguments(p) -> None:
                    help="outpaint (default: the protocols below); inpaint: synthetic object masks over known frames "
                         "(eval.mask_motion, eval.mask_area); extend: condition on eval.context frames, predict "
                         "eval.predict (ExtDM); docs/tasks.md")
-    p.add_argument("--protocol", default=None, choices=["benchmark", "m3ddm-plus"],
+    p.add_argument("--protocol", default=None, choices=list(PROTOCOLS),
                    help="benchmark: 256x256, mask ratios 0.25/0.66 (M3DDM and follow-ups); "
                         "m3ddm-plus: long side 256 at a ratio, crop and outpaint back (default: config, benchmark)")
     p.add_argument("--method", action="append", default=None, metavar="METHOD",
-                   help=f"outpaint: {' | '.join(METHODS)}; inpaint: m3ddm | telea | nearest_known; extend: m3ddm | "
-                        "last_frame; comma-separate or repeat for several (default: m3ddm for outpaint, the model "
-                        "and every baseline for inpaint / extend)")
+                   help="; ".join(f"{t}: {' | '.join(ms)}" for t, ms in TASK_METHODS.items())
+                   + "; comma-separate or repeat for several (default: m3ddm for outpaint, the model and every "
+                     "baseline for inpaint / extend)")
     p.add_argument("--split", default=None, help="dataset split (default: val; YouTube-VOS: valid)")
     p.add_argument("--clip-len", type=int, default=None, help="frames per clip, 0 = whole sequences (default: 16)")
     p.add_argument("--clips", default=None, choices=["first", "all"],

@@ -60,8 +60,7 @@ def features(extractor, clip) -> bytes:
     """Pickled float64 I3D features of one uint8 ``(T, H, W, 3)`` clip (``extractor``: :func:`make_fvd`)."""
     import numpy as np
 
-    fn = getattr(extractor, "features", None) or extractor
-    feats = np.asarray(fn([clip]), dtype=np.float64)
+    feats = np.asarray(extractor([clip]), dtype=np.float64)
     return pickle.dumps(feats[0], protocol=pickle.HIGHEST_PROTOCOL)
 
 

@@ -120,7 +120,7 @@ def load_video(uri: str, fps: float | None = None, max_side: int = 256) -> tuple
     import cv2
 
     if Path(uri).is_dir():
-        from ..evaluation.datasets import read_image_sequence
+        from ..video.images import read_image_sequence
 
         frames, rate = read_image_sequence(uri, fps)
     else:
