@@ -1,32 +1,15 @@
 """Non-learned baselines of every task, run through the same protocol as the model. Pure numpy / OpenCV.
 
-Outpainting: each baseline is a pure numpy / OpenCV function ``(strip, geom) -> canvas``: ``strip`` is the input
-clip ``uint8 (T, h, w, 3)`` (the protocol's known region), ``geom`` the
-:class:`~m3ddm_ray.geometry.CanvasGeometry` the pipeline plans for it (``MaskCase.geom``), and the
-result is ``uint8 (T, S, S, 3)`` canvases, the same thing the diffusion model produces. The strip is
-put on the canvas exactly as the pipeline does (:func:`place_on_canvas`, the resize-and-truncate rule
-of :func:`geometry.make_canvases`), so :func:`outpaint` can then paste the known pixels back and crop
-with the pipeline's own rule (``geometry.paste_back`` + ``geometry.crop_box``): a baseline and the
-model differ only in how the border is filled.
+Outpainting (docs/evaluation.md, "Baselines"): ``(strip, geom) -> canvas``, with ``strip`` the input
+clip ``uint8 (T, h, w, 3)`` and ``geom`` the :class:`~m3ddm_ray.geometry.CanvasGeometry` the pipeline
+plans for it (``MaskCase.geom``); the result is ``uint8 (T, S, S, 3)`` canvases, as the model makes.
+The strip is placed as the pipeline places it (:func:`place_on_canvas`) and :func:`outpaint` finishes
+with the pipeline's own paste-back and crop: ``replicate``, ``reflect``, ``blur``, ``telea``.
 
-* ``replicate``: every border pixel copies the nearest known edge pixel (``np.pad`` mode ``edge``).
-* ``reflect``: mirror image of the known rectangle about its edges, edge pixel not repeated
-  (``np.pad`` mode ``reflect``, repeated as needed when the border is wider than the rectangle).
-* ``blur``: the "blurred background" of vertical videos on TV: the known rectangle scaled to *cover*
-  the canvas (centre crop), Gaussian-blurred (sigma ``S / 16`` by default), known rectangle pasted.
-* ``telea``: OpenCV's TELEA inpainting of each canvas (radius 5): the pipeline's own diffusion start
-  (``PreparedClip.inpainted``).
-
-Inpainting, ``(frames, masks) -> frames`` at the source size, every pixel outside the mask kept
-(:func:`inpaint_baseline` zeroes the hidden pixels first, so no method can read the ground truth):
-
-* ``telea``: OpenCV TELEA inpainting (radius 5) of each frame on its own (no time);
-* ``nearest_known``: each masked pixel copies the same pixel of the nearest frame in time where it
-  is known (earlier frame on a tie); pixels hidden in every frame fall back to the frame's TELEA
-  fill. With a moving mask most pixels are seen somewhere, with a stationary one none are.
-
-Prediction, ``(known frames, n) -> n new frames``: ``last_frame``, the last known frame repeated (the
-usual "copy last frame" floor of video prediction, ExtDM and others).
+Inpainting (docs/tasks.md, "Scores"), ``(frames, masks) -> frames`` at the source size, every pixel
+outside the mask kept (:func:`inpaint_baseline` zeroes the hidden pixels first, so no method can read
+the ground truth): ``telea`` (per frame) and ``nearest_known`` (:func:`nearest_known_inpaint`).
+Prediction, ``(known frames, n) -> n new frames``: ``last_frame``, the last known frame repeated.
 """
 
 from __future__ import annotations

@@ -13,17 +13,10 @@
   input | output | ground truth), ``real`` and ``fvd_fake`` (the clips of FVD).
 
 A **case** is one set of rows per clip: a mask ratio of the outpainting protocol
-(:class:`.protocols.MaskCase`), a mask motion of inpainting (label ``stationary`` / ``moving``; the
-mask of :func:`.protocols.inpaint_case` with area ``eval.mask_area``, seeded by :func:`clip_mask_seed`
-of :func:`mask_key`: the same masks for every method, in every run, wherever the data lies) or the
-context / predict split of prediction (label ``c<context>p<predict>``, :func:`.protocols.prediction_case`).
-``mask_ratio`` is the generated share: the width fraction, the mask area, or ``p / (c + p)`` of the frames.
-
-Scores: outpainting composes the output into the ground truth (:meth:`.protocols.MaskCase.compose`)
-and uses :class:`.metrics.ClipScores`; inpainting :func:`score_inpaint`; prediction
-:func:`score_prediction` (also used by ``benchmarks/eval_tasks.py``, so the single-process
-benchmark and the Ray job compute the same numbers). FVD: outpainting and inpainting compare the
-whole clips, prediction the ``c + p`` clips, context included.
+(:class:`.protocols.MaskCase`), a mask motion of inpainting (masks seeded by :func:`clip_mask_seed` of
+:func:`mask_key`) or the context / predict split of prediction; ``mask_ratio`` is the generated share.
+Scores: :class:`.metrics.ClipScores` of the composed output (outpainting), :func:`score_inpaint`,
+:func:`score_prediction` (docs/tasks.md, "Scores"; also used by ``benchmarks/eval_tasks.py``).
 """
 
 from __future__ import annotations

@@ -1,71 +1,20 @@
 """Evaluation protocols: how a ground-truth clip becomes the input of a method, and how the method's
 output is put back into the ground truth's frame before scoring.
 
-Outpainting: each protocol turns a ground-truth clip into one :class:`MaskCase` per mask ratio:
-
-* the **ground truth** at the protocol resolution (:meth:`ground_truth`),
-* the **input clip** given to the method: the known strip ``gt[:, y0:y1, x0:x1]`` (:meth:`MaskCase.strip`),
-* the **target ratio and canvas** handed to the unchanged pipeline (``prepare_clip`` / ``Outpainter``):
-  the ratio is the ground-truth frame's own ``W:H`` (reduced), so ``geometry.plan_canvas`` puts the
-  strip on the ``S x S`` canvas exactly where the protocol's known region is, and
-  ``geometry.crop_box`` cuts an output of the ground-truth size (checked per case: :attr:`MaskCase.exact`),
-* the **pixel mask** ``(H, W)`` of the ground-truth frame, 1 = generated (:meth:`MaskCase.mask`).
-
-After the method ran, :meth:`MaskCase.compose` brings its output to the ground-truth size (only when
-the placement is not exact) and replaces the known region by the ground truth; scores are computed
-on the full composed frame.
-
-Protocol 1, ``benchmark`` (M3DDM, ACM MM 2023, Sec. 4, and the follow-ups that compare with it on
-DAVIS / YouTube-VOS, e.g. MOTIA "Be-Your-Outpainter"): every frame is resized to ``size x size``
-(256; OpenCV ``INTER_AREA``, aspect ratio not kept), a *horizontal mask ratio* ``r`` (0.25 and 0.66)
-is the fraction of the width that is generated, half on each side, and results are reported per ratio
-and as the mean of both ratios. The papers give the fractions, not a rounding rule; ours is:
-
-    kept columns  k = floor(W * (1 - r) + 0.5)         (nearest integer, halves up)
-    left columns  (W - k) // 2 generated,  right columns  W - k - (W - k) // 2 generated
-    known region  columns [(W - k) // 2, (W - k) // 2 + k)
-
-so on ``W = 256``: ``r = 0.66`` keeps the central **87** columns ``84..170`` (84 generated on the left,
-85 on the right, 169 = 66.02 % of the width); ``r = 0.25`` keeps the central **192** columns
-``32..223`` (32 generated on each side, exactly 25 %). When the kept width leaves an odd number of
-generated columns the extra one is on the right, which is also where ``plan_canvas`` puts it
-(``pad = (S - w) // 2``), so a ``256 x 87`` strip at ratio ``1:1`` on a 256 canvas lands at columns
-84..170 with no resize. ``direction="vertical"`` applies the same rule to rows.
-
-Protocol 2, ``m3ddm-plus`` (M3DDM+, Murakawa et al., IWAIT 2026, arXiv 2601.11048; our reading of the
-evaluation script ``src/evaluate.py`` of github.com/tamaki-lab/M3DDM-Plus, re-implemented, not copied):
-
-* target size for ratio ``a = w:h``: long side ``output_size`` (width if ``a >= 1``, else height),
-  short side ``round(output_size / a)`` (or ``* a``), each side then floored to a multiple of 8;
-* the frame is scaled by ``max(tw / W, th / H)`` (cover) and centre-cropped to ``th x tw``; the script
-  passes ``cv2.INTER_AREA`` in the ``dst`` position of ``cv2.resize``, so the interpolation it really
-  uses is bilinear: the default here is ``"linear"``. Deviation: the scaled size is rounded (the
-  script truncates, which can leave a frame one pixel smaller than the target);
-* ``crop_ratio`` along ``crop_axis``: ``cut = floor(L * crop_ratio / 2)`` pixels removed on *each*
-  side of the width (``horizontal``) or height (``vertical``); the rest is the input clip; the method
-  outpaints it back to ratio ``a`` and the **full** frame is scored against the resized ground truth
-  (MSE, PSNR, SSIM, LPIPS-Alex, BMSE averaged over frames, then over videos). E.g. ``16:9`` at 256
-  gives ``144 x 256`` frames; ``crop_ratio 0.25`` horizontal keeps columns ``32..223`` (192),
-  vertical keeps rows ``18..125`` (108). Note the rounding differs from protocol 1: ``0.66``
-  horizontal on 256 keeps 88 columns here (``cut = 84`` per side), 87 there.
-* not reproduced: the script writes the frames as JPEG and re-reads them from an MP4 (a lossy round
-  trip of input and ground truth); here frames stay exact ``uint8`` arrays. Its inference defaults
-  are strides ``5,3,1`` and 16 frames (``configs/m3ddm-plus-eval.yaml`` sets the strides).
-
-When the model canvas ``S`` differs from the protocol resolution (e.g. the tiny test model on a 64
-canvas with 256-pixel frames), the strip is scaled onto the canvas by ``plan_canvas`` as any input
-would be, the cropped output is resized (``INTER_CUBIC``) to the ground-truth size and the known
-region is replaced by the ground truth: the scores stay comparable but the placement is not exact
-(``MaskCase.exact`` is False and the result rows say so).
+Outpainting (docs/evaluation.md, "Outpainting protocols"): :class:`BenchmarkProtocol` (M3DDM, ACM MM
+2023, Sec. 4: ``size x size`` frames, horizontal mask ratios 0.25 / 0.66, half on each side) and
+:class:`M3DDMPlusProtocol` (M3DDM+, IWAIT 2026, our reading of ``src/evaluate.py`` of
+github.com/tamaki-lab/M3DDM-Plus) turn a clip into one :class:`MaskCase` per mask ratio: the ground
+truth at the protocol resolution, the known strip the method sees, the target ratio whose canvas puts
+the strip exactly at the known region (:attr:`MaskCase.exact`), and the ``(H, W)`` mask, 1 = generated.
+:meth:`MaskCase.compose` puts the output back into the ground truth's frame before scoring.
 
 Inpainting (:func:`inpaint_case`): a ground-truth clip gets a synthetic object-shaped mask
 (:func:`m3ddm_ray.masks.synthetic.synthetic_masks`, ``stationary`` or ``moving``, area fraction
-``area``, seeded per clip); the method sees the frames and masks and returns frames of the same size;
-since every method keeps the pixels outside the mask, scores are over the whole frame plus
-:func:`temporal_consistency` in the hole.
+``area``, seeded per clip); scores are over the whole frame plus :func:`temporal_consistency` in the hole.
 
-Prediction (:func:`prediction_case`), as ExtDM (Zhang et al., CVPR 2024) reports it: condition on the
-first ``c`` frames, predict the next ``p``, and report every metric per predicted frame index ``1..p``.
+Prediction (:func:`prediction_case`), as ExtDM (Zhang et al., CVPR 2024): condition on the first ``c``
+frames, predict the next ``p``, report every metric per predicted frame index ``1..p``.
 """
 
 from __future__ import annotations

@@ -1,33 +1,14 @@
 """The evaluation job: dataset -> task and protocol -> method (M3DDM on Ray actor pools, or a baseline) -> scores.
 
 ``m3ddm-ray eval --dataset davis2017 --root PATH --output PREFIX [--task outpaint|inpaint|extend]``
-runs on the same Ray Data machinery as ``m3ddm-ray outpaint`` (:mod:`m3ddm_ray.distributed.job`):
-one item per clip, a CPU ``flat_map`` that decodes the clip once and prepares one row per (case,
-method) (:func:`.rows.prepare_group`), the main job's :class:`~m3ddm_ray.distributed.stages.CoarseStage`
-/ :class:`~m3ddm_ray.distributed.stages.FineStage` actor pools for the ``m3ddm`` rows (baseline rows
-pass through them untouched; without ``m3ddm`` the pools are not created and no model is loaded),
-then a scoring actor pool (:class:`.scoring.ScoreStage`: the baseline fill, the task's scores, I3D
-features when FVD weights are configured, and one side-by-side PNG per row). What differs between
-the tasks is in :mod:`.cases`. The driver gathers the rows, computes FVD once per (method, case)
-and writes::
-
-    <output>/per_clip.parquet     one row per clip x case x method (eval_schema())
-    <output>/summary.md|.json     the task's table: per case its columns, then the mean over the cases
-    <output>/report/index.html    summary + per clip input | output | ground truth strips
-    <output>/report/img/*.png
-    <output>/manifest.parquet     the evaluation manifest (clips, frame files, frame ranges)
-
-Protocols (docs/evaluation.md, docs/tasks.md): outpainting with the ``benchmark`` or ``m3ddm-plus``
-protocol (:mod:`.protocols`); inpainting with synthetic object masks (``eval.mask_motion``,
-``eval.mask_area``, seeded per clip); prediction as ExtDM (``eval.context`` known frames,
-``eval.predict`` predicted; every clip is cut to ``context + predict`` frames and a shorter video
-gives error rows that say so). Error rows and retry limits are the outpaint job's
+runs on the batch job's Ray Data machinery (:mod:`m3ddm_ray.distributed.job`): one item per clip ->
+:func:`.rows.prepare_group` (CPU) -> the job's :class:`~m3ddm_ray.distributed.stages.CoarseStage` /
+:class:`~m3ddm_ray.distributed.stages.FineStage` pools for the ``m3ddm`` rows -> the scoring pool
+(:class:`.scoring.ScoreStage`); the driver computes FVD per (method, case) and writes
+``per_clip.parquet``, ``summary.md|.json``, ``report/index.html`` and ``manifest.parquet``. What
+differs between the tasks is in :mod:`.cases`; the protocols, outputs and configuration are described
+in docs/evaluation.md and docs/tasks.md. Error rows and retry limits are the batch job's
 (:func:`m3ddm_ray.distributed.stages.fail_row`, :func:`m3ddm_ray.distributed.job.map_on_actor_pool`).
-
-Configuration: the job config of ``m3ddm-ray outpaint`` (``configs/*.yaml``; model, VAE, sampler,
-stage pools) plus an ``eval:`` section (:data:`.config.EVAL_DEFAULTS`), both overridable with
-``--set KEY.PATH=VALUE`` (``--set eval.clip_len=32``). The canvas output is always used
-(``output_size: canvas``); the protocol decides the target ratio of every row.
 """
 
 from __future__ import annotations
@@ -76,13 +57,6 @@ class EvalResult:
         lines.append(self.markdown)
         lines += [f"{k}: {v}" for k, v in self.uris.items()]
         return "\n".join(ln for ln in lines if ln)
-
-
-def _conform(row: Mapping[str, Any], schema) -> dict:
-    """A result row in ``schema``'s types; missing metric values are NaN."""
-    from ..distributed.job import conform_row
-
-    return conform_row(row, schema, missing_float=float("nan"))
 
 
 def eval_dataset(cfg: Mapping[str, Any], ecfg: Mapping[str, Any], groups: Sequence[list[dict]],
@@ -232,7 +206,7 @@ def run_eval(cfg: Mapping[str, Any], ecfg: Mapping[str, Any], output: str) -> Ev
     """
     import pyarrow as pa
 
-    from ..distributed.job import absolute_uri, resolve_paths
+    from ..distributed.job import absolute_uri, conform_row, resolve_paths
 
     t0 = time.perf_counter()
     if not ecfg.get("dataset") or not ecfg.get("root"):
@@ -257,7 +231,7 @@ def run_eval(cfg: Mapping[str, Any], ecfg: Mapping[str, Any], output: str) -> Ev
     filled = [dict(r, **task.columns(by_label[r["ratio_label"]])) if r["ratio_label"] in by_label else r
               for r in report.decode_lists(results, per_index)]  # every row names its task and case, lost rows too
     schema = eval_schema()
-    table = pa.Table.from_pylist([_conform(r, schema) for r in filled], schema=schema)
+    table = pa.Table.from_pylist([conform_row(r, schema, missing_float=float("nan")) for r in filled], schema=schema)
     summary = report.summarize(table.to_pylist(), fvd, methods, labels, task.table)
     meta = {
         "task": task.task, "dataset": ecfg["dataset"], "root": str(ecfg["root"]), "split": ecfg.get("split"),

@@ -1,4 +1,4 @@
-"""Shared helpers of the metric modules: the clip-pair and frame-size checks, frame chunking, lazy torch."""
+"""Shared helpers of the metric modules: the clip-pair and frame-size checks, frame chunking."""
 
 from __future__ import annotations
 
@@ -33,10 +33,3 @@ def frame_chunks(t: int, size: int = _FRAME_CHUNK) -> Iterable[slice]:
     """Slices of ``size`` frames covering ``range(t)``."""
     for t0 in range(0, t, size):
         yield slice(t0, min(t0 + size, t))
-
-
-def import_torch():
-    """The ``torch`` module, imported on first use (PSNR / SSIM / BMSE do not need it)."""
-    import torch
-
-    return torch

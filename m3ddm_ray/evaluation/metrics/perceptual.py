@@ -8,7 +8,7 @@ from einops import rearrange
 
 from m3ddm_ray.errors import InputError
 
-from ._common import check_min_side, check_pair, frame_chunks, import_torch
+from ._common import check_min_side, check_pair, frame_chunks
 
 __all__ = ["LPIPS"]
 
@@ -39,7 +39,7 @@ class LPIPS:
 
     def __init__(self, backbone_weights=None, linear_weights=None, device: str = "cpu", *,
                  random_init: bool = False, seed: int = 0, batch_size: int = 16):
-        torch = import_torch()
+        import torch
         from m3ddm_ray.models.metric_nets.lpips import load_lpips
 
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -61,7 +61,7 @@ class LPIPS:
         Returns:
             ``float64 (T,)``, ``>= 0``; lower is better; 0 for identical frames.
         """
-        torch = import_torch()
+        import torch
         from m3ddm_ray.models.metric_nets.lpips import min_side
 
         p, g = check_pair(pred, gt)
@@ -73,6 +73,6 @@ class LPIPS:
         return out
 
     def _to_tensor(self, frames: np.ndarray):
-        torch = import_torch()
+        import torch
         t = torch.from_numpy(np.ascontiguousarray(frames)).to(self.device)
         return rearrange(t, "n h w c -> n c h w").float() / 127.5 - 1.0

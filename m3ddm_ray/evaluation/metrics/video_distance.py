@@ -15,8 +15,6 @@ from scipy import linalg
 from m3ddm_ray.errors import InputError, ModelLoadError
 from m3ddm_ray.quality import check_frames
 
-from ._common import import_torch
-
 __all__ = ["FVDFeatureExtractor", "frechet_distance"]
 
 
@@ -64,7 +62,7 @@ class FVDFeatureExtractor:
 
     def __init__(self, kind: str, weights=None, device: str = "cpu", *,
                  random_init: bool = False, seed: int = 0, batch_size: int = 4, input_range: float = 1.0):
-        torch = import_torch()
+        import torch
         from m3ddm_ray.models.metric_nets.i3d import I3D_KINDS, load_i3d
 
         if kind not in I3D_KINDS:
@@ -118,7 +116,7 @@ class FVDFeatureExtractor:
             ``float32 (N, 3, T, 224, 224)`` for ``videogpt`` (range ``[-input_range, input_range]``),
             ``float32 (N, 3, T, H, W)`` in ``[-1, 1]`` for ``stylegan-v``.
         """
-        torch = import_torch()
+        import torch
         import torch.nn.functional as F
 
         x = torch.from_numpy(np.ascontiguousarray(np.stack(clips))).to(self.device)
@@ -149,7 +147,7 @@ class FVDFeatureExtractor:
         Returns:
             ``float64 (N, 400)``.
         """
-        torch = import_torch()
+        import torch
         from m3ddm_ray.models.metric_nets.i3d import min_frames
 
         clips = self._as_videos(videos)
