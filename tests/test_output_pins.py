@@ -34,8 +34,7 @@ import torch
 from m3ddm_ray import video
 from m3ddm_ray.distributed.config import job_settings
 from m3ddm_ray.distributed.job import build_rows
-from m3ddm_ray.pipeline import OutpaintPipeline
-from m3ddm_ray.tasks import run_extend, run_inpaint
+from m3ddm_ray.pipeline import OutpaintPipeline, run_extend, run_inpaint
 
 from conftest import DATA
 from test_ray_job import tiny_cfg

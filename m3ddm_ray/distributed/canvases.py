@@ -53,17 +53,12 @@ def fill_canvases(row: dict, cfg: Mapping[str, Any], clip):
     """``clip`` (the row's unpickled clip) with its span's canvases, when it is a segment shell
     (:meth:`~m3ddm_ray.pipeline.PreparedClip.needs_canvases`); else ``clip`` unchanged. Sets the
     row's ``seconds_canvases``. Exactly the canvases the whole clip's prepare makes for those frames
-    (an inpaint / extend row's with their masks, :func:`.task_rows.span_canvases`)."""
+    (with their masks where the task has per-row masks, :func:`m3ddm_ray.prepare.span_canvases`)."""
     if not clip.needs_canvases:
         return clip
-    from ..pipeline import with_span_canvases
-    from .task_rows import span_canvases, task_of
+    from ..prepare import span_canvases
 
     t0 = time.perf_counter()
-    if task_of(row) != "outpaint":  # inpaint / extend: its span's masks too (.task_rows)
-        clip = span_canvases(row, cfg, clip, lambda lo, hi: read_source_span(row, cfg, lo, hi))
-    else:
-        lo, hi = clip.plan.segments()[clip.segment].frame_range
-        clip = with_span_canvases(clip, read_source_span(row, cfg, lo, hi))
+    clip = span_canvases(clip, lambda lo, hi: read_source_span(row, cfg, lo, hi))
     row["seconds_canvases"] = time.perf_counter() - t0
     return clip

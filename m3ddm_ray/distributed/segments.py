@@ -37,7 +37,7 @@ def seek_points(index, plan, to_source: Callable[[str, int, int], tuple[int, int
     frames (source frames at finalize). ``index`` is the prepare pass's
     :class:`~m3ddm_ray.video.FrameIndex` (None for frame folders: a span is a slice of files).
     ``to_source(kind, lo, hi)`` maps working rows ``[lo, hi)`` to the source frames a task clip
-    reads for them (:func:`.task_rows.source_range`; ``(0, 0)``: none); default: the same frames."""
+    reads for them (:meth:`m3ddm_ray.task.Task.source_range`; ``(0, 0)``: none); default: the same frames."""
     segs = plan.segments()
     if len(segs) <= 1:
         return None
@@ -109,7 +109,7 @@ def split_row(row: dict, clip, state, coarse_file: str | None = None) -> list[di
     if len(segs) <= 1:
         return [dict(base, segment=0, num_segments=1, clip=dump(clip), state=dump(state))]
     out = []
-    shells = clip.frame_ids is not None
+    shells = clip.keyframes_only
     for seg in segs:
         sub = ClipState() if shells and coarse_file else segment_state(state, seg)
         sub.unet_seconds = state.unet_seconds if seg.index == 0 else 0.0

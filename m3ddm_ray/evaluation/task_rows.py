@@ -16,8 +16,8 @@ label, ``mask_ratio`` = the generated share (mask area, or ``predict / (context 
 frames). The scoring stage adds the task columns (:data:`TASK_FIELDS`, part of the ``eval`` row
 schema).
 
-``m3ddm`` rows carry the :class:`~m3ddm_ray.pipeline.PreparedClip` of :func:`m3ddm_ray.tasks.
-prepare_inpaint` / :func:`~m3ddm_ray.tasks.prepare_extend` to the unchanged coarse and fine actor
+``m3ddm`` rows carry the :class:`~m3ddm_ray.pipeline.PreparedClip` of :func:`m3ddm_ray.prepare.
+prepare_task` (an :class:`~m3ddm_ray.task.Inpaint` or :class:`~m3ddm_ray.task.Extend`) to the unchanged coarse and fine actor
 pools; baseline rows (status ``baseline``) pass through them and are filled in the scoring stage.
 """
 
@@ -175,11 +175,13 @@ def task_inputs(gt: np.ndarray, case: TaskCase, key: str, spec: Mapping[str, Any
 
 
 def prepare_task_group(rows: list[dict], cfg: Mapping[str, Any], spec: Mapping[str, Any]) -> list[dict]:
-    """CPU: decode a clip once, build each case, :func:`m3ddm_ray.tasks.prepare_inpaint` /
-    :func:`~m3ddm_ray.tasks.prepare_extend` it for the ``m3ddm`` rows (pickled into ``row['clip']``).
+    """CPU: decode a clip once, build each case, :func:`m3ddm_ray.prepare.prepare_task` it
+    (:class:`~m3ddm_ray.task.Inpaint` / :class:`~m3ddm_ray.task.Extend`) for the ``m3ddm`` rows
+    (pickled into ``row['clip']``).
     A failure makes every row of the clip an error row naming the clip."""
-    from .. import tasks
     from ..distributed.rows import check_row
+    from ..prepare import prepare_task
+    from ..task import Extend, Inpaint, MaskArray
     from ..distributed.stages import _fail
 
     t0 = time.perf_counter()
@@ -196,10 +198,11 @@ def prepare_task_group(rows: list[dict], cfg: Mapping[str, Any], spec: Mapping[s
             if case.label not in prepared:
                 inp = task_inputs(gt, case, mask_key(row["uri"], row["start"]), spec)
                 if case.task == "inpaint":
-                    clip = tasks.prepare_inpaint(inp.frames, inp.masks, float(row["fps"]), settings,
-                                                 name=f"synthetic {case.motion} masks")
+                    name = f"synthetic {case.motion} masks"
+                    task = Inpaint(MaskArray(inp.masks, name), 0, name)
+                    clip = prepare_task(inp.frames, float(row["fps"]), task, settings)
                 else:
-                    clip = tasks.prepare_extend(inp.context, float(row["fps"]), case.predict, "forward", settings)
+                    clip = prepare_task(inp.context, float(row["fps"]), Extend(case.predict, "forward"), settings)
                 check_one_segment(clip.num_frames, clip.fps, clip.strides, f"clip {row['clip_id']}")
                 prepared[case.label] = pickle.dumps(clip, protocol=pickle.HIGHEST_PROTOCOL)
             row["clip"] = prepared[case.label]

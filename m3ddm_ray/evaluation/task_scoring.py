@@ -11,7 +11,7 @@ Ray job compute the same numbers):
 
 :class:`TaskScoreStage` is the scoring actor of the task job (the outpaint job's ``ScoreStage``
 counterpart): it finishes ``m3ddm`` rows from the fine stage's canvases
-(:func:`m3ddm_ray.tasks.finalize_inpaint` / :func:`~m3ddm_ray.tasks.finalize_extend`), runs the
+(:func:`m3ddm_ray.pipeline.finalize_clip`, the task's finalize), runs the
 baselines, scores, writes one strip image per row and the I3D features for FVD when configured
 (whole clips: inpainting ``T`` frames; prediction the ``c + p`` frames, context included).
 """
@@ -142,9 +142,8 @@ class TaskScoreStage:
 
     def _output(self, row: dict, case, inp) -> np.ndarray:
         """The method's frames: inpaint ``(T, H, W, 3)``, extend the ``p`` predicted ones."""
-        from .. import tasks
         from ..distributed.config import job_settings
-        from ..pipeline import generated_array
+        from ..pipeline import finalize_clip, generated_array
 
         t0 = time.perf_counter()
         if row["method"] == "m3ddm":
@@ -152,9 +151,9 @@ class TaskScoreStage:
             row["seconds_unet"] = float(state.unet_seconds)
             generated = generated_array(clip, state)
             if case.task == "inpaint":
-                out = tasks.finalize_inpaint(clip, generated, inp.frames, inp.masks, job_settings(self.cfg))
+                out = finalize_clip(clip, generated, job_settings(self.cfg), inp.frames)
             else:
-                out = tasks.finalize_extend(clip, generated, inp.context)[case.context:]
+                out = finalize_clip(clip, generated, job_settings(self.cfg), inp.context)[case.context:]
         else:
             radius = int(self.ecfg["baselines"].get("telea_radius") or 5)
             out = run_baseline(row["method"], inp, radius)
