@@ -46,7 +46,7 @@ from .masks.frames import MaskUsage, canvas_masks, check_mask_count, dilate_mask
 from .rules import EXTEND_DIRECTIONS, TASKS
 
 __all__ = ["Task", "Outpaint", "Inpaint", "Extend", "MaskArray", "MaskURI", "Output", "RATIO_FREE_TASKS", "from_spec", "spec_of_record",
-           "task_name", "inpaint_masks", "inpaint_mask_frames", "even_frames", "check_fps"]
+           "task_name", "made_by", "inpaint_masks", "inpaint_mask_frames", "even_frames", "check_fps"]
 
 #: The canvas plan of inpainting and extension: the frame fitted into the square, keeping its aspect ratio.
 SQUARE = "1:1"
@@ -594,6 +594,12 @@ def task_name(row: Mapping[str, Any]) -> str:
     or the NaN a Ray block may make of a None)."""
     task = row.get("task")
     return "outpaint" if task is None or task != task or not task else str(task)
+
+
+def made_by(names: set[str]) -> str:
+    """How a job summary says what its outputs' tasks ``names`` made: ``"outpainted"`` for
+    outpaint rows only, else ``"made (extend, inpaint, ...)"``."""
+    return "outpainted" if names == {"outpaint"} else "made (" + ", ".join(sorted(names)) + ")"
 
 
 def spec_of_record(record: Mapping[str, Any]) -> dict[str, Any] | None:

@@ -95,9 +95,9 @@ def test_a_span_that_cannot_be_read_is_an_error_row_naming_the_video(clip_301, t
     seg = split_row(row, pickle.loads(row["clip"]), coarse_state(pickle.loads(row["clip"])))[2]
     short = tmp_path / "short.mp4"
     write_video(short, decoded[:40], info.fps, preset="veryfast")  # the source changed under the job
-    from m3ddm_ray.distributed.stages import FineStage, _batch, _rows
+    from m3ddm_ray.distributed.stages import FineStage, to_batch, from_batch
 
-    (out,) = _rows(FineStage(cfg, models=(tiny_unet, tiny_vae))(_batch([dict(seg, video_uri=str(short))])))
+    (out,) = from_batch(FineStage(cfg, models=(tiny_unet, tiny_vae))(to_batch([dict(seg, video_uri=str(short))])))
     assert out["status"] == "error" and out["error"].startswith(f"fine: {short}")
     assert "the video ends before frame 150" in out["error"] and out["clip"] == b""
 
@@ -180,7 +180,7 @@ def test_the_fine_stage_hands_finalize_the_masked_canvases_only_and_its_piece_is
     import av
 
     from m3ddm_ray.distributed.finalize import FinalizeStage
-    from m3ddm_ray.distributed.stages import FineStage, _batch, _rows
+    from m3ddm_ray.distributed.stages import FineStage, to_batch, from_batch
     from m3ddm_ray.pipeline import generated_array
 
     path, decoded, info, tmp = clip_301
@@ -189,7 +189,7 @@ def test_the_fine_stage_hands_finalize_the_masked_canvases_only_and_its_piece_is
     (row,) = PrepareStage(cfg)([dict(r, clip=b"", state=b"") for r in rows])
     clip = pickle.loads(row["clip"])
     seg = split_row(row, clip, coarse_state(clip))[1]
-    (out,) = _rows(FineStage(cfg, models=(tiny_unet, tiny_vae))(_batch([seg])))
+    (out,) = from_batch(FineStage(cfg, models=(tiny_unet, tiny_vae))(to_batch([seg])))
     assert out["status"] == "pending", out.get("error")
     carried, state = pickle.loads(out["clip"]), pickle.loads(out["state"])
     segment = clip.plan.segments()[1]

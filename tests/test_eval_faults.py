@@ -1,4 +1,4 @@
-"""Evaluation rows are as safe as job rows (issue 13, item 5): one ``_fail`` with credential redaction,
+"""Evaluation rows are as safe as job rows (issue 13, item 5): one ``fail_row`` with credential redaction,
 and eval pools built with the job's retry limits. No Ray needed: the rows and stages are called
 directly, and the Dataset wiring is checked against a recording stand-in for ``ray.data``."""
 
@@ -53,7 +53,7 @@ def test_eval_prepare_errors_redact_credentials_like_job_rows(tmp_path):
         assert SECRET not in r["error"] and SECRET not in r["traceback"] and "***" in r["error"]
         assert r["clip"] == b"" and r["state"] == b""
     # the very same rule as the outpaint job's error rows
-    job_row = stages._fail({"video_uri": uri}, "prepare", FileNotFoundError(uri), cfg)
+    job_row = stages.fail_row({"video_uri": uri}, "prepare", FileNotFoundError(uri), cfg)
     assert SECRET not in job_row["error"] and "***" in job_row["error"]
 
 

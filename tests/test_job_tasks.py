@@ -23,7 +23,7 @@ from m3ddm_ray.distributed.finalize import FinalizeStage
 from m3ddm_ray.distributed.job import build_rows, conform_row, resolve_runtime, run_job
 from m3ddm_ray.distributed.join import assemble
 from m3ddm_ray.distributed.results import RESULT_COLUMNS, RESULT_SCHEMA
-from m3ddm_ray.distributed.stages import CoarseStage, FineStage, PrepareStage, _batch, _rows, result_row, row_task
+from m3ddm_ray.distributed.stages import CoarseStage, FineStage, PrepareStage, to_batch, from_batch, result_row, row_task
 from m3ddm_ray.pipeline import Outpainter
 
 from conftest import DATA
@@ -91,12 +91,12 @@ def run_stages(cfg, rows, models, streamed: bool = False) -> list[dict]:
     if streamed:  # the keyframes' canvases and masks are in the file, and nothing else is held
         assert len(prepared.frame_ids) < prepared.num_frames and prepared.frame_masks.shape[0] == 0
         assert Path(prepared.canvas_file).stat().st_size == len(prepared.frame_ids) * 7 * 64 * 64
-    segs = _rows(CoarseStage(cfg, models=models)(_batch(rows)))
+    segs = from_batch(CoarseStage(cfg, models=models)(to_batch(rows)))
     shells = [pickle.loads(s["clip"]) for s in segs]
     assert all(c.needs_canvases for c in shells) == streamed
     if streamed:
         assert all(isinstance(s["coarse_file"], str) and len(s["clip"]) < 100_000 for s in segs)
-    done = [_rows(FineStage(cfg, models=models)(_batch([s])))[0] for s in segs]
+    done = [from_batch(FineStage(cfg, models=models)(to_batch([s])))[0] for s in segs]
     finals = [FinalizeStage(cfg)(dict(r)) for r in done]
     if len(finals) > 1:
         return [assemble(finals, cfg)]

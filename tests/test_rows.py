@@ -8,7 +8,7 @@ import pytest
 
 from m3ddm_ray.distributed.results import RESULT_COLUMNS
 from m3ddm_ray.distributed.rows import EVAL_FIELDS, JOB_FIELDS, StageRow, check_row, describe
-from m3ddm_ray.distributed.stages import _fail, expand_manifest_row
+from m3ddm_ray.distributed.stages import fail_row, expand_manifest_row
 from m3ddm_ray.evaluation.rows import EVAL_COLUMNS
 
 from test_ray_job import tiny_cfg
@@ -28,7 +28,7 @@ def test_driver_rows_and_error_rows_pass_the_check():
     try:
         raise ValueError("boom")
     except ValueError as exc:
-        err = _fail(dict(rows[0]), "fine", exc, cfg)
+        err = fail_row(dict(rows[0]), "fine", exc, cfg)
     assert check_row(err, "fine") is err and err["clip"] == b"" and err["error"] == "fine: /x/a.mp4: ValueError: boom"
 
 

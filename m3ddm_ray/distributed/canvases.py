@@ -28,7 +28,7 @@ import json
 import time
 from typing import Any, Mapping
 
-from .sources import _is_frame_folder
+from .sources import is_frame_folder
 
 
 def read_source_span(row: Mapping[str, Any], cfg: Mapping[str, Any], lo: int, hi: int, which: str = "span"):
@@ -43,7 +43,7 @@ def read_source_span(row: Mapping[str, Any], cfg: Mapping[str, Any], lo: int, hi
 
     so = cfg.get("storage_options") or None
     uri = row["video_uri"]
-    if _is_frame_folder(uri, cfg):
+    if is_frame_folder(uri, cfg):
         return read_image_span(uri, lo, hi, so)
     points = json.loads(row.get("seek") or "null") or {}
     return read_span(uri, lo, hi, SeekPoint.from_dict(points.get(which)), so)

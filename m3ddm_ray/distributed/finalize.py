@@ -10,7 +10,7 @@ from typing import Any, Mapping
 
 from .config import job_settings
 from .rows import StageRow, check_row
-from .stages import _fail, _is_frame_folder, apply_retry_policy, has_audio, result_row, source_file
+from .stages import fail_row, is_frame_folder, apply_retry_policy, has_audio, result_row, source_file
 
 
 class FinalizeStage:
@@ -32,7 +32,7 @@ class FinalizeStage:
                 if not pieces:
                     row["status"] = "ok" if row["status"] == "pending" else "unchanged"
             except Exception as exc:  # noqa: BLE001
-                row = _fail(row, "finalize", exc, self.cfg)
+                row = fail_row(row, "finalize", exc, self.cfg)
         row["seconds_finalize"] = time.perf_counter() - t0
         out = result_row(row, self.cfg)
         out["fine_actor"] = row.get("fine_actor")  # for the driver's busy-seconds note (not a column)
@@ -55,7 +55,7 @@ class FinalizeStage:
 
         so = self.cfg.get("storage_options") or None
         enc = self.cfg["encode"]
-        if _is_frame_folder(row["video_uri"], self.cfg):  # a folder of images: no single file to remux
+        if is_frame_folder(row["video_uri"], self.cfg):  # a folder of images: no single file to remux
             source, _ = read_image_sequence(row["video_uri"], storage_options=so)
             out = clip.task.finalize(clip, None, source, [], settings).frames
             write_video(row["output_uri"], out, row["fps"], crf=int(enc["crf"]), preset=str(enc["preset"]),
@@ -105,7 +105,7 @@ class FinalizeStage:
             extra.update(piece_uri=uri, piece_frames=len(frames))
         else:
             audio = None
-            if has_audio(row) and not _is_frame_folder(row["video_uri"], self.cfg):
+            if has_audio(row) and not is_frame_folder(row["video_uri"], self.cfg):
                 audio = row["video_uri"]  # read with range requests, as the join does
             delay, end = task.audio_window(clip.num_frames, fps_to_fraction(float(row["fps"])))
             write_video(row["output_uri"], out, row["fps"], audio_source=audio, crf=int(enc["crf"]),

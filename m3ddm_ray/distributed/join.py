@@ -11,7 +11,7 @@ from ..quality import REPORT_KEYS
 from ..video import concat_videos, fps_to_fraction
 from .rows import check_row
 from .segments import fine_busy, pieces_folder
-from .stages import _fail, _is_frame_folder, has_audio, result_row, row_task
+from .stages import fail_row, is_frame_folder, has_audio, result_row, row_task
 
 
 def _weighted(pieces: list[dict], key: str) -> float:
@@ -48,7 +48,7 @@ def assemble(pieces: list[dict], cfg: Mapping[str, Any]) -> dict:
             row.update(status="error", error=failed[0]["error"])
         else:
             try:
-                audio = row["video_uri"] if has_audio(row) and not _is_frame_folder(row["video_uri"], cfg) else None
+                audio = row["video_uri"] if has_audio(row) and not is_frame_folder(row["video_uri"], cfg) else None
                 # the audio is read from the source URI itself (range reads), not from a download
                 # an extension keeps the audio under its known frames (the task's audio window)
                 task = row_task(row, cfg, open_masks=False)
@@ -61,7 +61,7 @@ def assemble(pieces: list[dict], cfg: Mapping[str, Any]) -> dict:
                                        f"(source: {row['frames']})")
                 row["status"] = "ok"
             except Exception as exc:  # noqa: BLE001 - one bad output must not stop the job
-                row = _fail(dict(row, status="pending"), "finalize", exc, cfg)
+                row = fail_row(dict(row, status="pending"), "finalize", exc, cfg)
         for key in REPORT_KEYS:
             row[key] = _weighted(pieces, key)
         for key in ("seconds_fine", "seconds_finalize", "seconds_unet"):

@@ -43,7 +43,7 @@ from .config import config_hash, job_settings
 from .manifest import SAMPLER_OVERRIDE_COLUMNS, check_clip_id, check_output_prefix
 from .results import RESULT_COLUMNS, row_label
 from .rows import StageRow, check_row
-from .sources import _is_frame_folder, source_file  # noqa: F401 - used here and by finalize / join
+from .sources import is_frame_folder, source_file  # noqa: F401 - used here and by finalize / join
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ def redact(text: str, cfg: Mapping[str, Any] | None) -> str:
     return text
 
 
-def _fail(row: dict, stage: str, exc: BaseException, cfg: Mapping[str, Any] | None = None) -> dict:
+def fail_row(row: dict, stage: str, exc: BaseException, cfg: Mapping[str, Any] | None = None) -> dict:
     """Turn ``row`` into an error row; the message always names the input video."""
     msg = _describe(exc)
     uri = row.get("video_uri")
@@ -272,7 +272,7 @@ class PrepareStage:
 
         def iter_source(cancel: threading.Event):
             """``(info, frames iterator, index)``: the one decode pass over the source."""
-            if _is_frame_folder(uri, self.cfg):  # a folder of images (DAVIS / YouTube-VOS layout)
+            if is_frame_folder(uri, self.cfg):  # a folder of images (DAVIS / YouTube-VOS layout)
                 from ..video import image_sequence_info, iter_image_sequence
 
                 info = image_sequence_info(uri, storage_options=so)
@@ -313,7 +313,7 @@ class PrepareStage:
             info, clips, index = run_with_timeout(lambda cancel: self._prepare(rows, cancel),
                                                               self.timeout_s(), "decode")
         except Exception as exc:  # noqa: BLE001 - one bad video must not stop the job
-            return [_fail(dict(r, seconds_prepare=time.perf_counter() - t0), "prepare", exc, self.cfg)
+            return [fail_row(dict(r, seconds_prepare=time.perf_counter() - t0), "prepare", exc, self.cfg)
                     for r in rows]
         from .segments import seek_points
 
@@ -398,7 +398,7 @@ class _ModelStage:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         apply_retry_policy(self.cfg)
-        rows = _rows(batch)
+        rows = from_batch(batch)
         out = []
         for row in rows:
             if row["status"] != "pending":
@@ -408,11 +408,11 @@ class _ModelStage:
             try:
                 row = self.run_oom_safe(row)
             except Exception as exc:  # noqa: BLE001
-                row = _fail(row, self.stage, exc, self.cfg)
+                row = fail_row(row, self.stage, exc, self.cfg)
             row[f"seconds_{self.stage}"] = time.perf_counter() - t0
             row[f"{self.stage}_actor"] = ACTOR_NAME  # busy seconds per actor in the job summary
             out.extend(check_row(r, self.stage, self.schema) for r in self.emit(row))
-        return _batch(out)
+        return to_batch(out)
 
 
 class OutOfMemory(M3DDMError):
@@ -473,7 +473,7 @@ class CoarseStage(_ModelStage):
                 write_coarse_latents(uri, state.global_latents, state.stored, so)
             except Exception as exc:  # noqa: BLE001 - an error row, not a dead job
                 storage.remove_tree(pieces_folder(row["output_uri"]), so)
-                return [dict(_fail(row, self.stage, exc, self.cfg), segment=0, num_segments=1)]
+                return [dict(fail_row(row, self.stage, exc, self.cfg), segment=0, num_segments=1)]
         return split_row(row, clip, state, uri)
 
 
@@ -516,7 +516,7 @@ def result_row(row: Mapping[str, Any], cfg: Mapping[str, Any]) -> dict:
 
 
 # --------------------------------------------------------------------------- batch <-> rows
-def _rows(batch: Mapping[str, Any]) -> list[dict]:
+def from_batch(batch: Mapping[str, Any]) -> list[dict]:
     keys = list(batch)
     n = len(batch[keys[0]]) if keys else 0
     return [{k: _py(batch[k][i]) for k in keys} for i in range(n)]
@@ -528,7 +528,7 @@ def _py(v: Any) -> Any:
     return v
 
 
-def _batch(rows: list[dict]) -> dict[str, np.ndarray]:
+def to_batch(rows: list[dict]) -> dict[str, np.ndarray]:
     keys: list[str] = []
     for r in rows:
         for k in r:

@@ -38,13 +38,13 @@ from ..errors import InputError
 from ..video.images import (  # frame folders are a video input; re-exported here for the dataset readers
     DEFAULT_FPS,
     IMAGE_EXTENSIONS,
-    _abs,
-    _is_image,
-    _join,
-    _kind,
-    _listdir,
-    _read_bytes,
-    _require,
+    abs_uri,
+    is_image,
+    join_uri,
+    path_kind,
+    list_dir,
+    read_bytes,
+    require_kind,
     image_sequence_info,
     is_image_sequence,
     iter_image_sequence,
@@ -178,7 +178,7 @@ def _safe_name(name: str) -> str:
 
 def _sequence_folder(folder: str, name: str, storage_options, what: str, listed_in: str,
                      fps: float, dataset: str, split: str) -> EvalVideo:
-    got = _kind(folder, storage_options)
+    got = path_kind(folder, storage_options)
     if got != "directory":
         raise InputError(f"{what}: sequence {name!r} is listed in {listed_in} but its frame folder {folder} "
                          f"{'is missing' if got is None else 'is a file'}")
@@ -195,19 +195,19 @@ def read_davis2017(root: str | os.PathLike, split: str = "val", resolution: str 
         InputError: missing root, list file, ``JPEGImages/<resolution>`` folder or sequence folder,
             an empty list, a sequence folder without images.
     """
-    root = _abs(root)
+    root = abs_uri(root)
     what = "DAVIS 2017"
     hint = "expected <root>/JPEGImages/480p/<seq>/00000.jpg and <root>/ImageSets/2017/{train,val}.txt"
-    _require(root, "directory", storage_options, what, hint)
-    listing = _join(root, "ImageSets", "2017", f"{split}.txt")
-    _require(listing, "file", storage_options, what, f"split {split!r} needs this list of sequences; {hint}")
-    images = _join(root, "JPEGImages", resolution)
-    _require(images, "directory", storage_options, what, hint)
-    names = [ln.strip() for ln in _read_bytes(listing, storage_options).decode("utf-8", "replace").splitlines()]
+    require_kind(root, "directory", storage_options, what, hint)
+    listing = join_uri(root, "ImageSets", "2017", f"{split}.txt")
+    require_kind(listing, "file", storage_options, what, f"split {split!r} needs this list of sequences; {hint}")
+    images = join_uri(root, "JPEGImages", resolution)
+    require_kind(images, "directory", storage_options, what, hint)
+    names = [ln.strip() for ln in read_bytes(listing, storage_options).decode("utf-8", "replace").splitlines()]
     names = list(dict.fromkeys(n for n in names if n and not n.startswith("#")))
     if not names:
         raise InputError(f"{what}: {listing} lists no sequence")
-    return [_sequence_folder(_join(images, n), n, storage_options, what, listing, DAVIS_FPS, "davis2017", split)
+    return [_sequence_folder(join_uri(images, n), n, storage_options, what, listing, DAVIS_FPS, "davis2017", split)
             for n in names]
 
 
@@ -220,21 +220,21 @@ def read_davis2016(root: str | os.PathLike, split: str = "val", resolution: str 
         InputError: missing root or list file, a malformed line (named by number), a listed sequence
             folder or frame that does not exist.
     """
-    root = _abs(root)
+    root = abs_uri(root)
     what = "DAVIS 2016"
     hint = (f"expected <root>/JPEGImages/{resolution}/<seq>/ and <root>/ImageSets/{resolution}/{{train,val}}.txt "
             f"with lines like '/JPEGImages/{resolution}/bear/00000.jpg /Annotations/{resolution}/bear/00000.png'")
-    _require(root, "directory", storage_options, what, hint)
-    listing = _join(root, "ImageSets", resolution, f"{split}.txt")
-    _require(listing, "file", storage_options, what, f"split {split!r} needs this list of frames; {hint}")
+    require_kind(root, "directory", storage_options, what, hint)
+    listing = join_uri(root, "ImageSets", resolution, f"{split}.txt")
+    require_kind(listing, "file", storage_options, what, f"split {split!r} needs this list of frames; {hint}")
     seqs: dict[str, list[str]] = {}
-    for i, line in enumerate(_read_bytes(listing, storage_options).decode("utf-8", "replace").splitlines(), 1):
+    for i, line in enumerate(read_bytes(listing, storage_options).decode("utf-8", "replace").splitlines(), 1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue
         rel = line.split()[0].strip("/")
         parts = rel.split("/")
-        if len(parts) < 3 or not _is_image(parts[-1]):
+        if len(parts) < 3 or not is_image(parts[-1]):
             raise InputError(f"{what}: {listing} line {i}: {line!r} does not start with an image path like "
                              f"/JPEGImages/{resolution}/<seq>/00000.jpg")
         seqs.setdefault(parts[-2], []).append(rel)
@@ -245,18 +245,18 @@ def read_davis2016(root: str | os.PathLike, split: str = "val", resolution: str 
     for name, rels in seqs.items():
         uris = []
         for rel in rels:
-            folder = _join(root, *rel.split("/")[:-1])
+            folder = join_uri(root, *rel.split("/")[:-1])
             if folder not in listed:
-                got = _kind(folder, storage_options)
+                got = path_kind(folder, storage_options)
                 if got != "directory":
                     raise InputError(f"{what}: sequence {name!r} is listed in {listing} but its frame folder "
                                      f"{folder} {'is missing' if got is None else 'is a file'}")
-                listed[folder] = {n for n, k in _listdir(folder, storage_options) if k == "file"}
-            uri = _join(root, *rel.split("/"))
+                listed[folder] = {n for n, k in list_dir(folder, storage_options) if k == "file"}
+            uri = join_uri(root, *rel.split("/"))
             if rel.rsplit("/", 1)[-1] not in listed[folder]:
                 raise InputError(f"{what}: frame {uri} listed in {listing} does not exist")
             uris.append(uri)
-        folder = _join(root, *rels[0].split("/")[:-1])
+        folder = join_uri(root, *rels[0].split("/")[:-1])
         videos.append(EvalVideo(_safe_name(name), folder, tuple(uris), DAVIS_FPS, len(uris), "davis2016", split))
     return videos
 
@@ -272,22 +272,22 @@ def read_youtube_vos(root: str | os.PathLike, split: str = "valid",
         InputError: missing root, split folder or ``JPEGImages`` folder, no video folder, a video folder
             without images.
     """
-    root = _abs(root)
+    root = abs_uri(root)
     what = "YouTube-VOS"
     hint = "expected <root>/<split>/JPEGImages/<video_id>/00000.jpg (splits: train, valid, test)"
-    _require(root, "directory", storage_options, what, hint)
+    require_kind(root, "directory", storage_options, what, hint)
     folder_split = split
-    if split == "val" and _kind(_join(root, "val"), storage_options) is None:
+    if split == "val" and path_kind(join_uri(root, "val"), storage_options) is None:
         folder_split = "valid"
-    images = _join(root, folder_split, "JPEGImages")
-    _require(images, "directory", storage_options, what, hint)
-    ids = sorted(n for n, k in _listdir(images, storage_options) if k == "directory")
+    images = join_uri(root, folder_split, "JPEGImages")
+    require_kind(images, "directory", storage_options, what, hint)
+    ids = sorted(n for n, k in list_dir(images, storage_options) if k == "directory")
     if not ids:
         raise InputError(f"{what}: {images} holds no video folder; {hint}")
     fps = 30.0 if folder_split.endswith("_all_frames") else YOUTUBE_VOS_FPS
     out = []
     for vid in ids:
-        folder = _join(images, vid)
+        folder = join_uri(images, vid)
         frames = list_image_sequence(folder, storage_options)
         out.append(EvalVideo(_safe_name(vid), folder, tuple(frames), fps, len(frames), "youtube-vos", folder_split))
     return out
@@ -304,7 +304,7 @@ def read_video_folder(root: str | os.PathLike, split: str | None = None,
     """
     from ..distributed.manifest import manifest_from_prefix
 
-    root_s = _abs(root)
+    root_s = abs_uri(root)
     rows = manifest_from_prefix(root_s, storage_options=storage_options)
     return [EvalVideo(r.clip_id, r.video_uri, (), 0.0, None, "folder", split) for r in rows]
 

@@ -1,6 +1,6 @@
 """Rows of the evaluation job: the ``per_clip.parquet`` columns, pending rows per clip, CPU preparation.
 
-Error rows are made by the outpaint job's :func:`m3ddm_ray.distributed.stages._fail` (the message
+Error rows are made by the outpaint job's :func:`m3ddm_ray.distributed.stages.fail_row` (the message
 names the input, credentials from ``storage_options`` are redacted).
 """
 
@@ -87,7 +87,7 @@ def _ground_truth(row: Mapping[str, Any], protocol, storage_options):
 def prepare_group(rows: list[dict], cfg: Mapping[str, Any], ecfg: Mapping[str, Any]) -> list[dict]:
     """CPU: decode a clip once, cut each mask ratio's strip, ``prepare_clip`` it for the ``m3ddm`` rows."""
     from ..distributed.rows import check_row
-    from ..distributed.stages import _fail  # lazy (as every Ray-side import here): the CLI imports this module
+    from ..distributed.stages import fail_row  # lazy (as every Ray-side import here): the CLI imports this module
     from ..pipeline import prepare_clip
 
     t0 = time.perf_counter()
@@ -106,7 +106,7 @@ def prepare_group(rows: list[dict], cfg: Mapping[str, Any], ecfg: Mapping[str, A
                     strips[case.label] = pickle.dumps(prepared, protocol=pickle.HIGHEST_PROTOCOL)
                 row["clip"] = strips[case.label]
     except Exception as exc:  # noqa: BLE001 - one bad clip must not stop the job
-        out = [_fail(dict(r, seconds_prepare=time.perf_counter() - t0), "prepare", exc, cfg) for r in rows]
+        out = [fail_row(dict(r, seconds_prepare=time.perf_counter() - t0), "prepare", exc, cfg) for r in rows]
     else:
         out = [dict(r, seconds_prepare=time.perf_counter() - t0) for r in rows]
     return [check_row(r, "eval prepare", "eval") for r in out]

@@ -19,7 +19,7 @@ FVD once per (method, mask ratio) and writes::
 Modules: :mod:`.config` (the ``eval:`` section), :mod:`.rows` (columns, pending rows, CPU
 preparation), :mod:`.scoring` (metric networks, :class:`ScoreStage`, FVD per set) and this one (the
 Ray wiring, the job, the command line). Error rows and retry limits are the outpaint job's
-(:func:`m3ddm_ray.distributed.stages._fail`, :func:`m3ddm_ray.distributed.job.map_on_actor_pool`).
+(:func:`m3ddm_ray.distributed.stages.fail_row`, :func:`m3ddm_ray.distributed.job.map_on_actor_pool`).
 
 Configuration: the job config of ``m3ddm-ray outpaint`` (``configs/*.yaml``; model, VAE, sampler,
 stage pools) plus an ``eval:`` section (:data:`EVAL_DEFAULTS`), both overridable with

@@ -100,9 +100,9 @@ class ScoreStage:
         self.so = cfg.get("storage_options") or None
 
     def __call__(self, batch: Mapping[str, Any]) -> dict[str, Any]:
-        from ..distributed.stages import _batch, _rows
+        from ..distributed.stages import to_batch, from_batch
 
-        return _batch([self.score(row) for row in _rows(batch)])
+        return to_batch([self.score(row) for row in from_batch(batch)])
 
     def _output(self, row: dict, case, gt):
         import numpy as np
@@ -132,7 +132,7 @@ class ScoreStage:
         return np.ascontiguousarray(composite[:, y0:y1, x0:x1])
 
     def score(self, row: dict) -> dict:
-        from ..distributed.stages import _fail
+        from ..distributed.stages import fail_row
         from .report import strip_image
 
         t0 = time.perf_counter()
@@ -156,7 +156,7 @@ class ScoreStage:
                     row["fvd_fake"] = _features(self.fvd, composed)
                 row["status"] = "ok"
             except Exception as exc:  # noqa: BLE001
-                row = _fail(row, "score", exc, self.cfg)
+                row = fail_row(row, "score", exc, self.cfg)
         if self.fvd is not None and row.get("fvd_real_wanted"):
             try:  # the ground truth's features, once per clip (the real set of FVD)
                 gt = gt if gt is not None else _ground_truth(row, self.protocol, self.so)

@@ -182,7 +182,7 @@ def prepare_task_group(rows: list[dict], cfg: Mapping[str, Any], spec: Mapping[s
     from ..distributed.rows import check_row
     from ..prepare import prepare_task
     from ..task import Extend, Inpaint, MaskArray
-    from ..distributed.stages import _fail
+    from ..distributed.stages import fail_row
 
     t0 = time.perf_counter()
     so = cfg.get("storage_options") or None
@@ -207,7 +207,7 @@ def prepare_task_group(rows: list[dict], cfg: Mapping[str, Any], spec: Mapping[s
                 prepared[case.label] = pickle.dumps(clip, protocol=pickle.HIGHEST_PROTOCOL)
             row["clip"] = prepared[case.label]
     except Exception as exc:  # noqa: BLE001 - one bad clip must not stop the job
-        out = [_fail(dict(r, seconds_prepare=time.perf_counter() - t0), "prepare", exc, cfg) for r in rows]
+        out = [fail_row(dict(r, seconds_prepare=time.perf_counter() - t0), "prepare", exc, cfg) for r in rows]
     else:
         out = [dict(r, seconds_prepare=time.perf_counter() - t0) for r in rows]
     return [check_row(r, "eval prepare", "eval") for r in out]

@@ -136,9 +136,9 @@ class TaskScoreStage:
         self.so = cfg.get("storage_options") or None
 
     def __call__(self, batch: Mapping[str, Any]) -> dict[str, Any]:
-        from ..distributed.stages import _batch, _rows
+        from ..distributed.stages import to_batch, from_batch
 
-        return _batch([self.score(row) for row in _rows(batch)])
+        return to_batch([self.score(row) for row in from_batch(batch)])
 
     def _output(self, row: dict, case, inp) -> np.ndarray:
         """The method's frames: inpaint ``(T, H, W, 3)``, extend the ``p`` predicted ones."""
@@ -168,7 +168,7 @@ class TaskScoreStage:
 
     def score(self, row: dict) -> dict:
         from ..distributed.rows import check_row
-        from ..distributed.stages import _fail
+        from ..distributed.stages import fail_row
         from .scoring import _features
         from .task_rows import mask_key, task_ground_truth, task_inputs
 
@@ -210,7 +210,7 @@ class TaskScoreStage:
                         row["fvd_real"] = _features(self.fvd, real)
                 row["status"] = "ok"
             except Exception as exc:  # noqa: BLE001
-                row = _fail(row, "score", exc, self.cfg)
+                row = fail_row(row, "score", exc, self.cfg)
         row["seconds_score"] = time.perf_counter() - t0
         row["clip"], row["state"] = b"", b""
         return check_row(row, "score", "eval")

@@ -53,12 +53,12 @@ def _is_url(uri: str) -> bool:
     return "://" in uri or "::" in uri
 
 
-def _abs(uri: str | os.PathLike) -> str:
+def abs_uri(uri: str | os.PathLike) -> str:
     text = os.fspath(uri)
     return text if _is_url(text) else os.path.abspath(os.path.expanduser(text))
 
 
-def _join(uri: str, *parts: str) -> str:
+def join_uri(uri: str, *parts: str) -> str:
     parts = tuple(p.strip("/") for p in parts if p and p.strip("/"))
     if not parts:
         return uri
@@ -75,7 +75,7 @@ def _fs(uri: str, storage_options: Mapping[str, Any] | None):
         raise InputError(f"{uri}: no filesystem for this URL ({exc}); install the fsspec backend") from exc
 
 
-def _kind(uri: str, storage_options) -> str | None:
+def path_kind(uri: str, storage_options) -> str | None:
     """``"file"``, ``"directory"`` or None (missing)."""
     fs, path = _fs(uri, storage_options)
     try:
@@ -90,7 +90,7 @@ def _kind(uri: str, storage_options) -> str | None:
     return "directory" if fs.isdir(path) else "file"
 
 
-def _listdir(uri: str, storage_options) -> list[tuple[str, str]]:
+def list_dir(uri: str, storage_options) -> list[tuple[str, str]]:
     """``(name, "file"|"directory")`` of the entries of folder ``uri`` (hidden names skipped)."""
     fs, path = _fs(uri, storage_options)
     out = []
@@ -102,7 +102,7 @@ def _listdir(uri: str, storage_options) -> list[tuple[str, str]]:
     return out
 
 
-def _read_bytes(uri: str, storage_options) -> bytes:
+def read_bytes(uri: str, storage_options) -> bytes:
     fs, path = _fs(uri, storage_options)
     try:
         return fs.cat_file(path)
@@ -117,12 +117,12 @@ def _natural_key(name: str) -> tuple:
     return tuple((0, int(p), p) if p.isdigit() else (1, 0, p) for p in _NUM.split(name) if p)
 
 
-def _is_image(name: str) -> bool:
+def is_image(name: str) -> bool:
     return name.lower().endswith(IMAGE_EXTENSIONS)
 
 
-def _require(uri: str, kind: str, storage_options, what: str, hint: str) -> None:
-    got = _kind(uri, storage_options)
+def require_kind(uri: str, kind: str, storage_options, what: str, hint: str) -> None:
+    got = path_kind(uri, storage_options)
     if got is None:
         raise InputError(f"{what}: {uri} not found; {hint}")
     if got != kind:
@@ -138,9 +138,9 @@ def is_image_sequence(uri: str | os.PathLike, storage_options: Mapping[str, Any]
     """True when ``uri`` is a folder (local or fsspec) holding at least one image file."""
     uri = os.fspath(uri)
     try:
-        if _kind(uri, storage_options) != "directory":
+        if path_kind(uri, storage_options) != "directory":
             return False
-        return any(kind == "file" and _is_image(name) for name, kind in _listdir(uri, storage_options))
+        return any(kind == "file" and is_image(name) for name, kind in list_dir(uri, storage_options))
     except (OSError, InputError):
         return False
 
@@ -151,22 +151,22 @@ def list_image_sequence(uri: str | os.PathLike, storage_options: Mapping[str, An
     Raises:
         InputError: the folder does not exist, is a file, or holds no image.
     """
-    uri = _abs(uri)
-    got = _kind(uri, storage_options)
+    uri = abs_uri(uri)
+    got = path_kind(uri, storage_options)
     if got is None:
         raise InputError(f"{uri}: frame folder not found")
     if got != "directory":
         raise InputError(f"{uri}: is a file, expected a folder of frames ({', '.join(IMAGE_EXTENSIONS)})")
-    names = sorted((n for n, k in _listdir(uri, storage_options) if k == "file" and _is_image(n)), key=_natural_key)
+    names = sorted((n for n, k in list_dir(uri, storage_options) if k == "file" and is_image(n)), key=_natural_key)
     if not names:
         raise InputError(f"{uri}: no image files in this folder (expected {', '.join(IMAGE_EXTENSIONS)})")
-    return [_join(uri, n) for n in names]
+    return [join_uri(uri, n) for n in names]
 
 
 def _decode(uri: str, storage_options) -> np.ndarray:
     import cv2
 
-    data = np.frombuffer(_read_bytes(uri, storage_options), dtype=np.uint8)
+    data = np.frombuffer(read_bytes(uri, storage_options), dtype=np.uint8)
     img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
     if img is None:
         raise InputError(f"{uri}: not an image OpenCV can decode (empty or damaged file)")
@@ -197,10 +197,10 @@ def read_images(uris: Sequence[str], storage_options: Mapping[str, Any] | None =
 
 
 def _folder_fps(uri: str, storage_options) -> float | None:
-    fps_uri = _join(uri, FPS_FILE)
-    if _kind(fps_uri, storage_options) != "file":
+    fps_uri = join_uri(uri, FPS_FILE)
+    if path_kind(fps_uri, storage_options) != "file":
         return None
-    text = _read_bytes(fps_uri, storage_options).decode("utf-8", "replace").strip()
+    text = read_bytes(fps_uri, storage_options).decode("utf-8", "replace").strip()
     try:
         value = float(text)
     except ValueError:
@@ -232,7 +232,7 @@ def read_image_sequence(
         InputError: missing folder, no images, undecodable or differently sized images, a bad
             ``fps.txt``, an empty frame range.
     """
-    uri = _abs(uri)
+    uri = abs_uri(uri)
     frames = list_image_sequence(uri, storage_options)
     picked = frames[start:stop]
     if not picked:
@@ -272,7 +272,7 @@ def image_sequence_info(uri: str | os.PathLike, fps: float | None = None,
         InputError: as :func:`list_image_sequence`, an undecodable first frame, a bad ``fps.txt``.
     """
 
-    uri = _abs(uri)
+    uri = abs_uri(uri)
     frames = list_image_sequence(uri, storage_options)
     h, w = _decode(frames[0], storage_options).shape[:2]
     rate = float(fps) if fps is not None else (_folder_fps(uri, storage_options) or DEFAULT_FPS)

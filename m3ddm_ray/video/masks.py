@@ -29,7 +29,7 @@ import numpy as np
 from m3ddm_ray.errors import InputError
 from m3ddm_ray.masks.frames import binarize
 
-from .images import _abs, _is_image, _kind, _read_bytes, list_image_sequence
+from .images import abs_uri, is_image, path_kind, read_bytes, list_image_sequence
 
 __all__ = ["LOSSY_THRESHOLD", "MaskSource", "open_masks", "read_masks", "decode_mask_image"]
 
@@ -109,13 +109,13 @@ class MaskSource:
         hi = self.count if hi is None else min(int(hi), self.count)
         if self.kind == "image":
             if lo < hi:
-                yield decode_mask_image(_read_bytes(self.uri, self._so), self.uri, self._th(self.uri))
+                yield decode_mask_image(read_bytes(self.uri, self._so), self.uri, self._th(self.uri))
             return
         if self.kind == "directory":
             first = None
             for i in range(lo, hi):
                 f = self.files[i]
-                m = decode_mask_image(_read_bytes(f, self._so), f, self._th(f))
+                m = decode_mask_image(read_bytes(f, self._so), f, self._th(f))
                 if first is None:
                     first = m.shape
                 elif m.shape != first:
@@ -154,14 +154,14 @@ def _kind_of(uri: str, storage_options) -> tuple[str, list[str]]:
     Raises:
         InputError: a missing source or an empty folder.
     """
-    uri = _abs(uri)
-    kind = _kind(uri, storage_options)
+    uri = abs_uri(uri)
+    kind = path_kind(uri, storage_options)
     if kind is None:
         raise InputError(f"masks: {uri} not found; give a folder of per-frame mask images, one mask image "
                          f"or a mask video")
     if kind == "directory":
         return "directory", list_image_sequence(uri, storage_options)
-    return ("image", [uri]) if _is_image(uri) else ("video", [])
+    return ("image", [uri]) if is_image(uri) else ("video", [])
 
 
 def open_masks(uri: str | os.PathLike, storage_options: Mapping[str, Any] | None = None,
@@ -178,7 +178,7 @@ def open_masks(uri: str | os.PathLike, storage_options: Mapping[str, Any] | None
         InputError: a missing source, an empty folder, a mask video without frames. VideoError: a
             mask video that cannot be decoded.
     """
-    uri = _abs(uri)
+    uri = abs_uri(uri)
     kind, files = _kind_of(uri, storage_options)
     if kind != "video":
         return MaskSource(uri, kind, len(files), files, threshold, storage_options)
