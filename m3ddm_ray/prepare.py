@@ -395,7 +395,8 @@ def prepare_task(frames: np.ndarray, fps: float, task: Task,
     return prepare(frames, frames.shape[0], fps, [task], settings)[0]
 
 
-def prepare_clip(frames: np.ndarray, fps: float, ratio, settings: OutpaintSettings = OutpaintSettings()) -> PreparedClip:
+def prepare_clip(frames: np.ndarray, fps: float, ratio,
+                 settings: OutpaintSettings = OutpaintSettings()) -> PreparedClip:
     """:func:`prepare_task` of an outpainting to ``ratio`` (``"9:16"`` or :class:`geometry.Ratio`)."""
     return prepare_task(frames, fps, Outpaint(geometry.parse_ratio(ratio)), settings)
 

@@ -1,6 +1,9 @@
 """The three tasks of the masked video model -- outpainting, inpainting, extension -- as one
 interface. Pure numpy / OpenCV, no torch.
 
+(Over 500 lines on purpose: everything that differs between the three tasks is in this one module,
+so that no other module needs to ask which task it runs.)
+
 M3DDM (Fan et al. 2023, §3) is a masked 3D diffusion model: each frame's mask channel marks what
 to generate. The tasks differ only in what the canvas, the masks and the frame bookkeeping are;
 the window plan, sampler, guides and global frames are the outpainting ones
@@ -35,18 +38,19 @@ describes the tasks and the numbers they reach.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Iterator, Mapping, NamedTuple, Sequence
+from typing import Any, Callable, ClassVar, Mapping, NamedTuple, Sequence
 
 import cv2
 import numpy as np
 
 from . import geometry
 from .errors import InputError
-from .masks.frames import MaskUsage, canvas_masks, check_mask_count, dilate_masks, fit_mask_frames, fit_masks
+from .masks.frames import (MaskArray, MaskUsage, canvas_masks, check_mask_count, dilate_masks,  # noqa: F401
+                           dilated_name, fit_mask_frames, inpaint_mask_frames, inpaint_masks)
 from .rules import EXTEND_DIRECTIONS, TASKS
 
-__all__ = ["Task", "Outpaint", "Inpaint", "Extend", "MaskArray", "MaskURI", "Output", "RATIO_FREE_TASKS", "from_spec", "spec_of_record",
-           "task_name", "made_by", "inpaint_masks", "inpaint_mask_frames", "even_frames", "check_fps"]
+__all__ = ["Task", "Outpaint", "Inpaint", "Extend", "MaskArray", "MaskURI", "Output", "RATIO_FREE_TASKS",
+           "from_spec", "spec_of_record", "task_name", "made_by", "inpaint_masks", "inpaint_mask_frames", "even_frames", "check_fps"]
 
 #: The canvas plan of inpainting and extension: the frame fitted into the square, keeping its aspect ratio.
 SQUARE = "1:1"
@@ -112,30 +116,6 @@ class Output(NamedTuple):
     frames: np.ndarray
     scored: np.ndarray | None
     region: np.ndarray | None
-
-
-class MaskArray:
-    """A mask source held in memory: the same reading interface as
-    :class:`m3ddm_ray.video.MaskSource` (``uri``, ``count``, :meth:`iter`, :meth:`read`).
-
-    Args:
-        masks: uint8 ``(T', H', W')`` 0/1, one mask per frame or one for every frame (``T' == 1``).
-        uri: what the masks are called in result rows.
-    """
-
-    def __init__(self, masks: np.ndarray, uri: str = "masks"):
-        self.masks = np.asarray(masks)
-        if self.masks.ndim == 2:
-            self.masks = self.masks[None]
-        self.uri, self.count = uri, int(len(self.masks))
-
-    def iter(self, lo: int = 0, hi: int | None = None) -> Iterator[np.ndarray]:
-        """Masks ``lo .. hi - 1`` (default: all), each ``(H', W')``."""
-        yield from self.masks[lo:hi]
-
-    def read(self, lo: int, hi: int) -> np.ndarray:
-        """``(hi - lo, H', W')`` masks, or the single mask ``(1, H', W')`` whatever the range."""
-        return self.masks[:1] if self.count == 1 else self.masks[lo:hi]
 
 
 class MaskURI:
@@ -326,49 +306,6 @@ class Outpaint(Task):
 
 
 # ------------------------------------------------------------------------------------------- inpaint
-def dilated_name(name: str, dilate: int) -> str:
-    """How the masks are named in errors once dilated."""
-    return f"{name} dilated by {dilate} px"
-
-
-def inpaint_masks(masks: np.ndarray, num_frames: int, hw: tuple[int, int], dilate: int = 0,
-                  name: str = "masks") -> np.ndarray:
-    """The source-resolution masks of an inpainting: :func:`masks.fit_masks` (count, size, empty,
-    all-ones), then :func:`masks.dilate_masks` by ``dilate`` pixels, checked again.
-
-    Args:
-        masks: uint8 ``(T', H', W')`` 0/1 (``T'`` = 1 or T); num_frames: ``T``; hw: ``(H, W)`` of the
-            video in pixels; dilate: pixels (>= 0); name: the mask source in error messages.
-
-    Returns:
-        uint8 ``(T, H, W)`` 0/1, 1 = remove / generate.
-
-    Raises:
-        InputError: as :func:`masks.fit_masks` (also when the dilation leaves no pixel known).
-    """
-    fitted = fit_masks(masks, num_frames, hw, name)
-    if dilate:
-        fitted = fit_masks(dilate_masks(fitted, dilate), num_frames, hw, dilated_name(name, dilate))
-    return fitted
-
-
-def inpaint_mask_frames(masks: np.ndarray, hw: tuple[int, int], dilate: int = 0, name: str = "masks") -> np.ndarray:
-    """:func:`inpaint_masks` of a run of masks, per frame: the size rule and the dilation, not the
-    count or usability checks (gathered over the whole video, :class:`masks.MaskUsage`).
-
-    Args:
-        masks: uint8 ``(N, H', W')`` 0/1; hw: ``(H, W)`` of the video; dilate: pixels (>= 0).
-
-    Returns:
-        uint8 ``(N, H, W)`` 0/1.
-
-    Raises:
-        InputError: masks of another aspect ratio (named ``name``).
-    """
-    fitted = fit_mask_frames(masks, hw, name)
-    return dilate_masks(fitted, dilate) if dilate else fitted
-
-
 class _InpaintPass(MaskPass):
     """The mask source read in order with the frames: fitted, dilated, checks gathered."""
 

@@ -194,7 +194,8 @@ def task_name_comparisons(source: str) -> list[int]:
 
 
 def test_the_task_name_scan_finds_comparisons():
-    src = 'a = task == "inpaint"\nb = row["task"] != "outpaint"\nc = t in ("inpaint", "extend")\nd = task_of(r)\ne = x == "other"\n'
+    src = ('a = task == "inpaint"\nb = row["task"] != "outpaint"\nc = t in ("inpaint", "extend")\n'
+           'd = task_of(r)\ne = x == "other"\n')
     assert task_name_comparisons(src) == [1, 2, 3, 4]
 
 

@@ -12,8 +12,8 @@ import pytest
 
 from m3ddm_ray import geometry, pipeline, storage, video
 from m3ddm_ray.errors import InputError
-from m3ddm_ray.pipeline import (ClipState, OutpaintSettings, Outpainter, finalize_clip, finalize_frames, generated_array,
-                                prepare_clip, prepare_task, run_extend, run_inpaint)
+from m3ddm_ray.pipeline import (ClipState, OutpaintSettings, Outpainter, finalize_clip, finalize_frames,
+                                generated_array, prepare_clip, prepare_task, run_extend, run_inpaint)
 from m3ddm_ray.task import Extend, Inpaint, MaskArray, Outpaint, inpaint_masks
 from m3ddm_ray.sampling import SamplerSettings
 

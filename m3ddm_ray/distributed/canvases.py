@@ -3,7 +3,7 @@
 Where the canvases are built: the prepare stage decodes the whole source once but keeps
 canvases only for the coarse windows' frames (about ``T / 15``), the global frames and a frame
 index; after the coarse stage each segment row carries a
-:meth:`~m3ddm_ray.pipeline.PreparedClip.segment_shell` (no pixels) and a seek point, and the fine
+:meth:`~m3ddm_ray.prepare.PreparedClip.segment_shell` (no pixels) and a seek point, and the fine
 actor that takes the segment decodes just that span (:func:`m3ddm_ray.video.read_span`: seek to
 the recorded key frame, check the pts, else decode from the start) and builds its canvases before
 running its windows (:func:`fill_canvases`). So no stage holds a whole clip's canvases or frames,
@@ -51,7 +51,7 @@ def read_source_span(row: Mapping[str, Any], cfg: Mapping[str, Any], lo: int, hi
 
 def fill_canvases(row: dict, cfg: Mapping[str, Any], clip):
     """``clip`` (the row's unpickled clip) with its span's canvases, when it is a segment shell
-    (:meth:`~m3ddm_ray.pipeline.PreparedClip.needs_canvases`); else ``clip`` unchanged. Sets the
+    (:meth:`~m3ddm_ray.prepare.PreparedClip.needs_canvases`); else ``clip`` unchanged. Sets the
     row's ``seconds_canvases``. Exactly the canvases the whole clip's prepare makes for those frames
     (with their masks where the task has per-row masks, :func:`m3ddm_ray.prepare.span_canvases`)."""
     if not clip.needs_canvases:

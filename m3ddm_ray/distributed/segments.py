@@ -87,14 +87,14 @@ def split_row(row: dict, clip, state, coarse_file: str | None = None) -> list[di
     """The coarse stage's output for one clip row: one row per segment.
 
     When the prepare stage kept only the keyframe canvases (``frame_ids``: a long outpainting
-    clip), a segment row holds a :meth:`~m3ddm_ray.pipeline.PreparedClip.segment_shell` (no
+    clip), a segment row holds a :meth:`~m3ddm_ray.prepare.PreparedClip.segment_shell` (no
     pixels, no mask: the fine actor builds its span's canvases from a range decode, starting at the
     row's ``seek``) and, with ``coarse_file`` (where the caller wrote the clip's coarse latents,
     :func:`m3ddm_ray.coarse_file.write_coarse_latents`), an empty state plus that URI in
     ``coarse_file``: the fine actor reads the global latents and its guides from it
     (:func:`load_coarse_latents`). Such a row is a few KB at any canvas size and video length.
     Otherwise (task clips, or no ``coarse_file``) a segment row holds the
-    :meth:`~m3ddm_ray.pipeline.PreparedClip.segment_slice` of the canvases or the shell, and
+    :meth:`~m3ddm_ray.prepare.PreparedClip.segment_slice` of the canvases or the shell, and
     :func:`~m3ddm_ray.pipeline.segment_state` (global latents and the coarse latents it reads).
     The coarse pass's UNet seconds go with segment 0 only, so the segments' sum is the clip's.
     """

@@ -320,8 +320,8 @@ class PrepareStage:
         out = []
         for row, clip in zip(rows, clips):
             row = dict(row, frames=info.num_frames)
-            points = None if clip.passthrough else seek_points(
-                index, clip.plan, lambda kind, lo, hi, c=clip: c.task.source_range(lo, hi, c.num_frames, kind == "span"))
+            to_source = (lambda kind, lo, hi, c=clip: c.task.source_range(lo, hi, c.num_frames, kind == "span"))
+            points = None if clip.passthrough else seek_points(index, clip.plan, to_source)
             row.update(fps=info.fps, source_width=info.width, mask_count=clip.task.mask_count,
                        source_height=info.height, has_audio=bool(info.has_audio), output_frames=clip.num_frames,
                        seconds_prepare=time.perf_counter() - t0, seek_points=json.dumps(points))

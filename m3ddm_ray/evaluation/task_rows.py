@@ -16,7 +16,7 @@ label, ``mask_ratio`` = the generated share (mask area, or ``predict / (context 
 frames). The scoring stage adds the task columns (:data:`TASK_FIELDS`, part of the ``eval`` row
 schema).
 
-``m3ddm`` rows carry the :class:`~m3ddm_ray.pipeline.PreparedClip` of :func:`m3ddm_ray.prepare.
+``m3ddm`` rows carry the :class:`~m3ddm_ray.prepare.PreparedClip` of :func:`m3ddm_ray.prepare.
 prepare_task` (an :class:`~m3ddm_ray.task.Inpaint` or :class:`~m3ddm_ray.task.Extend`) to the unchanged coarse and fine actor
 pools; baseline rows (status ``baseline``) pass through them and are filled in the scoring stage.
 """
