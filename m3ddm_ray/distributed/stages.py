@@ -311,7 +311,7 @@ class PrepareStage:
         t0 = time.perf_counter()
         try:
             info, clips, index = run_with_timeout(lambda cancel: self._prepare(rows, cancel),
-                                                              self.timeout_s(), "decode")
+                                                  self.timeout_s(), "decode")
         except Exception as exc:  # noqa: BLE001 - one bad video must not stop the job
             return [fail_row(dict(r, seconds_prepare=time.perf_counter() - t0), "prepare", exc, self.cfg)
                     for r in rows]
