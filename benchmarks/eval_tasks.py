@@ -6,12 +6,12 @@ the seeded synthetic masks, the ground truth, the baselines and the scores of
 dataset), its first ``--frames`` frames:
 
 * inpainting: a synthetic object mask (``stationary`` and ``moving``, area ``--area``, seed =
-  ``cases.clip_mask_seed`` of ``<video name>@<start>``), methods ``m3ddm`` (``tasks.run_inpaint``'s steps),
+  ``cases.clip_mask_seed`` of ``<video name>@<start>``), methods ``m3ddm`` (``pipeline.run_inpaint``'s steps),
   ``telea`` (per frame), ``nearest_known`` (copy from the nearest frame where the pixel is known);
   whole-frame PSNR / SSIM, the PSNR in the hole, and the temporal consistency in the hole (levels;
   lower is better);
 * prediction (ExtDM-style): condition on the first ``c`` frames, predict ``p``; methods ``m3ddm``
-  (``tasks.run_extend``'s steps) and ``last_frame``; PSNR / SSIM per predicted frame index.
+  (``pipeline.run_extend``'s steps) and ``last_frame``; PSNR / SSIM per predicted frame index.
 
 The model runs once per seed of ``--seeds``; its rows are averaged over seeds and clips, the
 baselines (deterministic) over clips. LPIPS is computed when the default LPIPS weight files exist
@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import DATA, print_table, write_json  # noqa: E402
 
-from m3ddm_ray import tasks  # noqa: E402
+from m3ddm_ray import pipeline  # noqa: E402
 from m3ddm_ray.evaluation import datasets  # noqa: E402
 from m3ddm_ray.evaluation.scoring import make_lpips  # noqa: E402
 from m3ddm_ray.evaluation.cases import ExtendTask, InpaintTask, mask_key, score_inpaint, score_prediction  # noqa: E402
@@ -49,8 +49,8 @@ TRAINED = DATA / "trained"
 def _model_run(pipe, case, inp, fps: float) -> np.ndarray:
     """The model's output of one case: inpaint uint8 ``(T, H, W, 3)``, extend the ``p`` new frames."""
     if case.context is None:
-        return tasks.run_inpaint(pipe.outpainter, inp.frames, inp.masks, fps)
-    return tasks.run_extend(pipe.outpainter, inp.context, fps, case.predict)[case.context:]
+        return pipeline.run_inpaint(pipe.outpainter, inp.frames, inp.masks, fps)
+    return pipeline.run_extend(pipe.outpainter, inp.context, fps, case.predict)[case.context:]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,9 +12,9 @@ Layout: no header; position ``p`` (the ``p``-th frame of the clip's ``frame_ids`
 canvas then the inpainted canvas, uint8 ``(2, S, S, 3)``, at byte ``p * 2 * S * S * 3``. A task
 clip's file (inpainting, extension: one pixel mask per frame) also holds each position's canvas
 mask, uint8 ``(S, S)`` after the two canvases (``with_masks``: ``7 * S * S`` bytes a position).
-The writer appends in the order positions come; a clip whose first positions arrive last first
+The writer appends in the order positions come; a clip whose positions arrive in another order
 (a backward extension decodes its known frames in time order, the reverse of its working order)
-says so with :attr:`~m3ddm_ray.pipeline.PreparedClip.canvas_reversed`.
+says where each one is with :attr:`~m3ddm_ray.prepare.PreparedClip.file_order`.
 """
 
 from __future__ import annotations

@@ -222,8 +222,8 @@ def _read_input(uri: str):
 
 
 def _even(frames):
-    """Frames cropped to even sides (H.264 yuv420p, :func:`tasks.even_frames`); returns ``(frames, note)``."""
-    from .tasks import even_frames
+    """Frames cropped to even sides (H.264 yuv420p, :func:`task.even_frames`); returns ``(frames, note)``."""
+    from .task import even_frames
 
     out = even_frames(frames)
     if out.shape[1:3] == frames.shape[1:3]:
@@ -242,27 +242,38 @@ def _task_progress(args: argparse.Namespace, clip_frames: int, fps: float, strid
     return tqdm(total=n * settings.sampler.num_inference_steps, unit="step", desc=f"{desc} ({n} windows)")
 
 
+def _run_task(args: argparse.Namespace, outpainter, frames, fps: float, task, desc: str):
+    """Prepare, generate (with a progress bar unless ``--no-progress``) and finalize ``task``."""
+    from . import pipeline
+
+    clip = pipeline.prepare_task(frames, fps, task, outpainter.settings)
+    bar = _task_progress(args, clip.num_frames, fps, clip.strides, outpainter.settings, desc)
+    gen = pipeline.generate(outpainter, clip, None if bar is None else (lambda i, n: bar.update(1)))
+    if bar is not None:
+        bar.close()
+    a, b = task.source_range(0, clip.num_frames, clip.num_frames)
+    return pipeline.finalize_clip(clip, gen, outpainter.settings, frames[a:b])
+
+
 def cmd_inpaint(args: argparse.Namespace) -> int:
-    from . import tasks, video
+    from . import video
+    from .task import Inpaint, MaskArray, inpaint_masks
 
     if args.preset not in video.X264_PRESETS:
         raise InputError(f"--preset {args.preset!r} is not an x264 preset; use one of {', '.join(video.X264_PRESETS)}")
-    settings = video_settings(args)
+    video_settings(args)  # bad flags fail first
     info = _probe_input(args.input)
     raw = video.read_masks(args.masks)
+    name = f"--masks {args.masks}"
     # count / size / empty / all-ones are checked before the models load (the frame count is exact for MP4)
     if info.num_frames_exact:
-        tasks.inpaint_masks(raw, info.num_frames, (info.height, info.width), args.dilate, f"--masks {args.masks}")
+        inpaint_masks(raw, info.num_frames, (info.height, info.width), args.dilate, name)
     outpainter = _task_outpainter(args)
     frames, info, audio = _read_input(args.input)
     t0 = time.perf_counter()
-    fitted = tasks.inpaint_masks(raw, len(frames), frames.shape[1:3], args.dilate, f"--masks {args.masks}")
-    clip = tasks.prepare_inpaint(frames, fitted, info.fps, settings, f"--masks {args.masks}")
-    bar = _task_progress(args, clip.num_frames, info.fps, clip.strides, settings, "inpaint")
-    gen = tasks.generate(outpainter, clip, None if bar is None else (lambda i, n: bar.update(1)))
-    if bar is not None:
-        bar.close()
-    out, note = _even(tasks.finalize_inpaint(clip, gen, frames, fitted, settings))
+    fitted = inpaint_masks(raw, len(frames), frames.shape[1:3], args.dilate, name)
+    task = Inpaint(MaskArray(raw, args.masks), args.dilate, name)
+    out, note = _even(_run_task(args, outpainter, frames, info.fps, task, "inpaint"))
     video.write_video(args.out, out, info.frame_rate, audio_source=audio, crf=args.crf, preset=args.preset)
     print(f"{args.out}  {len(out)} frames  {out.shape[2]}x{out.shape[1]}  {int(fitted.sum())} pixels inpainted  "
           f"{time.perf_counter() - t0:.1f} s{note}", flush=True)
@@ -270,24 +281,21 @@ def cmd_inpaint(args: argparse.Namespace) -> int:
 
 
 def cmd_extend(args: argparse.Namespace) -> int:
-    from . import tasks, video
+    from . import video
+    from .task import Extend
 
     if args.preset not in video.X264_PRESETS:
         raise InputError(f"--preset {args.preset!r} is not an x264 preset; use one of {', '.join(video.X264_PRESETS)}")
-    settings = video_settings(args)
+    video_settings(args)  # bad flags fail first
+    task = Extend(args.frames, args.direction)
     _probe_input(args.input)
     outpainter = _task_outpainter(args)
     frames, info, audio = _read_input(args.input)
     t0 = time.perf_counter()
-    clip = tasks.prepare_extend(frames, info.fps, args.frames, args.direction, settings)
-    bar = _task_progress(args, clip.num_frames, info.fps, clip.strides, settings, f"extend {args.direction}")
-    gen = tasks.generate(outpainter, clip, None if bar is None else (lambda i, n: bar.update(1)))
-    if bar is not None:
-        bar.close()
-    out, note = _even(tasks.finalize_extend(clip, gen, frames, args.direction))
+    out, note = _even(_run_task(args, outpainter, frames, info.fps, task, f"extend {args.direction}"))
     t = len(frames)
     # the source audio stays under the known frames: delayed by N frames backwards, cut at their end
-    start, end = tasks.extend_audio_window(t, args.frames, info.frame_rate, args.direction)
+    start, end = task.audio_window(t + args.frames, info.frame_rate)
     video.write_video(args.out, out, info.frame_rate, audio_source=audio, crf=args.crf, preset=args.preset,
                       audio_delay_s=start, audio_end_s=end)
     print(f"{args.out}  {len(out)} frames ({t} known + {args.frames} new, {args.direction})  "

@@ -52,7 +52,7 @@ def canvas_size_problem(size: int) -> str | None:
 
 #: What a manifest row (or a command) asks the masked model to do: ``outpaint`` (a new aspect ratio,
 #: the default), ``inpaint`` (regenerate what per-frame masks mark) or ``extend`` (new frames after
-#: or before the video). See docs/tasks.md and :mod:`m3ddm_ray.tasks`.
+#: or before the video). See docs/tasks.md and :mod:`m3ddm_ray.task`.
 TASKS: tuple[str, ...] = ("outpaint", "inpaint", "extend")
 
 #: Directions of an extension: new frames after the video, or before it.

@@ -158,7 +158,7 @@ def run_tiled_clip(outpainter: Outpainter, frames: np.ndarray, fps: float, ratio
         InputError: tiling off, or tiling settings that do not fit the model
             (:meth:`m3ddm_ray.tiles.TilingSettings.check_for`), or bad frames / fps / ratio.
     """
-    from .pipeline import _progress
+    from .pipeline import step_bar
 
     s = outpainter.settings
     if not s.tiling.enabled:
@@ -170,13 +170,13 @@ def run_tiled_clip(outpainter: Outpainter, frames: np.ndarray, fps: float, ratio
         return finalize_clip(clip, None, s, frames), clip, ClipState()
     skip, layout = 0, None
     if tiling.working_size != s.canvas_size:
-        state = _run(outpainter, clip, _progress(clip, s, progress))
+        state = _run(outpainter, clip, step_bar(clip, s, progress))
         layout = geometry.paste_back(generated_array(clip, state), clip.masked, clip.mask, mode=s.paste_mode)
         skip = layout_skip(s.sampler.num_inference_steps, tiling.layout_strength)
     work = clip if layout is None else working_clip(clip, frames, tiling.working_size, layout)
     tiled = TiledOutpainter(outpainter.unet, outpainter.vae, s, skip=skip)
     tiled.scheduler = outpainter.scheduler
-    state = _run(tiled, work, _progress(work, s, progress))
+    state = _run(tiled, work, step_bar(work, s, progress))
     return finalize_clip(work, generated_array(work, state), s, frames), work, state
 
 

@@ -753,9 +753,9 @@ def test_actor_pools_and_tasks_get_bounded_restart_and_retry_limits():
         return "ds"
 
     cfg = {"retries": {"actor_max_task_retries": 5}}
-    assert job._with_fault_args(fake_map_batches, object, job._fault_args(cfg, actors=True), batch_size=2) == "ds"
+    assert job.with_fault_args(fake_map_batches, object, job.stage_fault_args(cfg, actors=True), batch_size=2) == "ds"
     assert calls[-1] == {"batch_size": 2, "max_restarts": -1, "max_task_retries": 5}
-    job._with_fault_args(fake_map_batches, object, job._fault_args({}, actors=False))
+    job.with_fault_args(fake_map_batches, object, job.stage_fault_args({}, actors=False))
     assert calls[-1] == {"max_retries": 3}
 
     def old_ray(fn, **kwargs):  # a Ray that no longer takes generic remote args
@@ -764,7 +764,7 @@ def test_actor_pools_and_tasks_get_bounded_restart_and_retry_limits():
         calls.append(kwargs)
         return "ds"
 
-    assert job._with_fault_args(old_ray, object, {"max_retries": 3}, num_cpus=1.0) == "ds"
+    assert job.with_fault_args(old_ray, object, {"max_retries": 3}, num_cpus=1.0) == "ds"
     assert calls[-1] == {"num_cpus": 1.0}
 
 

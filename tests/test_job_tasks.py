@@ -15,14 +15,15 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from m3ddm_ray import tasks, video
-from m3ddm_ray.distributed import task_rows
+from m3ddm_ray import video
+from m3ddm_ray.pipeline import run_extend, run_inpaint
+from m3ddm_ray.task import inpaint_masks
 from m3ddm_ray.distributed.config import config_hash, job_settings
 from m3ddm_ray.distributed.finalize import FinalizeStage
 from m3ddm_ray.distributed.job import build_rows, conform_row, resolve_runtime, run_job
 from m3ddm_ray.distributed.join import assemble
 from m3ddm_ray.distributed.results import RESULT_COLUMNS, RESULT_SCHEMA
-from m3ddm_ray.distributed.stages import CoarseStage, FineStage, PrepareStage, to_batch, to_rows, result_row
+from m3ddm_ray.distributed.stages import CoarseStage, FineStage, PrepareStage, to_batch, to_rows, result_row, row_task
 from m3ddm_ray.pipeline import Outpainter
 
 from conftest import DATA
@@ -213,8 +214,8 @@ def test_job_stages_inpaint_exactly_as_the_single_process_run(clips, monkeypatch
     assert (row["frames"], row["output_frames"], row["output_width"], row["output_height"]) == (20, 20, 160, 118)
     written = writes.frames[row["output_uri"]]
     frames, info = video.read_frames(AUDIO_20)
-    masks = tasks.inpaint_masks(video.read_masks(clips["masks20"]), 20, (118, 160), 2)
-    expect = tasks.run_inpaint(reference(cfg, models), frames, video.read_masks(clips["masks20"]), info.fps, 2)
+    masks = inpaint_masks(video.read_masks(clips["masks20"]), 20, (118, 160), 2)
+    expect = run_inpaint(reference(cfg, models), frames, video.read_masks(clips["masks20"]), info.fps, 2)
     np.testing.assert_array_equal(written, expect)
     keep = masks[..., None] == 0
     np.testing.assert_array_equal(np.where(keep, written, 0), np.where(keep, frames, 0))  # source pixels exactly
@@ -234,7 +235,7 @@ def test_job_stages_inpaint_a_segmented_clip_exactly_as_the_whole_clip(clips, mo
     pieces = sorted(u for u in writes.frames if ".parts/" in u)
     assert len(pieces) == 2  # 80 frames: 2 segments, joined
     frames, info = video.read_frames(clips["long"])
-    expect = tasks.run_inpaint(reference(cfg, models), frames, video.read_masks(clips["masks80"]), info.fps)
+    expect = run_inpaint(reference(cfg, models), frames, video.read_masks(clips["masks80"]), info.fps)
     np.testing.assert_array_equal(np.concatenate([writes.frames[p] for p in pieces]), expect)
     got = video.probe(row["output_uri"], count_frames=True)
     assert (got.num_frames, got.has_audio) == (80, True) and not Path(row["output_uri"] + ".parts").exists()
@@ -254,7 +255,7 @@ def test_job_stages_extend_a_segmented_clip_exactly_in_video_order(clips, monkey
     assert len(pieces) == 2
     joined = np.concatenate([writes.frames[p] for p in pieces])
     frames, info = video.read_frames(clips["long70"])
-    expect = tasks.run_extend(reference(cfg, models), frames, info.fps, 10, direction)
+    expect = run_extend(reference(cfg, models), frames, info.fps, 10, direction)
     np.testing.assert_array_equal(joined, expect)
     known = joined[:70] if direction == "forward" else joined[10:]
     np.testing.assert_array_equal(known, frames)  # the known frames pass unchanged (before encoding)
@@ -276,10 +277,15 @@ def _audio_span(uri: str) -> tuple[float, float]:
 def test_piece_position_counts_from_the_end_for_a_backward_extension():
     row = {"segment": 0, "num_segments": 3, "task": "extend",
            "task_options": json.dumps({"task": "extend", "frames": 4, "direction": "backward"})}
-    assert [task_rows.piece_position(dict(row, segment=s)) for s in range(3)] == [2, 1, 0]
+    cfg = stage_cfg()
+
+    def position(r):
+        return row_task(r, cfg).piece_position(int(r["segment"]), int(r["num_segments"]))
+
+    assert [position(dict(row, segment=s)) for s in range(3)] == [2, 1, 0]
     fwd = dict(row, task_options=json.dumps({"task": "extend", "frames": 4, "direction": "forward"}))
-    assert [task_rows.piece_position(dict(fwd, segment=s)) for s in range(3)] == [0, 1, 2]
-    assert task_rows.piece_position({"segment": 1, "num_segments": 3, "task": "outpaint"}) == 1
+    assert [position(dict(fwd, segment=s)) for s in range(3)] == [0, 1, 2]
+    assert position({"segment": 1, "num_segments": 3, "task": "outpaint", "ratio": "9:16"}) == 1
 
 
 def test_bad_masks_are_error_rows_naming_the_mask_source(clips, tmp_path):

@@ -1,5 +1,5 @@
-"""Inpainting and extension through the outpainting model (m3ddm_ray.tasks, PreparedClip.frame_masks,
-the inpaint / extend commands), with the tiny golden models: 2 steps, 64-pixel canvas."""
+"""Inpainting and extension through the outpainting model (m3ddm_ray.task: Inpaint, Extend; per-row
+masks of PreparedClip; the inpaint / extend commands), with the tiny golden models: 2 steps, 64-pixel canvas."""
 
 from __future__ import annotations
 
@@ -10,9 +10,11 @@ import cv2
 import numpy as np
 import pytest
 
-from m3ddm_ray import geometry, pipeline, storage, tasks, video
+from m3ddm_ray import geometry, pipeline, storage, video
 from m3ddm_ray.errors import InputError
-from m3ddm_ray.pipeline import ClipState, OutpaintSettings, Outpainter, finalize_clip, generated_array, prepare_clip
+from m3ddm_ray.pipeline import (ClipState, OutpaintSettings, Outpainter, finalize_clip, finalize_frames,
+                                generated_array, prepare_clip, prepare_task, run_extend, run_inpaint)
+from m3ddm_ray.task import Extend, Inpaint, MaskArray, Outpaint, inpaint_masks
 from m3ddm_ray.sampling import SamplerSettings
 
 from conftest import DATA, GOLDEN
@@ -46,6 +48,21 @@ def moving_square(t=6, h=30, w=40) -> np.ndarray:
     return m
 
 
+def prepare_inpaint(frames, masks, fps, settings=SETTINGS):
+    return prepare_task(frames, fps, Inpaint(MaskArray(masks), 0), settings)
+
+
+def prepare_extend(frames, fps, n, direction="forward", settings=SETTINGS):
+    return prepare_task(frames, fps, Extend(n, direction), settings)
+
+
+@dataclasses.dataclass(frozen=True)
+class PerRowOutpaint(Outpaint):
+    """An outpainting that keeps one mask per row (its rows' masks are all the outpainting mask)."""
+
+    one_mask = False
+
+
 def run_all(outpainter, clip):
     state = outpainter.run_coarse(clip)
     outpainter.run_fine(clip, state)
@@ -56,7 +73,9 @@ def run_all(outpainter, clip):
 def test_one_mask_per_frame_equal_for_all_frames_is_exactly_outpainting(outpainter):
     frames = smooth_frames(5, 40, 32)
     clip = prepare_clip(frames, 12.0, "1:1", SETTINGS)
-    same = dataclasses.replace(clip, frame_masks=np.repeat(clip.mask[None], 5, axis=0))
+    same = dataclasses.replace(clip, task=PerRowOutpaint(clip.task.ratio),
+                               frame_masks=np.repeat(clip.mask[None], 5, axis=0))
+    assert same.window_masks(range(5)).shape == (5, 64, 64) and clip.window_masks(range(5)) is None
     a, b = run_all(outpainter, clip), run_all(outpainter, same)
     np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(finalize_clip(clip, a, SETTINGS), finalize_clip(same, b, SETTINGS))
@@ -66,7 +85,7 @@ def test_one_mask_per_frame_equal_for_all_frames_is_exactly_outpainting(outpaint
 
 def test_every_window_gets_the_latent_masks_of_its_frames(outpainter, monkeypatch):
     frames, masks = smooth_frames(6), moving_square(6)
-    clip = tasks.prepare_inpaint(frames, masks, 10.0, SETTINGS)
+    clip = prepare_inpaint(frames, masks, 10.0, SETTINGS)
     seen = []
     real = pipeline.sample_windows
 
@@ -106,7 +125,7 @@ def test_segments_slice_the_frame_masks_and_give_the_whole_clip_result(outpainte
     masks[:, 5:15, 5:15] = 1
     masks[7:, 20:28, 2:30] = 1
     op = Outpainter(outpainter.unet, outpainter.vae, settings)
-    clip = tasks.prepare_inpaint(frames, masks, 10.0, settings)
+    clip = prepare_inpaint(frames, masks, 10.0, settings)
     segments = clip.plan.segments()
     assert len(segments) == 2
     whole = run_all(op, clip)
@@ -119,16 +138,15 @@ def test_segments_slice_the_frame_masks_and_give_the_whole_clip_result(outpainte
         state = op.run_fine(part, pipeline.segment_state(coarse, seg))
         got = generated_array(part, state, seg.output_frames)
         np.testing.assert_array_equal(got, whole[list(seg.output_frames)])
-        out = tasks.finalize_inpaint(part, got, frames[list(seg.output_frames)], masks[list(seg.output_frames)],
-                                     settings, seg.output_frames)
-        full = tasks.finalize_inpaint(clip, whole, frames, masks, settings)
+        out = finalize_frames(part, got, settings, frames[list(seg.output_frames)], seg.output_frames).frames
+        full = finalize_clip(clip, whole, settings, frames)
         np.testing.assert_array_equal(out, full[list(seg.output_frames)])
 
 
 # ------------------------------------------------------------------------------ inpaint
 def test_prepare_inpaint_canvases_masks_and_hidden_global_frames():
     frames, masks = smooth_frames(6), moving_square(6)
-    clip = tasks.prepare_inpaint(frames, masks, 10.0, SETTINGS)
+    clip = prepare_inpaint(frames, masks, 10.0, SETTINGS)
     geom = clip.geom
     assert geom.known_box == (8, 56, 0, 64) and str(clip.ratio) == "1:1"
     assert clip.masked.shape == clip.inpainted.shape == (6, 64, 64, 3)
@@ -142,7 +160,7 @@ def test_prepare_inpaint_canvases_masks_and_hidden_global_frames():
     # the object's pixels never reach the model: other content under the mask, same inputs
     other = frames.copy()
     other[masks == 1] = 255
-    again = tasks.prepare_inpaint(other, masks, 10.0, SETTINGS)
+    again = prepare_inpaint(other, masks, 10.0, SETTINGS)
     np.testing.assert_array_equal(again.global_frames, clip.global_frames)
     np.testing.assert_array_equal(again.frame_masks, clip.frame_masks)
 
@@ -150,7 +168,7 @@ def test_prepare_inpaint_canvases_masks_and_hidden_global_frames():
 @pytest.mark.parametrize("hw", [(30, 40), (31, 23)])
 def test_inpaint_keeps_size_count_and_every_pixel_outside_the_mask(outpainter, hw):
     frames, masks = smooth_frames(6, *hw), moving_square(6, *hw)
-    out = tasks.run_inpaint(outpainter, frames, masks, 10.0)
+    out = run_inpaint(outpainter, frames, masks, 10.0)
     assert out.shape == (6,) + hw + (3,) and out.dtype == np.uint8
     np.testing.assert_array_equal(out[masks == 0], frames[masks == 0])
     assert (out[masks == 1] != frames[masks == 1]).mean() > 0.5  # the region was made anew
@@ -158,9 +176,9 @@ def test_inpaint_keeps_size_count_and_every_pixel_outside_the_mask(outpainter, h
 
 def test_inpaint_dilation_widens_the_replaced_region(outpainter):
     frames, masks = smooth_frames(4), moving_square(4)
-    grown = tasks.inpaint_masks(masks, 4, (30, 40), dilate=2)
+    grown = inpaint_masks(masks, 4, (30, 40), dilate=2)
     assert grown.sum() > masks.sum() and not (masks & (1 - grown)).any()
-    out = tasks.run_inpaint(outpainter, frames, masks, 10.0, dilate=2)
+    out = run_inpaint(outpainter, frames, masks, 10.0, dilate=2)
     np.testing.assert_array_equal(out[grown == 0], frames[grown == 0])
     ring = (grown == 1) & (masks == 0)
     assert (out[ring] != frames[ring]).any()
@@ -169,15 +187,15 @@ def test_inpaint_dilation_widens_the_replaced_region(outpainter):
 def test_inpaint_bad_masks(outpainter):
     frames = smooth_frames(6)
     with pytest.raises(InputError, match="--masks m.png: 2 masks for a video of 6 frames"):
-        tasks.run_inpaint(outpainter, frames, moving_square(2), 10.0, name="--masks m.png")
+        run_inpaint(outpainter, frames, moving_square(2), 10.0, name="--masks m.png")
     with pytest.raises(InputError, match="dilated by 40 px: .*every pixel"):
-        tasks.inpaint_masks(moving_square(6), 6, (30, 40), dilate=40)
+        inpaint_masks(moving_square(6), 6, (30, 40), dilate=40)
 
 
 # ------------------------------------------------------------------------------ extend
 def test_prepare_extend_layout():
     frames = smooth_frames(6)
-    clip = tasks.prepare_extend(frames, 10.0, 5, settings=SETTINGS)
+    clip = prepare_extend(frames, 10.0, 5, settings=SETTINGS)
     assert clip.num_frames == 11 and clip.plan.num_frames == 11
     border = geometry.pixel_mask(clip.geom)
     np.testing.assert_array_equal(clip.frame_masks[:6], np.repeat(border[None], 6, axis=0))
@@ -188,13 +206,13 @@ def test_prepare_extend_layout():
     np.testing.assert_array_equal(clip.inpainted[6:], np.repeat(inpainted[-1:], 5, axis=0))
     gids = geometry.global_frame_ids(6, SETTINGS.num_global_frames)
     np.testing.assert_array_equal(clip.global_frames, pipeline.make_global_frames(frames, gids, 64))
-    back = tasks.prepare_extend(frames, 10.0, 5, "backward", SETTINGS)
+    back = prepare_extend(frames, 10.0, 5, "backward", SETTINGS)
     np.testing.assert_array_equal(back.masked[:6], masked[::-1])
 
 
 @pytest.mark.parametrize("t, n, strides", [(6, 40, None), (20, 45, None), (3, 12, (5, 1)), (10, 1, None)])
 def test_every_extend_window_has_known_context(t, n, strides):
-    plan = tasks.prepare_extend(smooth_frames(t), 10.0, n, settings=dataclasses.replace(SETTINGS, strides=strides)).plan
+    plan = prepare_extend(smooth_frames(t), 10.0, n, settings=dataclasses.replace(SETTINGS, strides=strides)).plan
     assert plan.num_frames == t + n
     for w in plan.windows:
         assert any(f < t for f in w.frame_ids) or w.n_guides > 0, w
@@ -203,7 +221,7 @@ def test_every_extend_window_has_known_context(t, n, strides):
 @pytest.mark.parametrize("direction", ["forward", "backward"])
 def test_extend_gives_t_plus_n_frames_with_the_source_unchanged(outpainter, direction):
     frames = smooth_frames(6)
-    out = tasks.run_extend(outpainter, frames, 10.0, 5, direction)
+    out = run_extend(outpainter, frames, 10.0, 5, direction)
     assert out.shape == (11, 30, 40, 3) and out.dtype == np.uint8
     known, new = (out[:6], out[6:]) if direction == "forward" else (out[5:], out[:5])
     np.testing.assert_array_equal(known, frames)
@@ -215,11 +233,11 @@ def test_extend_gives_t_plus_n_frames_with_the_source_unchanged(outpainter, dire
 def test_extend_bad_arguments():
     frames = smooth_frames(3)
     with pytest.raises(InputError, match="frames=0"):
-        tasks.prepare_extend(frames, 10.0, 0)
+        prepare_extend(frames, 10.0, 0)
     with pytest.raises(InputError, match="direction='sideways'"):
-        tasks.prepare_extend(frames, 10.0, 2, "sideways")
+        prepare_extend(frames, 10.0, 2, "sideways")
     with pytest.raises(InputError, match="fps=0"):
-        tasks.prepare_extend(frames, 0, 2)
+        prepare_extend(frames, 0, 2)
 
 
 # ------------------------------------------------------------------------------ the commands
@@ -235,7 +253,7 @@ def test_inpaint_command_round_trip(tmp_path):
     assert r["rc"] == 0, r["stderr"]
     written = r["written"][out]
     assert written.shape == frames.shape
-    grown = tasks.inpaint_masks((m > 0)[None].astype(np.uint8), len(frames), frames.shape[1:3], 1)
+    grown = inpaint_masks((m > 0)[None].astype(np.uint8), len(frames), frames.shape[1:3], 1)
     np.testing.assert_array_equal(written[grown == 0], frames[grown == 0])
     got = video.probe(out)
     assert (got.num_frames, got.width, got.height, got.fps, got.has_audio) == (20, 160, 118, info.fps, True)

@@ -3,7 +3,7 @@
 Where the canvases are built: the prepare stage decodes the whole source once but keeps
 canvases only for the coarse windows' frames (about ``T / 15``), the global frames and a frame
 index; after the coarse stage each segment row carries a
-:meth:`~m3ddm_ray.pipeline.PreparedClip.segment_shell` (no pixels) and a seek point, and the fine
+:meth:`~m3ddm_ray.prepare.PreparedClip.segment_shell` (no pixels) and a seek point, and the fine
 actor that takes the segment decodes just that span (:func:`m3ddm_ray.video.read_span`: seek to
 the recorded key frame, check the pts, else decode from the start) and builds its canvases before
 running its windows (:func:`fill_canvases`). So no stage holds a whole clip's canvases or frames,
@@ -28,7 +28,7 @@ import json
 import time
 from typing import Any, Mapping
 
-from .sources import _is_frame_folder
+from .sources import is_frame_folder
 
 
 def read_source_span(row: Mapping[str, Any], cfg: Mapping[str, Any], lo: int, hi: int, which: str = "span"):
@@ -43,7 +43,7 @@ def read_source_span(row: Mapping[str, Any], cfg: Mapping[str, Any], lo: int, hi
 
     so = cfg.get("storage_options") or None
     uri = row["video_uri"]
-    if _is_frame_folder(uri, cfg):
+    if is_frame_folder(uri, cfg):
         return read_image_span(uri, lo, hi, so)
     points = json.loads(row.get("seek") or "null") or {}
     return read_span(uri, lo, hi, SeekPoint.from_dict(points.get(which)), so)
@@ -51,19 +51,14 @@ def read_source_span(row: Mapping[str, Any], cfg: Mapping[str, Any], lo: int, hi
 
 def fill_canvases(row: dict, cfg: Mapping[str, Any], clip):
     """``clip`` (the row's unpickled clip) with its span's canvases, when it is a segment shell
-    (:meth:`~m3ddm_ray.pipeline.PreparedClip.needs_canvases`); else ``clip`` unchanged. Sets the
+    (:meth:`~m3ddm_ray.prepare.PreparedClip.needs_canvases`); else ``clip`` unchanged. Sets the
     row's ``seconds_canvases``. Exactly the canvases the whole clip's prepare makes for those frames
-    (an inpaint / extend row's with their masks, :func:`.task_rows.span_canvases`)."""
+    (with their masks where the task has per-row masks, :func:`m3ddm_ray.prepare.span_canvases`)."""
     if not clip.needs_canvases:
         return clip
-    from ..pipeline import with_span_canvases
-    from .task_rows import span_canvases, task_of
+    from ..prepare import span_canvases
 
     t0 = time.perf_counter()
-    if task_of(row) != "outpaint":  # inpaint / extend: its span's masks too (.task_rows)
-        clip = span_canvases(row, cfg, clip, lambda lo, hi: read_source_span(row, cfg, lo, hi))
-    else:
-        lo, hi = clip.plan.segments()[clip.segment].frame_range
-        clip = with_span_canvases(clip, read_source_span(row, cfg, lo, hi))
+    clip = span_canvases(clip, lambda lo, hi: read_source_span(row, cfg, lo, hi))
     row["seconds_canvases"] = time.perf_counter() - t0
     return clip

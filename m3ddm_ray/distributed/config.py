@@ -238,7 +238,7 @@ def config_hash(cfg: Mapping[str, Any], settings=None, task: Mapping[str, Any] |
     resolved now), the resolved dtype and device kind (``dtype: auto`` is fp16 on CUDA and fp32 on
     the CPU: they must not share an output name), every pixel-changing setting (not
     :data:`UNHASHED_SETTINGS`), the encoder settings, and an inpaint / extend row's task inputs
-    (``task``: :func:`.task_rows.task_spec`; None for outpaint).
+    (``task``: :meth:`m3ddm_ray.task.Task.spec`; None for outpaint).
 
     Raises:
         InputError / ModelLoadError: the weights identity cannot be resolved (:func:`with_weights`).

@@ -10,7 +10,7 @@ from typing import Any, Mapping
 
 from .config import job_settings
 from .rows import StageRow, check_row
-from .stages import fail_row, _is_frame_folder, apply_retry_policy, has_audio, result_row, source_file
+from .stages import fail_row, is_frame_folder, apply_retry_policy, has_audio, result_row, source_file
 
 
 class FinalizeStage:
@@ -42,58 +42,33 @@ class FinalizeStage:
         return check_row(out, "finalize")
 
     def _finalize(self, row: dict) -> dict:
-        from .task_rows import task_of
-
         clip = pickle.loads(row["clip"])
-        if task_of(row) != "outpaint":
-            return self._finalize_task(row, clip)
         settings = job_settings(self.cfg, json.loads(row["overrides"]))
-        needs_source = clip.passthrough or settings.output_size == "source" or has_audio(row)
-        if not needs_source or _is_frame_folder(row["video_uri"], self.cfg):
-            return self._finalize_from(row, clip, settings, None)
-        with source_file(row["video_uri"], self.cfg.get("storage_options")) as src:
-            return self._finalize_from(row, clip, settings, src)
+        if clip.passthrough:
+            return self._passthrough(row, clip, settings)
+        return self._output(row, clip, settings, list(range(clip.num_frames)))
 
-    def _source_frames(self, row: dict, src: str | None, frames=None):
-        """Source frames (all, or the video frames ``frames``) for passthrough / source-size output."""
-        from ..video import read_frames, read_image_sequence
+    def _passthrough(self, row: dict, clip, settings) -> dict:
+        """A source already at the output's shape: its own packets remuxed when possible, else its
+        frames cropped to even sides and encoded."""
+        from ..video import read_frames, read_image_sequence, remux_video, write_video
 
         so = self.cfg.get("storage_options") or None
-        if src is None:  # a frame folder: no single source file to download
+        enc = self.cfg["encode"]
+        if is_frame_folder(row["video_uri"], self.cfg):  # a folder of images: no single file to remux
             source, _ = read_image_sequence(row["video_uri"], storage_options=so)
-            return source if frames is None else source[list(frames)]
-        return read_frames(src, None if frames is None else list(frames))[0]
-
-    def _finalize_from(self, row: dict, clip, settings, src: str | None) -> dict:
-        from .. import quality
-        from ..pipeline import finalize_frames, generated_array
-        from ..video import write_video
-
-        so = self.cfg.get("storage_options") or None
-        extra: dict[str, Any] = {}
-        if clip.passthrough and src is not None:
-            from ..video import remux_video
-
+            out = clip.task.finalize(clip, None, source, [], settings).frames
+            write_video(row["output_uri"], out, row["fps"], crf=int(enc["crf"]), preset=str(enc["preset"]),
+                        storage_options=so)
+            return {"output_height": int(out.shape[1]), "output_width": int(out.shape[2])}
+        with source_file(row["video_uri"], self.cfg.get("storage_options")) as src:
             done = remux_video(src, row["output_uri"], storage_options=so, audio=has_audio(row))
             if done is not None:  # the source's own packets: no decode, no re-encode
-                extra.update(output_height=int(done[0]), output_width=int(done[1]))
-                return extra
-        source = None
-        if clip.passthrough or settings.output_size == "source":
-            source = self._source_frames(row, src)
-        if clip.passthrough:
-            out, _ = finalize_frames(clip, None, settings, source)
-        else:
-            state = pickle.loads(row["state"])
-            out, composite = finalize_frames(clip, generated_array(clip, state), settings, source)
-            extra.update(quality.quality_report(composite, clip.mask))
-            extra["seconds_unet"] = state.unet_seconds
-        enc = self.cfg["encode"]
-        audio = src if has_audio(row) else None
-        write_video(row["output_uri"], out, row["fps"], audio_source=audio, crf=int(enc["crf"]),
-                    preset=str(enc["preset"]), storage_options=so)
-        extra.update(output_height=int(out.shape[1]), output_width=int(out.shape[2]))
-        return extra
+                return {"output_height": int(done[0]), "output_width": int(done[1])}
+            out = clip.task.finalize(clip, None, read_frames(src)[0], [], settings).frames
+            write_video(row["output_uri"], out, row["fps"], audio_source=src if has_audio(row) else None,
+                        crf=int(enc["crf"]), preset=str(enc["preset"]), storage_options=so)
+        return {"output_height": int(out.shape[1]), "output_width": int(out.shape[2])}
 
     def _read_source(self, row: dict, which: str = "out"):
         """``read(lo, hi)``: source frames ``[lo, hi)`` by a range decode (seek point ``which``)."""
@@ -101,58 +76,47 @@ class FinalizeStage:
 
         return lambda lo, hi: read_source_span(row, self.cfg, lo, hi, which)
 
-    def _finalize_task(self, row: dict, clip) -> dict:
-        """An inpaint / extend output in one piece (:func:`.task_rows.task_output`), with the source
-        audio (an extension's under its known frames only)."""
-        from ..video import write_video
-        from .task_rows import audio_window, task_output
+    def _output(self, row: dict, clip, settings, frames: list[int], piece: bool = False) -> dict:
+        """The output of rows ``frames`` (:meth:`m3ddm_ray.task.Task.finalize`) cropped to even sides,
+        its quality numbers, written as the output video with the source audio (in the task's audio
+        window) -- or, with ``piece``, as one segment's piece without audio (the join adds it)."""
+        from .. import quality
+        from ..pipeline import finalize_frames, generated_array
+        from ..task import even_frames
+        from ..video import fps_to_fraction, write_video
+        from .segments import piece_uri
 
+        task = clip.task
         state = pickle.loads(row["state"])
-        out, extra = task_output(row, self.cfg, clip, state, range(clip.num_frames), self._read_source(row))
-        audio = None
-        if has_audio(row) and not _is_frame_folder(row["video_uri"], self.cfg):
-            audio = row["video_uri"]  # read with range requests, as the join does
-        delay, end = audio_window(row)
+        a, b = task.source_range(frames[0], frames[-1] + 1, clip.num_frames)
+        source = self._read_source(row)(a, b) if task.needs_source(settings) and b > a else None
+        fin = finalize_frames(clip, generated_array(clip, state, frames), settings, source, frames)
+        out = even_frames(fin.frames)
+        if fin.scored is None:
+            extra: dict[str, Any] = {k: float("nan") for k in quality.REPORT_KEYS}
+        else:
+            extra = quality.quality_report(even_frames(fin.scored), even_frames(fin.region[None])[0])
         enc = self.cfg["encode"]
-        write_video(row["output_uri"], out, row["fps"], audio_source=audio, crf=int(enc["crf"]),
-                    preset=str(enc["preset"]), storage_options=self.cfg.get("storage_options") or None,
-                    audio_delay_s=delay, audio_end_s=end)
-        extra.update(output_height=int(out.shape[1]), output_width=int(out.shape[2]),
-                     seconds_unet=state.unet_seconds)
+        so = self.cfg.get("storage_options") or None
+        if piece:
+            n = int(row["num_segments"])
+            uri = piece_uri(row["output_uri"], task.piece_position(int(row["segment"]), n), n)
+            write_video(uri, out, row["fps"], crf=int(enc["crf"]), preset=str(enc["preset"]), storage_options=so)
+            extra.update(piece_uri=uri, piece_frames=len(frames))
+        else:
+            audio = None
+            if has_audio(row) and not is_frame_folder(row["video_uri"], self.cfg):
+                audio = row["video_uri"]  # read with range requests, as the join does
+            delay, end = task.audio_window(clip.num_frames, fps_to_fraction(float(row["fps"])))
+            write_video(row["output_uri"], out, row["fps"], audio_source=audio, crf=int(enc["crf"]),
+                        preset=str(enc["preset"]), storage_options=so, audio_delay_s=delay, audio_end_s=end)
+        extra.update(output_height=int(out.shape[1]), output_width=int(out.shape[2]), seconds_unet=state.unet_seconds)
         return extra
 
     def _piece(self, row: dict) -> dict:
         """One segment of a split clip: its output frames as one H.264 piece (no audio; the join
         adds it once), and the piece's quality numbers."""
-        from .. import quality
-        from ..pipeline import finalize_frames, generated_array
-        from ..video import write_video
-        from .segments import piece_uri
-        from .task_rows import piece_position, task_of, task_output
-
-        clip, state = pickle.loads(row["clip"]), pickle.loads(row["state"])
+        clip = pickle.loads(row["clip"])
         settings = job_settings(self.cfg, json.loads(row["overrides"]))
-        segment = clip.plan.segments()[int(row["segment"])]
-        frames = segment.output_frames
-        enc = self.cfg["encode"]
-        if task_of(row) != "outpaint":
-            out, extra = task_output(row, self.cfg, clip, state, frames, self._read_source(row))
-            uri = piece_uri(row["output_uri"], piece_position(row), int(row["num_segments"]))
-            write_video(uri, out, row["fps"], crf=int(enc["crf"]), preset=str(enc["preset"]),
-                        storage_options=self.cfg.get("storage_options") or None)
-            extra.update(piece_uri=uri, piece_frames=len(frames), seconds_unet=state.unet_seconds,
-                         output_height=int(out.shape[1]), output_width=int(out.shape[2]))
-            return extra
-        source = None
-        if settings.output_size == "source":  # only this piece's frames, by a range decode
-            from .canvases import read_source_span
-
-            source = read_source_span(row, self.cfg, frames[0], frames[-1] + 1, "out")
-        out, composite = finalize_frames(clip, generated_array(clip, state, frames), settings, source, frames)
-        uri = piece_uri(row["output_uri"], int(row["segment"]), int(row["num_segments"]))
-        write_video(uri, out, row["fps"], crf=int(enc["crf"]), preset=str(enc["preset"]),
-                    storage_options=self.cfg.get("storage_options") or None)
-        extra = quality.quality_report(composite, clip.mask)
-        extra.update(piece_uri=uri, piece_frames=len(frames), seconds_unet=state.unet_seconds,
-                     output_height=int(out.shape[1]), output_width=int(out.shape[2]))
-        return extra
+        frames = list(clip.plan.segments()[int(row["segment"])].output_frames)
+        return self._output(row, clip, settings, frames, piece=True)

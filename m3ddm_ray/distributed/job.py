@@ -39,9 +39,9 @@ from .finalize import FinalizeStage
 from .progress import output_frames
 from .ray_args import (  # noqa: F401 - RETRY_DEFAULTS and the pool builders re-exported (eval job, tests)
     RETRY_DEFAULTS,
-    _as_float,
-    _fault_args,
-    _with_fault_args,
+    as_float,
+    stage_fault_args,
+    with_fault_args,
     map_on_actor_pool,
     map_on_task_pool,
     task_pool,
@@ -87,8 +87,9 @@ class JobResult:
         frames = sum(output_frames(r) for r in rows)
         c = self.counts()
         parts = ", ".join(f"{k} {c.get(k, 0)}" for k in ("ok", "unchanged", "skipped", "error"))
-        tasks = {r.get("task") or "outpaint" for r in rows}
-        done = "outpainted" if tasks == {"outpaint"} else "made (" + ", ".join(sorted(tasks)) + ")"
+        from ..task import made_by, task_name
+
+        done = made_by({task_name(r) for r in rows})
         lines = [f"{len(rows)} outputs (clip x ratio): {parts}",
                  f"{frames} frames {done} in {self.seconds:.1f} s wall time "
                  f"({frames / max(self.seconds, 1e-9):.2f} frames/s)",
@@ -360,9 +361,9 @@ def _run_dataset(cfg: Mapping[str, Any], pending: list[dict]) -> tuple[list[dict
     from .segments import PieceCollector
 
     ds = diffusion_dataset(cfg, pending)
-    fin_cpus = _as_float(fin_cfg.get("num_cpus"), 1.0)
+    fin_cpus = as_float(fin_cfg.get("num_cpus"), 1.0)
     ds = map_on_task_pool(ds.map, finalize, cfg, fin_cfg)
-    join = ray.remote(_assemble).options(num_cpus=fin_cpus, **_fault_args(cfg, actors=False))
+    join = ray.remote(_assemble).options(num_cpus=fin_cpus, **stage_fault_args(cfg, actors=False))
     collector = PieceCollector(lambda group: join.remote(group, dict(cfg)))
     pools = {"coarse": CoarseStage.__name__, "fine": FineStage.__name__}  # watched until they start
     progress = ProgressLog.for_job(cfg, len(pending))

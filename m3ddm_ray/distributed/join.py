@@ -8,11 +8,10 @@ from typing import Any, Mapping
 
 from .. import storage
 from ..quality import REPORT_KEYS
-from ..video import concat_videos
+from ..video import concat_videos, fps_to_fraction
 from .rows import check_row
 from .segments import fine_busy, pieces_folder
-from .stages import fail_row, _is_frame_folder, has_audio, result_row
-from .task_rows import audio_window
+from .stages import fail_row, is_frame_folder, has_audio, result_row, row_task
 
 
 def _weighted(pieces: list[dict], key: str) -> float:
@@ -49,9 +48,11 @@ def assemble(pieces: list[dict], cfg: Mapping[str, Any]) -> dict:
             row.update(status="error", error=failed[0]["error"])
         else:
             try:
-                audio = row["video_uri"] if has_audio(row) and not _is_frame_folder(row["video_uri"], cfg) else None
+                audio = row["video_uri"] if has_audio(row) and not is_frame_folder(row["video_uri"], cfg) else None
                 # the audio is read from the source URI itself (range reads), not from a download
-                delay, end = audio_window(row)  # an extension keeps the audio under its known frames
+                # an extension keeps the audio under its known frames (the task's audio window)
+                task = row_task(row, cfg, open_masks=False)
+                delay, end = task.audio_window(task.num_rows(int(row["frames"])), fps_to_fraction(float(row["fps"])))
                 frames = concat_videos(uris, row["output_uri"], audio_source=audio, storage_options=so,
                                        audio_delay_s=delay, audio_end_s=end)
                 want = int(row.get("output_frames") or row["frames"])

@@ -2,7 +2,7 @@
 bounded task pools for the CPU stages, and the retry limits of both (``retries.*``).
 
 One home for how a stage becomes a ``map`` / ``flat_map`` / ``map_batches`` call, shared by the
-outpaint job (:mod:`.job`) and the eval jobs (:mod:`m3ddm_ray.evaluation.engine`). Ray is imported
+outpaint job (:mod:`.job`) and the eval job (:mod:`m3ddm_ray.evaluation.run`). Ray is imported
 only inside the functions.
 """
 
@@ -31,7 +31,7 @@ def _pool(stage_cfg: Mapping[str, Any], device: str) -> dict[str, Any]:
     """map_batches arguments of a model stage: a fixed-size actor pool.
 
     ``stage_cfg`` holds numbers (:func:`.job.resolve_runtime` replaced ``auto``). Fault tolerance
-    (:func:`_fault_args`): Ray restarts an actor whose process died (``max_restarts``) and retries
+    (:func:`stage_fault_args`): Ray restarts an actor whose process died (``max_restarts``) and retries
     the batch it was running on the restarted actor (``max_task_retries``). Ray Data 2.60 already
     defaults to ``max_restarts=-1, max_task_retries=-1``; the job sets them explicitly so that a clip
     that kills its actor every time (a poison input) fails after ``retries.actor_max_task_retries``
@@ -41,7 +41,7 @@ def _pool(stage_cfg: Mapping[str, Any], device: str) -> dict[str, Any]:
     """
     import ray.data
 
-    gpus = _as_float(stage_cfg.get("num_gpus"), 0.0)
+    gpus = as_float(stage_cfg.get("num_gpus"), 0.0)
     if str(device) == "cpu":
         gpus = 0.0
     return {
@@ -49,26 +49,26 @@ def _pool(stage_cfg: Mapping[str, Any], device: str) -> dict[str, Any]:
         # (queued batches would be re-run too), and the next segment goes to whichever actor is free
         "compute": ray.data.ActorPoolStrategy(size=int(stage_cfg.get("num_actors") or 1),
                                               max_tasks_in_flight_per_actor=1),
-        "num_gpus": gpus, "num_cpus": _as_float(stage_cfg.get("num_cpus"), 1.0),
+        "num_gpus": gpus, "num_cpus": as_float(stage_cfg.get("num_cpus"), 1.0),
         "batch_size": int(stage_cfg.get("batch_size") or 1),
     }
 
 
-def _as_float(value: Any, default: float) -> float:
+def as_float(value: Any, default: float) -> float:
     """A resolved resource number; ``auto`` / None (unresolved config) -> ``default``."""
     if is_unset(value):
         return default
     return float(value)
 
 
-def _fault_args(cfg: Mapping[str, Any], actors: bool) -> dict[str, int]:
+def stage_fault_args(cfg: Mapping[str, Any], actors: bool) -> dict[str, int]:
     if actors:
         return {"max_restarts": int(retry_setting(cfg, "actor_max_restarts")),
                 "max_task_retries": int(retry_setting(cfg, "actor_max_task_retries"))}
     return {"max_retries": int(retry_setting(cfg, "task_max_retries"))}
 
 
-def _with_fault_args(method, fn, fault_args: Mapping[str, int], **kwargs):
+def with_fault_args(method, fn, fault_args: Mapping[str, int], **kwargs):
     """``method(fn, **kwargs, **fault_args)``: the retry limits go through Ray Data's generic
     ``**ray_remote_args``, which Ray 2.60 deprecates (without a named replacement yet; removal is
     announced for 2.64). The warning is silenced here; a Ray that rejects them gets the call without
@@ -89,7 +89,7 @@ def task_pool(concurrency: Any) -> dict[str, Any]:
     time (``compute=TaskPoolStrategy(size)``, Ray Data's replacement for the deprecated
     ``concurrency=``), or nothing (Ray Data decides) when ``concurrency`` is None. ``concurrency``
     is the resolved value (:func:`.job.resolve_runtime` makes ``auto`` a number); an unresolved
-    ``auto`` (a config that skipped it) is left to Ray Data like None, as :func:`_as_float` does."""
+    ``auto`` (a config that skipped it) is left to Ray Data like None, as :func:`as_float` does."""
     import ray.data
 
     if is_unset(concurrency):
@@ -99,17 +99,17 @@ def task_pool(concurrency: Any) -> dict[str, Any]:
 
 def map_on_actor_pool(ds, stage_cls, cfg: Mapping[str, Any], stage_cfg: Mapping[str, Any], device: str, **kwargs):
     """``ds.map_batches(stage_cls)`` on a fixed-size actor pool (:func:`_pool`) with the job's actor
-    retry limits (:func:`_fault_args`): the one pool builder of the outpaint and the eval job.
+    retry limits (:func:`stage_fault_args`): the one pool builder of the outpaint and the eval job.
     ``kwargs`` go to ``map_batches`` (``fn_constructor_kwargs`` ...); batches are numpy."""
-    return _with_fault_args(ds.map_batches, stage_cls, _fault_args(cfg, actors=True), batch_format="numpy",
+    return with_fault_args(ds.map_batches, stage_cls, stage_fault_args(cfg, actors=True), batch_format="numpy",
                             **_pool(stage_cfg, device), **kwargs)
 
 
 def map_on_task_pool(method, fn, cfg: Mapping[str, Any], stage_cfg: Mapping[str, Any]):
     """``method(fn)`` (``ds.map`` / ``ds.flat_map``) as a CPU task stage: ``stage_cfg``'s
     ``num_cpus`` per task, at most its ``concurrency`` tasks at a time (:func:`task_pool`), and the
-    job's task retry limit (:func:`_fault_args`): the one task-stage builder of the outpaint and the
+    job's task retry limit (:func:`stage_fault_args`): the one task-stage builder of the outpaint and the
     eval job."""
-    return _with_fault_args(method, fn, _fault_args(cfg, actors=False),
-                            num_cpus=_as_float(stage_cfg.get("num_cpus"), 1.0),
+    return with_fault_args(method, fn, stage_fault_args(cfg, actors=False),
+                            num_cpus=as_float(stage_cfg.get("num_cpus"), 1.0),
                             **task_pool(stage_cfg.get("concurrency")))

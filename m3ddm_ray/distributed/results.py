@@ -17,7 +17,7 @@ import pyarrow as pa
 
 from ..quality import REPORT_KEYS
 from .rows import is_missing
-from .task_rows import OUTPAINT, task_of
+from ..task import task_name
 
 __all__ = ["RESULT_SCHEMA", "RESULT_COLUMNS", "row_ratio", "row_identity", "row_label"]
 
@@ -53,11 +53,11 @@ def row_identity(row: Mapping[str, Any]) -> tuple[str, str, str | None]:
     ``("c", "outpaint", "9:16")`` or ``("c", "inpaint", None)``; a row without ``task`` is an
     outpaint row. Reads the current schema only (an older result table's rows are normalised first:
     :func:`m3ddm_ray.distributed.resume.normalise_result`)."""
-    return str(row["clip_id"]), task_of(row), row_ratio(row)
+    return str(row["clip_id"]), task_name(row), row_ratio(row)
 
 
 def row_label(row: Mapping[str, Any]) -> str:
     """How the row's output is named: its ratio for an outpaint row (``"9:16"``), else its task
     (``"inpaint"``, ``"extend"``) -- in the job summary and in the output file name."""
     _, task, ratio = row_identity(row)
-    return ratio if task == OUTPAINT and ratio is not None else task
+    return task if ratio is None else ratio

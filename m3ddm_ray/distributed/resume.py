@@ -47,9 +47,8 @@ from typing import Any, Iterable, Mapping, Sequence
 import pyarrow as pa
 
 from .. import storage
-from ..rules import TASKS
 from .results import row_identity, row_ratio
-from .task_rows import OUTPAINT, task_of
+from ..task import RATIO_FREE_TASKS, task_name
 
 logger = logging.getLogger(__name__)
 
@@ -63,8 +62,6 @@ RESULTS_DIR = "results"
 KEY_COLUMNS = ("clip_id", "ratio", "config_hash", "status")
 #: Columns read when a table has them (a table without ``task`` holds outpaint rows only).
 OPTIONAL_KEY_COLUMNS = ("task",)
-#: Tasks whose rows have no target ratio: an older result table holds their name in ``ratio``.
-RATIO_FREE_TASKS = tuple(t for t in TASKS if t != OUTPAINT)
 
 _RESULTS_FILE = re.compile(r"results-[A-Za-z0-9._-]+\.parquet")
 
@@ -140,7 +137,7 @@ def normalise_result(row: Mapping[str, Any]) -> dict[str, Any]:
     keeps its values.
     """
     out = dict(row)
-    task, ratio = task_of(row), row_ratio(row)
+    task, ratio = task_name(row), row_ratio(row)
     if ratio in RATIO_FREE_TASKS:
         task, ratio = ratio, None
     out["task"], out["ratio"] = task, ratio

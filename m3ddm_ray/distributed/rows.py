@@ -29,7 +29,7 @@ JOB_FIELDS: dict[str, tuple[type | tuple[type, ...], str, str]] = {
     "video_uri": (str, "driver", "absolute source URI (video file or frame folder)"),
     "ratio": (str, "driver", "an outpaint row's target ratio, e.g. '9:16'; None for inpaint / extend rows"),
     "task": (str, "driver", "outpaint | inpaint | extend (m3ddm_ray.rules.TASKS)"),
-    "task_options": (_JSON, "driver", "an inpaint / extend row's inputs (task_rows.task_spec); None for outpaint"),
+    "task_options": (_JSON, "driver", "an inpaint / extend row's inputs (m3ddm_ray.task.Task.spec); None for outpaint"),
     "mask_uri": (str, "driver", "an inpaint row's mask source (absolute)"),
     "output_uri": (str, "driver", "where the output video goes (deterministic, includes the config hash)"),
     "overrides": (_JSON, "driver", "the row's sampler override columns"),
@@ -93,7 +93,7 @@ EVAL_FIELDS: dict[str, tuple[type | tuple[type, ...], str, str]] = {
     "fvd_fake": (bytes, "score", "I3D features of the output"),
     "seconds_method": (float, "score", "a baseline's fill time"),
     "seconds_score": (float, "score", "metric time"),
-    # a task evaluation's scores (m3ddm_ray.evaluation.task_rows / task_scoring; "task" is a job field)
+    # a task evaluation's scores (m3ddm_ray.evaluation.cases; "task" is a job field)
     "mask_motion": (str, "score", "inpaint: stationary | moving"),
     "context": (int, "score", "extend: known frames given to the method"),
     "predict": (int, "score", "extend: frames predicted"),

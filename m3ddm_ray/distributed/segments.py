@@ -37,7 +37,7 @@ def seek_points(index, plan, to_source: Callable[[str, int, int], tuple[int, int
     frames (source frames at finalize). ``index`` is the prepare pass's
     :class:`~m3ddm_ray.video.FrameIndex` (None for frame folders: a span is a slice of files).
     ``to_source(kind, lo, hi)`` maps working rows ``[lo, hi)`` to the source frames a task clip
-    reads for them (:func:`.task_rows.source_range`; ``(0, 0)``: none); default: the same frames."""
+    reads for them (:meth:`m3ddm_ray.task.Task.source_range`; ``(0, 0)``: none); default: the same frames."""
     segs = plan.segments()
     if len(segs) <= 1:
         return None
@@ -87,14 +87,14 @@ def split_row(row: dict, clip, state, coarse_file: str | None = None) -> list[di
     """The coarse stage's output for one clip row: one row per segment.
 
     When the prepare stage kept only the keyframe canvases (``frame_ids``: a long outpainting
-    clip), a segment row holds a :meth:`~m3ddm_ray.pipeline.PreparedClip.segment_shell` (no
+    clip), a segment row holds a :meth:`~m3ddm_ray.prepare.PreparedClip.segment_shell` (no
     pixels, no mask: the fine actor builds its span's canvases from a range decode, starting at the
     row's ``seek``) and, with ``coarse_file`` (where the caller wrote the clip's coarse latents,
     :func:`m3ddm_ray.coarse_file.write_coarse_latents`), an empty state plus that URI in
     ``coarse_file``: the fine actor reads the global latents and its guides from it
     (:func:`load_coarse_latents`). Such a row is a few KB at any canvas size and video length.
     Otherwise (task clips, or no ``coarse_file``) a segment row holds the
-    :meth:`~m3ddm_ray.pipeline.PreparedClip.segment_slice` of the canvases or the shell, and
+    :meth:`~m3ddm_ray.prepare.PreparedClip.segment_slice` of the canvases or the shell, and
     :func:`~m3ddm_ray.pipeline.segment_state` (global latents and the coarse latents it reads).
     The coarse pass's UNet seconds go with segment 0 only, so the segments' sum is the clip's.
     """
@@ -109,7 +109,7 @@ def split_row(row: dict, clip, state, coarse_file: str | None = None) -> list[di
     if len(segs) <= 1:
         return [dict(base, segment=0, num_segments=1, clip=dump(clip), state=dump(state))]
     out = []
-    shells = clip.frame_ids is not None
+    shells = clip.keyframes_only
     for seg in segs:
         sub = ClipState() if shells and coarse_file else segment_state(state, seg)
         sub.unet_seconds = state.unet_seconds if seg.index == 0 else 0.0

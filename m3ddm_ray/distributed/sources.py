@@ -11,7 +11,7 @@ from ..errors import VideoError
 from .manifest import VIDEO_EXTENSIONS
 
 
-def _is_frame_folder(uri: str, cfg: Mapping[str, Any]) -> bool:
+def is_frame_folder(uri: str, cfg: Mapping[str, Any]) -> bool:
     """True when a manifest URI names a folder of frames rather than a video file (one listing call,
     skipped for names with a video extension)."""
     from ..video import is_image_sequence

@@ -43,7 +43,7 @@ from .config import config_hash, job_settings
 from .manifest import SAMPLER_OVERRIDE_COLUMNS, check_clip_id, check_output_prefix
 from .results import RESULT_COLUMNS, row_label
 from .rows import StageRow, check_row
-from .sources import _is_frame_folder, source_file  # noqa: F401 - used here and by finalize / join
+from .sources import is_frame_folder, source_file  # noqa: F401 - used here and by finalize / join
 
 logger = logging.getLogger(__name__)
 
@@ -132,10 +132,10 @@ def output_key(output: str, clip_id: str, ratio: str, chash: str, prefix: str | 
 def expand_manifest_row(row: Mapping[str, Any], cfg: Mapping[str, Any], output: str) -> list[StageRow]:
     """One pending row per (clip, ratio) of a manifest row (ratios from the row or the job); an
     inpaint / extend row gives one row, ``task`` its task and ``ratio`` None, whose output is named
-    by the task (:mod:`.task_rows`)."""
-    from .task_rows import task_spec
+    by the task (:func:`m3ddm_ray.task.spec_of_record`)."""
+    from ..task import spec_of_record
 
-    spec = task_spec(row)
+    spec = spec_of_record(row)
     ratios: list[str | None] = [None] if spec else [str(r) for r in row.get("target_ratios") or cfg["ratios"]]
     overrides = {k: row.get(k) for k in SAMPLER_OVERRIDE_COLUMNS}
     settings = job_settings(cfg, overrides)
@@ -153,6 +153,27 @@ def expand_manifest_row(row: Mapping[str, Any], cfg: Mapping[str, Any], output: 
         new["output_uri"] = output_key(output, row["clip_id"], row_label(new), chash, row.get("output_prefix"))
         out.append(new)
     return [check_row(r, "driver") for r in out]
+
+
+def row_task(row: Mapping[str, Any], cfg: Mapping[str, Any], open_masks: bool = True):
+    """The :class:`~m3ddm_ray.task.Task` of a stage row (its ``task_options``, or an outpainting to
+    its ``ratio``). An inpainting's mask source is opened (a mask video's ``mask_count``, recorded
+    by prepare, is not counted again), or with ``open_masks=False`` only named.
+
+    Raises:
+        InputError / VideoError: a mask source that cannot be opened (the message names it).
+    """
+    from ..task import from_spec
+    from ..video import open_masks as open_source
+    from .rows import is_missing
+
+    opts = row.get("task_options")
+    spec = None if is_missing(opts) or not opts else json.loads(opts)
+    count = row.get("mask_count")
+    known = None if is_missing(count) else int(count)
+    so = cfg.get("storage_options") or None
+    return from_spec(spec, row.get("ratio"),
+                     (lambda uri: open_source(uri, so, video_count=known)) if open_masks else None)
 
 
 # --------------------------------------------------------------------------- time limits
@@ -231,18 +252,16 @@ class PrepareStage:
         """One decode pass over the source: probe, canvases, global frames, and the frame index the
         segments seek with. A clip that splits into segments keeps only its keyframe canvases, and
         streams them to a scratch file next to its output (:func:`keyframe_canvas_uri`) -- an
-        inpaint / extend clip too, with its keyframes' masks (:func:`.task_rows.prepare_task`).
-        Returns ``(info, clips, index, mask_count)`` (``mask_count``: an inpaint row's, else None)."""
+        inpaint / extend clip too, with its keyframes' masks (:func:`m3ddm_ray.prepare.prepare`).
+        Returns ``(info, clips, index)``."""
         from ..canvas_file import CanvasFileWriter
-        from ..pipeline import prepare_clips
+        from ..prepare import prepare
         from ..video import FrameIndex, iter_frames, probe
-        from .task_rows import prepare_task, task_of
 
         first = rows[0]
         uri = first["video_uri"]
         so = self.cfg.get("storage_options") or None
         settings = job_settings(self.cfg, json.loads(first["overrides"]))
-        ratios = [r["ratio"] for r in rows]
         writers: dict[int, CanvasFileWriter] = {}
 
         def sink(j, masked, inpainted, masks=None):
@@ -253,7 +272,7 @@ class PrepareStage:
 
         def iter_source(cancel: threading.Event):
             """``(info, frames iterator, index)``: the one decode pass over the source."""
-            if _is_frame_folder(uri, self.cfg):  # a folder of images (DAVIS / YouTube-VOS layout)
+            if is_frame_folder(uri, self.cfg):  # a folder of images (DAVIS / YouTube-VOS layout)
                 from ..video import image_sequence_info, iter_image_sequence
 
                 info = image_sequence_info(uri, storage_options=so)
@@ -270,16 +289,10 @@ class PrepareStage:
         stack = contextlib.ExitStack()
         try:
             with stack:
-                if task_of(first) != "outpaint":  # inpaint / extend: one clip (.task_rows)
-                    task_sink = (lambda m, i, f: sink(0, m, i, f)) if first.get("output_uri") else None
-                    info, clip, index, mask_count = prepare_task(first, self.cfg, settings, cancel, iter_source,
-                                                                 task_sink)
-                    clips = [clip]
-                else:
-                    mask_count = None
-                    info, frames, index = iter_source(cancel)
-                    clips = prepare_clips(frames, info.num_frames, info.fps, ratios, settings, segmented=True,
-                                          sink=sink)
+                tasks = [row_task(r, self.cfg) for r in rows]  # a mask source is opened before the decode
+                info, frames, index = iter_source(cancel)
+                clips = prepare(frames, info.num_frames, info.fps, tasks, settings, segmented=True,
+                                sink=sink if first.get("output_uri") else None)
         except BaseException:
             for j, w in writers.items():
                 with contextlib.suppress(Exception):
@@ -288,9 +301,8 @@ class PrepareStage:
             raise
         for w in writers.values():
             w.close()
-        clips = [dataclasses.replace(c, canvas_file=writers[j].uri, canvas_options=so) if j in writers else c
-                 for j, c in enumerate(clips)]
-        return info, clips, index, mask_count
+        clips = [c.in_file(writers[j].uri, so) if j in writers else c for j, c in enumerate(clips)]
+        return info, clips, index
 
     def __call__(self, rows: list[StageRow]) -> list[StageRow]:
         from .. import pipeline, video  # noqa: F401 - imported here, outside the timed thread
@@ -298,20 +310,19 @@ class PrepareStage:
         apply_retry_policy(self.cfg)
         t0 = time.perf_counter()
         try:
-            info, clips, index, mask_count = run_with_timeout(lambda cancel: self._prepare(rows, cancel),
-                                                              self.timeout_s(), "decode")
+            info, clips, index = run_with_timeout(lambda cancel: self._prepare(rows, cancel),
+                                                  self.timeout_s(), "decode")
         except Exception as exc:  # noqa: BLE001 - one bad video must not stop the job
             return [fail_row(dict(r, seconds_prepare=time.perf_counter() - t0), "prepare", exc, self.cfg)
                     for r in rows]
         from .segments import seek_points
-        from .task_rows import source_range
 
         out = []
         for row, clip in zip(rows, clips):
             row = dict(row, frames=info.num_frames)
-            points = None if clip.passthrough else seek_points(
-                index, clip.plan, lambda kind, lo, hi, r=row: source_range(r, kind, lo, hi))
-            row.update(fps=info.fps, source_width=info.width, mask_count=mask_count,
+            to_source = (lambda kind, lo, hi, c=clip: c.task.source_range(lo, hi, c.num_frames, kind == "span"))
+            points = None if clip.passthrough else seek_points(index, clip.plan, to_source)
+            row.update(fps=info.fps, source_width=info.width, mask_count=clip.task.mask_count,
                        source_height=info.height, has_audio=bool(info.has_audio), output_frames=clip.num_frames,
                        seconds_prepare=time.perf_counter() - t0, seek_points=json.dumps(points))
             row["status"] = "unchanged" if clip.passthrough else "pending"
@@ -454,7 +465,7 @@ class CoarseStage(_ModelStage):
             return [dict(row, segment=0, num_segments=1)]
         clip, state = pickle.loads(row["clip"]), pickle.loads(row["state"])
         uri = None
-        if clip.frame_ids is not None and row.get("output_uri"):  # keyframes only: several segments
+        if clip.keyframes_only and row.get("output_uri"):  # keyframes only: several segments
             from ..coarse_file import write_coarse_latents
 
             uri = coarse_latents_uri(row["output_uri"])
@@ -506,7 +517,6 @@ def result_row(row: Mapping[str, Any], cfg: Mapping[str, Any]) -> dict:
 
 # --------------------------------------------------------------------------- batch <-> rows
 def to_rows(batch: Mapping[str, Any]) -> list[dict]:
-    """A Ray Data numpy batch (column -> array of length n) as n row dicts, numpy scalars as Python values."""
     keys = list(batch)
     n = len(batch[keys[0]]) if keys else 0
     return [{k: _py(batch[k][i]) for k in keys} for i in range(n)]
@@ -519,7 +529,6 @@ def _py(v: Any) -> Any:
 
 
 def to_batch(rows: list[dict]) -> dict[str, np.ndarray]:
-    """Row dicts as a Ray Data numpy batch: one object array per key of any row (None where a row lacks it)."""
     keys: list[str] = []
     for r in rows:
         for k in r:

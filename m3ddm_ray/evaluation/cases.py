@@ -240,7 +240,7 @@ class _InpaintClip:
         return model.prepare_inpaint(self.inp.frames, self.inp.masks, fps, settings, name)
 
     def finish(self, clip, state, settings) -> np.ndarray:
-        return model.finish_inpaint(clip, state, self.inp.frames, self.inp.masks, settings)
+        return model.finish_inpaint(clip, state, self.inp.frames, settings)
 
     def baseline(self, method: str, options: Mapping[str, Any]) -> np.ndarray:
         radius = int(options.get("telea_radius") or 5)
@@ -264,7 +264,7 @@ class _ExtendClip:
         return model.prepare_extend(self.inp.context, fps, self.case.predict, settings)
 
     def finish(self, clip, state, settings) -> np.ndarray:
-        return model.finish_extend(clip, state, self.inp.context)[self.case.context:]
+        return model.finish_extend(clip, state, self.inp.context, settings)[self.case.context:]
 
     def baseline(self, method: str, options: Mapping[str, Any]) -> np.ndarray:
         return baselines.prediction_baseline(method, self.inp.context, self.case.predict)

@@ -23,7 +23,7 @@ Rules chosen here (and documented in docs/tasks.md):
 from __future__ import annotations
 
 import numbers
-from typing import Tuple
+from typing import Iterator, Tuple
 
 import cv2
 import numpy as np
@@ -32,7 +32,8 @@ from ..errors import InputError
 from ..geometry import CanvasGeometry, pixel_mask
 
 __all__ = ["binarize", "dilate_masks", "resize_masks", "cell_align", "check_mask_count", "fit_mask_frames",
-           "MaskUsage", "fit_masks", "canvas_masks"]
+           "MaskUsage", "fit_masks", "canvas_masks", "inpaint_masks", "inpaint_mask_frames", "dilated_name",
+           "MaskArray"]
 
 
 def _pos_or_zero(name: str, v) -> int:
@@ -257,3 +258,70 @@ def canvas_masks(masks: np.ndarray, geom: CanvasGeometry) -> np.ndarray:
     obj = np.zeros((m.shape[0], s, s), np.uint8)
     obj[:, y0:y1, x0:x1] = resize_masks(m, geom.resized_hw)
     return np.maximum(cell_align(obj), pixel_mask(geom)[None]).astype(np.uint8)
+
+
+def dilated_name(name: str, dilate: int) -> str:
+    """How the masks are named in errors once dilated."""
+    return f"{name} dilated by {dilate} px"
+
+
+def inpaint_masks(masks: np.ndarray, num_frames: int, hw: Tuple[int, int], dilate: int = 0,
+                  name: str = "masks") -> np.ndarray:
+    """The source-resolution masks of an inpainting: :func:`fit_masks` (count, size, empty,
+    all-ones), then :func:`dilate_masks` by ``dilate`` pixels, checked again.
+
+    Args:
+        masks: uint8 ``(T', H', W')`` 0/1 (``T'`` = 1 or T); num_frames: ``T``; hw: ``(H, W)`` of the
+            video in pixels; dilate: pixels (>= 0); name: the mask source in error messages.
+
+    Returns:
+        uint8 ``(T, H, W)`` 0/1, 1 = remove / generate.
+
+    Raises:
+        InputError: as :func:`fit_masks` (also when the dilation leaves no pixel known).
+    """
+    fitted = fit_masks(masks, num_frames, hw, name)
+    if dilate:
+        fitted = fit_masks(dilate_masks(fitted, dilate), num_frames, hw, dilated_name(name, dilate))
+    return fitted
+
+
+def inpaint_mask_frames(masks: np.ndarray, hw: Tuple[int, int], dilate: int = 0, name: str = "masks") -> np.ndarray:
+    """:func:`inpaint_masks` of a run of masks, per frame: the size rule and the dilation, not the
+    count or usability checks (gathered over the whole video, :class:`MaskUsage`).
+
+    Args:
+        masks: uint8 ``(N, H', W')`` 0/1; hw: ``(H, W)`` of the video; dilate: pixels (>= 0).
+
+    Returns:
+        uint8 ``(N, H, W)`` 0/1.
+
+    Raises:
+        InputError: masks of another aspect ratio (named ``name``).
+    """
+    fitted = fit_mask_frames(masks, hw, name)
+    return dilate_masks(fitted, dilate) if dilate else fitted
+
+
+class MaskArray:
+    """A mask source held in memory: the same reading interface as
+    :class:`m3ddm_ray.video.MaskSource` (``uri``, ``count``, :meth:`iter`, :meth:`read`).
+
+    Args:
+        masks: uint8 ``(T', H', W')`` 0/1, one mask per frame or one for every frame (``T' == 1``).
+        uri: what the masks are called in result rows.
+    """
+
+    def __init__(self, masks: np.ndarray, uri: str = "masks"):
+        self.masks = np.asarray(masks)
+        if self.masks.ndim == 2:
+            self.masks = self.masks[None]
+        self.uri, self.count = uri, int(len(self.masks))
+
+    def iter(self, lo: int = 0, hi: int | None = None) -> Iterator[np.ndarray]:
+        """Masks ``lo .. hi - 1`` (default: all), each ``(H', W')``."""
+        yield from self.masks[lo:hi]
+
+    def read(self, lo: int, hi: int) -> np.ndarray:
+        """``(hi - lo, H', W')`` masks, or the single mask ``(1, H', W')`` whatever the range."""
+        return self.masks[:1] if self.count == 1 else self.masks[lo:hi]

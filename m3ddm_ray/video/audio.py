@@ -8,13 +8,13 @@ from typing import Any
 
 import av
 
-from .source import _codec_name, _open_container, _uri_str
+from .source import codec_name, open_container, uri_str
 
 # Audio codecs copied into MP4 unchanged; any other codec is re-encoded to AAC.
 _MP4_AUDIO_COPY = frozenset({"aac", "mp3", "ac3", "eac3", "alac", "opus", "flac"})
 
 
-class _AudioFeed:
+class AudioFeed:
     """Moves the first audio stream of ``audio_source`` into the output, interleaved with the video.
 
     Packets are copied unchanged when the codec can go into MP4 (:data:`_MP4_AUDIO_COPY`, checked by
@@ -26,7 +26,7 @@ class _AudioFeed:
         self.uri = uri
         self.container = container
         self.ain = container.streams.audio[0]
-        self.codec = _codec_name(self.ain)
+        self.codec = codec_name(self.ain)
         vids = [s for s in container.streams.video if not (int(s.disposition) & int(av.stream.Disposition.attached_pic))]
         self.offset_s = 0.0
         self.limit_s: float | None = None  # output time after which write_video drops audio (None: none)
@@ -119,8 +119,8 @@ class _AudioFeed:
                 out.mux(p)
 
 
-def open_audio_feed(stack: Any, audio_source: Any, storage_options: dict | None) -> "_AudioFeed | None":
-    """The :class:`_AudioFeed` of ``audio_source``'s first audio stream (None: no source given, or a
+def open_audio_feed(stack: Any, audio_source: Any, storage_options: dict | None) -> "AudioFeed | None":
+    """The :class:`AudioFeed` of ``audio_source``'s first audio stream (None: no source given, or a
     source without audio); the container is closed by ``stack`` (a ``contextlib.ExitStack``).
 
     Raises:
@@ -128,6 +128,6 @@ def open_audio_feed(stack: Any, audio_source: Any, storage_options: dict | None)
     """
     if audio_source is None:
         return None
-    asrc = _uri_str(audio_source)
-    acont = stack.enter_context(_open_container(asrc, storage_options, what="audio source: "))
-    return _AudioFeed(acont, asrc) if acont.streams.audio else None
+    asrc = uri_str(audio_source)
+    acont = stack.enter_context(open_container(asrc, storage_options, what="audio source: "))
+    return AudioFeed(acont, asrc) if acont.streams.audio else None

@@ -19,9 +19,9 @@ import av
 from m3ddm_ray import storage
 from m3ddm_ray.errors import InputError, VideoError
 
-from .audio import _AudioFeed, open_audio_feed
-from .encode import _cap
-from .source import _open_container, _reason, _uri_str
+from .audio import AudioFeed, open_audio_feed
+from .encode import clamp_time
+from .source import open_container, av_reason, uri_str
 
 
 def _piece_rate(stream: Any, uri: str) -> Fraction:
@@ -54,7 +54,7 @@ def concat_videos(pieces: Sequence[str], uri: str, *, audio_source: str | None =
         VideoError: a piece cannot be read, has no video, or does not match the first piece; the
             audio source cannot be read; writing or uploading failed.
     """
-    uri = _uri_str(uri)
+    uri = uri_str(uri)
     if not pieces:
         raise InputError(f"concat_videos({uri}): no pieces to join")
     try:
@@ -67,13 +67,13 @@ def concat_videos(pieces: Sequence[str], uri: str, *, audio_source: str | None =
                     feed.offset_s -= float(audio_delay_s)
             return _join(pieces, out, feed, storage_options, uri, trim_audio)
     except (av.FFmpegError, OSError) as e:
-        raise VideoError(uri, f"joining the pieces failed ({_reason(e)}); check free space and write access") from e
+        raise VideoError(uri, f"joining the pieces failed ({av_reason(e)}); check free space and write access") from e
 
 
 def _decode_delay(piece: str, storage_options: dict[str, Any] | None) -> Fraction:
     """Seconds the first packet's decode time stamp lies before the first frame's (the encoder's
     B-frame reorder delay; 0 for a piece without B-frames, e.g. a very short one)."""
-    with _open_container(piece, storage_options, what="piece: ") as cont:
+    with open_container(piece, storage_options, what="piece: ") as cont:
         if not cont.streams.video:
             raise VideoError(piece, "no video stream in this piece")
         ins = cont.streams.video[0]
@@ -83,19 +83,19 @@ def _decode_delay(piece: str, storage_options: dict[str, Any] | None) -> Fractio
     return Fraction(0)
 
 
-def _join(pieces: Sequence[str], out: Any, feed: _AudioFeed | None, storage_options: dict[str, Any] | None,
+def _join(pieces: Sequence[str], out: Any, feed: AudioFeed | None, storage_options: dict[str, Any] | None,
           uri: str, trim_audio: bool) -> int:
     # Decode time stamps: pieces can have different reorder delays (a short piece gets no
     # B-frames). Every piece's DTS is moved back to the largest delay, so the joined DTS run on
     # frame after frame without a gap (a gap would show as a lower average frame rate).
-    delays = [_decode_delay(_uri_str(p), storage_options) for p in pieces]
+    delays = [_decode_delay(uri_str(p), storage_options) for p in pieces]
     delay = max(delays)
     vs = None
     first: tuple[int, int, str, Fraction] | None = None
     frames = 0
     for n, piece in enumerate(pieces):
-        piece = _uri_str(piece)
-        with _open_container(piece, storage_options, what="piece: ") as cont:
+        piece = uri_str(piece)
+        with open_container(piece, storage_options, what="piece: ") as cont:
             if not cont.streams.video:
                 raise VideoError(piece, "no video stream in this piece")
             ins = cont.streams.video[0]
@@ -124,10 +124,10 @@ def _join(pieces: Sequence[str], out: Any, feed: _AudioFeed | None, storage_opti
                 out.mux(pkt)
                 count += 1
                 if feed is not None:
-                    feed.feed_until(out, _cap(float(Fraction(frames + count, 1) / rate), feed.limit_s))
+                    feed.feed_until(out, clamp_time(float(Fraction(frames + count, 1) / rate), feed.limit_s))
             frames += count
     if feed is not None:
-        feed.finish(out, _cap(float(Fraction(frames, 1) / first[3]) if trim_audio else None, feed.limit_s))
+        feed.finish(out, clamp_time(float(Fraction(frames, 1) / first[3]) if trim_audio else None, feed.limit_s))
     return frames
 
 
@@ -154,7 +154,7 @@ def remux_video(source: str, uri: str, *, storage_options: dict[str, Any] | None
     """
     from .probing import probe
 
-    src = _uri_str(source)
+    src = uri_str(source)
     try:
         info = probe(src, storage_options)
     except VideoError:
@@ -163,7 +163,7 @@ def remux_video(source: str, uri: str, *, storage_options: dict[str, Any] | None
     if (info.video_codec not in REMUX_CODECS or info.rotation or info.width % 2 or info.height % 2
             or not fmt & {"mov", "mp4", "matroska", "webm"}):
         return None
-    with _open_container(src, storage_options) as cont:
+    with open_container(src, storage_options) as cont:
         vs = cont.streams.video[0] if cont.streams.video else None
         if vs is None or (vs.start_time not in (None, 0)) or not (vs.average_rate or vs.base_rate):
             return None

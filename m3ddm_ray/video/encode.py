@@ -21,8 +21,8 @@ import numpy as np
 from m3ddm_ray import storage
 from m3ddm_ray.errors import InputError, VideoError
 
-from .audio import _AudioFeed, open_audio_feed
-from .source import _reason, _uri_str
+from .audio import AudioFeed, open_audio_feed
+from .source import av_reason, uri_str
 
 __all__ = ["write_video", "fps_to_fraction", "h264_encoder", "H264_ENCODERS", "X264_PRESETS"]
 
@@ -188,7 +188,7 @@ def write_video(
         VideoError: the audio source cannot be read; the encoder or muxer failed; the upload failed.
         Exceptions raised by the ``frames`` iterator propagate unchanged (nothing is written).
     """
-    uri = _uri_str(uri)
+    uri = uri_str(uri)
     rate = fps_to_fraction(fps)
     if isinstance(crf, bool) or not isinstance(crf, numbers.Integral) or not 0 <= int(crf) <= 51:
         raise InputError(f"write_video({uri}): crf must be an integer in 0..51, got {crf!r}")
@@ -220,10 +220,10 @@ def write_video(
     except _FramesIterError as e:
         raise e.exc from None  # the caller's own exception, with its own traceback
     except (av.FFmpegError, OSError) as e:
-        raise VideoError(uri, f"writing the video failed ({_reason(e)}); check free space and write access") from e
+        raise VideoError(uri, f"writing the video failed ({av_reason(e)}); check free space and write access") from e
 
 
-def _cap(t: float | None, limit: float | None) -> float | None:
+def clamp_time(t: float | None, limit: float | None) -> float | None:
     """``min(t, limit)`` where None means no bound."""
     if limit is None:
         return t
@@ -238,7 +238,7 @@ def _encode(
     encoder: str,
     crf: int,
     preset: str,
-    feed: _AudioFeed | None,
+    feed: AudioFeed | None,
     trim_audio: bool,
 ) -> None:
     out = av.open(tmp, mode="w", format="mp4", options={"movflags": "+faststart"})
@@ -271,7 +271,7 @@ def _encode(
                 out.mux(p)
             i += 1
             if feed is not None:
-                feed.feed_until(out, _cap(float(i / rate), feed.limit_s))
+                feed.feed_until(out, clamp_time(float(i / rate), feed.limit_s))
             nxt = next(frame_iter, None)
             if nxt is None:
                 break
@@ -279,7 +279,7 @@ def _encode(
         for p in vs.encode(None):
             out.mux(p)
         if feed is not None:
-            feed.finish(out, _cap(float(i / rate) if trim_audio else None, feed.limit_s))
+            feed.finish(out, clamp_time(float(i / rate) if trim_audio else None, feed.limit_s))
         ok = True
     finally:
         if ok:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from .source import VideoInfo, _open_container, _Source, _uri_str
+from .source import VideoInfo, open_container, VideoSource, uri_str
 
 __all__ = ["probe", "count_frames"]
 
@@ -26,9 +26,9 @@ def probe(uri: str | os.PathLike, storage_options: dict[str, Any] | None = None,
         VideoError: file not found, permission denied, empty file, not a media file, no video stream,
             no decodable frame, undecodable first frame (and, with ``count_frames``, damage later on).
     """
-    uri = _uri_str(uri)
-    with _open_container(uri, storage_options) as container:
-        src = _Source(container, uri)
+    uri = uri_str(uri)
+    with open_container(uri, storage_options) as container:
+        src = VideoSource(container, uri)
         frames = src.frames()
         try:
             for _ in frames:

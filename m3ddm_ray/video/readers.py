@@ -10,7 +10,7 @@ import numpy as np
 
 from m3ddm_ray.errors import InputError, VideoError
 
-from .source import VideoInfo, _open_container, _Source, _uri_str
+from .source import VideoInfo, open_container, VideoSource, uri_str
 
 __all__ = ["iter_frames", "read_frames"]
 
@@ -62,11 +62,11 @@ def iter_frames(
             f"iter_frames({uri!s}): need start >= 0, step >= 1 and stop >= 0 or None; "
             f"got start={start}, stop={stop}, step={step}"
         )
-    uri = _uri_str(uri)
+    uri = uri_str(uri)
     if stop is not None and stop <= start:
         return
-    with _open_container(uri, storage_options) as container:
-        src = _Source(container, uri)
+    with open_container(uri, storage_options) as container:
+        src = VideoSource(container, uri)
         frames = src.frames()
         try:
             for i, frame in enumerate(frames):
@@ -104,7 +104,7 @@ def read_frames(
             the number of frames); an empty ``indices``.
         VideoError: as :func:`probe`, and damage before the last requested frame.
     """
-    uri = _uri_str(uri)
+    uri = uri_str(uri)
     if indices is None:
         return _read_all(uri, storage_options)
 
@@ -124,8 +124,8 @@ def read_frames(
     slot = {int(v): k for k, v in enumerate(wanted)}
     last = int(wanted[-1])
     buf: np.ndarray | None = None
-    with _open_container(uri, storage_options) as container:
-        src = _Source(container, uri)
+    with open_container(uri, storage_options) as container:
+        src = VideoSource(container, uri)
         frames = src.frames()
         try:
             for i, frame in enumerate(frames):
@@ -159,8 +159,8 @@ def read_frames(
 def _read_all(uri: str, storage_options: dict[str, Any] | None) -> tuple[np.ndarray, VideoInfo]:
     buf: np.ndarray | None = None
     n = 0
-    with _open_container(uri, storage_options) as container:
-        src = _Source(container, uri)
+    with open_container(uri, storage_options) as container:
+        src = VideoSource(container, uri)
         for frame in src.frames():
             rgb = src.to_rgb(frame)
             if buf is None:

@@ -67,7 +67,7 @@ class VideoInfo:
     container_format: str
 
 
-def _reason(e: BaseException) -> str:
+def av_reason(e: BaseException) -> str:
     """Short text of a PyAV/OS error without errno numbers or file-object reprs."""
     if isinstance(e, av.FFmpegError):
         return str(e.strerror or type(e).__name__)
@@ -77,7 +77,7 @@ def _reason(e: BaseException) -> str:
 
 
 @contextlib.contextmanager
-def _open_container(uri: str, storage_options: dict[str, Any] | None, what: str = "") -> Iterator[Any]:
+def open_container(uri: str, storage_options: dict[str, Any] | None, what: str = "") -> Iterator[Any]:
     """Open ``uri`` through fsspec and yield an ``av`` input container; map every failure to VideoError.
 
     ``what`` prefixes reasons (``"audio source: "``).
@@ -87,7 +87,7 @@ def _open_container(uri: str, storage_options: dict[str, Any] | None, what: str 
     except ImportError as e:
         raise VideoError(uri, f"{what}no filesystem for this URL ({e}); install the fsspec backend") from e
     except Exception as e:  # bad URL, bad storage_options
-        raise VideoError(uri, f"{what}cannot access storage ({_reason(e)}); check the URL and storage_options") from e
+        raise VideoError(uri, f"{what}cannot access storage ({av_reason(e)}); check the URL and storage_options") from e
 
     def fail_access(e: BaseException) -> VideoError:
         if isinstance(e, FileNotFoundError):
@@ -96,7 +96,7 @@ def _open_container(uri: str, storage_options: dict[str, Any] | None, what: str 
             return VideoError(uri, f"{what}permission denied; check file permissions or storage credentials")
         if isinstance(e, IsADirectoryError):
             return VideoError(uri, f"{what}is a directory, not a video file; give the path of a file")
-        return VideoError(uri, f"{what}cannot read the file ({_reason(e)})")
+        return VideoError(uri, f"{what}cannot read the file ({av_reason(e)})")
 
     try:
         meta = fs.info(path)
@@ -116,7 +116,7 @@ def _open_container(uri: str, storage_options: dict[str, Any] | None, what: str 
         except (av.FFmpegError, OSError, ValueError) as e:
             raise VideoError(
                 uri,
-                f"{what}not a media file, or a format FFmpeg cannot read ({_reason(e)}); "
+                f"{what}not a media file, or a format FFmpeg cannot read ({av_reason(e)}); "
                 "check that the file is a video and re-encode it if needed",
             ) from e
         try:
@@ -139,7 +139,7 @@ def _video_stream(container: Any, uri: str) -> Any:
     raise VideoError(uri, f"no video stream ({found}); give a video file")
 
 
-def _codec_name(stream: Any) -> str:
+def codec_name(stream: Any) -> str:
     cc = stream.codec_context
     try:
         return cc.codec.canonical_name
@@ -157,7 +157,7 @@ def _frame_rate(vs: Any) -> Fraction | None:
     return avg or nominal
 
 
-def _rotation_cw(frame: Any, vs: Any) -> int:
+def rotation_cw(frame: Any, vs: Any) -> int:
     """Clockwise display rotation (0/90/180/270) from the frame's display matrix or the rotate tag."""
     ccw = 0
     with contextlib.suppress(Exception):
@@ -171,7 +171,7 @@ def _rotation_cw(frame: Any, vs: Any) -> int:
     return 0
 
 
-class _Source:
+class VideoSource:
     """One open video: static stream facts plus a strict sequential frame decoder."""
 
     def __init__(self, container: Any, uri: str):
@@ -235,20 +235,20 @@ class _Source:
                 try:
                     decoded = packet.decode()
                 except av.FFmpegError as e:
-                    problem, cause = _reason(e), e
+                    problem, cause = av_reason(e), e
                     break
                 for frame in decoded:
                     n = self._count(frame, n)
                     yield frame
         except av.FFmpegError as e:  # the demuxer itself failed
-            problem, cause = _reason(e), e
+            problem, cause = av_reason(e), e
         if problem is None and self.header_trusted and packets < self.num_frames:
             problem = f"the file holds only {packets} of the {self.num_frames} frames its index lists"
         if problem is None:
             try:
                 rest = self.vs.codec_context.decode(None)  # end of stream: drain the decoder
             except av.FFmpegError as e:
-                problem, cause, rest = _reason(e), e, []
+                problem, cause, rest = av_reason(e), e, []
             for frame in rest:
                 n = self._count(frame, n)
                 yield frame
@@ -269,7 +269,7 @@ class _Source:
 
     def _count(self, frame: Any, n: int) -> int:
         if n == 0:
-            self.rotation = _rotation_cw(frame, self.vs)
+            self.rotation = rotation_cw(frame, self.vs)
         self.decoded = n + 1
         return n + 1
 
@@ -278,7 +278,7 @@ class _Source:
         try:
             arr = frame.to_ndarray(format="rgb24")
         except (av.FFmpegError, ValueError) as e:
-            raise VideoError(self.uri, f"cannot convert frame {self.decoded - 1} to RGB ({_reason(e)})") from e
+            raise VideoError(self.uri, f"cannot convert frame {self.decoded - 1} to RGB ({av_reason(e)})") from e
         k = (self.rotation or 0) // 90
         if k:
             arr = np.ascontiguousarray(np.rot90(arr, k=-k))
@@ -306,11 +306,11 @@ class _Source:
             duration_s=float(self.duration_s),
             rotation=rot,
             has_audio=bool(self.audio),
-            video_codec=_codec_name(self.vs),
-            audio_codec=_codec_name(self.audio[0]) if self.audio else None,
+            video_codec=codec_name(self.vs),
+            audio_codec=codec_name(self.audio[0]) if self.audio else None,
             container_format=self.format_name,
         )
 
 
-def _uri_str(uri: str | os.PathLike) -> str:
+def uri_str(uri: str | os.PathLike) -> str:
     return os.fspath(uri) if not isinstance(uri, str) else uri

@@ -33,7 +33,7 @@ import numpy as np
 from m3ddm_ray.errors import InputError, VideoError
 
 from .readers import iter_frames
-from .source import _open_container, _rotation_cw, _Source, _uri_str
+from .source import open_container, rotation_cw, VideoSource, uri_str
 
 __all__ = ["FrameIndex", "SeekPoint", "read_span", "read_image_span"]
 
@@ -128,7 +128,7 @@ def read_span(uri: str | os.PathLike, lo: int, hi: int, seek: SeekPoint | None =
         VideoError: the video has fewer than ``hi`` frames; as :func:`~.readers.iter_frames`
             (damage, unreadable file).
     """
-    uri = _uri_str(uri)
+    uri = uri_str(uri)
     if not 0 <= lo < hi:
         raise InputError(f"read_span({uri}): need 0 <= lo < hi, got lo={lo}, hi={hi}")
     if seek is not None and seek.key_index <= lo:
@@ -146,8 +146,8 @@ def read_span(uri: str | os.PathLike, lo: int, hi: int, seek: SeekPoint | None =
 
 def _seek_read(uri: str, lo: int, hi: int, seek: SeekPoint, storage_options) -> np.ndarray:
     out: list[np.ndarray] = []
-    with _open_container(uri, storage_options) as container:
-        src = _Source(container, uri)
+    with open_container(uri, storage_options) as container:
+        src = VideoSource(container, uri)
         vs = src.vs
         try:
             container.seek(seek.key_pts, stream=vs, backward=True, any_frame=False)
@@ -163,7 +163,7 @@ def _seek_read(uri: str, lo: int, hi: int, seek: SeekPoint, storage_options) -> 
                         if pts != seek.key_pts:
                             raise _Mismatch(f"landed at pts {pts}, not the key frame's {seek.key_pts}")
                         idx = seek.key_index
-                        src.rotation = _rotation_cw(frame, vs)
+                        src.rotation = rotation_cw(frame, vs)
                     elif pts <= last:
                         raise _Mismatch("pts not increasing")
                     else:

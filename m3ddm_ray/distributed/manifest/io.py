@@ -17,7 +17,7 @@ from m3ddm_ray import storage
 from m3ddm_ray.errors import InputError
 
 from .schema import MANIFEST_COLUMNS, MANIFEST_EXTENSIONS, MANIFEST_SCHEMA, VIDEO_EXTENSIONS, ManifestError, ManifestProblem, ManifestRow
-from .validation import _validate, validate_manifest
+from .validation import validate_records, validate_manifest
 
 __all__ = ["read_manifest", "manifest_from_prefix", "write_manifest", "rows_to_table"]
 
@@ -156,7 +156,7 @@ def read_manifest(
         rows, columns, problems = _records_csv(uri, _decode(uri, data))
     if problems and not rows:
         raise ManifestError(uri, problems)
-    return _validate(rows, columns, problems, source=uri, default_ratios=default_ratios,
+    return validate_records(rows, columns, problems, source=uri, default_ratios=default_ratios,
                      allowed_overrides=allowed_overrides)
 
 

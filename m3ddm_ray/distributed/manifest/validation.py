@@ -1,7 +1,7 @@
 """Manifest validation: scalar coercion of every value and the whole-manifest checks, all problems at once.
 
 Rows are ``(row number, mapping)`` pairs; the readers of :mod:`.io` and :func:`validate_manifest`
-(in-memory records) both end in :func:`_validate`. Sampler limits come from :mod:`m3ddm_ray.rules`.
+(in-memory records) both end in :func:`validate_records`. Sampler limits come from :mod:`m3ddm_ray.rules`.
 """
 
 from __future__ import annotations
@@ -298,11 +298,11 @@ def validate_manifest(
                     if k not in seen:
                         seen.add(k)
                         columns.append(k)
-    return _validate(rows, columns, [], source=source, default_ratios=default_ratios,
+    return validate_records(rows, columns, [], source=source, default_ratios=default_ratios,
                      allowed_overrides=allowed_overrides)
 
 
-def _validate(
+def validate_records(
     rows: list[tuple[int, Any]],
     columns: list[str],
     problems: list[ManifestProblem],

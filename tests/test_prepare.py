@@ -1,6 +1,7 @@
-"""Streamed preparation of long task clips (m3ddm_ray.task_prepare): the keyframe canvases a single
-pass hands to the sink, and each segment's canvases rebuilt from its span, equal the in-memory
-preparation (tasks.prepare_inpaint / prepare_extend) row for row; mask sources read by ranges."""
+"""The one streaming preparation (m3ddm_ray.prepare) of long task clips: the keyframe canvases a
+segmented pass hands to the sink, and each segment's canvases rebuilt from its span, equal the
+whole clip's preparation in memory row for row (and that equals the task's canvases of all frames
+at once); mask sources read by ranges."""
 
 from __future__ import annotations
 
@@ -8,10 +9,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from m3ddm_ray import tasks, video
+from m3ddm_ray import geometry, video
 from m3ddm_ray.errors import InputError
 from m3ddm_ray.pipeline import OutpaintSettings
-from m3ddm_ray.task_prepare import extend_span, extend_span_rows, inpaint_span, stream_extend, stream_inpaint
+from m3ddm_ray.prepare import prepare, prepare_task, span_canvases
+from m3ddm_ray.task import Extend, Inpaint, MaskArray, inpaint_masks
 
 S = OutpaintSettings(canvas_size=64)
 T, H, W = 160, 30, 44  # 160 frames: 2 segments at 15 fps
@@ -42,17 +44,30 @@ class Sink:
     def __init__(self):
         self.m, self.i, self.f = [], [], []
 
-    def __call__(self, m, i, f):
+    def __call__(self, j, m, i, f):
+        assert j == 0
         self.m.append(m)
         self.i.append(i)
         self.f.append(f)
 
-    def arrays(self, reversed_first: int = 0):
+    def arrays(self, order=None):
         m, i, f = (np.concatenate(x) for x in (self.m, self.i, self.f))
-        if reversed_first:  # positions stored last first, as the clip's canvas_reversed says
-            order = list(range(reversed_first - 1, -1, -1)) + list(range(reversed_first, len(m)))
-            m, i, f = m[order], i[order], f[order]
+        if order is not None:  # positions stored in another order, as the clip's file_order says
+            m, i, f = m[list(order)], i[list(order)], f[list(order)]
         return m, i, f
+
+
+def stream(frames, t, task, chunk, sink=None):
+    """The segmented pass of one task: keyframes to ``sink``."""
+    return prepare(iter(frames), t, 15.0, [task], S, chunk=chunk, segmented=True, sink=sink or Sink())[0]
+
+
+def reader(frames, want):
+    """``read_source(a, b)`` that checks it is asked exactly the source frames ``want``."""
+    def read(a, b):
+        assert (a, b) == tuple(want)
+        return frames[a:b]
+    return read
 
 
 @pytest.mark.parametrize("source", ["folder", "image", "folder_small"])
@@ -72,10 +87,13 @@ def test_stream_inpaint_equals_in_memory(tmp_path, source, dilate):
     src = video.open_masks(uri)
     assert src.count == len(raw)
     np.testing.assert_array_equal(src.read(0, src.count), raw)
-    fitted = tasks.inpaint_masks(raw, T, (H, W), dilate)
-    ref = tasks.prepare_inpaint(frames, fitted, 15.0, S)
+    fitted = inpaint_masks(raw, T, (H, W), dilate)
+    ref = prepare_task(frames, 15.0, Inpaint(MaskArray(raw), dilate), S)
+    whole = Inpaint(MaskArray(raw), dilate).canvases(frames, fitted, geometry.plan_canvas(H, W, "1:1", 64))
+    for a, b in zip(whole, (ref.masked, ref.inpainted, ref.frame_masks)):
+        np.testing.assert_array_equal(a, b)
     sink = Sink()
-    clip = stream_inpaint(iter(frames), T, 15.0, src, S, dilate, sink, chunk=7)
+    clip = stream(frames, T, Inpaint(src, dilate), 7, sink)
     keys = list(clip.frame_ids)
     assert keys == sorted({f for w in ref.plan.coarse for f in w.frame_ids}) and len(ref.plan.segments()) > 1
     m, i, f = sink.arrays()
@@ -89,7 +107,7 @@ def test_stream_inpaint_equals_in_memory(tmp_path, source, dilate):
         lo, hi = seg.frame_range
         shell = clip.segment_shell(seg)
         assert shell.needs_canvases
-        part = inpaint_span(shell, frames[lo:hi], src.read(lo, hi), dilate)
+        part = span_canvases(shell, reader(frames, (lo, hi)))
         np.testing.assert_array_equal(part.masked, ref.masked[lo:hi])
         np.testing.assert_array_equal(part.inpainted, ref.inpainted[lo:hi])
         np.testing.assert_array_equal(part.masks_of(range(lo, hi)), ref.frame_masks[lo:hi])
@@ -99,21 +117,20 @@ def test_stream_inpaint_mask_errors_as_in_memory(tmp_path):
     frames = frames_of()
     few = video.open_masks(folder(tmp_path / "few", masks_of(T - 1)))
     with pytest.raises(InputError, match="159 masks for a video of 160 frames"):
-        stream_inpaint(iter(frames), T, 15.0, few, S, 0, Sink(), name="mask_uri few")
+        stream(frames, T, Inpaint(few, 0, "mask_uri few"), 32)
     zero = video.open_masks(folder(tmp_path / "zero", np.zeros((T, H, W), np.uint8)))
     with pytest.raises(InputError, match="mark no pixel"):
-        stream_inpaint(iter(frames), T, 15.0, zero, S, 0, Sink())
+        stream(frames, T, Inpaint(zero, 0), 32)
     almost = np.ones((1, H, W), np.uint8)
     almost[0, 0, 0] = 0
     Image.fromarray(almost[0] * 255).save(tmp_path / "almost.png")
     with pytest.raises(InputError, match="dilated by 3 px: the masks mark every pixel"):
-        stream_inpaint(iter(frames), T, 15.0, video.open_masks(tmp_path / "almost.png"), S, 3, Sink())
+        stream(frames, T, Inpaint(video.open_masks(tmp_path / "almost.png"), 3), 32)
     other = video.open_masks(folder(tmp_path / "other", masks_of(T, H, W + 9)))
     with pytest.raises(InputError, match="masks are 53x30"):
-        stream_inpaint(iter(frames), T, 15.0, other, S, 0, Sink())
+        stream(frames, T, Inpaint(other, 0), 32)
     with pytest.raises(InputError, match="got 150 frames"):
-        stream_inpaint(iter(frames[:150]), T, 15.0, video.open_masks(folder(tmp_path / "ok", masks_of())), S, 0,
-                       Sink())
+        stream(frames[:150], T, Inpaint(video.open_masks(folder(tmp_path / "ok", masks_of())), 0), 32)
 
 
 def test_mask_source_ranges(tmp_path):
@@ -136,13 +153,16 @@ def test_mask_source_ranges(tmp_path):
 @pytest.mark.parametrize("known,n", [(150, 10), (100, 60)])
 def test_stream_extend_equals_in_memory(direction, known, n):
     frames = frames_of(known)
-    ref = tasks.prepare_extend(frames, 15.0, n, direction, S)
+    ref = prepare_task(frames, 15.0, Extend(n, direction), S)
     sink = Sink()
-    clip = stream_extend(iter(frames), known, 15.0, n, direction, S, sink, chunk=9)
+    task = Extend(n, direction)
+    clip = stream(frames, known, task, 9, sink)
     keys = list(clip.frame_ids)
     assert clip.num_frames == known + n and len(ref.plan.segments()) > 1
-    assert clip.canvas_reversed == (sum(k < known for k in keys) if direction == "backward" else 0)
-    m, i, f = sink.arrays(clip.canvas_reversed)
+    k = sum(r < known for r in keys)  # a backward extension's known keyframes arrive last first
+    expect = list(range(k - 1, -1, -1)) + list(range(k, len(keys))) if direction == "backward" else None
+    assert clip.file_order == (None if expect is None else tuple(expect))
+    m, i, f = sink.arrays(clip.file_order)
     np.testing.assert_array_equal(m, ref.masked[keys])
     np.testing.assert_array_equal(i, ref.inpainted[keys])
     np.testing.assert_array_equal(f, ref.frame_masks[keys])
@@ -150,37 +170,40 @@ def test_stream_extend_equals_in_memory(direction, known, n):
     np.testing.assert_array_equal(clip.mask, ref.mask)
     for seg in ref.plan.segments():
         lo, hi = seg.frame_range
-        a, b = extend_span_rows(lo, hi, known)
-        s_lo, s_hi = tasks.extend_known_span(range(a, b), known, direction)
-        part = extend_span(clip.segment_shell(seg), frames[s_lo:s_hi], known, direction)
+        want = task.source_range(lo, hi, known + n, span=True)
+        part = span_canvases(clip.segment_shell(seg), reader(frames, want))
         np.testing.assert_array_equal(part.masked, ref.masked[lo:hi])
         np.testing.assert_array_equal(part.inpainted, ref.inpainted[lo:hi])
         np.testing.assert_array_equal(part.frame_masks, ref.frame_masks[lo:hi])
 
 
 def test_extend_span_rows():
-    assert extend_span_rows(0, 76, 150) == (0, 76)
-    assert extend_span_rows(75, 151, 150) == (75, 150)  # holds new row 150: row 149 is there
-    assert extend_span_rows(150, 226, 100) == (99, 100)  # all new: the last known row only
+    fwd, back = Extend(76, "forward"), Extend(76, "backward")
+    assert fwd.source_range(0, 76, 226, span=True) == (0, 76)
+    assert fwd.source_range(75, 151, 226, span=True) == (75, 150)  # holds new row 150: row 149 is there
+    assert Extend(126).source_range(150, 226, 226, span=True) == (99, 100)  # all new: the last known row only
+    assert back.source_range(0, 76, 226, span=True) == (74, 150)  # working row r is source frame 149 - r
+    assert back.source_range(75, 151, 226, span=True) == (0, 75)
+    assert Extend(126, "backward").source_range(150, 226, 226, span=True) == (0, 1)
+    assert fwd.source_range(150, 226, 226) == (0, 0)  # output rows all new: no source frame
 
 
 def test_backward_extension_reads_its_keyframes_back_from_the_canvas_file(tmp_path):
-    """The file holds the known keyframes last first (decode order); canvas_reversed maps them back,
+    """The file holds the known keyframes last first (decode order); file_order maps them back,
     and the masks come from the file with the canvases."""
-    from dataclasses import replace
-
     from m3ddm_ray.canvas_file import CanvasFileWriter
 
     known, n = 150, 10
     frames = frames_of(known)
-    ref = tasks.prepare_extend(frames, 15.0, n, "backward", S)
+    ref = prepare_task(frames, 15.0, Extend(n, "backward"), S)
     uri = str(tmp_path / "kf.u8")
     with CanvasFileWriter(uri, 64, with_masks=True) as w:
-        clip = stream_extend(iter(frames), known, 15.0, n, "backward", S, w.append, chunk=16)
-    clip = replace(clip, canvas_file=uri)
+        clip = stream(frames, known, Extend(n, "backward"), 16, lambda j, m, i, f: w.append(m, i, f))
+    clip = clip.in_file(uri, None)
     keys = list(clip.frame_ids)
-    assert clip.canvas_reversed > 0 and (tmp_path / "kf.u8").stat().st_size == len(keys) * 7 * 64 * 64
-    pick = [keys[0], keys[3], keys[-1], keys[clip.canvas_reversed - 1], keys[clip.canvas_reversed]]
+    k = sum(r < known for r in keys)
+    assert clip.file_order is not None and (tmp_path / "kf.u8").stat().st_size == len(keys) * 7 * 64 * 64
+    pick = [keys[0], keys[3], keys[-1], keys[k - 1], keys[k]]
     m, i = clip.canvases(clip.rows(pick))
     np.testing.assert_array_equal(m, ref.masked[pick])
     np.testing.assert_array_equal(i, ref.inpainted[pick])
@@ -188,4 +211,4 @@ def test_backward_extension_reads_its_keyframes_back_from_the_canvas_file(tmp_pa
     with pytest.raises(RuntimeError, match="have no canvas here"):  # only keyframes are in the file
         clip.canvases(clip.rows([keys[0] + 1]))
     shell = clip.segment_shell(ref.plan.segments()[1])
-    assert shell.canvas_file is None and shell.canvas_reversed == 0 and shell.needs_canvases
+    assert shell.canvas_file is None and shell.file_order is None and shell.needs_canvases
