@@ -4,6 +4,9 @@ Commands are registered in :data:`COMMANDS`: each entry is a function that adds 
 sets ``func`` (the command, ``args -> exit code``) as its default. Add a command by writing its
 ``add_<name>(subparsers)`` / ``cmd_<name>(args)`` pair and appending the first to :data:`COMMANDS`.
 
+(Just over 500 lines on purpose: the single-process commands and their shared argument groups in
+one file, each command a short add/cmd pair; training and evaluation keep their own modules.)
+
 Every error raised on purpose (:class:`~m3ddm_ray.errors.M3DDMError`: bad input, unreadable video,
 missing model, ...) is printed as a single ``error: ...`` line on stderr and gives exit code 2.
 Defaults shown by ``--help`` come from the modules that own them (the model hub ids from
@@ -475,9 +478,16 @@ def add_train(subparsers) -> None:
     add(subparsers)
 
 
+def add_refit_vae(subparsers) -> None:
+    """Register ``m3ddm-ray refit-vae`` (its module is imported only here, not at start-up)."""
+    from .training.cli import add_refit_vae as add
+
+    add(subparsers)
+
+
 #: Subcommand registration functions, in the order ``--help`` lists them.
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_outpaint_video, add_inpaint, add_extend, add_outpaint,
-                                                                  add_manifest, add_eval, add_train]
+                                                                  add_manifest, add_eval, add_train, add_refit_vae]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,5 +1,9 @@
 """No-reference quality numbers of one outpainted video (numpy + OpenCV, no model weights).
 
+(About 580 lines on purpose: every no-reference measure of an output -- flicker, seam strength,
+tile seams, generated-region statistics -- over the same input checks, luma and mask helpers and one
+chunked accumulator.)
+
 After outpainting, every (clip, ratio) output is a stack of composited canvas frames (the known
 source pixels pasted back, the generated border elsewhere) plus the pixel mask that says which is
 which (:func:`m3ddm_ray.geometry.pixel_mask`). The functions here turn that pair into a handful of

@@ -1,5 +1,8 @@
 """Small fsspec helpers shared by every module that reads or writes files.
 
+(Just over 500 lines on purpose: the retry policy and every fsspec helper that uses it share one
+classification of transient errors; split, each half would need the other.)
+
 A *URI* here is either a local path (absolute or relative, ``~`` is expanded) or any URL that
 fsspec understands: ``file://``, ``memory://``, ``s3://``, ``gs://``, ... ``storage_options`` is
 passed to the filesystem constructor unchanged (credentials, endpoint, ...).

@@ -1,5 +1,8 @@
 """Spatial tiles: overlapping canvas-size tiles over a larger working frame, and their fusion (pure numpy).
 
+(About 660 lines on purpose: every tile rule -- settings, placement, masks, fusion weights,
+fuse and split -- in one pure module, property-tested as one contract.)
+
 The model denoises ``S × S`` canvases (``S`` = the canvas size). A frame at a larger *working*
 resolution is covered by overlapping ``S × S`` tiles that are denoised together; after every
 denoising step the tiles' latents are fused into one frame latent, where overlapping tiles are

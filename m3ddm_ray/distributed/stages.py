@@ -1,6 +1,9 @@
 """The stages of the batch job as plain callables over rows (dicts); Ray only schedules them.
 Prepare, coarse and fine live here; finalize in :mod:`.finalize`, the join of pieces in :mod:`.join`.
 
+(About 550 lines on purpose: the prepare, coarse and fine stages share one row contract --
+error rows, timing, OOM retry, model loading -- kept beside them so that the three cannot drift.)
+
 Every stage has the same shape: set up once (the model stages load the UNet and the VAE in
 ``__init__``), then map rows, timing itself into ``seconds_<stage>`` and turning any exception of a
 row into ``status="error"`` with ``error="<stage>: <message>"``. Rows that are not ``pending`` pass
