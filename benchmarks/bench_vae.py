@@ -1,4 +1,4 @@
-"""Train one small VAE with given settings and score it: flat-colour reconstruction error (RGB levels,
+"""Train one small VAE with given settings (or load one with ``--vae``) and score it: flat-colour reconstruction error (RGB levels,
 the flat-scene colours and 12 random colours) and held-out reconstruction PSNR (the diagnostics'
 ``vae_ceiling`` on ``tests/data/heldout``). Variants are compared by running this script side by side
 (one thread each) with the same ``--steps``.
@@ -7,6 +7,7 @@ Usage::
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_vae.py --steps 800 --groups 4 \\
         [--channels 16,32,64,64] [--crop 32] [--save DIR] [--json out.json]
+    .venv/bin/python benchmarks/bench_vae.py --vae tests/data/trained/vae   # score only
 """
 
 from __future__ import annotations
@@ -50,19 +51,26 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--channels", default="16,32,64,64")
     ap.add_argument("--crop", type=int, default=32, help="0: whole canvases")
     ap.add_argument("--canvas", type=int, default=64)
+    ap.add_argument("--vae", default=None, help="score this VAE (folder) instead of training one")
     ap.add_argument("--save", default=None, help="save the VAE to this folder (save_pretrained)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     t0 = time.time()
-    vae = train_vae(read_sources(args.data), steps=args.steps, batch_size=args.batch, canvas_size=args.canvas,
-                    block_out_channels=[int(c) for c in args.channels.split(",")], norm_num_groups=args.groups,
-                    crop_size=args.crop or None)
+    if args.vae:
+        from m3ddm_ray.models.loading import load_vae
+
+        vae = load_vae(args.vae, "fp32", "cpu")
+    else:
+        vae = train_vae(read_sources(args.data), steps=args.steps, batch_size=args.batch, canvas_size=args.canvas,
+                        block_out_channels=[int(c) for c in args.channels.split(",")], norm_num_groups=args.groups,
+                        crop_size=args.crop or None)
     train_s = time.time() - t0
     rng = np.random.default_rng(123)
     colours = [tuple(c) for c in FLAT_COLOURS] + [tuple(int(v) for v in rng.integers(0, 256, 3)) for _ in range(12)]
     errs = flat_errors(vae, colours, args.canvas)
     ceiling = vae_ceiling(vae, heldout_clips(args.heldout, args.canvas), fillers=())
-    row = {"settings": {k: v for k, v in vars(args).items() if k not in ("save", "json")},
+    settings = {"vae": args.vae} if args.vae else {k: v for k, v in vars(args).items() if k not in ("save", "json", "vae")}
+    row = {"settings": settings,
            "train_s": round(train_s, 1), "flat_named": dict(zip(map(str, FLAT_COLOURS), errs[:len(FLAT_COLOURS)])),
            "flat_random_mean": float(np.mean(errs[len(FLAT_COLOURS):])),
            "flat_random_max": float(np.max(errs[len(FLAT_COLOURS):])),

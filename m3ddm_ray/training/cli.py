@@ -42,3 +42,59 @@ def cmd_train(args: argparse.Namespace) -> int:
     result = run_training(cfg, args.data, args.output, init=args.init, resume=args.resume, address=args.address)
     print(json.dumps(result, default=str))
     return 0
+
+
+def add_refit_vae(subparsers) -> None:
+    p = subparsers.add_parser(
+        "refit-vae",
+        help="refit a VAE with fewer GroupNorm groups, keeping its latent space (the UNet stays valid)",
+        description="Copy --vae with --norm-groups GroupNorm groups and train the copy to keep its latents "
+                    "(encoder) and to reconstruct frames of --data plus synthetic flat-colour fields from "
+                    "them (decoder); saves the released AutoencoderKL format to OUTPUT "
+                    "(m3ddm_ray.training.vae.refit_vae, docs/training.md § The VAE).",
+    )
+    p.add_argument("--vae", required=True, help="the VAE to refit (folder, fsspec URL or hub id)")
+    p.add_argument("--data", required=True, help="a .jsonl manifest or a folder (as for `train`)")
+    p.add_argument("--output", required=True, help="folder or fsspec URL for the refit VAE")
+    p.add_argument("--norm-groups", type=int, default=4, help="GroupNorm groups of the refit VAE (default 4)")
+    p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--lr", type=float, default=2e-4)
+    p.add_argument("--colour-share", type=float, default=0.3,
+                   help="share of the frame pool replaced by flat-colour fields (default 0.3)")
+    p.add_argument("--latent-weight", type=float, default=1.0)
+    p.add_argument("--pool-size", type=int, default=2048, help="training frames cut once (default 2048)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--max-wall-s", type=float, default=None)
+    p.set_defaults(func=cmd_refit_vae)
+
+
+def cmd_refit_vae(args: argparse.Namespace) -> int:
+    import time
+
+    import torch
+
+    from ..errors import InputError
+    from ..models.loading import load_vae
+    from . import checkpoint as ckpt
+    from .sources import read_sources
+    from .vae import refit_vae
+
+    if args.steps < 1 or not 0.0 <= args.colour_share <= 1.0:
+        raise InputError(f"--steps {args.steps} must be >= 1 and --colour-share {args.colour_share} in [0, 1]")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    t0 = time.time()
+    old = load_vae(args.vae, "fp32", "cpu")
+
+    def log(row):
+        print(f"vae step {row['vae_step']} l1 {row['vae_l1']:.4f} latent {row['vae_latent']:.4f} "
+              f"{row['elapsed_s']:.0f}s", flush=True)
+
+    new = refit_vae(old, read_sources(args.data), args.norm_groups, steps=args.steps, batch_size=args.batch_size,
+                    lr=args.lr, latent_weight=args.latent_weight, colour_field_share=args.colour_share, log=log, pool_size=args.pool_size,
+                    max_wall_s=args.max_wall_s)
+    ckpt.save_model_folder(new, args.output)
+    print(json.dumps({"vae": args.output, "from": args.vae, "norm_num_groups": args.norm_groups,
+                      "steps": args.steps, "seconds": round(time.time() - t0, 1)}))
+    return 0

@@ -80,6 +80,114 @@ def _blacken_some(frames: np.ndarray, masks: np.ndarray, seed: int, p_masked: fl
     return frames
 
 
+def colour_fields(n: int, seed: int, canvas_size: int) -> np.ndarray:
+    """``uint8 (n, S, S, 3)`` synthetic images of flat colours, a third of each kind (``i % 3``): one
+    flat colour; a linear gradient between two colours along a random direction; a flat background
+    with one to four flat rectangles of other colours. Colours are uniform in RGB, so saturated ones
+    are as common as grey: photographs and film hold few large flat saturated areas, and a VAE trained
+    on them alone reconstructs flat green or blue tens of levels off (docs/training.md § The VAE).
+    Deterministic in ``(seed, i)``.
+    """
+    out = np.empty((n, canvas_size, canvas_size, 3), np.uint8)
+    yy, xx = np.mgrid[0:canvas_size, 0:canvas_size].astype(np.float64) / max(canvas_size - 1, 1)
+    for i in range(n):
+        rng = np.random.default_rng([seed, i])
+        c0 = rng.integers(0, 256, 3).astype(np.float64)
+        img = np.broadcast_to(c0, (canvas_size, canvas_size, 3)).copy()
+        if i % 3 == 1:
+            a = rng.uniform(0, 2 * np.pi)
+            t = np.cos(a) * xx + np.sin(a) * yy
+            t = (t - t.min()) / max(t.max() - t.min(), 1e-9)
+            img = c0 + t[..., None] * (rng.integers(0, 256, 3) - c0)
+        elif i % 3 == 2:
+            for _ in range(int(rng.integers(1, 5))):
+                y0, x0 = rng.integers(0, canvas_size, 2)
+                h, w = rng.integers(canvas_size // 8, canvas_size // 2 + 1, 2)
+                img[y0:y0 + h, x0:x0 + w] = rng.integers(0, 256, 3)
+        out[i] = np.clip(np.round(img), 0, 255).astype(np.uint8)
+    return out
+
+
+def refit_vae(old, sources: Sequence[Source], norm_num_groups: int, steps: int = 1500, batch_size: int = 16,
+              lr: float = 2e-4, latent_weight: float = 1.0, colour_field_share: float = 0.2, seed: int = 0,
+              pool_size: int = 2048, log: Callable[[dict], None] | None = None,
+              max_wall_s: float | None = None):
+    """A copy of the ``AutoencoderKL`` ``old`` with ``norm_num_groups`` GroupNorm groups, trained to keep
+    ``old``'s latent space, so that a UNet trained on ``old``'s latents works with it unchanged.
+
+    Why: the decoder's last GroupNorm acts on ``block_out_channels[0]`` channels; with one channel per
+    group it normalises a flat image to the same values whatever its colour, so flat colours cannot
+    be reconstructed (the shipped small VAE: 16 groups on 16 channels). With fewer groups the colour
+    survives as the direction of each group's channel vector.
+
+    Every step, on a batch of training frames (a share ``colour_field_share`` of the pool replaced by
+    :func:`colour_fields`, a quarter with their black M3DDM+ border as in :func:`train_vae`):
+
+    * the new decoder reconstructs the images from ``old``'s posterior samples (L1 + MSE on
+      ``[-1, 1]`` pixels);
+    * the new encoder's posterior mean is pulled to ``old``'s: ``latent_weight`` × mean squared
+      difference ÷ the variance of ``old``'s means (scale-free; logged as ``vae_latent``).
+
+    Args:
+        old: the ``AutoencoderKL`` to refit (float32, CPU or GPU; not modified).
+        norm_num_groups: the new GroupNorm group count; must divide every ``block_out_channels``.
+        steps: AdamW steps at a constant ``lr``, from ``old``'s weights (GroupNorm has no weights that
+            depend on the grouping, so every tensor loads unchanged).
+        log: called every 50 steps with ``{"vae_step", "vae_l1", "vae_latent", "elapsed_s"}``.
+        max_wall_s: stop early after this many seconds.
+
+    Returns:
+        the new ``AutoencoderKL`` in eval mode (same ``scaling_factor``: the whitening folded into
+        ``old``'s ``quant_conv`` is learned with the rest).
+
+    Raises:
+        InputError: ``norm_num_groups`` does not divide every ``block_out_channels`` entry.
+    """
+    from diffusers import AutoencoderKL
+
+    from ..errors import InputError
+
+    channels = list(old.config.block_out_channels)
+    if int(norm_num_groups) < 1 or any(c % int(norm_num_groups) for c in channels):
+        raise InputError(f"norm_num_groups={norm_num_groups} must divide every block_out_channels {channels}")
+    config = {k: v for k, v in old.config.items() if not k.startswith("_")}
+    config["norm_num_groups"] = int(norm_num_groups)
+    new = AutoencoderKL(**config).to(old.device)
+    new.load_state_dict(old.state_dict())
+    old = old.eval().requires_grad_(False)
+    canvas_size = int(old.config.sample_size)
+    frames, masks = random_frames(sources, int(pool_size), seed * 100003, canvas_size)
+    n_fields = int(round(float(colour_field_share) * len(frames)))
+    if n_fields:
+        pick = np.random.default_rng([seed, 3]).permutation(len(frames))[:n_fields]
+        frames[pick] = colour_fields(n_fields, seed * 100003 + 1, canvas_size)
+    pool = torch.from_numpy(_blacken_some(frames, masks, seed * 100003, 0.25))
+    opt = torch.optim.AdamW(new.parameters(), lr=lr, weight_decay=0.0)
+    gen = torch.Generator().manual_seed(seed)
+    t0 = time.time()
+    new.train()
+    for step in range(int(steps)):
+        x = images_to_unit(pool[torch.randint(0, len(pool), (batch_size,), generator=gen)]).to(old.device)
+        with torch.no_grad():
+            d = old.encode(x).latent_dist
+            target = d.mean
+            z = d.mean + d.std * torch.randn(d.mean.shape, generator=gen).to(old.device)
+        rec = new.decode(z).sample
+        l1 = (rec - x).abs().mean()
+        latent = ((new.encode(x).latent_dist.mean - target) ** 2).mean() / target.var().clamp_min(1e-8)
+        loss = l1 + ((rec - x) ** 2).mean() + latent_weight * latent
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(new.parameters(), 1.0)
+        opt.step()
+        if log is not None and (step % 50 == 0 or step == steps - 1):
+            log({"vae_step": step, "vae_l1": float(l1.detach()), "vae_latent": float(latent.detach()),
+                 "elapsed_s": time.time() - t0})
+        if max_wall_s is not None and time.time() - t0 > max_wall_s:
+            break
+    return new.eval().requires_grad_(False)
+
+
 def known_cell_consistency(mu_masked: torch.Tensor, mu_clean: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     """Mean squared difference of masked-canvas and clean latents on KNOWN latent cells, divided by
     the clean latents' variance across the ``N`` images (per channel and cell, averaged; detached):

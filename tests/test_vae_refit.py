@@ -1,0 +1,64 @@
+"""Refitting a VAE with fewer GroupNorm groups (m3ddm_ray.training.vae.refit_vae, `m3ddm-ray refit-vae`)
+and the flat-colour fields it trains on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from m3ddm_ray.errors import InputError
+from m3ddm_ray.models.loading import load_vae
+from m3ddm_ray.training.sources import read_sources
+from m3ddm_ray.training.vae import colour_fields, refit_vae
+
+DATA = Path(__file__).parent / "data"
+VAE = DATA / "trained" / "vae"
+MANIFEST = DATA / "train_manifest.jsonl"
+
+
+def test_colour_fields_are_flat_gradients_and_rectangles_deterministically():
+    a, b = colour_fields(9, 5, 32), colour_fields(9, 5, 32)
+    assert a.shape == (9, 32, 32, 3) and a.dtype == np.uint8
+    assert np.array_equal(a, b)
+    assert not np.array_equal(a, colour_fields(9, 6, 32))
+    for i in range(0, 9, 3):  # one flat colour
+        assert len(np.unique(a[i].reshape(-1, 3), axis=0)) == 1
+    for i in range(1, 9, 3):  # a gradient: many colours, every pixel between the two end colours
+        assert len(np.unique(a[i].reshape(-1, 3), axis=0)) > 8
+    for i in range(2, 9, 3):  # a flat background and rectangles: a few colours, one of them dominant or not
+        assert 2 <= len(np.unique(a[i].reshape(-1, 3), axis=0)) <= 5
+
+
+def test_refit_changes_the_grouping_only_and_keeps_the_old_vae():
+    old = load_vae(str(VAE), "fp32", "cpu")
+    before = {k: v.clone() for k, v in old.state_dict().items()}
+    rows = []
+    new = refit_vae(old, read_sources(str(MANIFEST)), 4, steps=2, batch_size=2, pool_size=4, log=rows.append)
+    assert new.config.norm_num_groups == 4 and old.config.norm_num_groups == 16
+    assert {k: v for k, v in new.config.items() if not k.startswith("_") and k != "norm_num_groups"} == \
+        {k: v for k, v in old.config.items() if not k.startswith("_") and k != "norm_num_groups"}
+    assert all(torch.equal(before[k], v) for k, v in old.state_dict().items())  # the old VAE is not modified
+    assert set(new.state_dict()) == set(before) and not new.training
+    assert [r["vae_step"] for r in rows] == [0, 1] and all(np.isfinite(r["vae_latent"]) for r in rows)
+
+
+def test_refit_names_a_grouping_that_does_not_divide_the_channels():
+    old = load_vae(str(VAE), "fp32", "cpu")
+    with pytest.raises(InputError, match="norm_num_groups=3 must divide every block_out_channels"):
+        refit_vae(old, [], 3, steps=1)
+
+
+def test_refit_vae_command_writes_a_loadable_vae(tmp_path, capsys):
+    from m3ddm_ray.cli import main
+
+    out = tmp_path / "vae"
+    assert main(["refit-vae", "--vae", str(VAE), "--data", str(MANIFEST), "--output", str(out), "--steps", "1",
+                 "--batch-size", "2", "--pool-size", "4", "--norm-groups", "8"]) == 0
+    assert '"norm_num_groups": 8' in capsys.readouterr().out
+    vae = load_vae(str(out), "fp32", "cpu")
+    assert vae.config.norm_num_groups == 8
+    x = torch.zeros(1, 3, 64, 64)
+    assert vae.decode(vae.encode(x).latent_dist.mean).sample.shape == (1, 3, 64, 64)
