@@ -25,7 +25,7 @@ guidance branches) and wall seconds per clip.
 Usage::
 
     .venv/bin/python benchmarks/bench_tiles.py [--clips chelsea_0,rocket_0] [--frames 16] [--steps 10]
-        [--working-size 128] [--overlap 32] [--model tests/data/trained] [--json OUT]
+        [--working-size 128] [--overlap 32] [--model tests/data/trained] [--json OUT] [--strip PNG]
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ def score(out, gt, mask):
             "sharpness": float(np.mean(bmse(out, mask)) / np.mean(bmse(gt, mask)))}
 
 
-def run_clip(name: str, args, unet, vae) -> list[dict]:
+def run_clip(name: str, args, unet, vae) -> tuple[list[dict], list]:
     import cv2
     import numpy as np
 
@@ -93,7 +93,7 @@ def run_clip(name: str, args, unet, vae) -> list[dict]:
     ratio = f"{w}:{h}"
     s = args.canvas
     sampler = SamplerSettings(num_inference_steps=args.steps, max_batch=args.max_batch)
-    rows = []
+    rows, outs = [], [gt]
     runs = [("today", None, 0), ("fused", args.working_size, args.overlap), ("unfused", args.working_size, 0)]
     for label, ws, overlap in runs:
         settings = OutpaintSettings(sampler=sampler, canvas_size=s, output_size="source",
@@ -125,7 +125,8 @@ def run_clip(name: str, args, unet, vae) -> list[dict]:
                **score(out, gt, mask), "seam": tile_seam_ratio(seam_frames, seam_mask, *cuts),
                "unet_calls": counted.calls, "unet_rows": counted.rows, "wall_s": wall}
         rows.append(row)
-    return rows
+        outs.append(out)
+    return rows, outs
 
 
 def main() -> int:
@@ -140,6 +141,7 @@ def main() -> int:
     ap.add_argument("--model", default=str(DATA / "trained"), help="folder with unet/ and vae/")
     ap.add_argument("--canvas", type=int, default=64, help="the model's canvas size")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--strip", default=None, help="PNG: per clip, rows ground truth / today / fused / unfused")
     args = ap.parse_args()
 
     import torch
@@ -149,9 +151,16 @@ def main() -> int:
     torch.set_num_threads(1)
     unet = load_unet(Path(args.model) / "unet", "fp32", "cpu")
     vae = load_vae(Path(args.model) / "vae", "fp32", "cpu")
-    rows = []
+    rows, outs = [], []
     for name in args.clips.split(","):
-        rows += run_clip(name, args, unet, vae)
+        clip_rows, clip_outs = run_clip(name, args, unet, vae)
+        rows += clip_rows
+        outs += clip_outs
+    if args.strip:
+        from PIL import Image
+        from sample_strip import strip
+
+        Image.fromarray(strip(outs, frames=6, height=128)).save(args.strip)
     keys = ["clip", "run", "working_size", "overlap", "tiles", "psnr", "psnr_gen", "ssim", "sharpness", "seam",
             "unet_calls", "unet_rows", "wall_s"]
     fmt = lambda v: f"{v:.3f}" if isinstance(v, float) else v  # noqa: E731
