@@ -1,4 +1,4 @@
-"""UNet FLOPs per output frame of a whole clip: official computation vs today's default vs every fast
+"""UNet FLOPs per output frame of a whole clip: official computation vs the default vs every fast
 setting (issue 10 item 3). Machine-independent; nothing is timed.
 
 Counted with :class:`torch.utils.flop_counter.FlopCounterMode` on the ``meta`` device (no weights,

@@ -1,4 +1,4 @@
-"""Tiled borders against today's upscaled border, at ground-truth resolution, on held-out clips.
+"""Tiled borders against the whole-canvas run's upscaled border, at ground-truth resolution, on held-out clips.
 
 Each held-out clip (``tests/data/heldout``, 128x128 frames) gives its first ``--frames`` frames as
 the ground truth; the method sees the central half of the columns (``benchmark_known_span(W, 0.5)``:
@@ -8,9 +8,9 @@ at its own resolution. On the 64-px canvas the border is upscaled 2x; at working
 generated at the output's scale.
 Runs, all with the same model, seed and ``--steps`` PNDM steps:
 
-* ``today``: the whole-canvas run (canvas ``S`` of the model), border upscaled to the output;
+* ``whole-canvas``: the whole-canvas run (canvas ``S`` of the model), border upscaled to the output;
 * ``fused``: :class:`m3ddm_ray.tiled.TiledOutpaintPipeline` at ``--working-size`` with
-  ``--overlap`` pixels of overlap (tiles fused at every step, over today's run as layout);
+  ``--overlap`` pixels of overlap (tiles fused at every step, over the whole-canvas run as layout);
 * ``unfused``: the same with overlap 0 -- tiles that share no latent cell, so nothing is fused and
   each tile is denoised on its own (naive tiling), for the seam measure.
 
@@ -18,7 +18,7 @@ Scores against the ground truth (whole frame and generated pixels only): PSNR, S
 sharpness ratio ``BMSE(output) / BMSE(ground truth)`` over the generated pixels
 (:func:`m3ddm_ray.evaluation.metrics.bmse`; 1 = as much high-frequency energy as the ground truth,
 < 1 = blurrier). Seams: :func:`m3ddm_ray.quality.tile_seam_ratio` on the working-resolution
-composites along the run's own tile edges (for ``today``: its composite upscaled to the working
+composites along the run's own tile edges (for ``whole-canvas``: its composite upscaled to the working
 size, at the fused plan's edges, as the no-tile reference). Cost: UNet calls (rows = tiles x
 guidance branches) and wall seconds per clip.
 
@@ -94,7 +94,7 @@ def run_clip(name: str, args, unet, vae) -> tuple[list[dict], list]:
     s = args.canvas
     sampler = SamplerSettings(num_inference_steps=args.steps, max_batch=args.max_batch)
     rows, outs = [], [gt]
-    runs = [("today", None, 0), ("fused", args.working_size, args.overlap), ("unfused", args.working_size, 0)]
+    runs = [("whole-canvas", None, 0), ("fused", args.working_size, args.overlap), ("unfused", args.working_size, 0)]
     for label, ws, overlap in runs:
         settings = OutpaintSettings(sampler=sampler, canvas_size=s, output_size="source",
                                     tiling=TilingSettings(working_size=ws, overlap=overlap,
@@ -141,7 +141,7 @@ def main() -> int:
     ap.add_argument("--model", default=str(DATA / "trained"), help="folder with unet/ and vae/")
     ap.add_argument("--canvas", type=int, default=64, help="the model's canvas size")
     ap.add_argument("--json", default=None)
-    ap.add_argument("--strip", default=None, help="PNG: per clip, rows ground truth / today / fused / unfused")
+    ap.add_argument("--strip", default=None, help="PNG: per clip, rows ground truth / whole-canvas / fused / unfused")
     args = ap.parse_args()
 
     import torch

@@ -42,7 +42,7 @@ _ZERO_TOKENS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 def context_tokens(unet, g: torch.Tensor) -> torch.Tensor:
     """Uncached ``[zero context, context]`` tokens ``(2, N, C)`` of global latents ``g (G, 4, h, w)``
-    (one ``encode_global_frames`` call on both, as today's default path did)."""
+    (one ``encode_global_frames`` call on both, as the default path does)."""
     return unet.encode_global_frames(torch.cat([torch.zeros_like(g), g]).to(unet.device), 2)
 
 

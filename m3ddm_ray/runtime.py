@@ -1,6 +1,6 @@
 """How the UNet call runs on the device: autocast, attention backend, memory format, torch.compile.
 
-Settings (:class:`~m3ddm_ray.sampling.SamplerSettings`), each defaulting to today's behaviour:
+Settings (:class:`~m3ddm_ray.sampling.SamplerSettings`), each defaulting to the official behaviour:
 
 * ``autocast``: ``"fp16"`` / ``"bf16"`` runs the UNet call under ``torch.autocast`` on the model's
   device (bf16 works on the CPU too); the sampler keeps latents, ε, guidance and the scheduler

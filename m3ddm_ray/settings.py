@@ -40,7 +40,7 @@ class SamplerSettings:
             as the official code).
         official_batch4: run the official discarded fourth guidance branch (parity tests only).
         scheduler: scheduler name (:data:`m3ddm_ray.schedulers.SCHEDULERS`); ``"pndm-official"`` is
-            today's exact path.
+            the official PNDM sampler exactly.
         karras_sigmas: Karras sigma spacing (``dpmsolver++``, ``unipc``, ``euler`` only).
         timestep_spacing: ``"trailing"`` / ``"leading"`` / ``"linspace"`` for the solver schedulers
             (ignored by ``pndm-official``); see :mod:`m3ddm_ray.schedulers`.

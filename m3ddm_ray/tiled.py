@@ -8,7 +8,7 @@ how to choose it: ``docs/tiling.md``.
 :class:`TiledOutpaintPipeline` is :class:`m3ddm_ray.pipeline.OutpaintPipeline` with this run
 (the plain pipeline refuses settings with tiling on). Steps (:func:`run_tiled_clip`):
 
-1. **Layout**: today's whole-canvas run (coarse + fine passes at the canvas size ``S``), its known
+1. **Layout**: the whole-canvas run (coarse + fine passes at the canvas size ``S``), its known
    pixels pasted back (:func:`m3ddm_ray.geometry.paste_back`).
 2. **Working clip** (:func:`working_clip`): the canvas planned again at the working size ``S_w``
    (:func:`m3ddm_ray.geometry.plan_canvas`, the same ratio rule), the source frames placed on it
@@ -27,7 +27,7 @@ how to choose it: ``docs/tiling.md``.
    working clip's geometry).
 
 With ``working_size`` equal to the canvas size there is one tile and no layout pass: the run is
-today's run, bit for bit (``tests/test_tiled.py``).
+the whole-canvas run, bit for bit (``tests/test_tiled.py``).
 """
 
 from __future__ import annotations
