@@ -129,7 +129,8 @@ def refit_vae(old, sources: Sequence[Source], norm_num_groups: int, steps: int =
       difference ÷ the variance of ``old``'s means (scale-free; logged as ``vae_latent``).
 
     Args:
-        old: the ``AutoencoderKL`` to refit (float32, CPU or GPU; not modified).
+        old: the ``AutoencoderKL`` to refit (float32, CPU or GPU; its weights are not modified; it is
+            put in eval mode without gradients).
         norm_num_groups: the new GroupNorm group count; must divide every ``block_out_channels``.
         steps: AdamW steps at a constant ``lr``, from ``old``'s weights (GroupNorm has no weights that
             depend on the grouping, so every tensor loads unchanged).
