@@ -22,23 +22,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-
-def flat_errors(vae, colours, canvas: int) -> list[float]:
-    """Mean |decode(encode(flat frame)) - colour| in uint8 levels, one per colour."""
-    from m3ddm_ray.training.objective import images_to_unit
-
-    flat = np.stack([np.zeros((canvas, canvas, 3), np.uint8) + np.asarray(c, np.uint8) for c in colours])
-    with torch.no_grad():
-        rec = vae.decode(vae.encode(images_to_unit(torch.from_numpy(flat))).latent_dist.mean).sample
-    rec = ((rec.clamp(-1, 1) + 1) * 127.5).round().permute(0, 2, 3, 1).numpy()
-    return [float(np.abs(rec[i] - np.asarray(c, np.float64)).mean()) for i, c in enumerate(colours)]
 
 
 def main(argv: list[str] | None = None) -> int:
     from m3ddm_ray.evaluation.flat_scene import FLAT_COLOURS
-    from m3ddm_ray.training.diagnostics import heldout_clips, vae_ceiling
+    from m3ddm_ray.training.diagnostics import flat_colour_error, heldout_clips, vae_ceiling
     from m3ddm_ray.training.sources import read_sources
     from m3ddm_ray.training.vae import train_vae
 
@@ -67,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     train_s = time.time() - t0
     rng = np.random.default_rng(123)
     colours = [tuple(c) for c in FLAT_COLOURS] + [tuple(int(v) for v in rng.integers(0, 256, 3)) for _ in range(12)]
-    errs = flat_errors(vae, colours, args.canvas)
+    errs = flat_colour_error(vae, colours, args.canvas)
     ceiling = vae_ceiling(vae, heldout_clips(args.heldout, args.canvas), fillers=())
     settings = {"vae": args.vae} if args.vae else {k: v for k, v in vars(args).items() if k not in ("save", "json", "vae")}
     row = {"settings": settings,

@@ -18,9 +18,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
 
 def main(argv: list[str] | None = None) -> int:
     from m3ddm_ray.evaluation.baselines import outpaint
@@ -28,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     from m3ddm_ray.models.loading import load_unet, load_vae
     from m3ddm_ray.pipeline import OutpaintPipeline, OutpaintSettings
     from m3ddm_ray.sampling import SamplerSettings
-    from m3ddm_ray.training.objective import images_to_unit
+    from m3ddm_ray.training.diagnostics import flat_colour_error
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--unet", required=True)
@@ -47,13 +44,9 @@ def main(argv: list[str] | None = None) -> int:
         clip = flat_clip(colour)
         out, prepared, _ = pipe.run_clip(clip, 25.0, "9:16")
         border = output_border(prepared.geom, "9:16")
-        flat = np.zeros((1, args.canvas, args.canvas, 3), np.uint8) + np.asarray(colour, np.uint8)
-        with torch.no_grad():
-            rec = vae.decode(vae.encode(images_to_unit(torch.from_numpy(flat))).latent_dist.mean).sample
-        rec = ((rec.clamp(-1, 1) + 1) * 127.5).round().permute(0, 2, 3, 1).numpy()
         row = {"colour": list(colour), "model": border_error(out, border, colour),
                "replicate": border_error(outpaint("replicate", clip, prepared.geom, "9:16"), border, colour),
-               "vae_ceiling": float(np.abs(rec - np.asarray(colour, np.float64)).mean())}
+               "vae_ceiling": flat_colour_error(vae, [colour], args.canvas)[0]}
         rows.append(row)
         outs.append(out)
         print(f"| {tuple(colour)} | {row['model']:.1f} | {row['replicate']:.1f} | {row['vae_ceiling']:.1f} |")

@@ -357,6 +357,19 @@ def vae_ceiling(vae, clips: Sequence[tuple[str, np.ndarray]], ratios: Sequence[f
 
 
 @torch.no_grad()
+def flat_colour_error(vae, colours: Sequence[Sequence[int]], canvas: int) -> list[float]:
+    """Mean absolute error (uint8 RGB levels) of ``decode(encode(flat frame))`` (posterior mean) for a
+    ``canvas x canvas`` frame of each colour: the VAE's ceiling on a flat scene, one float per colour."""
+    from .objective import images_to_unit
+
+    flat = np.stack([np.zeros((canvas, canvas, 3), np.uint8) + np.asarray(c, np.uint8) for c in colours])
+    x = images_to_unit(torch.from_numpy(flat)).to(device=vae.device, dtype=vae.dtype)
+    rec = vae.decode(vae.encode(x).latent_dist.mean).sample.float().cpu()
+    rec = ((rec.clamp(-1, 1) + 1) * 127.5).round().permute(0, 2, 3, 1).numpy()
+    return [float(np.abs(rec[i] - np.asarray(c, np.float64)).mean()) for i, c in enumerate(colours)]
+
+
+@torch.no_grad()
 def condition_fidelity(vae, clips: Sequence[tuple[str, np.ndarray]],
                        ratios: Sequence[float] = MASK_RATIOS) -> dict[str, Any]:
     """How well the masked canvas's latents carry the known region, per horizontal mask ratio.
