@@ -108,6 +108,25 @@ def colour_fields(n: int, seed: int, canvas_size: int) -> np.ndarray:
     return out
 
 
+def frame_pool(sources: Sequence[Source], pool_size: int, seed: int, canvas_size: int,
+               colour_field_share: float = 0.0, blacken: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """The VAE's training pool, cut once: :func:`random_frames` (seed ``seed * 100003``), a seeded share
+    ``colour_field_share`` of them replaced by :func:`colour_fields` (their masks kept), and with
+    ``blacken`` a quarter painted with their black border (:func:`_blacken_some`).
+
+    Returns:
+        ``frames`` uint8 ``(pool_size, S, S, 3)`` and ``masks`` uint8 ``(pool_size, S, S)``.
+    """
+    frames, masks = random_frames(sources, int(pool_size), seed * 100003, canvas_size)
+    n_fields = int(round(float(colour_field_share) * len(frames)))
+    if n_fields:
+        pick = np.random.default_rng([seed, 3]).permutation(len(frames))[:n_fields]
+        frames[pick] = colour_fields(n_fields, seed * 100003 + 1, canvas_size)
+    if blacken:
+        frames = _blacken_some(frames, masks, seed * 100003, 0.25)
+    return frames, masks
+
+
 def refit_vae(old, sources: Sequence[Source], norm_num_groups: int, steps: int = 1500, batch_size: int = 16,
               lr: float = 2e-4, latent_weight: float = 1.0, colour_field_share: float = 0.2, seed: int = 0,
               pool_size: int = 2048, log: Callable[[dict], None] | None = None,
@@ -157,12 +176,7 @@ def refit_vae(old, sources: Sequence[Source], norm_num_groups: int, steps: int =
     new.load_state_dict(old.state_dict())
     old = old.eval().requires_grad_(False)
     canvas_size = int(old.config.sample_size)
-    frames, masks = random_frames(sources, int(pool_size), seed * 100003, canvas_size)
-    n_fields = int(round(float(colour_field_share) * len(frames)))
-    if n_fields:
-        pick = np.random.default_rng([seed, 3]).permutation(len(frames))[:n_fields]
-        frames[pick] = colour_fields(n_fields, seed * 100003 + 1, canvas_size)
-    pool = torch.from_numpy(_blacken_some(frames, masks, seed * 100003, 0.25))
+    pool = torch.from_numpy(frame_pool(sources, pool_size, seed, canvas_size, colour_field_share)[0])
     opt = torch.optim.AdamW(new.parameters(), lr=lr, weight_decay=0.0)
     gen = torch.Generator().manual_seed(seed)
     t0 = time.time()
@@ -260,9 +274,8 @@ def train_vae(sources: Sequence[Source], steps: int = 1000, batch_size: int = 32
     t0 = time.time()
     # a pool of random frames made once (cutting clips costs as much as a VAE step on a small CPU),
     # sampled with random horizontal flips
-    frames, masks = random_frames(sources, int(pool_size), seed * 100003, canvas_size)
-    if not consistent:  # a quarter reconstructed with their black border instead
-        frames = _blacken_some(frames, masks, seed * 100003, 0.25)
+    # without the consistency term a quarter are reconstructed with their black border instead
+    frames, masks = frame_pool(sources, pool_size, seed, canvas_size, blacken=not consistent)
     pool, pool_masks = torch.from_numpy(frames), torch.from_numpy(masks)
     if log is not None:
         log({"vae_step": -1, "vae_loss": float("nan"), "vae_l1": float("nan"), "vae_consistency": float("nan"),
