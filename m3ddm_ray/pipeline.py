@@ -60,6 +60,12 @@ class ClipState:
     windows_done: list[int] = field(default_factory=list)
     unet_seconds: float = 0.0
 
+    def for_segment(self, segment: Segment) -> "ClipState":
+        """What one segment needs of this coarse-stage state (:func:`segment_state`)."""
+        return ClipState(global_latents=self.global_latents,
+                         stored={f: self.stored[f] for f in segment.coarse_guides},
+                         windows_done=list(self.windows_done))
+
 
 def batch_windows(windows: Iterable[Window], max_batch: int) -> list[list[Window]]:
     """Split ``windows`` (in execution order) into consecutive groups that can be denoised as one UNet
@@ -178,6 +184,12 @@ class Outpainter:
                     on_window(window, x)
         return state
 
+    def output_clip(self, clip: PreparedClip, state: ClipState) -> PreparedClip:
+        """The clip whose geometry ``state.generated`` has after :meth:`run_fine` (the one finalize
+        pastes onto): ``clip`` itself (the tiled run's is its working clip,
+        :meth:`m3ddm_ray.tiled.TiledOutpainter.output_clip`)."""
+        return clip
+
     def sample_group(self, clip: PreparedClip, inputs: list[WindowInputs], on_step=None) -> torch.Tensor:
         """Denoise one group of windows of ``clip``: :func:`~m3ddm_ray.sampling.sample_windows`
         (the seam :class:`m3ddm_ray.tiled.TiledOutpainter` fills with the fused tiles)."""
@@ -212,10 +224,9 @@ class Outpainter:
 
 def segment_state(state: ClipState, segment: Segment) -> ClipState:
     """What one segment needs of the coarse stage's ``state``: the global-frame latents and the
-    stored latents of ``segment.coarse_guides`` (a few frames, not the whole clip's)."""
-    return ClipState(global_latents=state.global_latents,
-                     stored={f: state.stored[f] for f in segment.coarse_guides},
-                     windows_done=list(state.windows_done))
+    stored latents of ``segment.coarse_guides`` (a few frames, not the whole clip's);
+    :meth:`ClipState.for_segment` of the state's class (the tiled run's state keeps more)."""
+    return state.for_segment(segment)
 
 
 # --------------------------------------------------------------------------- 4. finalize (CPU)

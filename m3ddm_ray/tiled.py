@@ -1,48 +1,61 @@
-"""The tiled run of one outpainting clip in one process: the border generated at the working
-resolution by overlapping canvas-size tiles fused at every denoising step, over a layout from the
-whole-canvas pass (MultiDiffusion, arXiv 2302.08113, §3; Follow-Your-Canvas, arXiv 2409.01055,
-§3: spatial windows with a layout that keeps them one scene). Settings: :class:`m3ddm_ray.tiles.TilingSettings`
+"""The tiled run of one outpainting clip: the border generated at the working resolution by
+overlapping canvas-size tiles fused at every denoising step, over a layout from the whole-canvas
+pass (MultiDiffusion, arXiv 2302.08113, §3; Follow-Your-Canvas, arXiv 2409.01055, §3: spatial
+windows with a layout that keeps them one scene). Settings: :class:`m3ddm_ray.tiles.TilingSettings`
 (``tiling.working_size``, ``tiling.overlap``, ``tiling.layout_strength``); the setting, its cost and
 how to choose it: ``docs/tiling.md``.
 
-:class:`TiledOutpaintPipeline` is :class:`m3ddm_ray.pipeline.OutpaintPipeline` with this run
-(the plain pipeline refuses settings with tiling on). Steps (:func:`run_tiled_clip`):
+:class:`TiledOutpainter` has the coarse / segment interface of
+:class:`m3ddm_ray.pipeline.Outpainter`, so that the run is cut where the whole-canvas run is cut:
 
-1. **Layout**: the whole-canvas run (coarse + fine passes at the canvas size ``S``), its known
-   pixels pasted back (:func:`m3ddm_ray.geometry.paste_back`).
-2. **Working clip** (:func:`working_clip`): the canvas planned again at the working size ``S_w``
-   (:func:`m3ddm_ray.geometry.plan_canvas`, the same ratio rule), the source frames placed on it
-   (the masked canvases, the known region at ``S_w``) and the layout upsampled to ``S_w`` (bicubic)
-   as the start image of the generated region. The global frames stay the ``S``-pixel whole frames:
-   every tile gets them as its context.
-3. **Tiled diffusion**: the same window plan (coarse keyframes, then the fine windows with their
-   guide frames, :class:`m3ddm_ray.pipeline.Outpainter`) on the working clip; each window's frame
-   latent ``(1, 4, F, S_w/f, S_w/f)`` is denoised by :func:`m3ddm_ray.sampling_tiles.sample_tiled_windows`
+1. **Coarse** (:meth:`TiledOutpainter.run_coarse`): the layout's coarse (keyframe) pass at the
+   canvas size ``S``; the keyframes' layout decoded, known pixels pasted back
+   (:func:`m3ddm_ray.geometry.paste_back`); their **working canvases** (:func:`working_clip`: the
+   canvas planned again at the working size ``S_w`` with the same ratio rule, the source frames
+   placed on it, the layout upsampled to ``S_w`` (bicubic) as the start image of the generated
+   region); the tiled coarse pass on them.
+2. **Segments** (:meth:`TiledOutpainter.run_segment`, one per
+   :meth:`m3ddm_ray.plan.WindowPlan.segments`): the segment's layout windows at ``S``, the working
+   canvases of its frame span, its tiled windows at ``S_w``. A tiled window's frame latent
+   ``(1, 4, F, S_w/f, S_w/f)`` is denoised by :func:`m3ddm_ray.sampling_tiles.sample_tiled_windows`
    over the tiles of :func:`m3ddm_ray.tiles.plan_tiles` (the tiles wholly inside the known region
    are left out), fused with the ``"linear"`` (feathered) weights, starting from the layout noised
    to ``tiling.layout_strength`` (:func:`m3ddm_ray.tiles.layout_skip`). Guide frames are the stored
-   working-resolution latents, cut per tile.
-4. **Finalize**: the known pixels pasted back at ``S_w`` and, with ``output_size="source"``, the
-   source frames at their own resolution (:func:`m3ddm_ray.pipeline.finalize_clip` with the
-   working clip's geometry).
+   working-resolution latents, cut per tile; the global frames stay the ``S``-pixel whole frames,
+   every tile's context.
+3. **Finalize**: the known pixels pasted back at ``S_w`` and, with ``output_size="source"``, the
+   source frames at their own resolution (:func:`m3ddm_ray.pipeline.finalize_frames` with the
+   segment's working clip).
 
-With ``working_size`` equal to the canvas size there is one tile and no layout pass: the run is
-the whole-canvas run, bit for bit (``tests/test_tiled.py``).
+:func:`run_tiled_clip` runs the three in one process (:class:`TiledOutpaintPipeline`, the
+interface of :class:`m3ddm_ray.pipeline.OutpaintPipeline`, which refuses settings with tiling on);
+the batch job's coarse and fine stages run 1 and 2 on actors, segment by segment.
+
+The layout of a keyframe (a frame of a coarse window) is its coarse latent decoded, the layout
+of any other frame the output of the last window of its segment that contains it: each segment
+then needs only the coarse stage's results, and a clip's output does not depend on where or in
+which order its segments run (``tests/test_tiled.py``). With ``working_size`` equal to the canvas
+size there is one tile and no layout pass: the run is the whole-canvas run, bit for bit.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
+from typing import Callable, Sequence
 
 import cv2
 import numpy as np
+import torch
 
 from . import geometry
 from .errors import InputError
 from .pipeline import ClipState, OutpaintPipeline, Outpainter, PreparedClip, finalize_clip, generated_array, prepare_clip
+from .plan import Segment
+from .prepare import Holds
 from .tiles import FusionWeights, Tile, fusion_weights, layout_skip, plan_tiles
 
-__all__ = ["FUSION", "working_clip", "clip_tiles", "TiledOutpainter", "run_tiled_clip", "TiledOutpaintPipeline"]
+__all__ = ["FUSION", "SourceReader", "working_clip", "clip_tiles", "TiledState", "TiledOutpainter", "merge_segment",
+           "run_tiled_clip", "TiledOutpaintPipeline"]
 
 #: Fusion weights of the tiled run (:func:`m3ddm_ray.tiles.fusion_weights`): feathered, so a tile's
 #: edge cells count least where a neighbour overlaps them.
@@ -106,21 +119,96 @@ def clip_tiles(clip: PreparedClip, overlap: int, canvas_size: int, factor: int) 
     return tiles, fusion_weights(tiles, (sw, sw), factor, FUSION)
 
 
-class TiledOutpainter(Outpainter):
-    """An :class:`~m3ddm_ray.pipeline.Outpainter` whose windows are denoised as fused tiles
-    (:func:`m3ddm_ray.sampling_tiles.sample_tiled_windows`) of a working clip.
+#: ``read(rows) -> uint8 (N, H, W, 3)``: the source frames of working rows ``rows`` (ascending), in
+#: that order -- what the tiled outpainter places on the working canvases.
+SourceReader = Callable[[Sequence[int]], np.ndarray]
 
-    Args:
-        unet, vae, settings, scheduler_config: as :class:`~m3ddm_ray.pipeline.Outpainter`.
-        skip: schedule steps left out (the layout start; 0 = from the noisiest timestep).
+#: Rows placed on working canvases per call of :func:`working_clip` (bounds the source frames held).
+_WORK_CHUNK = 16
+
+
+@dataclass
+class TiledState(ClipState):
+    """What the tiled run hands from its coarse stage to its segments (numpy, Ray-serialisable).
+
+    The inherited fields are the tiled diffusion's: ``stored`` float32 ``(4, S_w/f, S_w/f)`` latents
+    at the working size, ``generated`` uint8 ``(S_w, S_w, 3)`` output canvases, ``global_latents``
+    ``(G, 4, S/f, S/f)`` (the global frames stay ``S``-pixel whole frames), ``unet_seconds`` of
+    both passes.
 
     Attributes:
-        tiles_used: tiles of the last clip run (for reports).
+        layout_stored: frame -> float32 ``(4, S/f, S/f)`` stored latent of the layout pass at the
+            canvas size (the guides of its later windows).
+        layout_frames: keyframe -> uint8 ``(S, S, 3)`` layout canvas of a coarse-window frame: the
+            decoded coarse latent with the known pixels pasted back (the start image of that frame
+            on every working canvas).
+        work: the working clip of the segment last run (:meth:`TiledOutpainter.output_clip` takes
+            it), else None.
     """
 
-    def __init__(self, unet, vae, settings, scheduler_config=None, skip: int = 0):
+    layout_stored: dict[int, np.ndarray] = field(default_factory=dict)
+    layout_frames: dict[int, np.ndarray] = field(default_factory=dict)
+    work: PreparedClip | None = None
+
+    def for_segment(self, segment: Segment) -> "TiledState":
+        """What ``segment`` needs: the global latents, both passes' stored latents of its
+        ``coarse_guides`` and the layout canvases of the keyframes in its frame span."""
+        lo, hi = segment.frame_range
+        return TiledState(global_latents=self.global_latents,
+                          stored={f: self.stored[f] for f in segment.coarse_guides},
+                          windows_done=list(self.windows_done),
+                          layout_stored={f: self.layout_stored[f] for f in segment.coarse_guides},
+                          layout_frames={f: v for f, v in self.layout_frames.items() if lo <= f < hi})
+
+
+class TiledOutpainter(Outpainter):
+    """The tiled run with the coarse / segment interface of :class:`~m3ddm_ray.pipeline.Outpainter`,
+    so that one process (:func:`run_tiled_clip`) and the batch job's stages run it the same way.
+
+    * :meth:`run_coarse` (the clip at the canvas size ``S``): the layout's coarse pass at ``S``,
+      its keyframes decoded and pasted (:attr:`TiledState.layout_frames`), the keyframes' working
+      canvases (:func:`working_clip` at ``S_w``) and the tiled coarse pass on them.
+    * :meth:`run_segment` (one segment, :meth:`~m3ddm_ray.plan.WindowPlan.segments`): the segment's
+      layout windows at ``S``, the working canvases of its frame span (the layout of a coarse-window
+      frame is its :attr:`TiledState.layout_frames` canvas, of any other frame the output of the
+      last window of this segment containing it), and its tiled windows at ``S_w``, each window's
+      frame latent denoised as fused tiles (:meth:`sample_group`,
+      :func:`m3ddm_ray.sampling_tiles.sample_tiled_windows`), starting from the layout noised to
+      ``tiling.layout_strength`` (:func:`m3ddm_ray.tiles.layout_skip`).
+
+    A segment reads only the coarse state (:meth:`TiledState.for_segment`) and its own windows, so
+    its output does not depend on where, in which order or beside which other segments it runs.
+    With ``working_size`` equal to the canvas size there is no layout pass: the tiled windows (one
+    tile) run on the clip itself, which is the whole-canvas run bit for bit.
+
+    Args:
+        unet, vae, settings, scheduler_config: as :class:`~m3ddm_ray.pipeline.Outpainter`;
+            ``settings.tiling`` must be on.
+        source: :data:`SourceReader` of the clip's source frames (needed unless ``working_size``
+            equals the canvas size).
+
+    Attributes:
+        layout: the plain :class:`~m3ddm_ray.pipeline.Outpainter` of the layout pass (the same
+            models, scheduler and token cache).
+        skip: schedule steps the tiled windows leave out (0 without a layout pass).
+        tiles_used: tiles of the last window group run (for reports).
+
+    Raises:
+        InputError: tiling off, or tiling settings that do not fit the model
+            (:meth:`m3ddm_ray.tiles.TilingSettings.check_for`).
+    """
+
+    def __init__(self, unet, vae, settings, scheduler_config=None, source: SourceReader | None = None):
         super().__init__(unet, vae, settings, scheduler_config)
-        self.skip = int(skip)
+        if not settings.tiling.enabled:
+            raise InputError("the tiled outpainter needs tiling.working_size (the tiled mode is off)")
+        self.tiling = settings.tiling.check_for(settings.canvas_size, self.latent_factor)
+        self.layered = self.tiling.working_size != settings.canvas_size
+        n = settings.sampler.num_inference_steps
+        self.skip = layout_skip(n, self.tiling.layout_strength) if self.layered else 0
+        self.layout = Outpainter(unet, vae, settings, scheduler_config)
+        self.layout.scheduler, self.layout.tokens = self.scheduler, self.tokens
+        self.source = source
         self._plans: dict = {}
         self.tiles_used: tuple[Tile, ...] = ()
 
@@ -129,64 +217,190 @@ class TiledOutpainter(Outpainter):
         from .sampling_tiles import sample_tiled_windows
 
         f = self.latent_factor
-        key = (clip.geom, self.settings.tiling.overlap, self.settings.canvas_size, f)
+        key = (clip.geom, self.tiling.overlap, self.settings.canvas_size, f)
         if key not in self._plans:
-            self._plans[key] = clip_tiles(clip, self.settings.tiling.overlap, self.settings.canvas_size, f)
+            self._plans[key] = clip_tiles(clip, self.tiling.overlap, self.settings.canvas_size, f)
         tiles, weights = self._plans[key]
         self.tiles_used = tiles
         return sample_tiled_windows(self.unet, self.scheduler, inputs, tiles, weights, f, self.settings.sampler,
                                     skip=self.skip, on_step=on_step)
 
+    def _read(self, rows: Sequence[int]) -> np.ndarray:
+        if self.source is None:
+            raise InputError("the tiled outpainter needs the source frames (source=...) to place them on the "
+                             "working canvases; TiledOutpaintPipeline and the batch job give them")
+        return self.source(rows)
+
+    def _working(self, clip: PreparedClip, rows: Sequence[int], layout: np.ndarray, **where) -> PreparedClip:
+        """The working canvases of ``rows`` (:func:`working_clip`, ``_WORK_CHUNK`` rows of source at a
+        time), holding what ``where`` says (``holds``, ``first_frame``, ``segment``, ``frame_ids``)."""
+        base = replace(clip, holds=Holds.CLIP, first_frame=0, segment=None, frame_ids=None, canvas_file=None,
+                       canvas_options=None, file_order=None, masked=clip.masked[:0], inpainted=clip.inpainted[:0])
+        parts = [working_clip(base, self._read(rows[i:i + _WORK_CHUNK]), self.tiling.working_size,
+                              layout[i:i + _WORK_CHUNK]) for i in range(0, len(rows), _WORK_CHUNK)]
+        return replace(parts[0], masked=np.concatenate([p.masked for p in parts]),
+                       inpainted=np.concatenate([p.inpainted for p in parts]), **where)
+
+    def run_coarse(self, clip: PreparedClip, **kw) -> TiledState:
+        """Coarse stage of the tiled run (the class docstring): ``clip`` at the canvas size, holding
+        the coarse windows' canvases (whole clip, keyframes, or their scratch file)."""
+        state = TiledState()
+        coarse = clip.plan.coarse
+        if not self.layered:
+            return self.run_windows(clip, coarse, state, **kw)
+        lay = ClipState()
+        self.layout.latents_for(clip, lay)  # the global latents, then in C order: the VAE's output may be
+        # channels-last, which a pickled copy (a job row) is not, and the UNet rounds the two layouts
+        # differently; every pass of every segment reads the same C-order array
+        lay.global_latents = np.ascontiguousarray(lay.global_latents)
+        self.layout.run_windows(clip, coarse, lay, **kw)
+        state.global_latents, state.layout_stored, state.unet_seconds = lay.global_latents, lay.stored, lay.unet_seconds
+        if coarse:
+            kf = sorted({f for w in coarse for f in w.frame_ids})
+            decoded = np.stack(self._decode(torch.from_numpy(np.stack([lay.stored[f] for f in kf]))))
+            pasted = geometry.paste_back(decoded, clip.known_canvases(kf), clip.mask, mode=self.settings.paste_mode)
+            state.layout_frames = dict(zip(kf, pasted))
+            work = self._working(clip, kf, pasted, holds=Holds.KEYFRAMES, frame_ids=tuple(kf))
+            self.run_windows(work, coarse, state, **kw)
+        return state
+
+    def run_segment(self, clip: PreparedClip, segment: Segment, state: TiledState, **kw) -> TiledState:
+        """Fine work of one segment (the class docstring), guided by ``state``
+        (:meth:`TiledState.for_segment` of the coarse stage's). ``clip`` is the clip at the canvas
+        size holding the segment's canvases (its :meth:`~m3ddm_ray.prepare.PreparedClip.segment_slice`,
+        filled shell, or the whole clip). Afterwards ``state.generated`` holds the working-size
+        output canvases of ``segment.output_frames`` and ``state.work`` the segment's working clip."""
+        windows = [clip.plan.windows[i] for i in segment.windows]
+        part = clip if clip.segment == segment.index else clip.segment_slice(segment)
+        if not self.layered:
+            self.run_windows(part, windows, state, **kw)
+            state.work = part
+            return state
+        lay = ClipState(global_latents=state.global_latents,
+                        stored={f: state.layout_stored[f] for f in segment.coarse_guides})
+        last: dict[int, torch.Tensor] = {}
+
+        def keep(window, x):  # the last window of this segment containing a frame gives its layout
+            for k, f in enumerate(window.frame_ids):
+                last[f] = x[:, k]
+
+        self.layout.run_windows(part, windows, lay, on_window=keep, **kw)
+        lo, hi = segment.frame_range
+        rows = list(range(lo, hi))
+        made = [f for f in rows if f not in state.layout_frames]
+        raw = {f: lay.generated[f] for f in made if f in lay.generated}
+        todo = [f for f in made if f not in raw and f in last]
+        if todo:
+            raw.update(zip(todo, self._decode(torch.stack([last[f] for f in todo]))))
+        loose = [f for f in made if f not in raw]  # in the span, in none of its windows: never read
+        if loose:
+            raw.update(zip(loose, part.canvases(part.rows(loose))[1]))
+        got = [f for f in made if f not in loose]
+        layout = dict(state.layout_frames)
+        if got:
+            pasted = geometry.paste_back(np.stack([raw[f] for f in got]), part.known_canvases(got), part.mask,
+                                         mode=self.settings.paste_mode)
+            layout.update(zip(got, pasted))
+        layout.update((f, raw[f]) for f in loose)
+        work = self._working(part, rows, np.stack([layout[f] for f in rows]), holds=Holds.SPAN, first_frame=lo,
+                             segment=segment.index)
+        self.run_windows(work, windows, state, **kw)
+        state.unet_seconds += lay.unet_seconds
+        state.work = work
+        return state
+
+    def run_fine(self, clip: PreparedClip, state: TiledState, **kw) -> TiledState:
+        """The segment of a segment's clip (:meth:`run_segment`); for a whole clip every segment, each
+        from its own :meth:`TiledState.for_segment` (as the batch job runs them), merged into
+        ``state``; ``state.work`` is then the working clip of the last segment."""
+        segs = clip.plan.segments()
+        if clip.segment is not None:
+            return self.run_segment(clip, segs[clip.segment], state, **kw)
+        for seg in segs:
+            sub = self.run_segment(clip, seg, state.for_segment(seg), **kw)
+            merge_segment(state, sub)
+            state.work = sub.work
+        return state
+
+    def output_clip(self, clip: PreparedClip, state: TiledState) -> PreparedClip:
+        """The clip whose geometry ``state.generated`` has: the working clip of the last segment run
+        (taken out of ``state``, so that it is not carried twice), or ``clip`` when none ran."""
+        work, state.work = state.work, None
+        return clip if work is None else work
+
+
+def merge_segment(state: ClipState, sub: ClipState) -> ClipState:
+    """Add a segment's results to the clip's ``state``: its generated canvases, the stored latents of
+    frames ``state`` has none of, its UNet seconds. Returns ``state``."""
+    state.generated.update(sub.generated)
+    state.stored.update({f: v for f, v in sub.stored.items() if f not in state.stored})
+    state.unet_seconds += sub.unet_seconds
+    return state
+
 
 def run_tiled_clip(outpainter: Outpainter, frames: np.ndarray, fps: float, ratio,
                    progress: bool = False) -> tuple[np.ndarray, PreparedClip, ClipState]:
-    """Outpaint ``frames`` to one ratio in the tiled mode (the module docstring's four steps).
+    """Outpaint ``frames`` to one ratio in the tiled mode: :meth:`TiledOutpainter.run_coarse`, then
+    every segment from its own :meth:`TiledState.for_segment` and its output frames finalized from
+    its working clip -- the batch job's stages in one process (a short clip has one segment).
 
     Args:
-        outpainter: holds the models and the settings (``settings.tiling.enabled``).
+        outpainter: holds the models, the scheduler and the settings (``settings.tiling.enabled``).
         frames: uint8 ``(T, H, W, 3)`` RGB source frames.
         fps: source frame rate (> 0).
         ratio: target ratio.
-        progress: tqdm bars of the two runs.
+        progress: a tqdm bar of the UNet steps.
 
     Returns:
-        ``(output uint8 (T, H', W', 3), working clip, tiled diffusion state)``: with
-        ``output_size="canvas"`` the crop of the ``S_w`` composite, with ``"source"`` the source
-        frames at their resolution in the upscaled working composite.
+        ``(output uint8 (T, H', W', 3), working clip, tiled state)``: with ``output_size="canvas"``
+        the crop of the ``S_w`` composite, with ``"source"`` the source frames at their resolution
+        in the upscaled working composite. The working clip is the segment's with one segment; with
+        several it holds every row's known canvas at ``S_w`` (``masked``; ``inpainted`` left
+        empty). The state holds every frame's generated canvas and the tiled stored latents.
 
     Raises:
         InputError: tiling off, or tiling settings that do not fit the model
             (:meth:`m3ddm_ray.tiles.TilingSettings.check_for`), or bad frames / fps / ratio.
     """
-    from .pipeline import step_bar
+    from .pipeline import finalize_frames
 
     s = outpainter.settings
     if not s.tiling.enabled:
         raise InputError("run_tiled_clip needs tiling.working_size (the tiled mode is off)")
-    f = outpainter.latent_factor
-    tiling = s.tiling.check_for(s.canvas_size, f)
     clip = prepare_clip(frames, fps, ratio, s)
     if clip.passthrough:
         return finalize_clip(clip, None, s, frames), clip, ClipState()
-    skip, layout = 0, None
-    if tiling.working_size != s.canvas_size:
-        state = _run(outpainter, clip, step_bar(clip, s, progress))
-        layout = geometry.paste_back(generated_array(clip, state), clip.masked, clip.mask, mode=s.paste_mode)
-        skip = layout_skip(s.sampler.num_inference_steps, tiling.layout_strength)
-    work = clip if layout is None else working_clip(clip, frames, tiling.working_size, layout)
-    tiled = TiledOutpainter(outpainter.unet, outpainter.vae, s, skip=skip)
-    tiled.scheduler = outpainter.scheduler
-    state = _run(tiled, work, step_bar(work, s, progress))
-    return finalize_clip(work, generated_array(work, state), s, frames), work, state
+    tiled = TiledOutpainter(outpainter.unet, outpainter.vae, s, source=lambda rows: frames[np.asarray(rows)])
+    tiled.scheduler = tiled.layout.scheduler = outpainter.scheduler
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
 
-
-def _run(outpainter: Outpainter, clip: PreparedClip, bar) -> ClipState:
+        bar = tqdm(unit="step", desc=f"outpaint {clip.ratio} tiled at {s.tiling.working_size} px")
     kw = {} if bar is None else {"on_step": lambda i, n: bar.update(1)}
-    state = outpainter.run_coarse(clip, **kw)
-    outpainter.run_fine(clip, state, **kw)
+    state = tiled.run_coarse(clip, **kw)
+    outs, works = [], []
+    segs = clip.plan.segments()
+    for seg in segs:
+        sub = tiled.run_segment(clip, seg, state.for_segment(seg), **kw)
+        work = tiled.output_clip(clip, sub)
+        rows = list(seg.output_frames)
+        a, b = clip.task.source_range(rows[0], rows[-1] + 1, clip.num_frames)
+        source = frames[a:b] if clip.task.needs_source(s) and b > a else None
+        outs.append(finalize_frames(work, generated_array(work, sub, rows), s, source, rows).frames)
+        works.append((rows, work))
+        merge_segment(state, sub)
     if bar is not None:
         bar.close()
-    return state
+    if len(works) == 1:
+        work = works[0][1]
+    else:
+        first = works[0][1]
+        masked = np.zeros((clip.num_frames,) + first.masked.shape[1:], np.uint8)
+        for rows, w in works:
+            masked[rows] = w.known_canvases(rows)
+        work = replace(first, masked=masked, inpainted=masked[:0], holds=Holds.CLIP, first_frame=0, segment=None)
+    return np.concatenate(outs), work, state
 
 
 class TiledOutpaintPipeline(OutpaintPipeline):

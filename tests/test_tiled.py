@@ -217,9 +217,8 @@ def test_tiled_run_at_twice_the_canvas(tiny_unet, tiny_vae):
     assert state.stored[0].shape == (4, 16, 16)
 
 
-def test_tiling_config_is_read_and_checked(tmp_path):
+def test_tiling_config_is_read_and_checked():
     from m3ddm_ray.distributed.config import job_settings, load_config
-    from m3ddm_ray.distributed.job import run_job
 
     off = job_settings(load_config())
     assert not off.tiling.enabled and not any(k.startswith("tiling") for k in off.to_dict())
@@ -234,8 +233,15 @@ def test_tiling_config_is_read_and_checked(tmp_path):
         job_settings(load_config(overrides=["tiling.working_size=500"]))
     with pytest.raises(InputError, match="tiling.working_size=128 is smaller than canvas_size=256"):
         job_settings(load_config(overrides=["tiling.working_size=128"]))
-    with pytest.raises(InputError, match="batch job does not run the tiled mode"):
-        run_job(load_config(overrides=["tiling.working_size=512"]), str(tmp_path / "m.jsonl"), str(tmp_path / "out"))
+    # the output name's hash covers every tiling setting
+    from conftest import PINNED_HUB
+    from m3ddm_ray.distributed.config import config_hash
+
+    hashes = {config_hash(cfg, job_settings(cfg)) for cfg in (
+        load_config(overrides=o, **PINNED_HUB) for o in ([], ["tiling.working_size=512"], ["tiling.working_size=768"],
+                                                         ["tiling.working_size=512", "tiling.overlap=64"],
+                                                         ["tiling.working_size=512", "tiling.layout_strength=0.5"]))}
+    assert len(hashes) == 5
 
 
 def test_tiling_settings_that_do_not_fit_the_model_are_named(tiny_unet, tiny_vae):
@@ -274,3 +280,46 @@ def test_tile_cuts_and_the_seam_ratio():
     assert np.isnan(tile_seam_ratio(frames, mask, [], [2]))
     with pytest.raises(InputError, match=r"cuts_x=\[16\] must lie in 1..15"):
         tile_seam_ratio(frames, mask, [], [16])
+
+
+def _segmented_settings():
+    from dataclasses import replace
+
+    return replace(_settings(128, output_size="source"), strides=(3, 1))
+
+
+def test_a_clip_in_segments_gives_the_same_output_wherever_its_segments_run(tiny_unet, tiny_vae):
+    """31 frames with strides [3, 1]: a keyframe pass and two segments. Running the coarse stage,
+    then each segment from a pickled copy of its sub-state on a fresh outpainter, in reverse order
+    (as the batch job's actors may), gives :func:`run_tiled_clip`'s output bit for bit."""
+    import pickle
+
+    import numpy as np
+
+    from conftest import GOLDEN
+    from m3ddm_ray.pipeline import finalize_frames, generated_array, prepare_clip
+    from m3ddm_ray.tiled import TiledOutpaintPipeline, TiledOutpainter, TiledState
+
+    frames = np.load(GOLDEN / "case_hier" / "input_frames.npy")[:31]
+    s = _segmented_settings()
+    out, work, state = TiledOutpaintPipeline(tiny_unet, tiny_vae, s).run_clip(frames, 15.0, "9:16")
+    assert out.shape[0] == 31 and sorted(state.generated) == list(range(31))
+    assert work.masked.shape == (31, 128, 128, 3)
+    clip = prepare_clip(frames, 15.0, "9:16", s)
+    segs = clip.plan.segments()
+    assert len(segs) == 2 and len(clip.plan.coarse) == 1
+    read = lambda rows: frames[np.asarray(rows)]  # noqa: E731
+    coarse = TiledOutpainter(tiny_unet, tiny_vae, s, source=read).run_coarse(clip)
+    assert isinstance(coarse, TiledState) and sorted(coarse.layout_frames) == list(range(0, 31, 3))
+    assert coarse.layout_frames[0].shape == (64, 64, 3) and coarse.stored[0].shape == (4, 16, 16)
+    pieces = {}
+    for seg in reversed(segs):
+        sub = pickle.loads(pickle.dumps(coarse.for_segment(seg)))
+        outp = TiledOutpainter(tiny_unet, tiny_vae, s, source=read)
+        sub = outp.run_fine(clip.segment_slice(seg), sub)
+        seg_work = outp.output_clip(clip, sub)
+        assert seg_work.geom.canvas_size == 128 and seg_work.first_frame == seg.frame_range[0]
+        rows = list(seg.output_frames)
+        pieces[seg.index] = finalize_frames(seg_work, generated_array(seg_work, sub, rows), s,
+                                            frames[rows[0]:rows[-1] + 1], rows).frames
+    assert np.array_equal(np.concatenate([pieces[i] for i in range(len(segs))]), out)
