@@ -49,16 +49,58 @@ def read_source_span(row: Mapping[str, Any], cfg: Mapping[str, Any], lo: int, hi
     return read_span(uri, lo, hi, SeekPoint.from_dict(points.get(which)), so)
 
 
-def fill_canvases(row: dict, cfg: Mapping[str, Any], clip):
+def frame_reader(row: Mapping[str, Any], cfg: Mapping[str, Any]):
+    """``read(frames) -> uint8 (N, H, W, 3)``: source frames ``frames`` (ascending) of the row's video,
+    for the tiled outpainter (:data:`m3ddm_ray.tiled.SourceReader`). A consecutive run is one range
+    decode from the row's ``span`` seek point (:func:`read_source_span`), kept for the next call
+    with the same run (the fine actor reads its span for the canvases and again for the working
+    canvases); scattered frames (the keyframes, in the coarse actor) one sequential decode keeping
+    only them (a frame folder: their files).
+
+    Raises:
+        VideoError / InputError: the frames cannot be read (e.g. the source changed since prepare).
+    """
+    from ..video import iter_frames, read_image_span
+
+    kept: dict[tuple[int, int], Any] = {}
+
+    def read(frames):
+        import numpy as np
+
+        ids = [int(f) for f in frames]
+        lo, hi = ids[0], ids[-1] + 1
+        if ids == list(range(lo, hi)):
+            if (lo, hi) not in kept:
+                kept.clear()
+                kept[(lo, hi)] = read_source_span(row, cfg, lo, hi)
+            return kept[(lo, hi)]
+        so = cfg.get("storage_options") or None
+        if is_frame_folder(row["video_uri"], cfg):
+            return np.concatenate([read_image_span(row["video_uri"], f, f + 1, so) for f in ids])
+        want = set(ids)
+        got = [fr for i, fr in enumerate(iter_frames(row["video_uri"], 0, hi, storage_options=so)) if i in want]
+        if len(got) != len(ids):
+            from ..errors import InputError
+
+            raise InputError(f"{row['video_uri']}: frames up to {hi - 1} asked, the video ended after "
+                             f"{len(got)} of them; was the source replaced while the job ran? re-run the job")
+        return np.stack(got)
+
+    return read
+
+
+def fill_canvases(row: dict, cfg: Mapping[str, Any], clip, read=None):
     """``clip`` (the row's unpickled clip) with its span's canvases, when it is a segment shell
     (:meth:`~m3ddm_ray.prepare.PreparedClip.needs_canvases`); else ``clip`` unchanged. Sets the
     row's ``seconds_canvases``. Exactly the canvases the whole clip's prepare makes for those frames
-    (with their masks where the task has per-row masks, :func:`m3ddm_ray.prepare.span_canvases`)."""
+    (with their masks where the task has per-row masks, :func:`m3ddm_ray.prepare.span_canvases`).
+    ``read``: a :func:`frame_reader` of the row to decode through (default: a range decode)."""
     if not clip.needs_canvases:
         return clip
     from ..prepare import span_canvases
 
     t0 = time.perf_counter()
-    clip = span_canvases(clip, lambda lo, hi: read_source_span(row, cfg, lo, hi))
+    span = (lambda lo, hi: read_source_span(row, cfg, lo, hi)) if read is None else (lambda lo, hi: read(range(lo, hi)))
+    clip = span_canvases(clip, span)
     row["seconds_canvases"] = time.perf_counter() - t0
     return clip

@@ -297,10 +297,6 @@ def run_job(cfg: Mapping[str, Any], manifest_uri: str, output: str, *, mode: str
     if mode not in resume.MODES:
         raise InputError(f"mode {mode!r}: use one of {', '.join(resume.MODES)}")
     t0 = time.perf_counter()
-    if (cfg.get("tiling") or {}).get("working_size") is not None:
-        raise InputError("tiling.working_size is set, but the batch job does not run the tiled mode: use "
-                         "outpaint-video / m3ddm_ray.tiled.TiledOutpaintPipeline (one process), or set "
-                         "tiling.working_size: null")
     cfg, plan = resolve_runtime(resolve_paths(cfg))  # fails fast: every pool must fit the cluster
     clip_order.head_size(cfg)  # a bad stages.prepare.cheapest_first fails here, before any work
     apply_retry_policy(cfg)

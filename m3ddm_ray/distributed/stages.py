@@ -356,11 +356,19 @@ class _ModelStage:
             self.vae = load_vae(cfg["vae"], cfg["dtype"], cfg["device"], storage_options=so)
 
     def outpainter(self, row: Mapping[str, Any], vae_batch_size: int | None = None):
+        """The row's :class:`~m3ddm_ray.pipeline.Outpainter`, or with tiling on its
+        :class:`~m3ddm_ray.tiled.TiledOutpainter` (reading the source through
+        :func:`.canvases.frame_reader`)."""
         from ..pipeline import Outpainter
 
         settings = job_settings(self.cfg, json.loads(row["overrides"]))
         if vae_batch_size is not None:
             settings = dataclasses.replace(settings, vae_batch_size=int(vae_batch_size))
+        if settings.tiling.enabled:
+            from ..tiled import TiledOutpainter
+            from .canvases import frame_reader
+
+            return TiledOutpainter(self.unet, self.vae, settings, source=frame_reader(row, self.cfg))
         return Outpainter(self.unet, self.vae, settings)
 
     def run(self, row: dict, vae_batch_size: int | None = None) -> dict:  # pragma: no cover - overridden
@@ -451,7 +459,7 @@ class CoarseStage(_ModelStage):
 
     def run(self, row: dict, vae_batch_size: int | None = None) -> dict:
         clip = pickle.loads(row["clip"])
-        state = self.outpainter(row, vae_batch_size).run_coarse(clip)
+        state = self.outpainter(row, vae_batch_size).run_coarse(clip)  # tiled: reads the keyframes' source
         row["state"] = pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
         return row
 
@@ -468,7 +476,8 @@ class CoarseStage(_ModelStage):
             return [dict(row, segment=0, num_segments=1)]
         clip, state = pickle.loads(row["clip"]), pickle.loads(row["state"])
         uri = None
-        if clip.keyframes_only and row.get("output_uri"):  # keyframes only: several segments
+        tiled = job_settings(self.cfg, json.loads(row["overrides"])).tiling.enabled  # rows carry its sub-states
+        if clip.keyframes_only and row.get("output_uri") and not tiled:  # keyframes only: several segments
             from ..coarse_file import write_coarse_latents
 
             uri = coarse_latents_uri(row["output_uri"])
@@ -493,13 +502,14 @@ class FineStage(_ModelStage):
 
         clip, state = pickle.loads(row["clip"]), pickle.loads(row["state"])
         state = load_coarse_latents(row, clip, state, self.cfg.get("storage_options") or None)
-        filled = fill_canvases(row, self.cfg, clip)
-        if filled is not clip:  # finalize pastes the generated pixels onto the masked canvases
-            clip = filled
+        outpainter = self.outpainter(row, vae_batch_size)
+        filled = fill_canvases(row, self.cfg, clip, getattr(outpainter, "source", None))
+        state = outpainter.run_fine(filled, state)  # a slice: its segment only
+        out = outpainter.output_clip(filled, state)  # tiled: the segment's working clip
+        if out is not clip:  # finalize pastes the generated pixels onto the masked canvases
             # ... and never reads the inpainted ones (the diffusion start): a third less to carry
-            row["clip"] = pickle.dumps(dataclasses.replace(clip, inpainted=clip.inpainted[:0]),
+            row["clip"] = pickle.dumps(dataclasses.replace(out, inpainted=out.inpainted[:0]),
                                        protocol=pickle.HIGHEST_PROTOCOL)
-        state = self.outpainter(row, vae_batch_size).run_fine(clip, state)  # a slice: its segment only
         row["state"] = pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
         return row
 
