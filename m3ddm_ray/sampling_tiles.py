@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from .errors import InputError
-from .tiles import FusionWeights, Tile, fuse_boxes, split_boxes
+from .tiles import FusionWeights, Tile, fuse_boxes, split_boxes, tile_groups
 
 __all__ = ["fuse", "split", "tile_window_inputs", "sample_tiled_windows"]
 
@@ -153,10 +153,15 @@ def sample_tiled_windows(
     :func:`m3ddm_ray.schedulers.restart_timesteps` for ``skip``), then at every timestep ``t``:
     cut ``scale_model_input(x, t)`` into the tiles (:func:`split`), guided ε of every tile
     (:class:`m3ddm_ray.sampling.GuidedUNet`, ``settings.max_batch`` tiles per UNet call of
-    ``tiles x 3`` branches), ``ε = fuse(ε_tiles)`` (:func:`fuse`), ``x = step(ε, t, x)``. Latent cells
-    that no tile covers (wholly known) are set to ``z_init`` at the end. With one tile equal to the
-    frame and ``skip = 0`` the result equals :func:`m3ddm_ray.sampling.sample_windows` bit for bit
-    (``tests/test_tiled.py``).
+    ``tiles x 3`` branches, never two tile groups in one call), ``ε = fuse(ε_tiles)`` (:func:`fuse`),
+    ``x = step(ε, t, x)``. Latent cells that no tile covers (wholly known) are set to ``z_init`` at
+    the end. With one tile equal to the frame and ``skip = 0`` the result equals
+    :func:`m3ddm_ray.sampling.sample_windows` bit for bit (``tests/test_tiled.py``).
+
+    Tile groups (:func:`m3ddm_ray.tiles.tile_groups`) never share a latent cell, and the schedulers'
+    steps are elementwise, so a group run alone on its latent box (:func:`m3ddm_ray.tiles.group_plan`,
+    the inputs and the noise cropped to the box) gives the cells of its tiles bit for bit: its UNet
+    calls hold the same tiles either way (``tests/test_tiled.py``).
 
     Args:
         unet: the UNet (any dtype/device).
@@ -192,9 +197,17 @@ def sample_tiled_windows(
     if not tiles:
         raise InputError("no tile to denoise: the plan is empty (nothing to generate in this frame)")
     chunk = int(settings.max_batch)
-    if settings.tgate_step > 0 and len(tiles) > chunk:
+    groups = tile_groups(tiles)
+    calls = [list(g[a:a + chunk]) for g in groups for a in range(0, len(g), chunk)]  # UNet calls: tile positions
+    if settings.tgate_step > 0 and len(calls) > 1:
+        if len(groups) > 1:
+            raise InputError(f"sampler.tgate_step={settings.tgate_step} needs every tile of a window in one UNet "
+                             f"call, but its {len(tiles)} tiles form {len(groups)} groups that never overlap and "
+                             f"run in separate calls: set tgate_step: 0")
         raise InputError(f"sampler.tgate_step={settings.tgate_step} needs every tile of a window in one UNet "
                          f"call: set sampler.max_batch >= {len(tiles)} (the tiles) or tgate_step: 0")
+    order = [i for c in calls for i in c]
+    back = None if order == sorted(order) else torch.as_tensor(np.argsort(order))
     device = unet.device
     frame_shape = tuple(inputs[0].z_init.shape)
     if noise is None:
@@ -203,15 +216,17 @@ def sample_tiled_windows(
     out = []
     for inp in inputs:
         parts = tile_window_inputs(inp, tiles, factor)
-        groups = [(a, min(a + chunk, len(tiles))) for a in range(0, len(tiles), chunk)]
-        guidance = [GuidedUNet(unet, parts[a:b], settings) for a, b in groups]
+        guidance = [GuidedUNet(unet, [parts[i] for i in c], settings) for c in calls]
         z0 = inp.z_init.to(device=device, dtype=torch.float32)
         timesteps = restart_timesteps(scheduler, settings.num_inference_steps, skip)
         x = scheduler.add_noise(z0, noise.to(device=device, dtype=torch.float32), timesteps[:1])
         with guidance[0].caches():
             for i, t in enumerate(timesteps):
                 xt = split(scheduler.scale_model_input(x, t), tiles, factor)[:, 0]  # (n, 4, F, t, t)
-                eps = torch.cat([g(xt[a:b], i, t) for g, (a, b) in zip(guidance, groups)])
+                eps = torch.cat([g(xt[c[0]:c[-1] + 1] if c == list(range(c[0], c[-1] + 1)) else xt[c], i, t)
+                                 for g, c in zip(guidance, calls)])
+                if back is not None:  # the calls' order -> plan order
+                    eps = eps[back]
                 x = scheduler.step(fuse(eps[:, None], tiles, tuple(x.shape[-2:]), weights), t, x).prev_sample
                 if on_step is not None:
                     on_step(i + 1, len(timesteps))

@@ -51,6 +51,8 @@ __all__ = [
     "split",
     "layout_skip",
     "tile_cuts",
+    "tile_groups",
+    "group_plan",
 ]
 
 #: Kinds of fusion weights (:func:`fusion_weights`).
@@ -660,3 +662,84 @@ def tile_cuts(tiles: Sequence[Tile], frame_hw: Tuple[int, int]) -> Tuple[Tuple[i
     ys = sorted({e for t in tiles for e in (t.y0, t.y0 + t.size) if 0 < e < h})
     xs = sorted({e for t in tiles for e in (t.x0, t.x0 + t.size) if 0 < e < w})
     return tuple(ys), tuple(xs)
+
+
+# --------------------------------------------------------------------------------------------------
+# Groups
+# --------------------------------------------------------------------------------------------------
+
+
+def _overlap(a: Tile, b: Tile) -> bool:
+    ay0, ay1, ax0, ax1 = a.box
+    by0, by1, bx0, bx1 = b.box
+    return ay0 < by1 and by0 < ay1 and ax0 < bx1 and bx0 < ax1
+
+
+def tile_groups(tiles: Sequence[Tile]) -> Tuple[Tuple[int, ...], ...]:
+    """The connected components of the tiles' overlap graph (two tiles are joined when their boxes
+    share a pixel): fusion couples only overlapping tiles, so tiles of different groups never
+    exchange a value and each group can be denoised on its own (:func:`group_plan`). E.g. 16:9 ->
+    9:16 at a working size whose middle rows of tiles lie wholly in the known region: the top band
+    and the bottom band are two groups.
+
+    Args:
+        tiles: a plan (:func:`plan_tiles`).
+
+    Returns:
+        The groups as ascending positions in ``tiles``, ordered by their first position; every
+        position is in exactly one group (no tile: no group).
+    """
+    tiles = tuple(tiles)
+    parent = list(range(len(tiles)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i in range(len(tiles)):
+        for j in range(i + 1, len(tiles)):
+            if _overlap(tiles[i], tiles[j]):
+                a, b = root(i), root(j)
+                if a != b:
+                    parent[max(a, b)] = min(a, b)
+    groups: dict[int, list[int]] = {}
+    for i in range(len(tiles)):
+        groups.setdefault(root(i), []).append(i)
+    return tuple(tuple(g) for _, g in sorted(groups.items()))
+
+
+def group_plan(
+    tiles: Sequence[Tile], weights: FusionWeights, group: Sequence[int], factor: int
+) -> Tuple[Tuple[int, int, int, int], Tuple[Tile, ...], FusionWeights]:
+    """One tile group as a plan of its own, on the latent box that covers its tiles.
+
+    Args:
+        tiles: the whole plan (pixels of the working frame).
+        weights: :func:`fusion_weights` of the whole plan (a tile's ramps depend on all the plan's
+            starts, so the group keeps the whole plan's weights, not its own).
+        group: positions in ``tiles`` (one of :func:`tile_groups`).
+        factor: the VAE's spatial downsampling.
+
+    Returns:
+        ``(box, group_tiles, group_weights)``: ``box`` the half-open latent box ``(y0, y1, x0, x1)``
+        covering the group's tiles; ``group_tiles`` the group's tiles moved into the box (pixels,
+        renumbered ``0 ..``, in plan order); ``group_weights`` their rows of ``per_tile`` and the
+        box's crop of ``normaliser`` (equal to the group's own sum: no other tile covers its cells).
+
+    Raises:
+        InputError: an empty group, or a position outside the plan.
+    """
+    f = _check_factor(factor)
+    tiles = tuple(tiles)
+    group = [int(i) for i in group]
+    if not group or any(not 0 <= i < len(tiles) for i in group):
+        raise InputError(f"tile group {group!r} must be non-empty positions in the plan of {len(tiles)} tiles")
+    boxes = [tiles[i].latent_box(f) for i in group]
+    box = (min(b[0] for b in boxes), max(b[1] for b in boxes), min(b[2] for b in boxes), max(b[3] for b in boxes))
+    moved = tuple(Tile(index=k, y0=tiles[i].y0 - box[0] * f, x0=tiles[i].x0 - box[2] * f, size=tiles[i].size)
+                  for k, i in enumerate(group))
+    per_tile, norm = (np.asarray(a) for a in weights)
+    return box, moved, FusionWeights(per_tile=per_tile[group].copy(),
+                                     normaliser=norm[box[0]:box[1], box[2]:box[3]].copy())

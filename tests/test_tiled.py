@@ -323,3 +323,40 @@ def test_a_clip_in_segments_gives_the_same_output_wherever_its_segments_run(tiny
         pieces[seg.index] = finalize_frames(seg_work, generated_array(seg_work, sub, rows), s,
                                             frames[rows[0]:rows[-1] + 1], rows).frames
     assert np.array_equal(np.concatenate([pieces[i] for i in range(len(segs))]), out)
+
+
+@pytest.mark.parametrize("name", ["pndm-official", "dpmsolver++"])
+def test_tile_groups_run_alone_on_their_boxes_equal_the_groups_run_together(name, tiny_unet):
+    """Left and right borders (a 2:3 frame outpainted to 3:2): two groups of six tiles, interleaved
+    in the row-major plan. Each group run alone on its latent box, with the frame's noise cropped,
+    gives the cells of its tiles bit for bit (here every cell is some tile's)."""
+    from dataclasses import replace
+
+    from m3ddm_ray.sampling import window_noise
+    from m3ddm_ray.tiles import group_plan, tile_groups
+
+    g = torch.Generator().manual_seed(3)
+    z = lambda *s: torch.randn(*s, generator=g)  # noqa: E731
+    mask = torch.ones(1, 1, 16, 16, 24)
+    mask[..., 8:16] = 0
+    tokens = window_inputs(tiny_unet).global_tokens
+    inp = WindowInputs(z(1, 4, 16, 16, 24) * 0.8, z(1, 4, 16, 16, 24) * 0.8, z(1, 4, 16, 16, 24) * 0.1, mask,
+                       {0: z(4, 16, 24)}, tokens, 24.0)
+    tiles = plan_tiles((128, 192), (0, 128, 64, 128), 64, 32, 8)
+    groups = tile_groups(tiles)
+    assert [len(x) for x in groups] == [6, 6] and groups[0][:3] == (0, 1, 4)  # interleaved by rows
+    w = fusion_weights(tiles, (128, 192), 8, "linear")
+    s = SamplerSettings(num_inference_steps=3, scheduler=name, max_batch=4, seed=5)
+    together = sample_tiled_windows(tiny_unet, make_scheduler(None, s), [inp], tiles, w, 8, s, skip=1)
+    noise = window_noise(tuple(inp.z_init.shape), s.seed)
+    assembled = inp.z_init.clone()
+    for grp in groups:
+        (y0, y1, x0, x1), gt, gw = group_plan(tiles, w, grp, 8)
+        crop = lambda a: a[..., y0:y1, x0:x1]  # noqa: E731
+        part = replace(inp, z_init=crop(inp.z_init), z_cond=crop(inp.z_cond), z_uncond=crop(inp.z_uncond),
+                       mask=crop(inp.mask), guides={k: crop(v) for k, v in inp.guides.items()})
+        alone = sample_tiled_windows(tiny_unet, make_scheduler(None, s), [part], gt, gw, 8, s, skip=1,
+                                     noise=crop(noise))
+        covered = torch.as_tensor(gw.normaliser > 0)
+        assembled[..., y0:y1, x0:x1] = torch.where(covered, alone, assembled[..., y0:y1, x0:x1])
+    assert torch.equal(assembled, together)

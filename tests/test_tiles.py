@@ -376,3 +376,49 @@ def test_tiles_module_is_torch_free():
         elif isinstance(node, ast.ImportFrom) and not node.level:
             names.add((node.module or "").split(".")[0])
     assert names <= {"__future__", "math", "numbers", "dataclasses", "typing", "numpy"}, names
+
+
+def test_tile_groups_are_the_overlap_components_over_random_frames():
+    from m3ddm_ray.tiles import tile_groups
+
+    n_split = 0
+    for c in CASES:
+        tiles = plan_tiles(**c)
+        groups = tile_groups(tiles)
+        flat = [i for g in groups for i in g]
+        assert sorted(flat) == list(range(len(tiles)))  # every tile in exactly one group
+        assert all(list(g) == sorted(g) for g in groups) and [g[0] for g in groups] == sorted(g[0] for g in groups)
+        cover = np.full(c["frame_hw"], -1)
+        for k, g in enumerate(groups):
+            for i in g:
+                y0, y1, x0, x1 = tiles[i].box
+                assert np.all(np.isin(cover[y0:y1, x0:x1], (-1, k)))  # no pixel shared across groups
+                cover[y0:y1, x0:x1] = k
+            reached, todo = {g[0]}, [g[0]]  # connected through overlapping tiles
+            while todo:
+                a = tiles[todo.pop()].box
+                for j in g:
+                    b = tiles[j].box
+                    if j not in reached and a[0] < b[1] and b[0] < a[1] and a[2] < b[3] and b[2] < a[3]:
+                        reached.add(j)
+                        todo.append(j)
+            assert reached == set(g)
+        n_split += len(groups) > 1
+    assert n_split > 20  # the random frames do include plans in several groups
+
+
+def test_tile_groups_of_a_landscape_to_portrait_frame_and_their_plans():
+    from m3ddm_ray.tiles import group_plan, tile_groups
+
+    # 16:9 -> 9:16 at 512 px on a 256 canvas: the source band is 288 px high in the middle, the
+    # middle row of tiles lies in it, and the top and bottom rows only touch
+    tiles = plan_tiles((512, 512), (112, 400, 0, 512), 256, 32, 8)
+    groups = tile_groups(tiles)
+    assert [[(tiles[i].y0, tiles[i].x0) for i in g] for g in groups] == [
+        [(0, 0), (0, 128), (0, 256)], [(256, 0), (256, 128), (256, 256)]]
+    w = fusion_weights(tiles, (512, 512), 8, "linear")
+    box, moved, gw = group_plan(tiles, w, groups[1], 8)
+    assert box == (32, 64, 0, 64) and [(t.index, t.y0, t.x0) for t in moved] == [(0, 0, 0), (1, 0, 128), (2, 0, 256)]
+    assert np.array_equal(gw.per_tile, w.per_tile[3:]) and np.array_equal(gw.normaliser, w.normaliser[32:64])
+    with pytest.raises(InputError, match="tile group"):
+        group_plan(tiles, w, [], 8)
