@@ -19,6 +19,13 @@ the window plan, sampler, guides and global frames are the outpainting ones
 * the **audio window** and the **piece order** of a split clip; **spec** for the config hash
   and the result row (:meth:`Task.spec`, :func:`from_spec`).
 
+The same methods at a working size ``S_w`` instead of ``S`` make the working clip of the tiled
+mode (:func:`m3ddm_ray.tiled.working_clip`): :meth:`Task.plan` at ``S_w`` (an outpainting's canvas
+planned again with its ratio rule, the ``1:1`` plan otherwise), each row's canvases and mask at
+``S_w`` (an inpainting's source masks mapped onto the ``S_w`` canvas by :func:`canvas_masks`; an
+extension's new rows wholly generated), and :meth:`Task.mask`, the union of the rows' masks, which
+selects the tiles (a tile is left out only when no row generates a pixel in it).
+
 Tasks:
 
 * :class:`Outpaint` ``(ratio)``: the frame on the canvas planned for ``ratio``
@@ -158,7 +165,8 @@ class Task:
 
     # -- geometry and rows
     def plan(self, h: int, w: int, canvas_size: int) -> geometry.CanvasGeometry:
-        """The canvas placement of an ``(h, w)`` source (pixels) on the ``canvas_size`` square."""
+        """The canvas placement of an ``(h, w)`` source (pixels) on the ``canvas_size`` square (the
+        model's canvas ``S``, or the tiled mode's working size ``S_w``)."""
         return geometry.plan_canvas(h, w, SQUARE, canvas_size)
 
     def passthrough(self, h: int, w: int) -> bool:
