@@ -59,29 +59,31 @@ def working_clip(clip: PreparedClip, frames: np.ndarray, working_size: int,
                  layout: np.ndarray | None) -> PreparedClip:
     """``clip`` prepared again by its task on an ``S_w × S_w`` canvas, with the layout as its start image.
 
-    The working clip is the task's own preparation at canvas size ``S_w``
-    (:func:`m3ddm_ray.prepare.prepare_task`; :meth:`m3ddm_ray.task.Task.plan`, ``canvases``,
-    ``new_canvases`` and ``mask`` at ``S_w``), so every task's rule holds at the working size:
+    The task's own preparation at canvas size ``S_w`` (:func:`m3ddm_ray.prepare.prepare_task`:
+    :meth:`m3ddm_ray.task.Task.plan`, ``canvases``, ``new_canvases`` at ``S_w``), then, with a
+    layout, each row's :meth:`m3ddm_ray.task.Task.working_rows` with its layout canvas upsampled
+    to ``S_w`` (bicubic):
 
     * outpaint: the canvas planned with the same ratio rule (:func:`m3ddm_ray.geometry.plan_canvas`),
-      the source placed in its known box, one mask for every row;
-    * inpaint: the frame on the ``1:1`` plan of ``S_w``, each row's mask the fitted, dilated source
-      mask resized conservatively into the frame's rectangle and grown to whole latent cells of the
-      working canvas (:func:`m3ddm_ray.masks.frames.canvas_masks`), plus the padding;
-    * extend: the known rows as on the ``1:1`` plan of ``S_w``, the new rows wholly generated.
+      the border generated (one mask for every row);
+    * inpaint: the frame on the ``1:1`` plan of ``S_w``; generated: each row's holes -- its fitted,
+      dilated source mask resized conservatively into the frame's rectangle and grown to whole
+      latent cells of the working canvas (:func:`m3ddm_ray.masks.frames.canvas_masks`);
+    * extend: the known rows wholly known, the new rows' frame rectangle wholly generated;
 
-    Where a row's mask is 1, its start image (``inpainted``) is its layout canvas upsampled to
-    ``S_w`` (bicubic); elsewhere the known pixels. ``mask`` is the union of the rows' masks (what
-    :func:`clip_tiles` selects tiles by). The global frames stay the clip's ``S``-pixel whole
-    frames: every tile gets them as its context.
+    the ``1:1`` padding (inpaint, extend) is known at ``S_w`` and holds the layout's pixels (it is
+    cropped away at the end). The start image is the layout where a row is generated and the known
+    pixels elsewhere; ``mask`` is the union of the rows' masks (what :func:`clip_tiles` selects
+    tiles by). The global frames stay the clip's ``S``-pixel whole frames: every tile gets them as
+    its context.
 
     Args:
         clip: the prepared whole clip at the canvas size ``S`` (any task; not a segment slice).
         frames: uint8 ``(T, H, W, 3)`` source frames in time order.
         working_size: ``S_w`` in pixels (a multiple of 8).
         layout: uint8 ``(N, S, S, 3)`` composited canvases of every working row (``N`` =
-            ``clip.num_frames``) from the whole-canvas run, or None (the task's own start images,
-            e.g. the TELEA fill).
+            ``clip.num_frames``) from the whole-canvas run, or None (the task's own preparation at
+            ``S_w``, its start images the TELEA fill).
 
     Returns:
         A :class:`~m3ddm_ray.pipeline.PreparedClip` with ``geom`` planned at ``S_w``, ``masked`` /
@@ -101,13 +103,17 @@ def working_clip(clip: PreparedClip, frames: np.ndarray, working_size: int,
     # one global frame is made at S_w and dropped: the tiles keep the clip's S-pixel global frames
     at_sw = OutpaintSettings(canvas_size=working_size, strides=clip.strides, num_global_frames=1)
     work = replace(prepare_task(frames, clip.fps, clip.task, at_sw), global_frames=clip.global_frames)
-    if layout is not None:
-        for i in range(n):
-            gen = work.masks_of([i])[0].astype(bool)[:, :, None]
-            up = cv2.resize(np.ascontiguousarray(layout[i]), (working_size, working_size),
-                            interpolation=cv2.INTER_CUBIC)
-            work.inpainted[i] = np.where(gen, up, work.masked[i])
-    return work
+    if layout is None:
+        return work
+    union = None
+    for i in range(n):  # row by row: one upsampled layout canvas at a time
+        up = cv2.resize(np.ascontiguousarray(layout[i]), (working_size, working_size), interpolation=cv2.INTER_CUBIC)
+        m, start, masks = clip.task.working_rows(work.masked[i:i + 1], work.window_masks([i]), up[None], work.geom)
+        work.masked[i], work.inpainted[i] = m[0], start[0]
+        if masks is not None:
+            work.frame_masks[i] = masks[0]
+            union = masks[0].copy() if union is None else np.maximum(union, masks[0])
+    return work if union is None else replace(work, mask=union)
 
 
 def clip_tiles(clip: PreparedClip, overlap: int, canvas_size: int, factor: int) -> tuple[tuple[Tile, ...], FusionWeights]:

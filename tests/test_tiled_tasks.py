@@ -68,6 +68,51 @@ def test_the_working_clip_is_the_tasks_own_at_the_working_size():
         working_clip(clip.segment_slice(clip.plan.segments()[0]), frames, 128, layout)
 
 
+def _wide_frames(t=16):
+    """uint8 (t, 64, 96, 3): the golden clip (3:2; on the 1:1 plan of 128 px the frame is rows 21..105)."""
+    return np.load(GOLDEN / "case_hier" / "input_frames.npy")[:t]
+
+
+def _up(layout, i, side=128):
+    return cv2.resize(layout[i], (side, side), interpolation=cv2.INTER_CUBIC)
+
+
+def test_the_padding_is_known_at_the_working_size_and_holds_the_layout():
+    frames = _wide_frames()
+    holes = np.zeros((16, 64, 96), np.uint8)
+    holes[:, 2:10, 2:10] = 1
+    clip = prepare_task(frames, FPS, Inpaint(MaskArray(holes, "holes"), 0, "holes"), _settings())
+    layout = np.random.default_rng(1).integers(0, 256, (16, 64, 64, 3), dtype=np.uint8)
+    work = working_clip(clip, frames, 128, layout)
+    assert work.geom.known_box == (21, 106, 0, 128)
+    # the hole lands on rows 23..34, columns 2..13 of the canvas: cells [16, 40) x [0, 16), the
+    # top cell row reaching into the padding; no other padding pixel is generated
+    want = np.zeros((128, 128), np.uint8)
+    want[16:40, 0:16] = 1
+    assert all(np.array_equal(m, want) for m in work.frame_masks) and np.array_equal(work.mask, want)
+    pad = np.ones((128, 128), bool)
+    pad[21:106] = False
+    known_pad = pad & (want == 0)
+    for i in (0, 15):
+        assert np.array_equal(work.masked[i][known_pad], _up(layout, i)[known_pad])  # the layout, known
+        assert not work.masked[i][want == 1].any()
+        assert np.array_equal(work.inpainted[i][want == 1], _up(layout, i)[want == 1])
+    assert [(t.y0, t.x0) for t in clip_tiles(work, 32, 64, 8)[0]] == [(0, 0), (32, 0)]
+    # without a layout the task's own preparation: the padding generated, so 7 of the 9 tiles (the
+    # middle row's two right tiles lie inside the frame, without a hole)
+    assert len(clip_tiles(working_clip(clip, frames, 128, None), 32, 64, 8)[0]) == 7
+    # an extension: its known rows wholly known, its new rows' frame rectangle (in whole cells) generated
+    ext = prepare_task(frames[:8], FPS, Extend(8), _settings())
+    work = working_clip(ext, frames[:8], 128, layout)
+    new = np.zeros((128, 128), np.uint8)
+    new[16:112] = 1
+    assert not work.frame_masks[:8].any() and all(np.array_equal(m, new) for m in work.frame_masks[8:])
+    assert np.array_equal(work.masked[3][pad], _up(layout, 3)[pad])
+    assert np.array_equal(work.inpainted[3], work.masked[3])
+    assert np.array_equal(work.masked[12][(new == 0)], _up(layout, 12)[new == 0])
+    assert len(clip_tiles(work, 32, 64, 8)[0]) == 9
+
+
 def test_tiles_hold_a_hole_of_some_frame():
     frames = _square_frames()
     work = working_clip(prepare_task(frames, FPS, _inpaint(), _settings()), frames, 128, None)
@@ -102,16 +147,25 @@ def test_working_size_equal_to_the_canvas_is_the_whole_canvas_task_bit_for_bit(n
     assert np.array_equal(got, want)
 
 
-def test_tiled_inpainting_at_twice_the_canvas(tiny_unet, tiny_vae):
-    frames, holes = _square_frames(), _holes()
+def _wide_holes(t=16):
+    m = np.zeros((t, 64, 96), np.uint8)
+    m[:, 2:10, 2:10] = 1
+    return m
+
+
+@pytest.mark.parametrize("frames, holes", [(_square_frames, _holes), (_wide_frames, _wide_holes)], ids=["square", "wide"])
+def test_tiled_inpainting_at_twice_the_canvas(frames, holes, tiny_unet, tiny_vae):
+    frames, holes = frames(), holes()
     rec = ClipRecorder(tiny_unet)
-    out, work, state = run_tiled_task(Outpainter(rec, tiny_vae, _settings(128)), frames, FPS, _inpaint())
-    assert out.shape == (16, 64, 64, 3) and out.dtype == np.uint8
+    task = Inpaint(MaskArray(holes, "holes"), 0, "holes")
+    out, work, state = run_tiled_task(Outpainter(rec, tiny_vae, _settings(128)), frames, FPS, task)
+    assert out.shape == frames.shape and out.dtype == np.uint8
     known = holes == 0
     assert np.array_equal(out[known], frames[known])  # every pixel outside the holes is the source pixel
     assert not np.array_equal(out[~known], frames[~known])  # the holes are generated
     assert work.geom.canvas_size == 128 and state.stored[0].shape == (4, 16, 16)
     # layout pass 4 UNet calls, then 2 tiles x 3 calls (PLMS from 2 of 4 steps: 3 timesteps, one repeated)
+    assert len(clip_tiles(work, 32, 64, 8)[0]) == 2
     assert len(rec.calls) == 4 + 2 * 3 and rec.calls[-1][0].shape == (3, 9, 16, 8, 8)
 
 
