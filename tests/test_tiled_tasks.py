@@ -143,8 +143,11 @@ def test_working_size_equal_to_the_canvas_is_the_whole_canvas_task_bit_for_bit(n
     assert work.geom.canvas_size == 64
     assert out.shape == want.shape == (16, 64, 64, 3)
     assert np.array_equal(out, want)
-    got = TiledOutpaintPipeline(tiny_unet, tiny_vae, _settings(64)).run_task(frames, FPS, make())
-    assert np.array_equal(got, want)
+    for ws in (64, None):  # the pipeline's run_task, tiled at the canvas size and with tiling off
+        got = TiledOutpaintPipeline(tiny_unet, tiny_vae, _settings(ws)).run_task(frames, FPS, make())
+        assert np.array_equal(got, want)
+    with pytest.raises(InputError, match=r"the tiled run needs tiling.working_size \(the tiled mode is off\)"):
+        run_tiled_task(Outpainter(tiny_unet, tiny_vae, _settings()), frames, FPS, make())
 
 
 def _wide_holes(t=16):
