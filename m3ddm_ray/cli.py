@@ -74,15 +74,7 @@ def add_outpaint_video(subparsers) -> None:
     p.add_argument("--output-size", choices=("canvas", "source"), default="canvas",
                    help="canvas: crop of the canvas; source: known region at the source resolution "
                         "(default: %(default)s)")
-    p.add_argument("--working-size", type=_int_in(8), default=None, metavar="PX",
-                   help="generate the border at PX x PX by overlapping canvas-size tiles fused at every step, "
-                        "over the whole-canvas result as layout (docs/tiling.md; use with --output-size source; "
-                        "default: off)")
-    p.add_argument("--tile-overlap", type=_int_in(0), default=32, metavar="PX",
-                   help="pixels shared by neighbouring tiles, a multiple of the VAE factor (default: %(default)s)")
-    p.add_argument("--layout-strength", type=float, default=0.6,
-                   help="fraction of the schedule the tiles run on the re-noised layout, in (0, 1] "
-                        "(default: %(default)s)")
+    add_tiling_arguments(p, "use with --output-size source; ")
     add_encode_arguments(p)
     add_sampler_arguments(p, "--sampler-preset")  # --preset is x264's here
     p.set_defaults(func=cmd_outpaint_video)
@@ -112,6 +104,18 @@ def add_model_arguments(p) -> None:
                    help="model precision; auto = fp16 on CUDA, fp32 on CPU (default: %(default)s)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                    help="auto = cuda when available (default: %(default)s)")
+
+
+def add_tiling_arguments(p, hint: str = "") -> None:
+    """The tiled mode's flags (``tiling.*`` of a config), shared by ``outpaint-video``, ``inpaint`` and ``extend``."""
+    p.add_argument("--working-size", type=_int_in(8), default=None, metavar="PX",
+                   help="generate the new pixels on a PX x PX canvas by overlapping canvas-size tiles fused at "
+                        f"every step, over the whole-canvas result as layout (docs/tiling.md; {hint}default: off)")
+    p.add_argument("--tile-overlap", type=_int_in(0), default=32, metavar="PX",
+                   help="pixels shared by neighbouring tiles, a multiple of the VAE factor (default: %(default)s)")
+    p.add_argument("--layout-strength", type=float, default=0.6,
+                   help="fraction of the schedule the tiles run on the re-noised layout, in (0, 1] "
+                        "(default: %(default)s)")
 
 
 def add_encode_arguments(p) -> None:
@@ -172,6 +176,7 @@ def add_inpaint(subparsers) -> None:
     p.add_argument("--dilate", type=_int_in(0), default=0, metavar="PX",
                    help="grow the masks by PX pixels before inpainting (default: %(default)s)")
     add_model_arguments(p)
+    add_tiling_arguments(p)
     add_encode_arguments(p)
     add_sampler_arguments(p, "--sampler-preset")
     p.set_defaults(func=cmd_inpaint)
@@ -191,19 +196,20 @@ def add_extend(subparsers) -> None:
                    help="forward: new frames after the video; backward: before it (default: %(default)s)")
     p.add_argument("--out", required=True, metavar="OUT", help="output .mp4 (path or fsspec URL)")
     add_model_arguments(p)
+    add_tiling_arguments(p)
     add_encode_arguments(p)
     add_sampler_arguments(p, "--sampler-preset")
     p.set_defaults(func=cmd_extend)
 
 
-def _task_outpainter(args: argparse.Namespace):
-    """Settings check, then the models (loaded once every cheap check has passed)."""
-    from .pipeline import OutpaintPipeline
+def _task_pipeline(args: argparse.Namespace):
+    """Settings check, then the models (loaded once every cheap check has passed): a
+    :class:`~m3ddm_ray.tiled.TiledOutpaintPipeline` (tiled when ``--working-size`` is given)."""
+    from .tiled import TiledOutpaintPipeline
 
     _check_device(args.device)
-    pipe = OutpaintPipeline.from_pretrained(args.model, args.vae, dtype=args.dtype, device=args.device,
-                                            settings=video_settings(args))
-    return pipe.outpainter
+    return TiledOutpaintPipeline.from_pretrained(args.model, args.vae, dtype=args.dtype, device=args.device,
+                                                 settings=video_settings(args))
 
 
 def _probe_input(uri: str):
@@ -245,10 +251,14 @@ def _task_progress(args: argparse.Namespace, clip_frames: int, fps: float, strid
     return tqdm(total=n * settings.sampler.num_inference_steps, unit="step", desc=f"{desc} ({n} windows)")
 
 
-def _run_task(args: argparse.Namespace, outpainter, frames, fps: float, task, desc: str):
-    """Prepare, generate (with a progress bar unless ``--no-progress``) and finalize ``task``."""
+def _run_task(args: argparse.Namespace, pipe, frames, fps: float, task, desc: str):
+    """Prepare, generate (with a progress bar unless ``--no-progress``) and finalize ``task``; the
+    tiled run when ``--working-size`` is given (:meth:`m3ddm_ray.tiled.TiledOutpaintPipeline.run_task`)."""
     from . import pipeline
 
+    if pipe.settings.tiling.enabled:
+        return pipe.run_task(frames, fps, task, progress=not args.no_progress)
+    outpainter = pipe.outpainter
     clip = pipeline.prepare_task(frames, fps, task, outpainter.settings)
     bar = _task_progress(args, clip.num_frames, fps, clip.strides, outpainter.settings, desc)
     gen = pipeline.generate(outpainter, clip, None if bar is None else (lambda i, n: bar.update(1)))
@@ -271,12 +281,12 @@ def cmd_inpaint(args: argparse.Namespace) -> int:
     # count / size / empty / all-ones are checked before the models load (the frame count is exact for MP4)
     if info.num_frames_exact:
         inpaint_masks(raw, info.num_frames, (info.height, info.width), args.dilate, name)
-    outpainter = _task_outpainter(args)
+    pipe = _task_pipeline(args)
     frames, info, audio = _read_input(args.input)
     t0 = time.perf_counter()
     fitted = inpaint_masks(raw, len(frames), frames.shape[1:3], args.dilate, name)
     task = Inpaint(MaskArray(raw, args.masks), args.dilate, name)
-    out, note = _even(_run_task(args, outpainter, frames, info.fps, task, "inpaint"))
+    out, note = _even(_run_task(args, pipe, frames, info.fps, task, "inpaint"))
     video.write_video(args.out, out, info.frame_rate, audio_source=audio, crf=args.crf, preset=args.preset)
     print(f"{args.out}  {len(out)} frames  {out.shape[2]}x{out.shape[1]}  {int(fitted.sum())} pixels inpainted  "
           f"{time.perf_counter() - t0:.1f} s{note}", flush=True)
@@ -292,10 +302,10 @@ def cmd_extend(args: argparse.Namespace) -> int:
     video_settings(args)  # bad flags fail first
     task = Extend(args.frames, args.direction)
     _probe_input(args.input)
-    outpainter = _task_outpainter(args)
+    pipe = _task_pipeline(args)
     frames, info, audio = _read_input(args.input)
     t0 = time.perf_counter()
-    out, note = _even(_run_task(args, outpainter, frames, info.fps, task, f"extend {args.direction}"))
+    out, note = _even(_run_task(args, pipe, frames, info.fps, task, f"extend {args.direction}"))
     t = len(frames)
     # the source audio stays under the known frames: delayed by N frames backwards, cut at their end
     start, end = task.audio_window(t + args.frames, info.frame_rate)

@@ -1,19 +1,20 @@
-"""The tiled run of one outpainting clip: the border generated at the working resolution by
-overlapping canvas-size tiles fused at every denoising step, over a layout from the whole-canvas
-pass (MultiDiffusion, arXiv 2302.08113, §3; Follow-Your-Canvas, arXiv 2409.01055, §3: spatial
+"""The tiled run of one clip of any task (outpaint, inpaint, extend): the generated region produced
+at the working resolution by overlapping canvas-size tiles fused at every denoising step, over a
+layout from the whole-canvas pass of the same task (MultiDiffusion, arXiv 2302.08113, §3; Follow-Your-Canvas, arXiv 2409.01055, §3: spatial
 windows with a layout that keeps them one scene). Settings: :class:`m3ddm_ray.tiles.TilingSettings`
 (``tiling.working_size``, ``tiling.overlap``, ``tiling.layout_strength``); the setting, its cost and
 how to choose it: ``docs/tiling.md``.
 
 :class:`TiledOutpainter` has the coarse / segment interface of
-:class:`m3ddm_ray.pipeline.Outpainter`, so that the run is cut where the whole-canvas run is cut:
+:class:`m3ddm_ray.pipeline.Outpainter`, so that an outpainting's run is cut where the whole-canvas
+run is cut:
 
 1. **Coarse** (:meth:`TiledOutpainter.run_coarse`): the layout's coarse (keyframe) pass at the
    canvas size ``S``; the keyframes' layout decoded, known pixels pasted back
    (:func:`m3ddm_ray.geometry.paste_back`); their **working canvases** (:func:`working_clip`: the
    canvas planned again at the working size ``S_w`` with the same ratio rule, the source frames
    placed on it, the layout upsampled to ``S_w`` (bicubic) as the start image of the generated
-   region); the tiled coarse pass on them.
+   region; :func:`working_clip` is the task's own preparation at ``S_w``); the tiled coarse pass on them.
 2. **Segments** (:meth:`TiledOutpainter.run_segment`, one per
    :meth:`m3ddm_ray.plan.WindowPlan.segments`): the segment's layout windows at ``S``, the working
    canvases of its frame span, its tiled windows at ``S_w``. A tiled window's frame latent
@@ -27,9 +28,12 @@ how to choose it: ``docs/tiling.md``.
    source frames at their own resolution (:func:`m3ddm_ray.pipeline.finalize_frames` with the
    segment's working clip).
 
-:func:`run_tiled_clip` runs the three in one process (:class:`TiledOutpaintPipeline`, the
-interface of :class:`m3ddm_ray.pipeline.OutpaintPipeline`, which refuses settings with tiling on);
-the batch job's coarse and fine stages run 1 and 2 on actors, segment by segment.
+:func:`run_tiled_task` runs the three in one process (:class:`TiledOutpaintPipeline`, the
+interface of :class:`m3ddm_ray.pipeline.OutpaintPipeline`, which refuses settings with tiling on,
+plus :meth:`TiledOutpaintPipeline.run_task`); the batch job's coarse and fine stages run 1 and 2
+on actors, segment by segment. An inpainting or extension (per-row masks, new rows) runs whole in
+one process: the whole-canvas run of the task as layout, then the tiled run of its whole working
+clip (``tests/test_tiled_tasks.py``).
 
 The layout of a keyframe (a frame of a coarse window) is its coarse latent decoded, the layout
 of any other frame the output of the last window of its segment that contains it: each segment
@@ -49,13 +53,14 @@ import torch
 
 from . import geometry
 from .errors import InputError
-from .pipeline import ClipState, OutpaintPipeline, Outpainter, PreparedClip, finalize_clip, generated_array, prepare_clip
+from .pipeline import (ClipState, Holds, OutpaintPipeline, OutpaintSettings, Outpainter, PreparedClip, finalize_clip,
+                       generated_array, prepare_task, run_task)
 from .plan import Segment
-from .prepare import Holds
+from .task import Outpaint, Task
 from .tiles import FusionWeights, Tile, fusion_weights, layout_skip, plan_tiles
 
 __all__ = ["FUSION", "SourceReader", "working_clip", "clip_tiles", "TiledState", "TiledOutpainter", "merge_segment",
-           "run_tiled_clip", "TiledOutpaintPipeline"]
+           "run_tiled_task", "run_tiled_clip", "TiledOutpaintPipeline"]
 
 #: Fusion weights of the tiled run (:func:`m3ddm_ray.tiles.fusion_weights`): feathered, so a tile's
 #: edge cells count least where a neighbour overlaps them.
@@ -64,58 +69,84 @@ FUSION = "linear"
 
 def working_clip(clip: PreparedClip, frames: np.ndarray, working_size: int,
                  layout: np.ndarray | None) -> PreparedClip:
-    """``clip`` planned again on an ``S_w × S_w`` canvas, with the layout as its start image.
+    """``clip`` prepared again by its task on an ``S_w × S_w`` canvas, with the layout as its start image.
+
+    The task's own preparation at canvas size ``S_w`` (:func:`m3ddm_ray.prepare.prepare_task`:
+    :meth:`m3ddm_ray.task.Task.plan`, ``canvases``, ``new_canvases`` at ``S_w``), then, with a
+    layout, each row's :meth:`m3ddm_ray.task.Task.working_rows` with its layout canvas upsampled
+    to ``S_w`` (bicubic):
+
+    * outpaint: the canvas planned with the same ratio rule (:func:`m3ddm_ray.geometry.plan_canvas`),
+      the border generated (one mask for every row);
+    * inpaint: the frame on the ``1:1`` plan of ``S_w``; generated: each row's holes -- its fitted,
+      dilated source mask resized conservatively into the frame's rectangle and grown to whole
+      latent cells of the working canvas (:func:`m3ddm_ray.masks.frames.canvas_masks`);
+    * extend: the known rows wholly known, the new rows' frame rectangle wholly generated;
+
+    the ``1:1`` padding (inpaint, extend) is known at ``S_w`` and holds the layout's pixels (it is
+    cropped away at the end). The start image is the layout where a row is generated and the known
+    pixels elsewhere; ``mask`` is the union of the rows' masks (what :func:`clip_tiles` selects
+    tiles by). The global frames stay the clip's ``S``-pixel whole frames: every tile gets them as
+    its context.
 
     Args:
-        clip: the prepared clip at the canvas size (whole clip, outpainting: no per-frame masks).
-        frames: uint8 ``(T, H, W, 3)`` source frames.
-        working_size: ``S_w`` in pixels.
-        layout: uint8 ``(T, S, S, 3)`` composited canvases of the whole-canvas run, or None (the
-            working canvases filled as :func:`m3ddm_ray.geometry.make_canvases` fills them).
+        clip: the prepared whole clip at the canvas size ``S`` (any task; not a segment slice).
+        frames: uint8 ``(T, H, W, 3)`` source frames in time order.
+        working_size: ``S_w`` in pixels (a multiple of 8).
+        layout: uint8 ``(N, S, S, 3)`` composited canvases of every working row (``N`` =
+            ``clip.num_frames``) from the whole-canvas run, or None (the task's own preparation at
+            ``S_w``, its start images the TELEA fill).
 
     Returns:
-        A :class:`~m3ddm_ray.pipeline.PreparedClip` with ``geom`` planned at ``S_w``, ``masked``
-        ``(T, S_w, S_w, 3)`` (the source at ``S_w``, zeros elsewhere), ``inpainted`` = the masked
-        canvases' known pixels and the bicubic upsampled layout elsewhere, ``mask`` ``(S_w, S_w)``,
-        and the clip's ``S``-pixel global frames.
+        A :class:`~m3ddm_ray.pipeline.PreparedClip` with ``geom`` planned at ``S_w``, ``masked`` /
+        ``inpainted`` ``(N, S_w, S_w, 3)``, ``mask`` ``(S_w, S_w)``, ``frame_masks``
+        ``(N, S_w, S_w)`` for a task with per-row masks, and the clip's global frames.
 
     Raises:
-        InputError: a clip with per-frame masks (inpainting, extension), a segment slice, or a
-            layout of the wrong shape.
+        InputError: a segment slice or keyframes clip, frames or masks that do not fit the task,
+            or a layout of the wrong shape.
     """
-    if clip.frame_masks is not None or clip.segment is not None or clip.frame_ids is not None:
-        raise InputError("the tiled mode runs whole outpainting clips in one process (not inpainting / "
-                         "extension clips or segment slices); set tiling.working_size: null for those")
-    geom = geometry.plan_canvas(*clip.geom.source_hw, clip.geom.ratios, working_size)
-    masked, inpainted = geometry.make_canvases(frames, geom)
-    mask = geometry.pixel_mask(geom)
-    if layout is not None:
-        s = clip.geom.canvas_size
-        if layout.shape != (len(frames), s, s, 3):
-            raise InputError(f"layout of shape {layout.shape}; expected ({len(frames)}, {s}, {s}, 3)")
-        gen = mask[None, :, :, None].astype(bool)
-        for i in range(len(frames)):
-            up = cv2.resize(np.ascontiguousarray(layout[i]), (working_size, working_size),
-                            interpolation=cv2.INTER_CUBIC)
-            inpainted[i] = np.where(gen[0], up, masked[i])
-    return replace(clip, geom=geom, masked=masked, inpainted=inpainted, mask=mask)
+    if clip.holds is not Holds.CLIP or clip.segment is not None:
+        raise InputError("the tiled mode runs whole clips in one process (not segment slices or keyframe "
+                         "clips); set tiling.working_size: null for those")
+    s, n = clip.geom.canvas_size, clip.num_frames
+    if layout is not None and layout.shape != (n, s, s, 3):
+        raise InputError(f"layout of shape {layout.shape}; expected ({n}, {s}, {s}, 3)")
+    # one global frame is made at S_w and dropped: the tiles keep the clip's S-pixel global frames
+    at_sw = OutpaintSettings(canvas_size=working_size, strides=clip.strides, num_global_frames=1)
+    work = replace(prepare_task(frames, clip.fps, clip.task, at_sw), global_frames=clip.global_frames)
+    if layout is None:
+        return work
+    union = None
+    for i in range(n):  # row by row: one upsampled layout canvas at a time
+        up = cv2.resize(np.ascontiguousarray(layout[i]), (working_size, working_size), interpolation=cv2.INTER_CUBIC)
+        m, start, masks = clip.task.working_rows(work.masked[i:i + 1], work.window_masks([i]), up[None], work.geom)
+        work.masked[i], work.inpainted[i] = m[0], start[0]
+        if masks is not None:
+            work.frame_masks[i] = masks[0]
+            union = masks[0].copy() if union is None else np.maximum(union, masks[0])
+    return work if union is None else replace(work, mask=union)
 
 
 def clip_tiles(clip: PreparedClip, overlap: int, canvas_size: int, factor: int) -> tuple[tuple[Tile, ...], FusionWeights]:
     """The tiles of a working clip's frame and their fusion weights (:data:`FUSION`).
 
     Args:
-        clip: a working clip (:func:`working_clip`) or a canvas-size clip.
+        clip: a working clip (:func:`working_clip`) or a canvas-size clip, of any task.
         overlap: ``tiling.overlap`` in pixels.
         canvas_size: the model's canvas size ``S`` (the tile side).
         factor: the VAE's spatial downsampling.
 
     Returns:
-        ``(tiles, weights)``: :func:`m3ddm_ray.tiles.plan_tiles` over the ``S_w × S_w`` frame (tiles
-        wholly inside the known box left out) and their :func:`m3ddm_ray.tiles.fusion_weights`.
+        ``(tiles, weights)``: :func:`m3ddm_ray.tiles.plan_tiles` over the ``S_w × S_w`` frame with the
+        clip's mask as ``generated`` -- a tile is left out when no row of the clip generates a pixel
+        in it (outpainting: when it lies wholly inside the known box; inpainting: where no frame has
+        a hole) -- and their :func:`m3ddm_ray.tiles.fusion_weights`.
     """
     sw = clip.geom.canvas_size
-    tiles = plan_tiles((sw, sw), clip.geom.known_box, canvas_size, overlap, factor)
+    # a one-mask task's segment shell carries no mask: it is its task's mask of the geometry
+    mask = clip.mask if clip.mask.shape == (sw, sw) else clip.task.mask(clip.geom, None)
+    tiles = plan_tiles((sw, sw), (0, 0, 0, 0), canvas_size, overlap, factor, generated=mask)
     return tiles, fusion_weights(tiles, (sw, sw), factor, FUSION)
 
 
@@ -217,7 +248,7 @@ class TiledOutpainter(Outpainter):
         from .sampling_tiles import sample_tiled_windows
 
         f = self.latent_factor
-        key = (clip.geom, self.tiling.overlap, self.settings.canvas_size, f)
+        key = (clip.geom, clip.mask.tobytes(), self.tiling.overlap, self.settings.canvas_size, f)
         if key not in self._plans:
             self._plans[key] = clip_tiles(clip, self.tiling.overlap, self.settings.canvas_size, f)
         tiles, weights = self._plans[key]
@@ -236,14 +267,22 @@ class TiledOutpainter(Outpainter):
         time), holding what ``where`` says (``holds``, ``first_frame``, ``segment``, ``frame_ids``)."""
         base = replace(clip, holds=Holds.CLIP, first_frame=0, segment=None, frame_ids=None, canvas_file=None,
                        canvas_options=None, file_order=None, masked=clip.masked[:0], inpainted=clip.inpainted[:0])
-        parts = [working_clip(base, self._read(rows[i:i + _WORK_CHUNK]), self.tiling.working_size,
-                              layout[i:i + _WORK_CHUNK]) for i in range(0, len(rows), _WORK_CHUNK)]
+        parts = []
+        for i in range(0, len(rows), _WORK_CHUNK):  # an outpainting's rows are its source frames
+            chunk = rows[i:i + _WORK_CHUNK]
+            parts.append(working_clip(replace(base, total_frames=len(chunk)), self._read(chunk),
+                                      self.tiling.working_size, layout[i:i + _WORK_CHUNK]))
         return replace(parts[0], masked=np.concatenate([p.masked for p in parts]),
-                       inpainted=np.concatenate([p.inpainted for p in parts]), **where)
+                       inpainted=np.concatenate([p.inpainted for p in parts]), total_frames=clip.total_frames,
+                       strides=clip.strides, global_frames=clip.global_frames, **where)
 
     def run_coarse(self, clip: PreparedClip, **kw) -> TiledState:
         """Coarse stage of the tiled run (the class docstring): ``clip`` at the canvas size, holding
         the coarse windows' canvases (whole clip, keyframes, or their scratch file)."""
+        if not isinstance(clip.task, Outpaint):
+            raise InputError(f"the tiled mode cuts only outpainting clips into segments; a tiled {clip.task.name} "
+                             f"clip runs whole in one process (TiledOutpaintPipeline.run_task), or set "
+                             f"tiling.working_size: null for it")
         state = TiledState()
         coarse = clip.plan.coarse
         if not self.layered:
@@ -338,25 +377,33 @@ def merge_segment(state: ClipState, sub: ClipState) -> ClipState:
     return state
 
 
-def run_tiled_clip(outpainter: Outpainter, frames: np.ndarray, fps: float, ratio,
+def run_tiled_task(outpainter: Outpainter, frames: np.ndarray, fps: float, task: Task,
                    progress: bool = False) -> tuple[np.ndarray, PreparedClip, ClipState]:
-    """Outpaint ``frames`` to one ratio in the tiled mode: :meth:`TiledOutpainter.run_coarse`, then
-    every segment from its own :meth:`TiledState.for_segment` and its output frames finalized from
-    its working clip -- the batch job's stages in one process (a short clip has one segment).
+    """Run ``task`` (outpaint, inpaint or extend, :mod:`m3ddm_ray.task`) of ``frames`` in the tiled mode.
+
+    An outpainting: :meth:`TiledOutpainter.run_coarse`, then every segment from its own
+    :meth:`TiledState.for_segment` and its output frames finalized from its working clip -- the
+    batch job's stages in one process (a short clip has one segment). An inpainting or extension
+    (per-row masks, new rows: :func:`working_clip` prepares its whole clip): the whole-canvas run
+    of the task as layout, then the tiled run of its whole working clip.
 
     Args:
         outpainter: holds the models, the scheduler and the settings (``settings.tiling.enabled``).
         frames: uint8 ``(T, H, W, 3)`` RGB source frames.
         fps: source frame rate (> 0).
-        ratio: target ratio.
+        task: the :class:`~m3ddm_ray.task.Task`.
         progress: a tqdm bar of the UNet steps.
 
     Returns:
-        ``(output uint8 (T, H', W', 3), working clip, tiled state)``: with ``output_size="canvas"``
-        the crop of the ``S_w`` composite, with ``"source"`` the source frames at their resolution
-        in the upscaled working composite. The working clip is the segment's with one segment; with
-        several it holds every row's known canvas at ``S_w`` (``masked``; ``inpainted`` left
-        empty). The state holds every frame's generated canvas and the tiled stored latents.
+        ``(output, working clip, tiled state)``: the output as the task's finalize gives it from the
+        ``S_w`` canvases (:meth:`m3ddm_ray.task.Task.finalize`): an outpainting uint8
+        ``(T, H', W', 3)`` (the crop of the ``S_w`` composite, or with ``output_size="source"`` the
+        source frames at their resolution in the upscaled working composite), an inpainting
+        ``(T, H, W, 3)`` (the source pixels exactly outside the mask), an extension
+        ``(T + n, H, W, 3)`` (the known frames exactly the source). An outpainting's working clip
+        is the segment's with one segment; with several it holds every row's known canvas at
+        ``S_w`` (``masked``; ``inpainted`` left empty). The state holds every frame's generated
+        canvas and the tiled stored latents.
 
     Raises:
         InputError: tiling off, or tiling settings that do not fit the model
@@ -366,12 +413,14 @@ def run_tiled_clip(outpainter: Outpainter, frames: np.ndarray, fps: float, ratio
 
     s = outpainter.settings
     if not s.tiling.enabled:
-        raise InputError("run_tiled_clip needs tiling.working_size (the tiled mode is off)")
-    clip = prepare_clip(frames, fps, ratio, s)
+        raise InputError("the tiled run needs tiling.working_size (the tiled mode is off)")
+    clip = prepare_task(frames, fps, task, s)
     if clip.passthrough:
         return finalize_clip(clip, None, s, frames), clip, ClipState()
     tiled = TiledOutpainter(outpainter.unet, outpainter.vae, s, source=lambda rows: frames[np.asarray(rows)])
     tiled.scheduler = tiled.layout.scheduler = outpainter.scheduler
+    if not isinstance(task, Outpaint):
+        return _run_whole_task(tiled, clip, frames, progress)
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -403,6 +452,39 @@ def run_tiled_clip(outpainter: Outpainter, frames: np.ndarray, fps: float, ratio
     return np.concatenate(outs), work, state
 
 
+def run_tiled_clip(outpainter: Outpainter, frames: np.ndarray, fps: float, ratio,
+                   progress: bool = False) -> tuple[np.ndarray, PreparedClip, ClipState]:
+    """:func:`run_tiled_task` of an outpainting of ``frames`` (uint8 ``(T, H, W, 3)``) to ``ratio``
+    (``"9:16"`` or :class:`m3ddm_ray.geometry.Ratio`); returns ``(output uint8 (T, H', W', 3),
+    working clip, tiled state)``. Raises InputError as :func:`run_tiled_task`."""
+    return run_tiled_task(outpainter, frames, fps, Outpaint(geometry.parse_ratio(ratio)), progress)
+
+
+def _run_whole_task(tiled: TiledOutpainter, clip: PreparedClip, frames: np.ndarray, progress: bool):
+    """An inpainting's or extension's tiled run: the whole clip's layout, then its whole working clip."""
+    from .pipeline import step_bar
+
+    s, task = tiled.settings, clip.task
+    a, b = task.source_range(0, clip.num_frames, clip.num_frames)
+    work = clip
+    if tiled.layered:
+        state = _run(tiled.layout, clip, step_bar(clip, s, progress))
+        layout = geometry.paste_back(generated_array(clip, state), clip.masked,
+                                     clip.masks_of(range(clip.num_frames)), mode=s.paste_mode)
+        work = working_clip(clip, frames, tiled.tiling.working_size, layout)
+    state = _run(tiled, work, step_bar(work, s, progress), whole=True)
+    return finalize_clip(work, generated_array(work, state), s, np.asarray(frames)[a:b]), work, state
+
+
+def _run(outpainter: Outpainter, clip: PreparedClip, bar, whole: bool = False) -> ClipState:
+    kw = {} if bar is None else {"on_step": lambda i, n: bar.update(1)}
+    state = Outpainter.run_coarse(outpainter, clip, **kw) if whole else outpainter.run_coarse(clip, **kw)
+    (Outpainter.run_fine if whole else type(outpainter).run_fine)(outpainter, clip, state, **kw)
+    if bar is not None:
+        bar.close()
+    return state
+
+
 class TiledOutpaintPipeline(OutpaintPipeline):
     """:class:`~m3ddm_ray.pipeline.OutpaintPipeline` whose clips run in the tiled mode when
     ``settings.tiling.working_size`` is set (:func:`run_tiled_clip`), and exactly as the plain
@@ -413,6 +495,7 @@ class TiledOutpaintPipeline(OutpaintPipeline):
         s = OutpaintSettings(output_size="source", tiling=TilingSettings(working_size=512))
         pipe = TiledOutpaintPipeline.from_pretrained(settings=s)
         outs = pipe(frames, fps=25.0, ratios="9:16")     # {"9:16": (T, H', W', 3) uint8}
+        clean = pipe.run_task(frames, 25.0, Inpaint(MaskArray(masks), dilate=4))  # (T, H, W, 3) uint8
     """
 
     def with_settings(self, **changes) -> "TiledOutpaintPipeline":
@@ -428,3 +511,12 @@ class TiledOutpaintPipeline(OutpaintPipeline):
         if not self.settings.tiling.enabled:
             return super().run_clip(frames, fps, ratio, progress)
         return run_tiled_clip(self.outpainter, frames, fps, ratio, progress)
+
+    def run_task(self, frames: np.ndarray, fps: float, task: Task, progress: bool = False) -> np.ndarray:
+        """Any task (:mod:`m3ddm_ray.task`: outpaint, inpaint, extend) of ``frames`` (uint8
+        ``(T, H, W, 3)``): tiled when ``settings.tiling`` is on (:func:`run_tiled_task`), else the
+        whole-canvas run (:func:`m3ddm_ray.pipeline.run_task`). Returns the task's output frames
+        (uint8 ``(N, H', W', 3)``). Raises InputError for bad frames, fps, settings or task inputs."""
+        if not self.settings.tiling.enabled:
+            return run_task(self.outpainter, frames, fps, task)
+        return run_tiled_task(self.outpainter, frames, fps, task, progress)[0]

@@ -276,21 +276,28 @@ def plan_tiles(
     tile_size: int,
     overlap: int,
     factor: int,
+    *,
+    generated: np.ndarray | None = None,
 ) -> Tuple[Tile, ...]:
     """Square tiles that cover every generated pixel of a working frame.
 
     The tile grid is the product of :func:`axis_starts` along the height and along the width (the
     fewest tiles per axis with at least ``overlap`` pixels of overlap between neighbours, spread
     evenly, first at 0 and last flush with the frame's far side, every start a multiple of
-    ``factor``). Tiles are listed row-major (by ``y0``, then ``x0``); a tile that lies wholly inside
-    ``known_box`` (no pixel to generate) is left out and the rest are numbered ``0, 1, ...``. A
-    frame equal to one tile gives the single tile ``(0, 0)``; a frame with nothing to generate
-    (``known_box`` = the whole frame) gives no tile.
+    ``factor``). Tiles are listed row-major (by ``y0``, then ``x0``); a tile with no pixel to
+    generate is left out and the rest are numbered ``0, 1, ...``. A tile has no pixel to generate
+    when it lies wholly inside ``known_box``, or, with ``generated`` given, when it holds no 1 of
+    ``generated`` (a clip whose rows have masks of their own: the union of its rows' masks, so a
+    tile is kept when any frame generates a pixel in it). The known box is the special case
+    ``generated`` = 1 outside the box (:func:`m3ddm_ray.geometry.pixel_mask`). A frame equal to one
+    tile gives the single tile ``(0, 0)`` (when it has a pixel to generate); a frame with nothing to
+    generate (``known_box`` = the whole frame, or ``generated`` all 0) gives no tile.
 
-    Guarantees (``tests/test_tiles.py``): every pixel outside ``known_box`` is in a tile, hence every
-    latent cell holding such a pixel is too; no tile leaves the frame; two tiles that are neighbours
-    along an axis (consecutive starts) overlap by ``>= overlap`` pixels along it, exactly ``overlap``
-    when ``side - overlap`` is a multiple of ``tile_size - overlap``.
+    Guarantees (``tests/test_tiles.py``): every pixel outside ``known_box`` (and, with
+    ``generated``, every 1 of it) is in a tile, hence every latent cell holding such a pixel is
+    too; no tile leaves the frame; two tiles that are neighbours along an axis (consecutive starts)
+    overlap by ``>= overlap`` pixels along it, exactly ``overlap`` when ``side - overlap`` is a
+    multiple of ``tile_size - overlap``.
 
     Args:
         frame_hw: ``(H, W)`` of the working frame in pixels, multiples of ``factor``, each
@@ -300,13 +307,16 @@ def plan_tiles(
         tile_size: the tile side in pixels (the model canvas size), a multiple of ``factor``.
         overlap: minimum overlap in pixels, ``0 <= overlap < tile_size``, a multiple of ``factor``.
         factor: the VAE's spatial downsampling (:func:`m3ddm_ray.sampling.vae_factor`).
+        generated: optional uint8 / bool ``(H, W)`` 0/1 mask of the working frame, 1 = generated in
+            some frame of the clip (e.g. :attr:`m3ddm_ray.prepare.PreparedClip.mask` of a working
+            clip); pass ``known_box=(0, 0, 0, 0)`` to select the tiles by this mask alone.
 
     Returns:
         The tiles, row-major, ``index`` = position.
 
     Raises:
-        InputError: a side smaller than the tile, sizes off the latent grid, a bad overlap or a
-            known box outside the frame.
+        InputError: a side smaller than the tile, sizes off the latent grid, a bad overlap, a
+            known box outside the frame, or a ``generated`` mask of another shape than the frame.
     """
     f = _check_factor(factor)
     t = _check_tile_size(tile_size, f)
@@ -317,10 +327,18 @@ def plan_tiles(
                          f"along {'its height' if h < t else 'its width'}; use a working size >= the "
                          f"canvas size {t}")
     ky0, ky1, kx0, kx1 = _check_box(known_box, (h, w))
+    gen = None
+    if generated is not None:
+        gen = np.asarray(generated)
+        if gen.shape != (h, w):
+            raise InputError(f"generated mask of shape {gen.shape} does not match the working frame "
+                             f"({h}, {w}); give the (H, W) union mask of the frame's rows")
     tiles: list[Tile] = []
     for y0 in axis_starts(h, t, overlap, f):
         for x0 in axis_starts(w, t, overlap, f):
             inside_known = ky0 <= y0 and y0 + t <= ky1 and kx0 <= x0 and x0 + t <= kx1
+            if gen is not None and not inside_known:
+                inside_known = not gen[y0:y0 + t, x0:x0 + t].any()
             if not inside_known:
                 tiles.append(Tile(index=len(tiles), y0=y0, x0=x0, size=t))
     return tuple(tiles)

@@ -200,6 +200,22 @@ def test_output_size_source_keeps_the_source_resolution(audio_run):
     assert mae(frames[:, oy:oy + 118, ox:ox + 160], src) < 3
 
 
+def test_working_size_runs_the_tiled_mode_with_the_same_output_size_and_audio(tmp_path, audio_run):
+    uri = str(tmp_path / "tiled.mp4")
+    res = run_cli(["outpaint-video", data("with_audio_20.mp4"), "--ratio", "9:16", "--out", uri,
+                   "--output-size", "source", "--working-size", "128", "--tile-overlap", "16", *FAST])
+    assert res["rc"] == 0, res["stderr"]
+    tiled, whole = video.probe(uri), video.probe(audio_run["uri"])
+    assert (tiled.num_frames, tiled.width, tiled.height, tiled.frame_rate, tiled.has_audio) == \
+        (20, whole.width, whole.height, Fraction(15), True)
+    frames, _ = video.read_frames(uri)
+    src, _ = video.read_frames(data("with_audio_20.mp4"))
+    # the source pasted at its own resolution, where the working canvas (128) places it
+    oy, ox = geometry.source_resolution_layout(geometry.plan_canvas(118, 160, "9:16", 128)).offset
+    assert mae(frames[:, oy:oy + 118, ox:ox + 160], src) < 3
+    assert mae(frames, video.read_frames(audio_run["uri"])[0]) > 0.5  # the border was generated again
+
+
 # ------------------------------------------------------------------------------------------------
 # passthrough: no models, no diffusion
 # ------------------------------------------------------------------------------------------------

@@ -259,6 +259,29 @@ def test_inpaint_command_round_trip(tmp_path):
     assert (got.num_frames, got.width, got.height, got.fps, got.has_audio) == (20, 160, 118, info.fps, True)
 
 
+@pytest.mark.parametrize("command", ["inpaint", "extend"])
+def test_task_commands_run_tiled_with_working_size(tmp_path, command):
+    src = str(DATA / "with_audio_20.mp4")
+    frames, _ = video.read_frames(src)
+    m = np.zeros(frames.shape[1:3], np.uint8)
+    m[30:60, 40:80] = 255
+    cv2.imwrite(str(tmp_path / "m.png"), m)
+    out = str(tmp_path / "out.mp4")
+    flags = ["--masks", str(tmp_path / "m.png")] if command == "inpaint" else ["--frames", "3"]
+    r = run_cli([command, src, *flags, "--out", out, "--working-size", "128", "--tile-overlap", "16"] + FAST,
+                spy_writes=True)
+    assert r["rc"] == 0, r["stderr"]
+    written = r["written"][out]
+    if command == "inpaint":  # the source size, every pixel outside the (cell-grown) hole the source's
+        assert written.shape == frames.shape
+        np.testing.assert_array_equal(written[:, :20], frames[:, :20])
+    else:
+        assert written.shape == (23,) + frames.shape[1:]
+        np.testing.assert_array_equal(written[:20], frames)
+    r = run_cli([command, src, *flags, "--out", out, "--working-size", "100"] + FAST)
+    assert r["rc"] == 2 and "working_size" in r["stderr"], r["stderr"]
+
+
 def test_inpaint_command_rejects_bad_masks_before_loading_models(tmp_path):
     src = str(DATA / "with_audio_20.mp4")
     folder = tmp_path / "m"

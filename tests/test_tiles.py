@@ -123,6 +123,38 @@ def test_tile_placement_properties_over_random_frames():
     assert n_skipped > 500 and n_exact > 100  # the random cases reach both behaviours
 
 
+def test_plan_tiles_by_a_generated_mask_over_random_frames():
+    """A clip's union mask selects the tiles: the known box is its special case, and a tile is kept
+    exactly when some pixel of it is generated (in any frame), every generated pixel covered."""
+    n_skipped = 0
+    for k, c in enumerate(CASES[:400]):
+        (h, w), t, o, f = c["frame_hw"], c["tile_size"], c["overlap"], c["factor"]
+        by_box = plan_tiles(**c)
+        by_mask = plan_tiles((h, w), (0, 0, 0, 0), t, o, f, generated=_frame_mask((h, w), c["known_box"]))
+        assert by_mask == by_box, c
+        rng = np.random.default_rng(k)
+        frames = np.zeros((3, h, w), np.uint8)  # three frames, each with a small hole of its own
+        for m in frames:
+            y, x = int(rng.integers(0, h)), int(rng.integers(0, w))
+            m[y:y + int(rng.integers(1, 4)), x:x + int(rng.integers(1, 4))] = 1
+        union = frames.max(axis=0)
+        tiles = plan_tiles((h, w), (0, 0, 0, 0), t, o, f, generated=union)
+        ys, xs = axis_starts(h, t, o, f), axis_starts(w, t, o, f)
+        assert [(tl.y0, tl.x0) for tl in tiles] == [(y, x) for y in ys for x in xs if union[y:y + t, x:x + t].any()]
+        cover = np.zeros((h, w), bool)
+        for tl in tiles:
+            cover[tl.y0:tl.y0 + t, tl.x0:tl.x0 + t] = True
+        assert np.all(cover[union == 1])
+        n_skipped += len(ys) * len(xs) - len(tiles)
+    assert n_skipped > 100
+    # both rules at once: a tile inside the known box is left out even where the mask marks it
+    assert plan_tiles((128, 128), (0, 64, 0, 64), 64, 0, 8, generated=np.ones((128, 128), np.uint8)) == (
+        Tile(0, 0, 64, 64), Tile(1, 64, 0, 64), Tile(2, 64, 64, 64))
+    assert plan_tiles((128, 128), (0, 0, 0, 0), 64, 0, 8, generated=np.zeros((128, 128), np.uint8)) == ()
+    with pytest.raises(InputError, match=r"generated mask of shape \(64, 64\) does not match the working frame \(128, 128\)"):
+        plan_tiles((128, 128), (0, 0, 0, 0), 64, 0, 8, generated=np.ones((64, 64), np.uint8))
+
+
 def test_axis_starts_exact_values():
     # n = ceil((800 - 64) / 192) = 4; D = 68 cells; k * 68 / 3 = 0, 22.7, 45.3, 68 -> 0, 23, 45, 68 cells
     assert axis_starts(800, 256, 64, 8) == (0, 184, 360, 544)

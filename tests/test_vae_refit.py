@@ -12,7 +12,10 @@ import torch
 from m3ddm_ray.errors import InputError
 from m3ddm_ray.models.loading import load_vae
 from m3ddm_ray.training.sources import read_sources
-from m3ddm_ray.training.vae import colour_fields, refit_vae
+from m3ddm_ray.errors import InputError
+from m3ddm_ray.training.sources import Source, read_sources, sample_example, synthetic_photo
+from m3ddm_ray.training.synthetic import COLOUR_FIELDS_URI, colour_fields
+from m3ddm_ray.training.vae import refit_vae
 
 DATA = Path(__file__).parent / "data"
 VAE = DATA / "trained" / "vae"
@@ -30,6 +33,23 @@ def test_colour_fields_are_flat_gradients_and_rectangles_deterministically():
         assert len(np.unique(a[i].reshape(-1, 3), axis=0)) > 8
     for i in range(2, 9, 3):  # a flat background and rectangles: a few colours, one of them dominant or not
         assert 2 <= len(np.unique(a[i].reshape(-1, 3), axis=0)) <= 5
+
+
+def test_the_synthetic_photo_source_gives_flat_colour_examples(tmp_path):
+    m = tmp_path / "m.jsonl"
+    m.write_text('{"image_uri": "synthetic://colour-fields"}\n{"image_uri": "skimage://coffee.png"}\n')
+    assert read_sources(m)[0] == Source("photo", COLOUR_FIELDS_URI)
+    # one photograph per example seed, 256 px, from the three kinds
+    kinds = {len(np.unique(synthetic_photo(s).reshape(-1, 3), axis=0)) > 1 for s in range(12)}
+    assert synthetic_photo(3).shape == (256, 256, 3) and kinds == {False, True}
+    assert np.array_equal(synthetic_photo(3), synthetic_photo(3))
+    flat = next(s for s in range(50) if len(np.unique(synthetic_photo(s).reshape(-1, 3), axis=0)) == 1)
+    e = sample_example(Source("photo", COLOUR_FIELDS_URI), flat)
+    assert e["frames"].shape == (16, 64, 64, 3)  # a flat photograph stays flat through the moving window
+    assert np.array_equal(e["frames"].reshape(-1, 3).min(0), e["frames"].reshape(-1, 3).max(0))
+    m.write_text('{"image_uri": "synthetic://noise"}\n')
+    with pytest.raises(InputError, match="the one synthetic source is 'synthetic://colour-fields'"):
+        read_sources(m)
 
 
 def test_refit_changes_the_grouping_only_and_keeps_the_old_vae():

@@ -60,6 +60,8 @@ def add_refit_vae(subparsers) -> None:
     p.add_argument("--steps", type=int, default=3000)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--lr", type=float, default=2e-4)
+    p.add_argument("--min-lr-ratio", type=float, default=1.0,
+                   help="cosine-decay the learning rate to lr x this at the last step (default 1.0: constant)")
     p.add_argument("--colour-share", type=float, default=0.3,
                    help="share of the frame pool replaced by flat-colour fields (default 0.3)")
     p.add_argument("--latent-weight", type=float, default=1.0)
@@ -80,8 +82,9 @@ def cmd_refit_vae(args: argparse.Namespace) -> int:
     from .sources import read_sources
     from .vae import refit_vae
 
-    if args.steps < 1 or not 0.0 <= args.colour_share <= 1.0:
-        raise InputError(f"--steps {args.steps} must be >= 1 and --colour-share {args.colour_share} in [0, 1]")
+    if args.steps < 1 or not 0.0 <= args.colour_share <= 1.0 or not 0.0 <= args.min_lr_ratio <= 1.0:
+        raise InputError(f"--steps {args.steps} must be >= 1, --colour-share {args.colour_share} and "
+                         f"--min-lr-ratio {args.min_lr_ratio} in [0, 1]")
     if args.threads:
         torch.set_num_threads(args.threads)
     t0 = time.time()
@@ -93,7 +96,7 @@ def cmd_refit_vae(args: argparse.Namespace) -> int:
 
     new = refit_vae(old, read_sources(args.data), args.norm_groups, steps=args.steps, batch_size=args.batch_size,
                     lr=args.lr, latent_weight=args.latent_weight, colour_field_share=args.colour_share, log=log, pool_size=args.pool_size,
-                    max_wall_s=args.max_wall_s)
+                    max_wall_s=args.max_wall_s, min_lr_ratio=args.min_lr_ratio)
     ckpt.save_model_folder(new, args.output)
     print(json.dumps({"vae": args.output, "from": args.vae, "norm_num_groups": args.norm_groups,
                       "steps": args.steps, "seconds": round(time.time() - t0, 1)}))

@@ -10,7 +10,10 @@ the same crop, a mask from a :mod:`m3ddm_ray.masks` policy, and the fps conditio
 Sources are listed by :func:`read_sources` from ``--data``: a ``.jsonl`` manifest (rows with
 ``video_uri`` or ``image_uri``), or a folder/prefix holding videos, images and frame folders.
 ``skimage://NAME.png`` names a photograph shipped inside scikit-image's package data folder (read from
-disk, never downloaded).
+disk, never downloaded); ``synthetic://colour-fields`` a new synthetic photograph of flat colours per
+example (:mod:`m3ddm_ray.training.synthetic`), so a manifest row ``{"image_uri":
+"synthetic://colour-fields"}`` gives that share of the examples plain backgrounds, gradients and
+rectangles seen through a moving window.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import numpy as np
 from .. import geometry
 from ..errors import InputError
 from ..masks import make_policy, mask_global_frames
+from .synthetic import COLOUR_FIELDS_URI, colour_field
 
 VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
@@ -91,7 +95,10 @@ def read_sources(uri: str | os.PathLike) -> list[Source]:
             if "video_uri" in row:
                 sources.append(Source("video", str(row["video_uri"]), row.get("fps")))
             elif "image_uri" in row:
-                sources.append(Source("photo", str(row["image_uri"])))
+                uri = str(row["image_uri"])
+                if uri.startswith("synthetic://") and uri != COLOUR_FIELDS_URI:
+                    raise InputError(f"{text}:{n}: image_uri {uri!r}: the one synthetic source is {COLOUR_FIELDS_URI!r}")
+                sources.append(Source("photo", uri))
             else:
                 raise InputError(f"{text}:{n}: a row needs 'video_uri' (video or frame folder) or 'image_uri'")
     elif path.is_dir():
@@ -151,6 +158,18 @@ def load_photo(uri: str, max_side: int = 512) -> np.ndarray:
         scale = max_side / max(h, w)
         img = cv2.resize(img, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
     return img
+
+
+#: Side in pixels of a ``synthetic://colour-fields`` photograph.
+SYNTHETIC_SIDE = 256
+
+
+def synthetic_photo(seed: int) -> np.ndarray:
+    """The ``synthetic://colour-fields`` photograph of the example with ``seed``: uint8
+    ``(256, 256, 3)``, one of the three kinds of :func:`m3ddm_ray.training.synthetic.colour_field`
+    (drawn from its own generator, so the example's other draws are those of any photo source)."""
+    rng = np.random.default_rng([int(seed), 2])
+    return colour_field(rng, SYNTHETIC_SIDE, int(rng.integers(3)))
 
 
 # --------------------------------------------------------------------------- one example
@@ -224,7 +243,7 @@ def sample_example(source: Source, seed: int, cs: ClipSettings = ClipSettings(),
     policy = make_policy(cs.mask_policy) if policy is None else policy
     f, g, s = cs.num_frames, cs.num_global_frames, cs.canvas_size
     if source.kind == "photo":
-        img = load_photo(source.uri)
+        img = synthetic_photo(seed) if source.uri == COLOUR_FIELDS_URI else load_photo(source.uri)
         total, fps = PHOTO_FRAMES, PHOTO_FPS
     else:
         frames, fps = load_video(source.uri, source.fps)

@@ -28,7 +28,9 @@ import numpy as np
 import torch
 
 from ..sampling import VAE_SCALE
+from .loop import lr_lambda
 from .objective import images_to_unit
+from .synthetic import colour_fields
 from .sources import ClipSettings, Source, example_seed, sample_example, source_of
 
 
@@ -80,34 +82,6 @@ def _blacken_some(frames: np.ndarray, masks: np.ndarray, seed: int, p_masked: fl
     return frames
 
 
-def colour_fields(n: int, seed: int, canvas_size: int) -> np.ndarray:
-    """``uint8 (n, S, S, 3)`` synthetic images of flat colours, a third of each kind (``i % 3``): one
-    flat colour; a linear gradient between two colours along a random direction; a flat background
-    with one to four flat rectangles of other colours. Colours are uniform in RGB, so saturated ones
-    are as common as grey: photographs and film hold few large flat saturated areas, and a VAE trained
-    on them alone reconstructs flat green or blue tens of levels off (docs/training.md § The VAE).
-    Deterministic in ``(seed, i)``.
-    """
-    out = np.empty((n, canvas_size, canvas_size, 3), np.uint8)
-    yy, xx = np.mgrid[0:canvas_size, 0:canvas_size].astype(np.float64) / max(canvas_size - 1, 1)
-    for i in range(n):
-        rng = np.random.default_rng([seed, i])
-        c0 = rng.integers(0, 256, 3).astype(np.float64)
-        img = np.broadcast_to(c0, (canvas_size, canvas_size, 3)).copy()
-        if i % 3 == 1:
-            a = rng.uniform(0, 2 * np.pi)
-            t = np.cos(a) * xx + np.sin(a) * yy
-            t = (t - t.min()) / max(t.max() - t.min(), 1e-9)
-            img = c0 + t[..., None] * (rng.integers(0, 256, 3) - c0)
-        elif i % 3 == 2:
-            for _ in range(int(rng.integers(1, 5))):
-                y0, x0 = rng.integers(0, canvas_size, 2)
-                h, w = rng.integers(canvas_size // 8, canvas_size // 2 + 1, 2)
-                img[y0:y0 + h, x0:x0 + w] = rng.integers(0, 256, 3)
-        out[i] = np.clip(np.round(img), 0, 255).astype(np.uint8)
-    return out
-
-
 def frame_pool(sources: Sequence[Source], pool_size: int, seed: int, canvas_size: int,
                colour_field_share: float = 0.0, blacken: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """The VAE's training pool, cut once: :func:`random_frames` (seed ``seed * 100003``), a seeded share
@@ -130,7 +104,7 @@ def frame_pool(sources: Sequence[Source], pool_size: int, seed: int, canvas_size
 def refit_vae(old, sources: Sequence[Source], norm_num_groups: int, steps: int = 1500, batch_size: int = 16,
               lr: float = 2e-4, latent_weight: float = 1.0, colour_field_share: float = 0.2, seed: int = 0,
               pool_size: int = 2048, log: Callable[[dict], None] | None = None,
-              max_wall_s: float | None = None):
+              max_wall_s: float | None = None, min_lr_ratio: float = 1.0):
     """A copy of the ``AutoencoderKL`` ``old`` with ``norm_num_groups`` GroupNorm groups, trained to keep
     ``old``'s latent space, so that a UNet trained on ``old``'s latents works with it unchanged.
 
@@ -151,8 +125,10 @@ def refit_vae(old, sources: Sequence[Source], norm_num_groups: int, steps: int =
         old: the ``AutoencoderKL`` to refit (float32, CPU or GPU; its weights are not modified; it is
             put in eval mode without gradients).
         norm_num_groups: the new GroupNorm group count; must divide every ``block_out_channels``.
-        steps: AdamW steps at a constant ``lr``, from ``old``'s weights (GroupNorm has no weights that
-            depend on the grouping, so every tensor loads unchanged).
+        steps: AdamW steps from ``old``'s weights (GroupNorm has no weights that depend on the
+            grouping, so every tensor loads unchanged).
+        lr, min_lr_ratio: the learning rate, cosine-decayed to ``lr * min_lr_ratio`` at ``steps``
+            (:func:`m3ddm_ray.training.loop.lr_lambda`, no warm-up); ``1.0`` keeps it constant.
         log: called every 50 steps with ``{"vae_step", "vae_l1", "vae_latent", "elapsed_s"}``.
         max_wall_s: stop early after this many seconds.
 
@@ -178,6 +154,7 @@ def refit_vae(old, sources: Sequence[Source], norm_num_groups: int, steps: int =
     canvas_size = int(old.config.sample_size)
     pool = torch.from_numpy(frame_pool(sources, pool_size, seed, canvas_size, colour_field_share)[0])
     opt = torch.optim.AdamW(new.parameters(), lr=lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(0, int(steps), float(min_lr_ratio)))
     gen = torch.Generator().manual_seed(seed)
     t0 = time.time()
     new.train()
@@ -195,6 +172,7 @@ def refit_vae(old, sources: Sequence[Source], norm_num_groups: int, steps: int =
         loss.backward()
         torch.nn.utils.clip_grad_norm_(new.parameters(), 1.0)
         opt.step()
+        sched.step()
         if log is not None and (step % 50 == 0 or step == steps - 1):
             log({"vae_step": step, "vae_l1": float(l1.detach()), "vae_latent": float(latent.detach()),
                  "elapsed_s": time.time() - t0})
