@@ -213,3 +213,19 @@ def test_consecutive_runs_are_what_one_ranged_read_each_fetches():
     assert consecutive_runs([3, 4, 5, 9]) == [(0, 3), (3, 1)]
     assert consecutive_runs([0, 2, 4]) == [(0, 1), (1, 1), (2, 1)]
     assert consecutive_runs([7]) == [(0, 1)] and consecutive_runs([]) == []
+
+
+def test_the_tiled_frame_reader_gives_spans_and_scattered_frames_of_one_decode_pass():
+    from m3ddm_ray.distributed.canvases import frame_reader
+    from m3ddm_ray.errors import InputError
+
+    uri = str(DATA / "tree_60.mp4")
+    every, _ = read_frames(uri)
+    read = frame_reader({"video_uri": uri, "seek": None}, {})
+    # keyframes in ascending chunks (one decode continued), a later chunk below the cursor (a new decode)
+    for ids in ([0, 3, 6], [9, 30, 59], [1, 2, 7]):
+        assert np.array_equal(read(ids), every[ids])
+    span = read(range(10, 20))
+    assert np.array_equal(span, every[10:20]) and read(range(10, 20)) is span  # a span is decoded once
+    with pytest.raises(InputError, match="frame 70 asked, the video ended after 60 frames"):
+        read([10, 70])

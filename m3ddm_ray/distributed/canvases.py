@@ -54,19 +54,38 @@ def frame_reader(row: Mapping[str, Any], cfg: Mapping[str, Any]):
     for the tiled outpainter (:data:`m3ddm_ray.tiled.SourceReader`). A consecutive run is one range
     decode from the row's ``span`` seek point (:func:`read_source_span`), kept for the next call
     with the same run (the fine actor reads its span for the canvases and again for the working
-    canvases); scattered frames (the keyframes, in the coarse actor) one sequential decode keeping
-    only them (a frame folder: their files).
+    canvases); scattered frames (the keyframes, in the coarse actor) come from one sequential
+    decode that later calls with later frames continue (a frame folder: their files), so the
+    keyframes placed 16 at a time cost one decode pass.
 
     Raises:
         VideoError / InputError: the frames cannot be read (e.g. the source changed since prepare).
     """
+    import numpy as np
+
+    from ..errors import InputError
     from ..video import iter_frames, read_image_span
 
+    uri, so = row["video_uri"], cfg.get("storage_options") or None
     kept: dict[tuple[int, int], Any] = {}
+    stream: dict[str, Any] = {"frames": None, "next": 0}
+
+    def scattered(ids: list[int]):
+        if stream["frames"] is None or ids[0] < stream["next"]:
+            stream["frames"], stream["next"] = iter_frames(uri, storage_options=so), 0
+        out = []
+        for f in ids:
+            while stream["next"] <= f:
+                frame = next(stream["frames"], None)
+                if frame is None:
+                    raise InputError(f"{uri}: frame {f} asked, the video ended after {stream['next']} frames; "
+                                     "was the source replaced while the job ran? re-run the job")
+                stream["next"] += 1
+                if stream["next"] - 1 == f:
+                    out.append(frame)
+        return np.stack(out)
 
     def read(frames):
-        import numpy as np
-
         ids = [int(f) for f in frames]
         lo, hi = ids[0], ids[-1] + 1
         if ids == list(range(lo, hi)):
@@ -74,17 +93,9 @@ def frame_reader(row: Mapping[str, Any], cfg: Mapping[str, Any]):
                 kept.clear()
                 kept[(lo, hi)] = read_source_span(row, cfg, lo, hi)
             return kept[(lo, hi)]
-        so = cfg.get("storage_options") or None
-        if is_frame_folder(row["video_uri"], cfg):
-            return np.concatenate([read_image_span(row["video_uri"], f, f + 1, so) for f in ids])
-        want = set(ids)
-        got = [fr for i, fr in enumerate(iter_frames(row["video_uri"], 0, hi, storage_options=so)) if i in want]
-        if len(got) != len(ids):
-            from ..errors import InputError
-
-            raise InputError(f"{row['video_uri']}: frames up to {hi - 1} asked, the video ended after "
-                             f"{len(got)} of them; was the source replaced while the job ran? re-run the job")
-        return np.stack(got)
+        if is_frame_folder(uri, cfg):
+            return np.concatenate([read_image_span(uri, f, f + 1, so) for f in ids])
+        return scattered(ids)
 
     return read
 
