@@ -31,7 +31,12 @@ run is cut:
 :func:`run_tiled_task` runs the three in one process (:class:`TiledOutpaintPipeline`, the
 interface of :class:`m3ddm_ray.pipeline.OutpaintPipeline`, which refuses settings with tiling on,
 plus :meth:`TiledOutpaintPipeline.run_task`); the batch job's coarse and fine stages run 1 and 2
-on actors, segment by segment. An inpainting or extension (per-row masks, new rows) runs whole in
+on actors. Step 2 runs per (segment, unit): a unit (:func:`m3ddm_ray.tiles.work_units`) is a set of
+tile groups whose latent box no other unit's meets; only its box is encoded, denoised and decoded,
+and :func:`assemble_units` puts a segment's units together (in one process :meth:`TiledOutpainter.run_units`,
+in the job the finalize stage). The VAE is not local (GroupNorm, mid-block attention), so a box
+encoded alone is not the crop of the whole frame's encode: the units define the output, the same
+in both places. An inpainting or extension (per-row masks, new rows) runs whole in
 one process: the whole-canvas run of the task as layout, then the tiled run of its whole working
 clip (``tests/test_tiled_tasks.py``).
 

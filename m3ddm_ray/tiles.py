@@ -698,9 +698,9 @@ def _overlap(a: Tile, b: Tile) -> bool:
 def tile_groups(tiles: Sequence[Tile]) -> Tuple[Tuple[int, ...], ...]:
     """The connected components of the tiles' overlap graph (two tiles are joined when their boxes
     share a pixel): fusion couples only overlapping tiles, so tiles of different groups never
-    exchange a value and each group can be denoised on its own (:func:`group_plan`). E.g. 16:9 ->
-    9:16 at a working size whose middle rows of tiles lie wholly in the known region: the top band
-    and the bottom band are two groups.
+    exchange a value and each group can be denoised on its own (:func:`group_plan`). E.g. a 16:9
+    source outpainted to 1:1 at twice the canvas or more: the middle rows of tiles lie wholly in the
+    source band and are left out, and the top band and the bottom band are two groups.
 
     Args:
         tiles: a plan (:func:`plan_tiles`).
@@ -774,8 +774,8 @@ def work_units(tiles: Sequence[Tile], factor: int) -> Tuple[Tuple[Tuple[int, ...
     boxes meet, so that every latent cell lies in at most one unit's box (an L-shaped group's box can
     reach into another's; those two then run as one unit). Each unit can be encoded, denoised and
     decoded on its own box, and its box's pixels pasted onto the frame without touching another's.
-    E.g. 16:9 -> 9:16 at a working size whose middle rows of tiles lie wholly in the known region:
-    the top and the bottom band, two units.
+    E.g. a 16:9 source outpainted to 1:1 at twice the canvas: the source band spans the width, the
+    middle row of tiles lies wholly in it, and the top and the bottom band are two units.
 
     Args:
         tiles: a plan (:func:`plan_tiles`).

@@ -442,8 +442,8 @@ def test_tile_groups_are_the_overlap_components_over_random_frames():
 def test_tile_groups_of_a_landscape_to_portrait_frame_and_their_plans():
     from m3ddm_ray.tiles import group_plan, tile_groups
 
-    # 16:9 -> 9:16 at 512 px on a 256 canvas: the source band is 288 px high in the middle, the
-    # middle row of tiles lies in it, and the top and bottom rows only touch
+    # a full-width source band (16:9 -> 1:1) at 512 px on a 256 canvas: the band is 288 px high in
+    # the middle, the middle row of tiles lies in it, and the top and bottom rows only touch
     tiles = plan_tiles((512, 512), (112, 400, 0, 512), 256, 32, 8)
     groups = tile_groups(tiles)
     assert [[(tiles[i].y0, tiles[i].x0) for i in g] for g in groups] == [
