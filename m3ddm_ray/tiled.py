@@ -183,24 +183,16 @@ def clip_units(clip: PreparedClip, tiling, canvas_size: int, factor: int) -> tup
     return work_units(tiles, factor)
 
 
-def unit_pixels(state: "TiledState", frames: Sequence[int]) -> tuple:
+def unit_pixels(work: PreparedClip, state: "TiledState", frames: Sequence[int]) -> tuple:
     """``(box, pixels)`` of a unit's run (:meth:`TiledOutpainter.run_segment`): ``box`` the pixel box
     ``(y0, y1, x0, x1)`` of the working frame it generated (:attr:`TiledState.box`; None: the whole
     frame) and ``pixels`` uint8 ``(N, y1 - y0, x1 - x0, 3)``, its crop of the generated canvases of
-    ``frames``. Raises RuntimeError if a frame is missing."""
-    gen = generated_array_of(state, frames)
+    ``frames`` of the unit's working clip ``work``. Raises RuntimeError if a frame is missing."""
+    gen = generated_array(work, state, frames)
     if state.box is None:
         return None, gen
     y0, y1, x0, x1 = state.box
     return state.box, np.ascontiguousarray(gen[:, y0:y1, x0:x1])
-
-
-def generated_array_of(state: ClipState, frames: Sequence[int]) -> np.ndarray:
-    """uint8 ``(N, S_w, S_w, 3)``: ``state.generated`` of ``frames``; RuntimeError if one is missing."""
-    missing = [f for f in frames if f not in state.generated]
-    if missing:
-        raise RuntimeError(f"no generated image for frames {missing[:5]}...; the fine stage did not finish")
-    return np.stack([state.generated[f] for f in frames])
 
 
 def assemble_units(base: np.ndarray, parts: Sequence[tuple]) -> np.ndarray:
@@ -520,7 +512,7 @@ class TiledOutpainter(Outpainter):
         for u in range(len(self.units(clip))):
             sub = self.run_segment(clip, segment, replace(state, stored=dict(state.stored), generated={},
                                                           windows_done=list(state.windows_done)), u, **kw)
-            parts.append(unit_pixels(sub, rows))
+            parts.append(unit_pixels(sub.work, sub, rows))
             if out is None:
                 out = replace(sub, generated={}, stored=dict(sub.stored), box=None)
             else:

@@ -403,7 +403,7 @@ def test_a_segment_in_units_run_anywhere_gives_the_tiled_pipelines_output(tiny_u
         y0, y1 = sub.box[:2]
         gen = np.stack([sub.generated[f] for f in rows])
         assert not np.delete(gen, np.s_[y0:y1], axis=1).any() and gen[:, y0:y1].any()
-        parts[u] = unit_pixels(sub, rows)
+        parts[u] = unit_pixels(sub.work, sub, rows)
         seg_work = fresh.output_clip(clip, sub)
     generated = assemble_units(seg_work.known_canvases(rows), [parts[u] for u in sorted(parts)])
     assert np.array_equal(generated, np.stack([state.generated[f] for f in rows]))

@@ -93,7 +93,7 @@ def test_tiled_job_in_segment_and_unit_rows_equals_the_single_process_run(ray_se
         clip, state = pickle.loads(row["clip"]), pickle.loads(row["state"])
         seg = int(row["segment"])
         out_rows = list(clip.plan.segments()[seg].output_frames)
-        units.setdefault(seg, {})[int(row["tile_group"])] = unit_pixels(state, out_rows)
+        units.setdefault(seg, {})[int(row["tile_group"])] = unit_pixels(clip, state, out_rows)
         work[seg] = (clip, out_rows)
     assert {s: sorted(u) for s, u in units.items()} == {0: [0, 1], 1: [0, 1]}
     assert [units[0][u][0] for u in (0, 1)] == [(0, 64, 0, 128), (64, 128, 0, 128)]  # pixel boxes

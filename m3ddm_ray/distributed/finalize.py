@@ -148,7 +148,7 @@ class FinalizeStage:
         so = self.cfg.get("storage_options") or None
         seg, n = int(row["segment"]), num_groups(row)
         state = pickle.loads(row["state"])
-        box, px = unit_pixels(state, frames)
+        box, px = unit_pixels(clip, state, frames)
         buf = io.BytesIO()
         np.savez(buf, box=np.asarray(box if box is not None else (-1, -1, -1, -1)), pixels=px)
         mine = unit_uri(row["output_uri"], seg, tile_group(row), n)

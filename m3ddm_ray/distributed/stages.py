@@ -507,13 +507,11 @@ class FineStage(_ModelStage):
 
     def run(self, row: dict, vae_batch_size: int | None = None) -> dict:
         from .canvases import fill_canvases
-        from .segments import load_coarse_latents
+        from .segments import load_coarse_latents, tile_group
 
         clip, state = pickle.loads(row["clip"]), pickle.loads(row["state"])
         state = load_coarse_latents(row, clip, state, self.cfg.get("storage_options") or None)
         outpainter = self.outpainter(row, vae_batch_size)
-        from .segments import tile_group
-
         filled = fill_canvases(row, self.cfg, clip, getattr(outpainter, "source", None))
         kw = {"unit": tile_group(row)} if hasattr(outpainter, "units") else {}  # tiled: one unit
         state = outpainter.run_fine(filled, state, **kw)  # a slice: its segment only
