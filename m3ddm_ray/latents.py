@@ -69,11 +69,19 @@ class ClipLatents:
     ("unconditional") image latent, and the global-frame latents. Posterior noise is keyed per
     image (:class:`KeyedPosteriorNoise`), or the posterior mean with ``noise=None``: results do not
     depend on how the windows are split into segments or where and in which order they run.
+
+    With ``box`` (a half-open pixel box ``(y0, y1, x0, x1)`` of the canvas, multiples of the VAE
+    factor: a tiled run's unit, :func:`m3ddm_ray.tiles.work_units`) only the box's crop of each
+    canvas (and a black image of the box's shape) is encoded, and placed into zeros of the whole
+    canvas's latent grid: ``(4, S/f, S/f)`` per frame, 0 outside ``box // f``. The VAE's GroupNorm
+    layers and its mid-block self-attention see the whole image they are given, so the box's
+    latents are not the crop of the whole canvas's latents (no margin makes them so).
     """
 
     def __init__(self, vae, clip: "PreparedClip", noise: KeyedPosteriorNoise | None, batch_size: int = 16,
-                 global_latents: torch.Tensor | None = None):
+                 global_latents: torch.Tensor | None = None, box: tuple[int, int, int, int] | None = None):
         self.vae, self.clip, self.noise, self.batch_size = vae, clip, noise, batch_size
+        self.box = None if box is None else tuple(int(v) for v in box)
         self._inpainted: dict[int, torch.Tensor] = {}
         self._masked: dict[int, torch.Tensor] = {}
         self._global = global_latents
@@ -97,7 +105,25 @@ class ClipLatents:
                 chunk = np.concatenate([chunk, np.repeat(chunk[-1:], bs - n, axis=0)])
                 cids += [cids[-1]] * (bs - n)
             out.append(encode_images(self.vae, images_to_tensor(chunk), self._noise(kind, cids))[:n])
-        return torch.cat(out).cpu()
+        return self._placed(torch.cat(out).cpu())
+
+    def _crop(self, images: np.ndarray) -> np.ndarray:
+        """``images`` ``(N, S, S, 3)`` cut to :attr:`box` (unchanged without one)."""
+        if self.box is None:
+            return images
+        y0, y1, x0, x1 = self.box
+        return np.ascontiguousarray(images[:, y0:y1, x0:x1])
+
+    def _placed(self, z: torch.Tensor) -> torch.Tensor:
+        """Latents ``(N, 4, bh, bw)`` of :attr:`box` crops placed into zeros ``(N, 4, S/f, S/f)``."""
+        if self.box is None:
+            return z
+        y0, y1, x0, x1 = self.box
+        f = (y1 - y0) // z.shape[-2]
+        side = self.clip.geom.canvas_size // f
+        out = z.new_zeros(tuple(z.shape[:-2]) + (side, side))
+        out[..., y0 // f:y1 // f, x0 // f:x1 // f] = z
+        return out
 
     def global_latents(self, window: Window | None = None) -> torch.Tensor:
         """``(G, 4, h, w)`` latents of the global frames (encoded once per clip)."""
@@ -114,14 +140,15 @@ class ClipLatents:
         todo = sorted({f for f in window.frame_ids if f not in self._inpainted})
         if todo:
             masked, inpainted = self.clip.canvases(self.clip.rows(todo))
-            zi = self._encode(inpainted, "inpainted", todo)
-            zm = self._encode(masked, "masked", todo)
+            zi = self._encode(self._crop(inpainted), "inpainted", todo)
+            zm = self._encode(self._crop(masked), "masked", todo)
             for j, f in enumerate(todo):
                 self._inpainted[f], self._masked[f] = zi[j], zm[j]
         if self._black is None:
             s = self.clip.geom.canvas_size
-            black = torch.full((1, 3, s, s), -1.0)
-            self._black = encode_images(self.vae, black, self._noise("black", [0]))[0].cpu()
+            y0, y1, x0, x1 = self.box or (0, s, 0, s)
+            black = torch.full((1, 3, y1 - y0, x1 - x0), -1.0)
+            self._black = self._placed(encode_images(self.vae, black, self._noise("black", [0])).cpu())[0]
         stack = lambda d: torch.stack([d[f] for f in window.frame_ids], dim=1)[None]  # noqa: E731
         zu = self._black[:, None].expand(-1, len(window.frame_ids), -1, -1)[None]
         return stack(self._inpainted), stack(self._masked), zu

@@ -31,7 +31,12 @@ run is cut:
 :func:`run_tiled_task` runs the three in one process (:class:`TiledOutpaintPipeline`, the
 interface of :class:`m3ddm_ray.pipeline.OutpaintPipeline`, which refuses settings with tiling on,
 plus :meth:`TiledOutpaintPipeline.run_task`); the batch job's coarse and fine stages run 1 and 2
-on actors, segment by segment. An inpainting or extension (per-row masks, new rows) runs whole in
+on actors. Step 2 runs per (segment, unit): a unit (:func:`m3ddm_ray.tiles.work_units`) is a set of
+tile groups whose latent box no other unit's meets; only its box is encoded, denoised and decoded,
+and :func:`assemble_units` puts a segment's units together (in one process :meth:`TiledOutpainter.run_units`,
+in the job the finalize stage). The VAE is not local (GroupNorm, mid-block attention), so a box
+encoded alone is not the crop of the whole frame's encode: the units define the output, the same
+in both places. An inpainting or extension (per-row masks, new rows) runs whole in
 one process: the whole-canvas run of the task as layout, then the tiled run of its whole working
 clip (``tests/test_tiled_tasks.py``).
 
@@ -57,10 +62,10 @@ from .pipeline import (ClipState, Holds, OutpaintPipeline, OutpaintSettings, Out
                        generated_array, prepare_task, run_task)
 from .plan import Segment
 from .task import Outpaint, Task
-from .tiles import FusionWeights, Tile, fusion_weights, layout_skip, plan_tiles
+from .tiles import FusionWeights, Tile, fusion_weights, layout_skip, plan_tiles, unit_weights, work_units
 
-__all__ = ["FUSION", "SourceReader", "working_clip", "clip_tiles", "TiledState", "TiledOutpainter", "merge_segment",
-           "run_tiled_task", "run_tiled_clip", "TiledOutpaintPipeline"]
+__all__ = ["FUSION", "SourceReader", "working_clip", "clip_tiles", "clip_units", "unit_pixels", "assemble_units",
+           "TiledState", "TiledOutpainter", "merge_segment", "run_tiled_task", "run_tiled_clip", "TiledOutpaintPipeline"]
 
 #: Fusion weights of the tiled run (:func:`m3ddm_ray.tiles.fusion_weights`): feathered, so a tile's
 #: edge cells count least where a neighbour overlaps them.
@@ -150,6 +155,72 @@ def clip_tiles(clip: PreparedClip, overlap: int, canvas_size: int, factor: int) 
     return tiles, fusion_weights(tiles, (sw, sw), factor, FUSION)
 
 
+def clip_units(clip: PreparedClip, tiling, canvas_size: int, factor: int) -> tuple:
+    """The units of work of an outpainting's working frame (:func:`m3ddm_ray.tiles.work_units` of
+    the tiles :func:`clip_tiles` gives its working clip), from the clip at the canvas size alone (no
+    pixels: a segment shell will do), so the coarse stage can split a segment into its units.
+
+    Args:
+        clip: an outpainting clip at the canvas size ``S`` (any holds).
+        tiling: :class:`m3ddm_ray.tiles.TilingSettings` (on).
+        canvas_size: the model's canvas size ``S`` (the tile side).
+        factor: the VAE's spatial downsampling.
+
+    Returns:
+        ``((tile positions, latent box (y0, y1, x0, x1)), ...)`` of the working frame ``S_w × S_w``:
+        one unit when ``working_size`` equals ``canvas_size``.
+
+    Raises:
+        InputError: a task other than an outpainting (its working mask depends on its rows).
+    """
+    if not isinstance(clip.task, Outpaint):
+        raise InputError(f"(segment, tile group) units are planned for outpainting clips; a tiled {clip.task.name} "
+                         f"clip runs whole")
+    sw = int(tiling.working_size)
+    geom = clip.task.plan(*clip.geom.source_hw, sw)
+    tiles = plan_tiles((sw, sw), (0, 0, 0, 0), canvas_size, tiling.overlap, factor,
+                       generated=clip.task.mask(geom, None))
+    return work_units(tiles, factor)
+
+
+def unit_pixels(work: PreparedClip, state: "TiledState", frames: Sequence[int]) -> tuple:
+    """``(box, pixels)`` of a unit's run (:meth:`TiledOutpainter.run_segment`): ``box`` the pixel box
+    ``(y0, y1, x0, x1)`` of the working frame it generated (:attr:`TiledState.box`; None: the whole
+    frame) and ``pixels`` uint8 ``(N, y1 - y0, x1 - x0, 3)``, its crop of the generated canvases of
+    ``frames`` of the unit's working clip ``work``. Raises RuntimeError if a frame is missing."""
+    gen = generated_array(work, state, frames)
+    if state.box is None:
+        return None, gen
+    y0, y1, x0, x1 = state.box
+    return state.box, np.ascontiguousarray(gen[:, y0:y1, x0:x1])
+
+
+def assemble_units(base: np.ndarray, parts: Sequence[tuple]) -> np.ndarray:
+    """A segment's generated canvases from its units' pixels (:func:`unit_pixels`).
+
+    Args:
+        base: uint8 ``(N, S_w, S_w, 3)``: the working clip's known canvases of the frames (what a
+            pixel in no unit's box keeps: every generated pixel lies in a tile, so those are known
+            pixels, which finalize pastes back anyway).
+        parts: ``(box, pixels)`` per unit; boxes pairwise disjoint (:func:`m3ddm_ray.tiles.work_units`),
+            ``box`` None for a unit that is the whole frame (then ``pixels`` is ``(N, S_w, S_w, 3)``).
+
+    Returns:
+        uint8 ``(N, S_w, S_w, 3)``: ``base`` with each unit's pixels in its box (a new array).
+
+    Raises:
+        InputError: a part whose pixels do not have its box's shape.
+    """
+    out = np.array(base, dtype=np.uint8, copy=True)
+    for box, px in parts:
+        y0, y1, x0, x1 = box if box is not None else (0, out.shape[1], 0, out.shape[2])
+        if px.shape != (out.shape[0], y1 - y0, x1 - x0, 3):
+            raise InputError(f"unit pixels of shape {px.shape} do not fit the box {box} of "
+                             f"{out.shape[0]} frames")
+        out[:, y0:y1, x0:x1] = px
+    return out
+
+
 #: ``read(rows) -> uint8 (N, H, W, 3)``: the source frames of working rows ``rows`` (ascending), in
 #: that order -- what the tiled outpainter places on the working canvases.
 SourceReader = Callable[[Sequence[int]], np.ndarray]
@@ -175,11 +246,15 @@ class TiledState(ClipState):
             on every working canvas).
         work: the working clip of the segment last run (:meth:`TiledOutpainter.output_clip` takes
             it), else None.
+        box: after a unit's run (:meth:`TiledOutpainter.run_segment`), the pixel box ``(y0, y1, x0,
+            x1)`` of the working frame whose pixels ``generated`` holds (0 outside it) and whose latent
+            cells ``stored`` holds; None: the whole frame.
     """
 
     layout_stored: dict[int, np.ndarray] = field(default_factory=dict)
     layout_frames: dict[int, np.ndarray] = field(default_factory=dict)
     work: PreparedClip | None = None
+    box: tuple[int, int, int, int] | None = None
 
     def for_segment(self, segment: Segment) -> "TiledState":
         """What ``segment`` needs: the global latents, both passes' stored latents of its
@@ -242,19 +317,73 @@ class TiledOutpainter(Outpainter):
         self.source = source
         self._plans: dict = {}
         self.tiles_used: tuple[Tile, ...] = ()
+        self._unit: tuple | None = None  # (tile positions, pixel box or None) while a unit's windows run
+
+    def units(self, clip: PreparedClip) -> tuple:
+        """:func:`clip_units` of the canvas-size outpainting ``clip`` with this run's settings."""
+        return clip_units(clip, self.tiling, self.settings.canvas_size, self.latent_factor)
+
+    def _plan(self, clip: PreparedClip) -> tuple[tuple[Tile, ...], FusionWeights]:
+        f = self.latent_factor
+        mask = clip.mask if clip.mask.shape == (clip.geom.canvas_size,) * 2 else None
+        key = (clip.geom, None if mask is None else mask.tobytes(), self.tiling.overlap, self.settings.canvas_size, f)
+        if key not in self._plans:
+            self._plans[key] = clip_tiles(clip, self.tiling.overlap, self.settings.canvas_size, f)
+        return self._plans[key]
 
     def sample_group(self, clip: PreparedClip, inputs, on_step=None):
-        """Denoise one group of windows of the working ``clip`` as fused tiles, window after window."""
+        """Denoise one group of windows of the working ``clip`` as fused tiles, window after window
+        (during a unit's run only the unit's tiles, :func:`m3ddm_ray.tiles.unit_weights`)."""
         from .sampling_tiles import sample_tiled_windows
 
         f = self.latent_factor
-        key = (clip.geom, clip.mask.tobytes(), self.tiling.overlap, self.settings.canvas_size, f)
-        if key not in self._plans:
-            self._plans[key] = clip_tiles(clip, self.tiling.overlap, self.settings.canvas_size, f)
-        tiles, weights = self._plans[key]
+        tiles, weights = self._plan(clip)
+        if self._unit is not None:
+            tiles, weights = unit_weights(tiles, weights, self._unit[0], f)
         self.tiles_used = tiles
         return sample_tiled_windows(self.unet, self.scheduler, inputs, tiles, weights, f, self.settings.sampler,
                                     skip=self.skip, on_step=on_step)
+
+    def latents_for(self, clip: PreparedClip, state: ClipState):
+        """As :meth:`Outpainter.latents_for`; during a unit's run only the unit's box is encoded
+        (:class:`m3ddm_ray.latents.ClipLatents` ``box``)."""
+        latents = super().latents_for(clip, state)
+        if self._unit is not None:
+            latents.box = self._unit[1]
+        return latents
+
+    def _decode(self, latents: torch.Tensor) -> list[np.ndarray]:
+        """Decode latents ``(N, 4, h, w)`` to uint8 ``(h·f, w·f, 3)`` canvases; during a unit's run only
+        its box's latent cells, placed into zeros of the whole canvas."""
+        box = None if self._unit is None else self._unit[1]
+        if box is None:
+            return super()._decode(latents)
+        f = self.latent_factor
+        y0, y1, x0, x1 = box
+        side = latents.shape[-1] * f
+        out = []
+        for img in super()._decode(latents[..., y0 // f:y1 // f, x0 // f:x1 // f]):
+            full = np.zeros((side, side, 3), np.uint8)
+            full[y0:y1, x0:x1] = img
+            out.append(full)
+        return out
+
+    def _run_unit(self, work: PreparedClip, windows, state: "TiledState", unit: int, **kw) -> None:
+        """The tiled windows of one unit (:func:`m3ddm_ray.tiles.work_units` of ``work``'s tiles) on
+        ``work``: its box encoded, its tiles denoised, its box decoded; sets ``state.box``."""
+        f = self.latent_factor
+        units = work_units(self._plan(work)[0], f)
+        if not 0 <= int(unit) < len(units):
+            raise InputError(f"tile unit {unit!r}: the working frame has {len(units)} units (0 .. {len(units) - 1})")
+        positions, (y0, y1, x0, x1) = units[int(unit)]
+        sw = work.geom.canvas_size
+        box = None if (y0 * f, y1 * f, x0 * f, x1 * f) == (0, sw, 0, sw) else (y0 * f, y1 * f, x0 * f, x1 * f)
+        self._unit = (positions, box)
+        try:
+            self.run_windows(work, windows, state, **kw)
+        finally:
+            self._unit = None
+        state.box = box
 
     def _read(self, rows: Sequence[int]) -> np.ndarray:
         if self.source is None:
@@ -303,16 +432,26 @@ class TiledOutpainter(Outpainter):
             self.run_windows(work, coarse, state, **kw)
         return state
 
-    def run_segment(self, clip: PreparedClip, segment: Segment, state: TiledState, **kw) -> TiledState:
-        """Fine work of one segment (the class docstring), guided by ``state``
+    def run_segment(self, clip: PreparedClip, segment: Segment, state: TiledState, unit: int = 0,
+                    **kw) -> TiledState:
+        """Fine work of one (segment, unit) (the class docstring), guided by ``state``
         (:meth:`TiledState.for_segment` of the coarse stage's). ``clip`` is the clip at the canvas
         size holding the segment's canvases (its :meth:`~m3ddm_ray.prepare.PreparedClip.segment_slice`,
-        filled shell, or the whole clip). Afterwards ``state.generated`` holds the working-size
-        output canvases of ``segment.output_frames`` and ``state.work`` the segment's working clip."""
+        filled shell, or the whole clip). ``unit``: which of :meth:`units` (the tile groups whose
+        boxes are disjoint, :func:`m3ddm_ray.tiles.work_units`): the segment's layout windows, then
+        the tiled windows of that unit only -- its box of every canvas encoded, its tiles denoised on
+        the frame latent, its box decoded. Afterwards ``state.generated`` holds the working-size
+        output canvases of ``segment.output_frames`` (the unit's box; 0 outside it, ``state.box``),
+        and ``state.work`` the segment's working clip. :func:`assemble_units` puts the units of a
+        segment together.
+
+        Raises:
+            InputError: ``unit`` out of range.
+        """
         windows = [clip.plan.windows[i] for i in segment.windows]
         part = clip if clip.segment == segment.index else clip.segment_slice(segment)
         if not self.layered:
-            self.run_windows(part, windows, state, **kw)
+            self._run_unit(part, windows, state, unit, **kw)
             state.work = part
             return state
         lay = ClipState(global_latents=state.global_latents,
@@ -343,23 +482,50 @@ class TiledOutpainter(Outpainter):
         layout.update((f, raw[f]) for f in loose)
         work = self._working(part, rows, np.stack([layout[f] for f in rows]), holds=Holds.SPAN, first_frame=lo,
                              segment=segment.index)
-        self.run_windows(work, windows, state, **kw)
+        self._run_unit(work, windows, state, unit, **kw)
         state.unet_seconds += lay.unet_seconds
         state.work = work
         return state
 
-    def run_fine(self, clip: PreparedClip, state: TiledState, **kw) -> TiledState:
-        """The segment of a segment's clip (:meth:`run_segment`); for a whole clip every segment, each
-        from its own :meth:`TiledState.for_segment` (as the batch job runs them), merged into
-        ``state``; ``state.work`` is then the working clip of the last segment."""
+    def run_fine(self, clip: PreparedClip, state: TiledState, unit: int = 0, **kw) -> TiledState:
+        """The (segment, ``unit``) of a segment's clip (:meth:`run_segment`); for a whole clip every
+        segment with all its units (:meth:`run_units`), each from its own
+        :meth:`TiledState.for_segment` (as the batch job runs them), merged into ``state``;
+        ``state.work`` is then the working clip of the last segment."""
         segs = clip.plan.segments()
         if clip.segment is not None:
-            return self.run_segment(clip, segs[clip.segment], state, **kw)
+            return self.run_segment(clip, segs[clip.segment], state, unit, **kw)
         for seg in segs:
-            sub = self.run_segment(clip, seg, state.for_segment(seg), **kw)
+            sub = self.run_units(clip, seg, state.for_segment(seg), **kw)
             merge_segment(state, sub)
             state.work = sub.work
         return state
+
+    def run_units(self, clip: PreparedClip, segment: Segment, state: TiledState, **kw) -> TiledState:
+        """Every unit of ``segment`` (:meth:`units`), each from its own copy of ``state`` (the
+        segment's :meth:`TiledState.for_segment`) as the batch job runs them, put together: returns a
+        state whose ``generated`` holds the segment's output canvases (:func:`assemble_units` on the
+        working clip's known canvases), ``stored`` every unit's latent box, ``work`` the segment's
+        working clip and ``unet_seconds`` the units' sum."""
+        rows = list(segment.output_frames)
+        parts, out = [], None
+        for u in range(len(self.units(clip))):
+            sub = self.run_segment(clip, segment, replace(state, stored=dict(state.stored), generated={},
+                                                          windows_done=list(state.windows_done)), u, **kw)
+            parts.append(unit_pixels(sub.work, sub, rows))
+            if out is None:
+                out = replace(sub, generated={}, stored=dict(sub.stored), box=None)
+            else:
+                out.unet_seconds += sub.unet_seconds
+                out.work = sub.work
+                f = self.latent_factor
+                y0, y1, x0, x1 = (v // f for v in sub.box)
+                for fr, z in sub.stored.items():
+                    if fr in out.stored and fr not in state.stored:
+                        out.stored[fr] = out.stored[fr].copy()
+                        out.stored[fr][:, y0:y1, x0:x1] = z[:, y0:y1, x0:x1]
+        out.generated = dict(zip(rows, assemble_units(out.work.known_canvases(rows), parts)))
+        return out
 
     def output_clip(self, clip: PreparedClip, state: TiledState) -> PreparedClip:
         """The clip whose geometry ``state.generated`` has: the working clip of the last segment run
@@ -431,7 +597,7 @@ def run_tiled_task(outpainter: Outpainter, frames: np.ndarray, fps: float, task:
     outs, works = [], []
     segs = clip.plan.segments()
     for seg in segs:
-        sub = tiled.run_segment(clip, seg, state.for_segment(seg), **kw)
+        sub = tiled.run_units(clip, seg, state.for_segment(seg), **kw)
         work = tiled.output_clip(clip, sub)
         rows = list(seg.output_frames)
         a, b = clip.task.source_range(rows[0], rows[-1] + 1, clip.num_frames)

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import NamedTuple, Sequence, Tuple
 
 import numpy as np
@@ -53,6 +53,8 @@ __all__ = [
     "tile_cuts",
     "tile_groups",
     "group_plan",
+    "work_units",
+    "unit_weights",
 ]
 
 #: Kinds of fusion weights (:func:`fusion_weights`).
@@ -696,9 +698,9 @@ def _overlap(a: Tile, b: Tile) -> bool:
 def tile_groups(tiles: Sequence[Tile]) -> Tuple[Tuple[int, ...], ...]:
     """The connected components of the tiles' overlap graph (two tiles are joined when their boxes
     share a pixel): fusion couples only overlapping tiles, so tiles of different groups never
-    exchange a value and each group can be denoised on its own (:func:`group_plan`). E.g. 16:9 ->
-    9:16 at a working size whose middle rows of tiles lie wholly in the known region: the top band
-    and the bottom band are two groups.
+    exchange a value and each group can be denoised on its own (:func:`group_plan`). E.g. a 16:9
+    source outpainted to 1:1 at twice the canvas or more: the middle rows of tiles lie wholly in the
+    source band and are left out, and the top band and the bottom band are two groups.
 
     Args:
         tiles: a plan (:func:`plan_tiles`).
@@ -761,3 +763,87 @@ def group_plan(
     per_tile, norm = (np.asarray(a) for a in weights)
     return box, moved, FusionWeights(per_tile=per_tile[group].copy(),
                                      normaliser=norm[box[0]:box[1], box[2]:box[3]].copy())
+
+
+def _boxes_meet(a: Tuple[int, int, int, int], b: Tuple[int, int, int, int]) -> bool:
+    return a[0] < b[1] and b[0] < a[1] and a[2] < b[3] and b[2] < a[3]
+
+
+def work_units(tiles: Sequence[Tile], factor: int) -> Tuple[Tuple[Tuple[int, ...], Tuple[int, int, int, int]], ...]:
+    """The units of work of a plan: its tile groups (:func:`tile_groups`), merged while two latent
+    boxes meet, so that every latent cell lies in at most one unit's box (an L-shaped group's box can
+    reach into another's; those two then run as one unit). Each unit can be encoded, denoised and
+    decoded on its own box, and its box's pixels pasted onto the frame without touching another's.
+    E.g. a 16:9 source outpainted to 1:1 at twice the canvas: the source band spans the width, the
+    middle row of tiles lies wholly in it, and the top and the bottom band are two units.
+
+    Args:
+        tiles: a plan (:func:`plan_tiles`).
+        factor: the VAE's spatial downsampling.
+
+    Returns:
+        ``((positions, box), ...)``: ascending positions in ``tiles`` and the half-open latent box
+        ``(y0, y1, x0, x1)`` covering them; units ordered by their first position, boxes pairwise
+        disjoint, every position in exactly one unit (no tile: no unit).
+
+    Raises:
+        InputError: a tile off the latent grid of ``factor``.
+    """
+    f = _check_factor(factor)
+    tiles = tuple(tiles)
+    units = []
+    for g in tile_groups(tiles):
+        boxes = [tiles[i].latent_box(f) for i in g]
+        units.append((list(g), (min(b[0] for b in boxes), max(b[1] for b in boxes),
+                                min(b[2] for b in boxes), max(b[3] for b in boxes))))
+    merged = True
+    while merged:
+        merged = False
+        for i in range(len(units)):
+            for j in range(i + 1, len(units)):
+                (gi, bi), (gj, bj) = units[i], units[j]
+                if _boxes_meet(bi, bj):
+                    box = (min(bi[0], bj[0]), max(bi[1], bj[1]), min(bi[2], bj[2]), max(bi[3], bj[3]))
+                    units[i] = (sorted(gi + gj), box)
+                    del units[j]
+                    merged = True
+                    break
+            if merged:
+                break
+    units.sort(key=lambda u: u[0][0])
+    return tuple((tuple(g), box) for g, box in units)
+
+
+def unit_weights(tiles: Sequence[Tile], weights: FusionWeights, unit: Sequence[int],
+                 factor: int) -> Tuple[Tuple[Tile, ...], FusionWeights]:
+    """One unit's tiles (frame coordinates, plan order) and fusion weights on the whole frame's latent grid.
+
+    Args:
+        tiles: the whole plan.
+        weights: :func:`fusion_weights` of the whole plan (the unit keeps its tiles' rows of
+            ``per_tile``: a tile's ramps depend on all the plan's starts).
+        unit: positions in ``tiles`` (one of :func:`work_units`).
+        factor: the VAE's spatial downsampling.
+
+    Returns:
+        ``(unit_tiles, unit_weights)``: the unit's tiles renumbered ``0 ..``; ``per_tile`` their rows,
+        ``normaliser`` the plan's on the cells the unit's tiles cover and 0 elsewhere (so the cells of
+        other units count as uncovered: :func:`m3ddm_ray.sampling_tiles.sample_tiled_windows` keeps
+        their clean latent).
+
+    Raises:
+        InputError: an empty unit, or a position outside the plan.
+    """
+    f = _check_factor(factor)
+    tiles = tuple(tiles)
+    unit = [int(i) for i in unit]
+    if not unit or any(not 0 <= i < len(tiles) for i in unit):
+        raise InputError(f"tile unit {unit!r} must be non-empty positions in the plan of {len(tiles)} tiles")
+    per_tile, norm = (np.asarray(a) for a in weights)
+    covered = np.zeros(norm.shape, bool)
+    for i in unit:
+        y0, y1, x0, x1 = tiles[i].latent_box(f)
+        covered[y0:y1, x0:x1] = True
+    moved = tuple(replace(tiles[i], index=k) for k, i in enumerate(unit))
+    return moved, FusionWeights(per_tile=per_tile[unit].copy(),
+                                normaliser=np.where(covered, norm, 0).astype(norm.dtype))

@@ -88,3 +88,26 @@ def test_a_padded_last_window_stays_in_its_segment():
               and plan.windows[wi].frame_ids.count(151) > 1]
     assert padded  # the tail window repeats frame T-1
     assert last.output_frames == (150, 151)
+
+
+def test_unit_rows_are_collected_per_segment_and_unit():
+    import pickle
+
+    from m3ddm_ray.distributed.segments import PieceCollector, split_units, unit_uri
+    from m3ddm_ray.pipeline import ClipState
+
+    state = pickle.dumps(ClipState(unet_seconds=2.5))
+    seg_rows = [{"clip_id": "c", "video_uri": "v", "ratio": "1:1", "task": "outpaint", "segment": s,
+                 "num_segments": 2, "state": state} for s in (0, 1)]
+    rows = split_units(seg_rows, 2)
+    assert [(r["segment"], r["tile_group"], r["num_groups"]) for r in rows] == [(0, 0, 2), (0, 1, 2), (1, 0, 2), (1, 1, 2)]
+    assert [pickle.loads(r["state"]).unet_seconds for r in rows] == [2.5, 0.0, 2.5, 2.5]  # the coarse pass once
+    assert split_units(seg_rows, 1) is seg_rows
+    submitted = []
+    collector = PieceCollector(submitted.append)
+    for r in rows[:3] + [dict(rows[1])]:  # a unit seen twice does not complete the output
+        assert collector.add(r) == []
+    assert submitted == []
+    collector.add(rows[3])
+    assert len(submitted) == 1 and len(submitted[0]) == 5
+    assert unit_uri("o/c.mp4", 1, 0, 2) == "o/c.mp4.parts/00001-unit-000-of-002.npz"

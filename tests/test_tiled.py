@@ -360,3 +360,73 @@ def test_tile_groups_run_alone_on_their_boxes_equal_the_groups_run_together(name
         covered = torch.as_tensor(gw.normaliser > 0)
         assembled[..., y0:y1, x0:x1] = torch.where(covered, alone, assembled[..., y0:y1, x0:x1])
     assert torch.equal(assembled, together)
+
+
+def _landscape_frames(n=16):
+    import cv2
+    import numpy as np
+
+    from conftest import GOLDEN
+
+    frames = np.load(GOLDEN / "case_hier" / "input_frames.npy")[:n]
+    return np.stack([cv2.resize(f, (160, 90), interpolation=cv2.INTER_AREA) for f in frames])  # 16:9
+
+
+def test_a_segment_in_units_run_anywhere_gives_the_tiled_pipelines_output(tiny_unet, tiny_vae):
+    """16:9 -> 1:1 at twice the canvas: the top and the bottom band are two units. Each unit run on a
+    fresh outpainter from a pickled copy of the coarse state (in reverse order, as the job's actors
+    may), its box's pixels assembled, gives :func:`run_tiled_clip`'s output bit for bit; a unit's
+    canvases hold pixels only in its box, and only its tiles are denoised."""
+    import pickle
+
+    import numpy as np
+
+    from m3ddm_ray.pipeline import finalize_frames, prepare_clip
+    from m3ddm_ray.tiled import TiledOutpaintPipeline, TiledOutpainter, assemble_units, unit_pixels
+
+    frames = _landscape_frames()
+    s = _settings(128, output_size="source")
+    out, work, state = TiledOutpaintPipeline(tiny_unet, tiny_vae, s).run_clip(frames, 15.0, "1:1")
+    clip = prepare_clip(frames, 15.0, "1:1", s)
+    read = lambda rows: frames[np.asarray(rows)]  # noqa: E731
+    outp = TiledOutpainter(tiny_unet, tiny_vae, s, source=read)
+    units = outp.units(clip)
+    assert [box for _, box in units] == [(0, 8, 0, 16), (8, 16, 0, 16)]
+    (seg,) = clip.plan.segments()
+    coarse = outp.run_coarse(clip)
+    rows = list(seg.output_frames)
+    parts = {}
+    for u in reversed(range(len(units))):
+        fresh = TiledOutpainter(tiny_unet, tiny_vae, s, source=read)
+        sub = fresh.run_segment(clip, seg, pickle.loads(pickle.dumps(coarse.for_segment(seg))), u)
+        assert len(fresh.tiles_used) == 3 and sub.box == tuple(8 * v for v in units[u][1])
+        y0, y1 = sub.box[:2]
+        gen = np.stack([sub.generated[f] for f in rows])
+        assert not np.delete(gen, np.s_[y0:y1], axis=1).any() and gen[:, y0:y1].any()
+        parts[u] = unit_pixels(sub.work, sub, rows)
+        seg_work = fresh.output_clip(clip, sub)
+    generated = assemble_units(seg_work.known_canvases(rows), [parts[u] for u in sorted(parts)])
+    assert np.array_equal(generated, np.stack([state.generated[f] for f in rows]))
+    got = finalize_frames(seg_work, generated, s, frames, rows).frames
+    assert got.shape == out.shape and np.array_equal(got, out)
+
+
+def test_a_units_box_is_encoded_alone(tiny_vae):
+    """The VAE's GroupNorm and mid-block attention see the whole image: a box encoded alone is not
+    the crop of the whole canvas's latents (no margin makes it so), it is the encode of the crop."""
+    import numpy as np
+
+    from m3ddm_ray.latents import ClipLatents, images_to_tensor
+    from m3ddm_ray.pipeline import OutpaintSettings, prepare_clip
+    from m3ddm_ray.sampling import encode_images
+
+    frames = _landscape_frames()
+    clip = prepare_clip(frames, 15.0, "1:1", OutpaintSettings(canvas_size=128))  # a working canvas
+    w = clip.plan.windows[0]
+    whole = ClipLatents(tiny_vae, clip, None, 16).window_latents(w)[1]
+    boxed = ClipLatents(tiny_vae, clip, None, 16, box=(64, 128, 0, 128)).window_latents(w)[1]
+    assert not boxed[..., :8, :].any()
+    crop = clip.masked[list(w.frame_ids), 64:128]
+    alone = encode_images(tiny_vae, images_to_tensor(np.ascontiguousarray(crop)), None)
+    assert torch.equal(boxed[0, :, :, 8:], alone.permute(1, 0, 2, 3))
+    assert not torch.equal(boxed[..., 8:, :], whole[..., 8:, :])

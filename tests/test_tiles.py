@@ -442,8 +442,8 @@ def test_tile_groups_are_the_overlap_components_over_random_frames():
 def test_tile_groups_of_a_landscape_to_portrait_frame_and_their_plans():
     from m3ddm_ray.tiles import group_plan, tile_groups
 
-    # 16:9 -> 9:16 at 512 px on a 256 canvas: the source band is 288 px high in the middle, the
-    # middle row of tiles lies in it, and the top and bottom rows only touch
+    # a full-width source band (16:9 -> 1:1) at 512 px on a 256 canvas: the band is 288 px high in
+    # the middle, the middle row of tiles lies in it, and the top and bottom rows only touch
     tiles = plan_tiles((512, 512), (112, 400, 0, 512), 256, 32, 8)
     groups = tile_groups(tiles)
     assert [[(tiles[i].y0, tiles[i].x0) for i in g] for g in groups] == [
@@ -454,3 +454,48 @@ def test_tile_groups_of_a_landscape_to_portrait_frame_and_their_plans():
     assert np.array_equal(gw.per_tile, w.per_tile[3:]) and np.array_equal(gw.normaliser, w.normaliser[32:64])
     with pytest.raises(InputError, match="tile group"):
         group_plan(tiles, w, [], 8)
+
+
+def test_work_units_of_a_landscape_to_square_frame_have_disjoint_boxes():
+    from m3ddm_ray.geometry import pixel_mask, plan_canvas
+    from m3ddm_ray.tiles import tile_groups, unit_weights, work_units
+
+    # 16:9 -> 1:1 at 128 px on a 64 canvas: the source spans the width, rows 28..100; the top and
+    # the bottom row of tiles never overlap (the middle row of tiles is wholly known and left out)
+    geom = plan_canvas(90, 160, "1:1", 128)
+    assert geom.known_box == (28, 100, 0, 128)
+    tiles = plan_tiles((128, 128), (0, 0, 0, 0), 64, 32, 8, generated=pixel_mask(geom))
+    units = work_units(tiles, 8)
+    assert [(p, box) for p, box in units] == [((0, 1, 2), (0, 8, 0, 16)), ((3, 4, 5), (8, 16, 0, 16))]
+    assert [u[0] for u in units] == list(tile_groups(tiles))
+    w = fusion_weights(tiles, (128, 128), 8, "linear")
+    moved, uw = unit_weights(tiles, w, units[1][0], 8)
+    assert [(t.index, t.y0, t.x0) for t in moved] == [(0, 64, 0), (1, 64, 32), (2, 64, 64)]
+    assert np.array_equal(uw.per_tile, w.per_tile[3:])
+    assert np.array_equal(uw.normaliser[8:], w.normaliser[8:]) and not uw.normaliser[:8].any()
+    # 16:9 -> 9:16: the square canvas generates the columns beside the 9:16 crop too, which join
+    # the top and the bottom band: one unit
+    geom = plan_canvas(90, 160, "9:16", 128)
+    tiles = plan_tiles((128, 128), (0, 0, 0, 0), 64, 32, 8, generated=pixel_mask(geom))
+    assert [box for _, box in work_units(tiles, 8)] == [(0, 16, 0, 16)]
+    with pytest.raises(InputError, match="tile unit"):
+        unit_weights(tiles, w, [], 8)
+
+
+def test_work_units_merge_groups_whose_boxes_meet():
+    from m3ddm_ray.tiles import Tile, tile_groups, work_units
+
+    # an L of three tiles and a lone tile inside the L's box: two groups, one unit
+    tiles = (Tile(0, 0, 0, 64), Tile(1, 56, 0, 64), Tile(2, 56, 56, 64), Tile(3, 0, 72, 40))
+    assert tile_groups(tiles) == ((0, 1, 2), (3,))
+    assert work_units(tiles, 8) == (((0, 1, 2, 3), (0, 15, 0, 15)),)
+    for c in CASES:  # random plans: boxes pairwise disjoint, every tile in one unit, units unions of groups
+        tiles = plan_tiles(**c)
+        units = work_units(tiles, c["factor"])
+        assert sorted(i for p, _ in units for i in p) == list(range(len(tiles)))
+        for a in range(len(units)):
+            for b in range(a + 1, len(units)):
+                (ya0, ya1, xa0, xa1), (yb0, yb1, xb0, xb1) = units[a][1], units[b][1]
+                assert not (ya0 < yb1 and yb0 < ya1 and xa0 < xb1 and xb0 < xa1)
+        groups = tile_groups(tiles)
+        assert all(set(g) <= set(p) or not set(g) & set(p) for g in groups for p, _ in units)

@@ -1,5 +1,8 @@
 """The finalize stage (CPU): paste-back, crop, H.264 with the source fps and audio -- or, for a
-segment of a split clip, one video piece that :mod:`.join` joins with the others."""
+segment of a split clip, one video piece that :mod:`.join` joins with the others. A tiled segment
+split into units (:func:`.segments.split_units`): each unit's finalize leaves its box's pixels next to
+the output (:func:`.segments.unit_uri`), and the one that finds every unit of its segment there
+assembles them (:func:`m3ddm_ray.tiled.assemble_units`) and encodes the segment's piece."""
 
 from __future__ import annotations
 
@@ -21,11 +24,11 @@ class FinalizeStage:
         self.cfg = cfg
 
     def __call__(self, row: StageRow) -> StageRow:
-        from .segments import SEGMENT_FIELDS, num_segments
+        from .segments import SEGMENT_FIELDS, num_groups, num_segments
 
         apply_retry_policy(self.cfg)
         t0 = time.perf_counter()
-        pieces = num_segments(row) > 1
+        pieces = num_segments(row) > 1 or num_groups(row) > 1
         if row["status"] in ("pending", "unchanged"):
             try:
                 row.update(self._piece(row) if pieces else self._finalize(row))
@@ -76,10 +79,12 @@ class FinalizeStage:
 
         return lambda lo, hi: read_source_span(row, self.cfg, lo, hi, which)
 
-    def _output(self, row: dict, clip, settings, frames: list[int], piece: bool = False) -> dict:
+    def _output(self, row: dict, clip, settings, frames: list[int], piece: bool = False,
+                generated=None) -> dict:
         """The output of rows ``frames`` (:meth:`m3ddm_ray.task.Task.finalize`) cropped to even sides,
         its quality numbers, written as the output video with the source audio (in the task's audio
-        window) -- or, with ``piece``, as one segment's piece without audio (the join adds it)."""
+        window) -- or, with ``piece``, as one segment's piece without audio (the join adds it).
+        ``generated``: uint8 ``(N, S, S, 3)`` canvases of ``frames`` (default: the row's state's)."""
         from .. import quality
         from ..pipeline import finalize_frames, generated_array
         from ..task import even_frames
@@ -90,7 +95,9 @@ class FinalizeStage:
         state = pickle.loads(row["state"])
         a, b = task.source_range(frames[0], frames[-1] + 1, clip.num_frames)
         source = self._read_source(row)(a, b) if task.needs_source(settings) and b > a else None
-        fin = finalize_frames(clip, generated_array(clip, state, frames), settings, source, frames)
+        if generated is None:
+            generated = generated_array(clip, state, frames)
+        fin = finalize_frames(clip, generated, settings, source, frames)
         out = even_frames(fin.frames)
         if fin.scored is None:
             extra: dict[str, Any] = {k: float("nan") for k in quality.REPORT_KEYS}
@@ -116,7 +123,45 @@ class FinalizeStage:
     def _piece(self, row: dict) -> dict:
         """One segment of a split clip: its output frames as one H.264 piece (no audio; the join
         adds it once), and the piece's quality numbers."""
+        from .segments import num_groups
+
         clip = pickle.loads(row["clip"])
         settings = job_settings(self.cfg, json.loads(row["overrides"]))
         frames = list(clip.plan.segments()[int(row["segment"])].output_frames)
+        if num_groups(row) > 1:
+            return self._unit(row, clip, settings, frames)
         return self._output(row, clip, settings, frames, piece=True)
+
+    def _unit(self, row: dict, clip, settings, frames: list[int]) -> dict:
+        """One unit of a tiled segment: its box's pixels of ``frames`` left at its
+        :func:`.segments.unit_uri`; when every unit of the segment has left its pixels, they are
+        assembled onto the working clip's known canvases and the segment's piece is encoded (two
+        units finishing at once may both encode it: the same bytes, uploaded atomically)."""
+        import io
+
+        import numpy as np
+
+        from .. import storage
+        from ..tiled import assemble_units, unit_pixels
+        from .segments import num_groups, tile_group, unit_uri
+
+        so = self.cfg.get("storage_options") or None
+        seg, n = int(row["segment"]), num_groups(row)
+        state = pickle.loads(row["state"])
+        box, px = unit_pixels(clip, state, frames)
+        buf = io.BytesIO()
+        np.savez(buf, box=np.asarray(box if box is not None else (-1, -1, -1, -1)), pixels=px)
+        mine = unit_uri(row["output_uri"], seg, tile_group(row), n)
+        storage.atomic_write_bytes(mine, buf.getvalue(), so)
+        done = {"unit_uri": mine, "seconds_unet": state.unet_seconds}
+        uris = [unit_uri(row["output_uri"], seg, u, n) for u in range(n)]
+        if not all(storage.exists(u, so) for u in uris):
+            return done  # a later unit of this segment assembles it
+        parts = []
+        for uri in uris:
+            with storage.open_uri(uri, "rb", so) as fh:
+                data = np.load(io.BytesIO(fh.read()))
+                b = tuple(int(v) for v in data["box"])
+                parts.append((None if b[0] < 0 else b, data["pixels"]))
+        generated = assemble_units(clip.known_canvases(frames), parts)
+        return dict(self._output(row, clip, settings, frames, piece=True, generated=generated), unit_uri=mine)

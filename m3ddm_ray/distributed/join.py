@@ -33,15 +33,18 @@ def _sum(pieces: list[dict], key: str) -> float:
 def assemble(pieces: list[dict], cfg: Mapping[str, Any]) -> dict:
     """Join the pieces of one (clip, ratio) into its output video; returns its result row.
 
-    ``pieces``: every segment row of the output (any order), as the finalize stage returned them.
-    A segment that failed makes the whole output an ``error`` row (its message). The pieces are
-    deleted in every case.
+    ``pieces``: every segment row of the output (any order), as the finalize stage returned them --
+    in the tiled mode every (segment, unit) row, of which those that encoded their segment's piece
+    carry its ``piece_uri`` (two units may have encoded the same piece: it counts once).
+    A segment that failed makes the whole output an ``error`` row (its message). The pieces (and
+    the units' pixels) are deleted in every case.
     """
     pieces = sorted(pieces, key=lambda p: int(p["segment"]))
-    row = dict(pieces[0])
+    encoded = list({p["piece_uri"]: p for p in pieces if p.get("piece_uri")}.values())  # one row per piece
+    row = dict(encoded[0] if encoded else pieces[0])
     so = cfg.get("storage_options") or None
     # in video order: the piece names are numbered by position (a backward extension's from the end)
-    uris = sorted(p["piece_uri"] for p in pieces if p.get("piece_uri"))
+    uris = sorted(p["piece_uri"] for p in encoded)
     try:
         failed = [p for p in pieces if p["status"] == "error"]
         if failed:
@@ -63,7 +66,7 @@ def assemble(pieces: list[dict], cfg: Mapping[str, Any]) -> dict:
             except Exception as exc:  # noqa: BLE001 - one bad output must not stop the job
                 row = fail_row(dict(row, status="pending"), "finalize", exc, cfg)
         for key in REPORT_KEYS:
-            row[key] = _weighted(pieces, key)
+            row[key] = _weighted(encoded, key)
         for key in ("seconds_fine", "seconds_finalize", "seconds_unet"):
             row[key] = _sum(pieces, key)
         row["fine_busy"] = fine_busy(pieces)

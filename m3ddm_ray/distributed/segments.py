@@ -27,7 +27,7 @@ from .results import row_identity
 
 
 #: Internal row fields of a segment (besides the clip row's own).
-SEGMENT_FIELDS = ("segment", "num_segments", "piece_uri", "piece_frames", "has_audio", "fine_actor", "seek",
+SEGMENT_FIELDS = ("segment", "num_segments", "tile_group", "num_groups", "unit_uri", "piece_uri", "piece_frames", "has_audio", "fine_actor", "seek",
                   "seconds_canvases")
 
 
@@ -71,6 +71,50 @@ def num_segments(row: Mapping[str, Any]) -> int:
     """Segments of the row's clip (1 for rows that never were split)."""
     n = row.get("num_segments")
     return 1 if n is None or (isinstance(n, float) and math.isnan(n)) else int(n)
+
+
+def num_groups(row: Mapping[str, Any]) -> int:
+    """Units of the row's segment (:func:`split_units`; 1 for rows that never were split)."""
+    n = row.get("num_groups")
+    return 1 if n is None or (isinstance(n, float) and math.isnan(n)) else int(n)
+
+
+def tile_group(row: Mapping[str, Any]) -> int:
+    """The row's unit of its segment (0 for rows that never were split)."""
+    u = row.get("tile_group")
+    return 0 if u is None or (isinstance(u, float) and math.isnan(u)) else int(u)
+
+
+def num_pieces_rows(row: Mapping[str, Any]) -> int:
+    """Rows the driver collects before the join of the row's output: one per (segment, unit)."""
+    return num_segments(row) * num_groups(row)
+
+
+def split_units(rows: list[dict], units: int) -> list[dict]:
+    """The coarse stage's tiled rows: each segment row of :func:`split_row` as ``units`` rows, one
+    per unit of its tiles (:func:`m3ddm_ray.tiles.work_units`; ``tile_group`` / ``num_groups``), the
+    same clip and state on each (the coarse pass's UNet seconds stay with unit 0 only). A fine actor
+    runs one unit of one segment (:meth:`m3ddm_ray.tiled.TiledOutpainter.run_segment`); the finalize
+    of the segment's last unit assembles the units' pixels and encodes the segment's piece
+    (:class:`~.finalize.FinalizeStage`). ``units <= 1``: the rows unchanged."""
+    if units <= 1:
+        return rows
+    out = []
+    for row in rows:
+        for u in range(units):
+            new = dict(row, tile_group=u, num_groups=units)
+            if u and row["segment"] == 0:
+                state = pickle.loads(row["state"])
+                if state.unet_seconds:
+                    state.unet_seconds = 0.0
+                    new["state"] = pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
+            out.append(new)
+    return out
+
+
+def unit_uri(output_uri: str, segment: int, unit: int, units: int) -> str:
+    """Where the finalize of unit ``unit`` of ``units`` of segment ``segment`` leaves its pixels."""
+    return f"{pieces_folder(output_uri)}/{segment:05d}-unit-{unit:03d}-of-{units:03d}.npz"
 
 
 def pieces_folder(output_uri: str) -> str:
@@ -151,7 +195,7 @@ class PieceCollector:
     """Driver side: turns the rows coming out of the job into final result rows.
 
     Rows of single-segment clips pass through. Segment rows are held (small: no pixels) until every
-    segment of their output (:func:`.results.row_identity`) is in; then
+    (segment, unit) of their output (:func:`.results.row_identity`) is in; then
     :func:`~m3ddm_ray.distributed.join.assemble` runs as a Ray task (``submit``) and the caller
     waits for them (:meth:`take_futures`).
     """
@@ -163,13 +207,13 @@ class PieceCollector:
 
     def add(self, row: dict) -> list[dict]:
         """A row from the dataset -> the final rows it completes (0 or 1)."""
-        n = num_segments(row)
+        n = num_pieces_rows(row)
         if n <= 1:
             return [dict(row, fine_busy=fine_busy([row]))]
         key = row_identity(row)
         group = self.groups.setdefault(key, [])
         group.append(row)
-        if len({int(r["segment"]) for r in group}) == n:
+        if len({(int(r["segment"]), tile_group(r)) for r in group}) == n:
             del self.groups[key]
             self.futures.append(self.submit(group))
         return []

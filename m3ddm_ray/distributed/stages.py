@@ -464,10 +464,11 @@ class CoarseStage(_ModelStage):
         return row
 
     def emit(self, row: dict) -> list[dict]:
-        """One row per segment (:func:`.segments.split_row`). A long outpainting clip's coarse
-        latents go to one scratch file next to its output (:func:`.segments.coarse_latents_uri`),
+        """One row per segment (:func:`.segments.split_row`); in the tiled mode one row per
+        (segment, unit of its tiles) (:func:`.segments.split_units`). A long outpainting clip's
+        coarse latents go to one scratch file next to its output (:func:`.segments.coarse_latents_uri`),
         so its segment rows carry no latents. A failed row leaves no scratch data behind."""
-        from .segments import coarse_latents_uri, pieces_folder, split_row
+        from .segments import coarse_latents_uri, pieces_folder, split_row, split_units
 
         so = self.cfg.get("storage_options") or None
         if row["status"] != "pending":
@@ -486,25 +487,34 @@ class CoarseStage(_ModelStage):
             except Exception as exc:  # noqa: BLE001 - an error row, not a dead job
                 storage.remove_tree(pieces_folder(row["output_uri"]), so)
                 return [dict(fail_row(row, self.stage, exc, self.cfg), segment=0, num_segments=1)]
-        return split_row(row, clip, state, uri)
+        if not tiled:
+            return split_row(row, clip, state, uri)
+        try:
+            units = len(self.outpainter(row).units(clip))
+        except Exception as exc:  # noqa: BLE001 - an error row, not a dead job
+            storage.remove_tree(pieces_folder(row["output_uri"]), so)
+            return [dict(fail_row(row, self.stage, exc, self.cfg), segment=0, num_segments=1)]
+        return split_units(split_row(row, clip, state, uri), units)
 
 
 class FineStage(_ModelStage):
     """GPU: the coarse latents a segment reads (:func:`.segments.load_coarse_latents`), the canvases
     of its span from a range decode (:func:`.canvases.fill_canvases`), its stride-5 / stride-1
-    windows with keyframes as guides, and the decode of its output frames (``Outpainter.run_segment``)."""
+    windows with keyframes as guides, and the decode of its output frames (``Outpainter.run_segment``;
+    in the tiled mode one unit of the segment's tiles, the row's ``tile_group``)."""
 
     stage = "fine"
 
     def run(self, row: dict, vae_batch_size: int | None = None) -> dict:
         from .canvases import fill_canvases
-        from .segments import load_coarse_latents
+        from .segments import load_coarse_latents, tile_group
 
         clip, state = pickle.loads(row["clip"]), pickle.loads(row["state"])
         state = load_coarse_latents(row, clip, state, self.cfg.get("storage_options") or None)
         outpainter = self.outpainter(row, vae_batch_size)
         filled = fill_canvases(row, self.cfg, clip, getattr(outpainter, "source", None))
-        state = outpainter.run_fine(filled, state)  # a slice: its segment only
+        kw = {"unit": tile_group(row)} if hasattr(outpainter, "units") else {}  # tiled: one unit
+        state = outpainter.run_fine(filled, state, **kw)  # a slice: its segment only
         out = outpainter.output_clip(filled, state)  # tiled: the segment's working clip
         if out is not clip:  # finalize pastes the generated pixels onto the masked canvases
             # ... and never reads the inpainted ones (the diffusion start): a third less to carry
