@@ -5,6 +5,10 @@ windows with a layout that keeps them one scene). Settings: :class:`m3ddm_ray.ti
 (``tiling.working_size``, ``tiling.overlap``, ``tiling.layout_strength``); the setting, its cost and
 how to choose it: ``docs/tiling.md``.
 
+(About 690 lines on purpose: the working clip, the units, the tiled outpainter's coarse / segment /
+unit steps and the one-process run are one contract -- the job's stages call the same steps -- and
+are tested as one, bit for bit against each other.)
+
 :class:`TiledOutpainter` has the coarse / segment interface of
 :class:`m3ddm_ray.pipeline.Outpainter`, so that an outpainting's run is cut where the whole-canvas
 run is cut:

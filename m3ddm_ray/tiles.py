@@ -1,6 +1,6 @@
 """Spatial tiles: overlapping canvas-size tiles over a larger working frame, and their fusion (pure numpy).
 
-(About 660 lines on purpose: every tile rule -- settings, placement, masks, fusion weights,
+(About 850 lines on purpose: every tile rule -- settings, placement, masks, fusion weights, groups and units,
 fuse and split -- in one pure module, property-tested as one contract.)
 
 The model denoises ``S × S`` canvases (``S`` = the canvas size). A frame at a larger *working*
