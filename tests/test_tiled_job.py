@@ -22,10 +22,33 @@ pytestmark = pytest.mark.ray
 T = 31  # strides [3, 1]: one keyframe window, two segments
 
 
-def test_tiled_job_equals_the_single_process_tiled_run(ray_session, tmp_path):
+def single_process(cfg, frames, fps, ratio):
+    """:class:`TiledOutpaintPipeline`'s output for the job config ``cfg``, at one intra-op thread
+    (as Ray actors run: compare at equal thread counts)."""
     from m3ddm_ray.models.loading import load_unet, load_vae
     from m3ddm_ray.tiled import TiledOutpaintPipeline
 
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        pipe = TiledOutpaintPipeline(load_unet(cfg["model"], "fp32", "cpu"), load_vae(cfg["vae"], "fp32", "cpu"),
+                                     job_settings(cfg))
+        return pipe.run_clip(frames, fps, ratio)[0]
+    finally:
+        torch.set_num_threads(threads)
+
+
+def job_output_is(cfg, uri, out_dir, want):
+    """Run the job on ``uri``: one ok row whose video has exactly T frames at ``want``'s size."""
+    result = run_job(cfg, uri, str(out_dir))
+    (row,) = result.table.to_pylist()
+    assert row["status"] == "ok", row["error"]
+    out = probe(row["output_uri"], count_frames=True)
+    assert out.num_frames == row["frames"] == T
+    assert (out.width, out.height) == (row["output_width"], row["output_height"]) == (want.shape[2], want.shape[1])
+
+
+def test_tiled_job_equals_the_single_process_tiled_run(ray_session, tmp_path):
     base, info = read_frames(DATA / "tree_60.mp4")
     path = tmp_path / "clip.mp4"
     write_video(path, base[:T], info.fps, crf=18, preset="veryfast")
@@ -45,24 +68,12 @@ def test_tiled_job_equals_the_single_process_tiled_run(ray_session, tmp_path):
         pieces[int(row["segment"])] = finalize_frames(clip, generated_array(clip, state, out_rows), settings, src,
                                                       out_rows).frames  # what finalize encodes
     assert sorted(pieces) == [0, 1]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # Ray actors run one intra-op thread; compare at equal thread counts
-    try:
-        pipe = TiledOutpaintPipeline(load_unet(cfg["model"], "fp32", "cpu"), load_vae(cfg["vae"], "fp32", "cpu"),
-                                     settings)
-        want, _, _ = pipe.run_clip(frames, info.fps, "9:16")
-    finally:
-        torch.set_num_threads(threads)
+    want = single_process(cfg, frames, info.fps, "9:16")
     got = np.concatenate([pieces[0], pieces[1]])
     assert got.shape == want.shape and want.shape[0] == T
     assert np.array_equal(got, want)
 
-    result = run_job(cfg, uri, str(tmp_path / "out"))
-    (row,) = result.table.to_pylist()
-    assert row["status"] == "ok", row["error"]
-    out = probe(row["output_uri"], count_frames=True)
-    assert out.num_frames == row["frames"] == T
-    assert (out.width, out.height) == (row["output_width"], row["output_height"]) == (want.shape[2], want.shape[1])
+    job_output_is(cfg, uri, tmp_path / "out", want)
 
 
 def test_tiled_job_in_segment_and_unit_rows_equals_the_single_process_run(ray_session, tmp_path):
@@ -72,8 +83,7 @@ def test_tiled_job_in_segment_and_unit_rows_equals_the_single_process_run(ray_se
     they join the two bands.)"""
     import cv2
 
-    from m3ddm_ray.models.loading import load_unet, load_vae
-    from m3ddm_ray.tiled import TiledOutpaintPipeline, assemble_units, unit_pixels
+    from m3ddm_ray.tiled import assemble_units, unit_pixels
 
     base, info = read_frames(DATA / "tree_60.mp4")
     path = tmp_path / "wide.mp4"
@@ -102,22 +112,10 @@ def test_tiled_job_in_segment_and_unit_rows_equals_the_single_process_run(ray_se
         gen = assemble_units(clip.known_canvases(out_rows), [units[seg][u] for u in (0, 1)])
         src = frames[out_rows[0]:out_rows[-1] + 1]
         pieces[seg] = finalize_frames(clip, gen, settings, src, out_rows).frames
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # Ray actors run one intra-op thread; compare at equal thread counts
-    try:
-        pipe = TiledOutpaintPipeline(load_unet(cfg["model"], "fp32", "cpu"), load_vae(cfg["vae"], "fp32", "cpu"),
-                                     settings)
-        want, _, _ = pipe.run_clip(frames, info.fps, "1:1")
-    finally:
-        torch.set_num_threads(threads)
+    want = single_process(cfg, frames, info.fps, "1:1")
     got = np.concatenate([pieces[0], pieces[1]])
     assert got.shape == want.shape and want.shape[0] == T
     assert np.array_equal(got, want)
 
-    result = run_job(cfg, uri, str(tmp_path / "out"))
-    (row,) = result.table.to_pylist()
-    assert row["status"] == "ok", row["error"]
-    out = probe(row["output_uri"], count_frames=True)
-    assert out.num_frames == row["frames"] == T
-    assert (out.width, out.height) == (row["output_width"], row["output_height"]) == (want.shape[2], want.shape[1])
+    job_output_is(cfg, uri, tmp_path / "out", want)
     assert (tmp_path / "out").is_dir() and not list((tmp_path / "out").rglob("*.parts"))  # units' pixels deleted
