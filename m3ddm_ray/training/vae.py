@@ -20,7 +20,6 @@ images are reconstructed with their black border.
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Any, Callable, Mapping, Sequence
 
@@ -101,6 +100,15 @@ def frame_pool(sources: Sequence[Source], pool_size: int, seed: int, canvas_size
     return frames, masks
 
 
+def optimizer_step(opt, sched, params, loss: torch.Tensor) -> None:
+    """One step of the VAE loops: backward, gradient norm clipped to 1, optimizer and scheduler step."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step()
+    sched.step()
+
+
 def refit_vae(old, sources: Sequence[Source], norm_num_groups: int, steps: int = 1500, batch_size: int = 16,
               lr: float = 2e-4, latent_weight: float = 1.0, colour_field_share: float = 0.2, seed: int = 0,
               pool_size: int = 2048, log: Callable[[dict], None] | None = None,
@@ -168,11 +176,7 @@ def refit_vae(old, sources: Sequence[Source], norm_num_groups: int, steps: int =
         l1 = (rec - x).abs().mean()
         latent = ((new.encode(x).latent_dist.mean - target) ** 2).mean() / target.var().clamp_min(1e-8)
         loss = l1 + ((rec - x) ** 2).mean() + latent_weight * latent
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(new.parameters(), 1.0)
-        opt.step()
-        sched.step()
+        optimizer_step(opt, sched, new.parameters(), loss)
         if log is not None and (step % 50 == 0 or step == steps - 1):
             log({"vae_step": step, "vae_l1": float(l1.detach()), "vae_latent": float(latent.detach()),
                  "elapsed_s": time.time() - t0})
@@ -246,8 +250,7 @@ def train_vae(sources: Sequence[Source], steps: int = 1000, batch_size: int = 32
     vae = AutoencoderKL(**vae_config(block_out_channels, norm_num_groups, canvas_size, mid_block_attention))
     factor = 2 ** (len(block_out_channels) - 1)
     opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda k: 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(k, steps) / max(steps, 1))))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(0, steps, 0.1))
     gen = torch.Generator().manual_seed(seed)
     t0 = time.time()
     # a pool of random frames made once (cutting clips costs as much as a VAE step on a small CPU),
@@ -280,11 +283,7 @@ def train_vae(sources: Sequence[Source], steps: int = 1000, batch_size: int = 32
         rec = vae.decode(z).sample
         l1 = (rec - x).abs().mean()
         loss = l1 + ((rec - x) ** 2).mean() + kl_weight * dist.kl().mean() + consistency_weight * cons
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
-        opt.step()
-        sched.step()
+        optimizer_step(opt, sched, vae.parameters(), loss)
         if log is not None and (step % 50 == 0 or step == steps - 1):
             log({"vae_step": step, "vae_loss": float(loss.detach()), "vae_l1": float(l1.detach()),
                  "vae_consistency": float(cons.detach()), "elapsed_s": time.time() - t0})
