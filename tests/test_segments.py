@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from m3ddm_ray.plan import plan_windows
@@ -111,3 +113,18 @@ def test_unit_rows_are_collected_per_segment_and_unit():
     collector.add(rows[3])
     assert len(submitted) == 1 and len(submitted[0]) == 5
     assert unit_uri("o/c.mp4", 1, 0, 2) == "o/c.mp4.parts/00001-unit-000-of-002.npz"
+
+
+def test_clear_units_removes_only_the_unit_files_of_an_earlier_run(tmp_path):
+    from m3ddm_ray.distributed.segments import clear_units, pieces_folder, piece_uri, unit_uri
+
+    out = str(tmp_path / "clip_9x16_abc.mp4")
+    keep = [piece_uri(out, 0, 2), f"{pieces_folder(out)}/keyframe-canvases.u8", f"{pieces_folder(out)}/coarse-latents.bin"]
+    stale = [unit_uri(out, 0, 0, 2), unit_uri(out, 1, 1, 2)]
+    (tmp_path / "clip_9x16_abc.mp4.parts").mkdir()
+    for uri in keep + stale:
+        with open(uri, "wb") as fh:
+            fh.write(b"x")
+    clear_units(out)
+    assert [os.path.exists(u) for u in keep + stale] == [True, True, True, False, False]
+    clear_units(str(tmp_path / "never_run.mp4"))  # no pieces folder: nothing to do

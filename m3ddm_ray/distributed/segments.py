@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import math
 import pickle
+import re
 from typing import Any, Callable, Mapping
 
+from .. import storage
 from .results import row_identity
 
 
@@ -115,6 +117,19 @@ def split_units(rows: list[dict], units: int) -> list[dict]:
 def unit_uri(output_uri: str, segment: int, unit: int, units: int) -> str:
     """Where the finalize of unit ``unit`` of ``units`` of segment ``segment`` leaves its pixels."""
     return f"{pieces_folder(output_uri)}/{segment:05d}-unit-{unit:03d}-of-{units:03d}.npz"
+
+
+def clear_units(output_uri: str, storage_options=None) -> None:
+    """Delete the unit files (:func:`unit_uri`) an earlier, interrupted run of this output left in
+    its pieces folder, so that a segment is assembled only from units of the run that schedules it
+    (the coarse stage calls it before it emits the output's unit rows). Other scratch files stay."""
+    folder = pieces_folder(output_uri)
+    for name in storage.list_files(folder, storage_options):
+        if _UNIT_FILE.fullmatch(name):
+            storage.remove_tree(f"{folder}/{name}", storage_options)
+
+
+_UNIT_FILE = re.compile(r"\d{5}-unit-\d{3}-of-\d{3}\.npz")
 
 
 def pieces_folder(output_uri: str) -> str:

@@ -468,7 +468,7 @@ class CoarseStage(_ModelStage):
         (segment, unit of its tiles) (:func:`.segments.split_units`). A long outpainting clip's
         coarse latents go to one scratch file next to its output (:func:`.segments.coarse_latents_uri`),
         so its segment rows carry no latents. A failed row leaves no scratch data behind."""
-        from .segments import coarse_latents_uri, pieces_folder, split_row, split_units
+        from .segments import clear_units, coarse_latents_uri, pieces_folder, split_row, split_units
 
         so = self.cfg.get("storage_options") or None
         if row["status"] != "pending":
@@ -494,6 +494,8 @@ class CoarseStage(_ModelStage):
         except Exception as exc:  # noqa: BLE001 - an error row, not a dead job
             storage.remove_tree(pieces_folder(row["output_uri"]), so)
             return [dict(fail_row(row, self.stage, exc, self.cfg), segment=0, num_segments=1)]
+        if units > 1 and row.get("output_uri"):
+            clear_units(row["output_uri"], so)
         return split_units(split_row(row, clip, state, uri), units)
 
 
