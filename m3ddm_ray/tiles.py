@@ -730,6 +730,14 @@ def tile_groups(tiles: Sequence[Tile]) -> Tuple[Tuple[int, ...], ...]:
     return tuple(tuple(g) for _, g in sorted(groups.items()))
 
 
+def _positions(positions: Sequence[int], tiles: Tuple[Tile, ...], what: str) -> list[int]:
+    """``positions`` as ints, checked non-empty and inside the plan of ``tiles`` (InputError naming ``what``)."""
+    out = [int(i) for i in positions]
+    if not out or any(not 0 <= i < len(tiles) for i in out):
+        raise InputError(f"tile {what} {out!r} must be non-empty positions in the plan of {len(tiles)} tiles")
+    return out
+
+
 def group_plan(
     tiles: Sequence[Tile], weights: FusionWeights, group: Sequence[int], factor: int
 ) -> Tuple[Tuple[int, int, int, int], Tuple[Tile, ...], FusionWeights]:
@@ -753,9 +761,7 @@ def group_plan(
     """
     f = _check_factor(factor)
     tiles = tuple(tiles)
-    group = [int(i) for i in group]
-    if not group or any(not 0 <= i < len(tiles) for i in group):
-        raise InputError(f"tile group {group!r} must be non-empty positions in the plan of {len(tiles)} tiles")
+    group = _positions(group, tiles, "group")
     boxes = [tiles[i].latent_box(f) for i in group]
     box = (min(b[0] for b in boxes), max(b[1] for b in boxes), min(b[2] for b in boxes), max(b[3] for b in boxes))
     moved = tuple(Tile(index=k, y0=tiles[i].y0 - box[0] * f, x0=tiles[i].x0 - box[2] * f, size=tiles[i].size)
@@ -836,9 +842,7 @@ def unit_weights(tiles: Sequence[Tile], weights: FusionWeights, unit: Sequence[i
     """
     f = _check_factor(factor)
     tiles = tuple(tiles)
-    unit = [int(i) for i in unit]
-    if not unit or any(not 0 <= i < len(tiles) for i in unit):
-        raise InputError(f"tile unit {unit!r} must be non-empty positions in the plan of {len(tiles)} tiles")
+    unit = _positions(unit, tiles, "unit")
     per_tile, norm = (np.asarray(a) for a in weights)
     covered = np.zeros(norm.shape, bool)
     for i in unit:
