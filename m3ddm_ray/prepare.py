@@ -94,6 +94,9 @@ class PreparedClip:
             (0 rows with :attr:`Holds.FILE`: the masks are in the file); None for a one-mask task.
         file_order: position in :attr:`canvas_file` of each of ``frame_ids`` when they were written
             in another order (a backward extension's known rows arrive last first), else None.
+        source_union: uint8 ``(H, W)`` 0/1, the union of every frame's fitted source mask (a task with
+            source masks: inpainting), else None: what the tiled mode chooses its tiles by at any
+            working size (:meth:`m3ddm_ray.task.Task.working_mask`).
     """
 
     task: Task
@@ -113,6 +116,7 @@ class PreparedClip:
     canvas_options: dict | None = None
     frame_masks: np.ndarray | None = None
     file_order: tuple[int, ...] | None = None
+    source_union: np.ndarray | None = None
 
     @property
     def ratio(self) -> geometry.Ratio:
@@ -313,7 +317,8 @@ class _Build:
         gf = np.stack([self.globals[g] for g in self.gids])
         return PreparedClip(self.task, fps, self.geom, self.masked, self.inpainted,
                             self.task.mask(self.geom, self.union), gf, self.strides, self.total, holds,
-                            frame_ids=self.keep, frame_masks=self.frame_masks, file_order=order)
+                            frame_ids=self.keep, frame_masks=self.frame_masks, file_order=order,
+                            source_union=self.union)
 
 
 def prepare(frames: Iterable[np.ndarray], num_frames: int, fps: float, tasks: Sequence[Task],

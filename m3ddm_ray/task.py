@@ -19,7 +19,7 @@ the window plan, sampler, guides and global frames are the outpainting ones
 * the **audio window** and the **piece order** of a split clip; **spec** for the config hash
   and the result row (:meth:`Task.spec`, :func:`from_spec`).
 
-The tiled mode's working clip (:func:`m3ddm_ray.tiled.working_clip`) is these methods at a working
+The tiled mode's working canvases (:func:`m3ddm_ray.tiled.working_canvases`) are these methods at a working
 size ``S_w`` instead of ``S`` -- :meth:`Task.plan` (an outpainting's canvas planned again with its
 ratio rule, the ``1:1`` plan otherwise), each row's canvases and mask (an inpainting's source masks
 mapped onto the ``S_w`` canvas by :func:`canvas_masks`) -- then :meth:`Task.working_rows`: what is
@@ -226,7 +226,7 @@ class Task:
 
     def working_rows(self, masked: np.ndarray, masks: np.ndarray | None, layout: np.ndarray,
                      geom: geometry.CanvasGeometry) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """Rows of the tiled mode's working clip (:func:`m3ddm_ray.tiled.working_clip`): what is
+        """Rows of the tiled mode's working canvases (:func:`m3ddm_ray.tiled.working_canvases`): what is
         generated at the working size ``S_w`` and the start image, from the task's own rows at
         ``S_w`` and the whole-canvas run's result (the layout).
 
@@ -255,6 +255,15 @@ class Task:
         known_padding = (padding & (gen == 0))[..., None]
         masked = np.where(known_padding, layout, masked) * (1 - gen)[..., None]
         return masked.astype(np.uint8), np.where(gen[..., None] == 1, layout, masked).astype(np.uint8), gen
+
+    def working_mask(self, geom: geometry.CanvasGeometry, union: np.ndarray | None) -> np.ndarray:
+        """uint8 ``(S_w, S_w)`` 0/1: what some row of the clip generates at the working size -- the
+        union over every row of the masks :meth:`working_rows` gives (the tiles are chosen by it,
+        the same for every segment of the clip). Inpainting and extension: :meth:`mask` of the plan
+        ``geom`` at ``S_w`` without the padding, grown to whole latent cells (:func:`cell_align`
+        and the canvas masks both commute with the union); ``union`` as for :meth:`mask`."""
+        padding = geometry.pixel_mask(geom).astype(bool)
+        return cell_align(np.where(padding, 0, self.mask(geom, union)).astype(np.uint8))
 
     # -- output
     def finalize(self, clip, generated: np.ndarray | None, source: np.ndarray | None, rows: Sequence[int],
@@ -327,6 +336,10 @@ class Outpaint(Task):
         None); the start image is the layout in the border and the known pixels inside."""
         gen = geometry.pixel_mask(geom).astype(bool)[..., None]
         return masked, np.where(gen, layout, masked).astype(np.uint8), None
+
+    def working_mask(self, geom, union):
+        """The border: the plan's mask at ``S_w``, as :meth:`working_rows` generates in every row."""
+        return geometry.pixel_mask(geom)
 
     def needs_source(self, settings):
         return settings.output_size == "source"

@@ -15,10 +15,10 @@ run is cut:
 
 1. **Coarse** (:meth:`TiledOutpainter.run_coarse`): the layout's coarse (keyframe) pass at the
    canvas size ``S``; the keyframes' layout decoded, known pixels pasted back
-   (:func:`m3ddm_ray.geometry.paste_back`); their **working canvases** (:func:`working_clip`: the
-   canvas planned again at the working size ``S_w`` with the same ratio rule, the source frames
-   placed on it, the layout upsampled to ``S_w`` (bicubic) as the start image of the generated
-   region; :func:`working_clip` is the task's own preparation at ``S_w``); the tiled coarse pass on them.
+   (:func:`m3ddm_ray.geometry.paste_back`); their **working canvases** (:func:`working_canvases`:
+   the task's own canvases at the working size ``S_w`` -- an outpainting's canvas planned again
+   with the same ratio rule -- the source frames placed on them, the layout upsampled to ``S_w``
+   (bicubic) as the start image of the generated region); the tiled coarse pass on them.
 2. **Segments** (:meth:`TiledOutpainter.run_segment`, one per
    :meth:`m3ddm_ray.plan.WindowPlan.segments`): the segment's layout windows at ``S``, the working
    canvases of its frame span, its tiled windows at ``S_w``. A tiled window's frame latent
@@ -40,9 +40,10 @@ tile groups whose latent box no other unit's meets; only its box is encoded, den
 and :func:`assemble_units` puts a segment's units together (in one process :meth:`TiledOutpainter.run_units`,
 in the job the finalize stage). The VAE is not local (GroupNorm, mid-block attention), so a box
 encoded alone is not the crop of the whole frame's encode: the units define the output, the same
-in both places. An inpainting or extension (per-row masks, new rows) runs whole in
-one process: the whole-canvas run of the task as layout, then the tiled run of its whole working
-clip (``tests/test_tiled_tasks.py``).
+in both places. The three tasks take the same path: a row's working canvases are its task's
+own (:func:`working_canvases`: an inpainting's per-row holes read from its mask source, an
+extension's new rows), and the tiles are chosen once per clip by the task's
+:meth:`~m3ddm_ray.task.Task.working_mask` (``tests/test_tiled_tasks.py``).
 
 The layout of a keyframe (a frame of a coarse window) is its coarse latent decoded, the layout
 of any other frame the output of the last window of its segment that contains it: each segment
@@ -62,28 +63,29 @@ import torch
 
 from . import geometry
 from .errors import InputError
-from .pipeline import (ClipState, Holds, OutpaintPipeline, OutpaintSettings, Outpainter, PreparedClip, finalize_clip,
+from .pipeline import (ClipState, Holds, OutpaintPipeline, Outpainter, PreparedClip, finalize_clip,
                        generated_array, prepare_task, run_task)
 from .plan import Segment
 from .task import Outpaint, Task
 from .tiles import FusionWeights, Tile, fusion_weights, layout_skip, plan_tiles, unit_weights, work_units
 
-__all__ = ["FUSION", "SourceReader", "working_clip", "clip_tiles", "clip_units", "unit_pixels", "assemble_units",
-           "TiledState", "TiledOutpainter", "merge_segment", "run_tiled_task", "run_tiled_clip", "TiledOutpaintPipeline"]
+__all__ = ["FUSION", "SourceReader", "working_canvases", "working_clip", "clip_tiles", "clip_units", "unit_pixels",
+           "assemble_units", "TiledState", "TiledOutpainter", "merge_segment", "run_tiled_task", "run_tiled_clip",
+           "TiledOutpaintPipeline"]
 
 #: Fusion weights of the tiled run (:func:`m3ddm_ray.tiles.fusion_weights`): feathered, so a tile's
 #: edge cells count least where a neighbour overlaps them.
 FUSION = "linear"
 
 
-def working_clip(clip: PreparedClip, frames: np.ndarray, working_size: int,
-                 layout: np.ndarray | None) -> PreparedClip:
-    """``clip`` prepared again by its task on an ``S_w × S_w`` canvas, with the layout as its start image.
+def working_canvases(clip: PreparedClip, rows: Sequence[int], frames: np.ndarray, masks: np.ndarray | None,
+                     working_size: int, layout: np.ndarray | None) -> PreparedClip:
+    """Working rows ``rows`` of ``clip`` prepared again by its task on an ``S_w × S_w`` canvas, with
+    the layout as their start image.
 
-    The task's own preparation at canvas size ``S_w`` (:func:`m3ddm_ray.prepare.prepare_task`:
-    :meth:`m3ddm_ray.task.Task.plan`, ``canvases``, ``new_canvases`` at ``S_w``), then, with a
-    layout, each row's :meth:`m3ddm_ray.task.Task.working_rows` with its layout canvas upsampled
-    to ``S_w`` (bicubic):
+    The task's own canvases at canvas size ``S_w`` (:meth:`m3ddm_ray.task.Task.plan`, ``canvases``,
+    ``new_canvases``), then, with a layout, each row's :meth:`m3ddm_ray.task.Task.working_rows` with
+    its layout canvas upsampled to ``S_w`` (bicubic):
 
     * outpaint: the canvas planned with the same ratio rule (:func:`m3ddm_ray.geometry.plan_canvas`),
       the border generated (one mask for every row);
@@ -94,47 +96,87 @@ def working_clip(clip: PreparedClip, frames: np.ndarray, working_size: int,
 
     the ``1:1`` padding (inpaint, extend) is known at ``S_w`` and holds the layout's pixels (it is
     cropped away at the end). The start image is the layout where a row is generated and the known
-    pixels elsewhere; ``mask`` is the union of the rows' masks (what :func:`clip_tiles` selects
-    tiles by). The global frames stay the clip's ``S``-pixel whole frames: every tile gets them as
-    its context.
+    pixels elsewhere; ``mask`` is the whole clip's :meth:`m3ddm_ray.task.Task.working_mask` (what
+    :func:`clip_tiles` selects tiles by: the same tiles for every segment), or without a layout the
+    task's own :meth:`~m3ddm_ray.task.Task.mask` at ``S_w``. The global frames stay the clip's
+    ``S``-pixel whole frames: every tile gets them as its context.
 
     Args:
-        clip: the prepared whole clip at the canvas size ``S`` (any task; not a segment slice).
-        frames: uint8 ``(T, H, W, 3)`` source frames in time order.
+        clip: the clip at the canvas size ``S`` (any task, any holds: its task, geometry, strides,
+            ``total_frames`` and ``source_union`` are read).
+        rows: working rows, ascending (a segment's span, keyframes, or every row).
+        frames: uint8 ``(K, H, W, 3)`` the source frames of the known rows among ``rows`` (those
+            below :meth:`~m3ddm_ray.task.Task.known_rows`), in row order.
+        masks: uint8 ``(K, H, W)`` 0/1 their fitted source masks in row order
+            (:meth:`~m3ddm_ray.task.Task.span_masks`), or None for a task without source masks.
         working_size: ``S_w`` in pixels (a multiple of 8).
-        layout: uint8 ``(N, S, S, 3)`` composited canvases of every working row (``N`` =
-            ``clip.num_frames``) from the whole-canvas run, or None (the task's own preparation at
-            ``S_w``, its start images the TELEA fill).
+        layout: uint8 ``(len(rows), S, S, 3)`` composited canvases of ``rows`` from the whole-canvas
+            pass, or None (the task's own canvases at ``S_w``, its start images the TELEA fill).
 
     Returns:
-        A :class:`~m3ddm_ray.pipeline.PreparedClip` with ``geom`` planned at ``S_w``, ``masked`` /
-        ``inpainted`` ``(N, S_w, S_w, 3)``, ``mask`` ``(S_w, S_w)``, ``frame_masks``
-        ``(N, S_w, S_w)`` for a task with per-row masks, and the clip's global frames.
+        A :class:`~m3ddm_ray.pipeline.PreparedClip` holding ``rows`` (:attr:`Holds.CLIP` when they are
+        every row, else :attr:`Holds.KEYFRAMES` with ``frame_ids`` = ``rows``), ``geom`` planned at
+        ``S_w``, ``masked`` / ``inpainted`` ``(N, S_w, S_w, 3)``, ``mask`` ``(S_w, S_w)``,
+        ``frame_masks`` ``(N, S_w, S_w)`` for a task with per-row masks, and the clip's global frames.
 
     Raises:
-        InputError: a segment slice or keyframes clip, frames or masks that do not fit the task,
-            or a layout of the wrong shape.
+        InputError: frames or masks that do not fit the rows, or a layout of the wrong shape.
     """
-    if clip.holds is not Holds.CLIP or clip.segment is not None:
-        raise InputError("the tiled mode runs whole clips in one process (not segment slices or keyframe "
-                         "clips); set tiling.working_size: null for those")
-    s, n = clip.geom.canvas_size, clip.num_frames
-    if layout is not None and layout.shape != (n, s, s, 3):
-        raise InputError(f"layout of shape {layout.shape}; expected ({n}, {s}, {s}, 3)")
-    # one global frame is made at S_w and dropped: the tiles keep the clip's S-pixel global frames
-    at_sw = OutpaintSettings(canvas_size=working_size, strides=clip.strides, num_global_frames=1)
-    work = replace(prepare_task(frames, clip.fps, clip.task, at_sw), global_frames=clip.global_frames)
+    task, total, s = clip.task, clip.num_frames, clip.geom.canvas_size
+    rows = [int(r) for r in rows]
+    t = task.known_rows(total)
+    k = sum(r < t for r in rows)
+    h, w = clip.geom.source_hw
+    frames = np.asarray(frames)
+    if frames.shape != (k, h, w, 3) or (masks is not None and np.shape(masks) != (k, h, w)):
+        raise InputError(f"working canvases of {len(rows)} rows ({k} known): source frames {frames.shape} and "
+                         f"masks {None if masks is None else np.shape(masks)}; expected ({k}, {h}, {w}[, 3])")
+    if layout is not None and layout.shape != (len(rows), s, s, 3):
+        raise InputError(f"layout of shape {layout.shape}; expected ({len(rows)}, {s}, {s}, 3)")
+    geom = task.plan(h, w, working_size)
+    sw = working_size
+    parts = [task.canvases(frames, masks, geom)] if k else []
+    if k < len(rows):  # an extension's new rows: their start image is the layout (without one, row T - 1's canvas)
+        last = parts[0][1][-1] if k and rows[k - 1] == t - 1 else np.zeros((sw, sw, 3), np.uint8)
+        parts.append(task.new_canvases(len(rows) - k, last, geom))
+    masked, inpainted = (np.concatenate([p[i] for p in parts]) for i in (0, 1))
+    fm = None if task.one_mask else np.concatenate([p[2] for p in parts])
     if layout is None:
-        return work
-    union = None
-    for i in range(n):  # row by row: one upsampled layout canvas at a time
-        up = cv2.resize(np.ascontiguousarray(layout[i]), (working_size, working_size), interpolation=cv2.INTER_CUBIC)
-        m, start, masks = clip.task.working_rows(work.masked[i:i + 1], work.window_masks([i]), up[None], work.geom)
-        work.masked[i], work.inpainted[i] = m[0], start[0]
-        if masks is not None:
-            work.frame_masks[i] = masks[0]
-            union = masks[0].copy() if union is None else np.maximum(union, masks[0])
-    return work if union is None else replace(work, mask=union)
+        mask = task.mask(geom, clip.source_union)
+    else:
+        up = np.stack([cv2.resize(np.ascontiguousarray(c), (sw, sw), interpolation=cv2.INTER_CUBIC) for c in layout])
+        masked, inpainted, gen = task.working_rows(masked, fm, up, geom)
+        fm = fm if gen is None else gen
+        mask = task.working_mask(geom, clip.source_union)
+    every = rows == list(range(total))
+    return PreparedClip(task, clip.fps, geom, masked, inpainted, mask, clip.global_frames, clip.strides, total,
+                        Holds.CLIP if every else Holds.KEYFRAMES, frame_ids=None if every else tuple(rows),
+                        frame_masks=fm, source_union=clip.source_union)
+
+
+def working_clip(clip: PreparedClip, frames: np.ndarray, working_size: int,
+                 layout: np.ndarray | None) -> PreparedClip:
+    """:func:`working_canvases` of every row of ``clip``: the whole clip prepared again by its task
+    at ``S_w``.
+
+    Args:
+        clip: the prepared whole clip at the canvas size ``S`` (any task).
+        frames: uint8 ``(T, H, W, 3)`` its source frames in time order.
+        working_size: ``S_w`` in pixels.
+        layout: uint8 ``(N, S, S, 3)`` composited canvases of every row (``N`` = ``clip.num_frames``),
+            or None.
+
+    Raises:
+        InputError: as :func:`working_canvases`.
+    """
+    task, n = clip.task, clip.num_frames
+    t = task.known_rows(n)
+    ids = [task.row_of(r, t) for r in range(t)]  # the source frame of each known row (its own inverse)
+    masks = task.span_masks(0, t, tuple(clip.geom.source_hw))
+    frames = np.asarray(frames)
+    if len(frames) != t:
+        raise InputError(f"working clip: {len(frames)} source frames for a clip of {t} source frames")
+    return working_canvases(clip, range(n), frames[ids], None if masks is None else masks[ids], working_size, layout)
 
 
 def clip_tiles(clip: PreparedClip, overlap: int, canvas_size: int, factor: int) -> tuple[tuple[Tile, ...], FusionWeights]:
@@ -160,12 +202,13 @@ def clip_tiles(clip: PreparedClip, overlap: int, canvas_size: int, factor: int) 
 
 
 def clip_units(clip: PreparedClip, tiling, canvas_size: int, factor: int) -> tuple:
-    """The units of work of an outpainting's working frame (:func:`m3ddm_ray.tiles.work_units` of
-    the tiles :func:`clip_tiles` gives its working clip), from the clip at the canvas size alone (no
-    pixels: a segment shell will do), so the coarse stage can split a segment into its units.
+    """The units of work of a clip's working frame (:func:`m3ddm_ray.tiles.work_units` of the tiles
+    :func:`clip_tiles` gives its working clip, chosen by the task's
+    :meth:`~m3ddm_ray.task.Task.working_mask`), from the clip at the canvas size alone (no pixels: a
+    segment shell will do), so the coarse stage can split a segment into its units.
 
     Args:
-        clip: an outpainting clip at the canvas size ``S`` (any holds).
+        clip: a clip of any task at the canvas size ``S`` (any holds).
         tiling: :class:`m3ddm_ray.tiles.TilingSettings` (on).
         canvas_size: the model's canvas size ``S`` (the tile side).
         factor: the VAE's spatial downsampling.
@@ -173,17 +216,11 @@ def clip_units(clip: PreparedClip, tiling, canvas_size: int, factor: int) -> tup
     Returns:
         ``((tile positions, latent box (y0, y1, x0, x1)), ...)`` of the working frame ``S_w × S_w``:
         one unit when ``working_size`` equals ``canvas_size``.
-
-    Raises:
-        InputError: a task other than an outpainting (its working mask depends on its rows).
     """
-    if not isinstance(clip.task, Outpaint):
-        raise InputError(f"(segment, tile group) units are planned for outpainting clips; a tiled {clip.task.name} "
-                         f"clip runs whole")
     sw = int(tiling.working_size)
     geom = clip.task.plan(*clip.geom.source_hw, sw)
     tiles = plan_tiles((sw, sw), (0, 0, 0, 0), canvas_size, tiling.overlap, factor,
-                       generated=clip.task.mask(geom, None))
+                       generated=clip.task.working_mask(geom, clip.source_union))
     return work_units(tiles, factor)
 
 
@@ -225,11 +262,28 @@ def assemble_units(base: np.ndarray, parts: Sequence[tuple]) -> np.ndarray:
     return out
 
 
-#: ``read(rows) -> uint8 (N, H, W, 3)``: the source frames of working rows ``rows`` (ascending), in
-#: that order -- what the tiled outpainter places on the working canvases.
+def _source_masks(task: Task, frames: Sequence[int], hw: tuple[int, int]) -> np.ndarray | None:
+    """uint8 ``(N, H, W)`` fitted source masks of source frames ``frames`` (ascending), one range read
+    of the task's mask source per consecutive run; None for a task without source masks."""
+    runs, out = [], []
+    for f in frames:
+        if runs and runs[-1][1] == f:
+            runs[-1][1] = f + 1
+        else:
+            runs.append([f, f + 1])
+    for a, b in runs:
+        m = task.span_masks(a, b, hw)
+        if m is None:
+            return None
+        out.append(m)
+    return np.concatenate(out) if out else None
+
+
+#: ``read(frames) -> uint8 (N, H, W, 3)``: source frames ``frames`` (ascending, time order) -- what
+#: the tiled outpainter places on the working canvases (an outpainting's rows are its frames).
 SourceReader = Callable[[Sequence[int]], np.ndarray]
 
-#: Rows placed on working canvases per call of :func:`working_clip` (bounds the source frames held).
+#: Rows placed on working canvases per call of :func:`working_canvases` (bounds the source frames held).
 _WORK_CHUNK = 16
 
 
@@ -277,7 +331,7 @@ class TiledOutpainter(Outpainter):
 
     * :meth:`run_coarse` (the clip at the canvas size ``S``): the layout's coarse pass at ``S``,
       its keyframes decoded and pasted (:attr:`TiledState.layout_frames`), the keyframes' working
-      canvases (:func:`working_clip` at ``S_w``) and the tiled coarse pass on them.
+      canvases (:func:`working_canvases` at ``S_w``) and the tiled coarse pass on them.
     * :meth:`run_segment` (one segment, :meth:`~m3ddm_ray.plan.WindowPlan.segments`): the segment's
       layout windows at ``S``, the working canvases of its frame span (the layout of a coarse-window
       frame is its :attr:`TiledState.layout_frames` canvas, of any other frame the output of the
@@ -396,26 +450,30 @@ class TiledOutpainter(Outpainter):
         return self.source(rows)
 
     def _working(self, clip: PreparedClip, rows: Sequence[int], layout: np.ndarray, **where) -> PreparedClip:
-        """The working canvases of ``rows`` (:func:`working_clip`, ``_WORK_CHUNK`` rows of source at a
-        time), holding what ``where`` says (``holds``, ``first_frame``, ``segment``, ``frame_ids``)."""
-        base = replace(clip, holds=Holds.CLIP, first_frame=0, segment=None, frame_ids=None, canvas_file=None,
-                       canvas_options=None, file_order=None, masked=clip.masked[:0], inpainted=clip.inpainted[:0])
+        """The working canvases of ``rows`` (:func:`working_canvases`, ``_WORK_CHUNK`` rows of source
+        frames and masks at a time), holding what ``where`` says (``holds``, ``first_frame``,
+        ``segment``, ``frame_ids``)."""
+        task = clip.task
+        t = task.known_rows(clip.num_frames)
+        hw = tuple(clip.geom.source_hw)
         parts = []
-        for i in range(0, len(rows), _WORK_CHUNK):  # an outpainting's rows are its source frames
-            chunk = rows[i:i + _WORK_CHUNK]
-            parts.append(working_clip(replace(base, total_frames=len(chunk)), self._read(chunk),
-                                      self.tiling.working_size, layout[i:i + _WORK_CHUNK]))
+        for i in range(0, len(rows), _WORK_CHUNK):
+            chunk = [int(r) for r in rows[i:i + _WORK_CHUNK]]
+            ids = [task.row_of(r, t) for r in chunk if r < t]  # the known rows' source frames (its own inverse)
+            asc = sorted(ids)
+            at = {f: k for k, f in enumerate(asc)}
+            order = [at[f] for f in ids]
+            frames = self._read(asc)[order] if asc else np.zeros((0,) + hw + (3,), np.uint8)
+            masks = _source_masks(task, asc, hw)
+            parts.append(working_canvases(clip, chunk, frames, None if masks is None else masks[order],
+                                          self.tiling.working_size, layout[i:i + _WORK_CHUNK]))
+        fm = None if task.one_mask else np.concatenate([p.frame_masks for p in parts])
         return replace(parts[0], masked=np.concatenate([p.masked for p in parts]),
-                       inpainted=np.concatenate([p.inpainted for p in parts]), total_frames=clip.total_frames,
-                       strides=clip.strides, global_frames=clip.global_frames, **where)
+                       inpainted=np.concatenate([p.inpainted for p in parts]), frame_masks=fm, **where)
 
     def run_coarse(self, clip: PreparedClip, **kw) -> TiledState:
         """Coarse stage of the tiled run (the class docstring): ``clip`` at the canvas size, holding
         the coarse windows' canvases (whole clip, keyframes, or their scratch file)."""
-        if not isinstance(clip.task, Outpaint):
-            raise InputError(f"the tiled mode cuts only outpainting clips into segments; a tiled {clip.task.name} "
-                             f"clip runs whole in one process (TiledOutpaintPipeline.run_task), or set "
-                             f"tiling.working_size: null for it")
         state = TiledState()
         coarse = clip.plan.coarse
         if not self.layered:
@@ -430,7 +488,8 @@ class TiledOutpainter(Outpainter):
         if coarse:
             kf = sorted({f for w in coarse for f in w.frame_ids})
             decoded = np.stack(self._decode(torch.from_numpy(np.stack([lay.stored[f] for f in kf]))))
-            pasted = geometry.paste_back(decoded, clip.known_canvases(kf), clip.mask, mode=self.settings.paste_mode)
+            pasted = geometry.paste_back(decoded, clip.known_canvases(kf), clip.masks_of(kf),
+                                         mode=self.settings.paste_mode)
             state.layout_frames = dict(zip(kf, pasted))
             work = self._working(clip, kf, pasted, holds=Holds.KEYFRAMES, frame_ids=tuple(kf))
             self.run_windows(work, coarse, state, **kw)
@@ -480,12 +539,12 @@ class TiledOutpainter(Outpainter):
         got = [f for f in made if f not in loose]
         layout = dict(state.layout_frames)
         if got:
-            pasted = geometry.paste_back(np.stack([raw[f] for f in got]), part.known_canvases(got), part.mask,
-                                         mode=self.settings.paste_mode)
+            pasted = geometry.paste_back(np.stack([raw[f] for f in got]), part.known_canvases(got),
+                                         part.masks_of(got), mode=self.settings.paste_mode)
             layout.update(zip(got, pasted))
         layout.update((f, raw[f]) for f in loose)
         work = self._working(part, rows, np.stack([layout[f] for f in rows]), holds=Holds.SPAN, first_frame=lo,
-                             segment=segment.index)
+                             segment=segment.index, frame_ids=None)
         self._run_unit(work, windows, state, unit, **kw)
         state.unet_seconds += lay.unet_seconds
         state.work = work
@@ -551,11 +610,11 @@ def run_tiled_task(outpainter: Outpainter, frames: np.ndarray, fps: float, task:
                    progress: bool = False) -> tuple[np.ndarray, PreparedClip, ClipState]:
     """Run ``task`` (outpaint, inpaint or extend, :mod:`m3ddm_ray.task`) of ``frames`` in the tiled mode.
 
-    An outpainting: :meth:`TiledOutpainter.run_coarse`, then every segment from its own
+    :meth:`TiledOutpainter.run_coarse`, then every segment (all its units) from its own
     :meth:`TiledState.for_segment` and its output frames finalized from its working clip -- the
-    batch job's stages in one process (a short clip has one segment). An inpainting or extension
-    (per-row masks, new rows: :func:`working_clip` prepares its whole clip): the whole-canvas run
-    of the task as layout, then the tiled run of its whole working clip.
+    batch job's stages in one process (a short clip has one segment), the same for the three tasks;
+    the pieces in the task's order (:meth:`~m3ddm_ray.task.Task.piece_position`: a backward
+    extension's last segment first).
 
     Args:
         outpainter: holds the models, the scheduler and the settings (``settings.tiling.enabled``).
@@ -570,9 +629,9 @@ def run_tiled_task(outpainter: Outpainter, frames: np.ndarray, fps: float, task:
         ``(T, H', W', 3)`` (the crop of the ``S_w`` composite, or with ``output_size="source"`` the
         source frames at their resolution in the upscaled working composite), an inpainting
         ``(T, H, W, 3)`` (the source pixels exactly outside the mask), an extension
-        ``(T + n, H, W, 3)`` (the known frames exactly the source). An outpainting's working clip
-        is the segment's with one segment; with several it holds every row's known canvas at
-        ``S_w`` (``masked``; ``inpainted`` left empty). The state holds every frame's generated
+        ``(T + n, H, W, 3)`` (the known frames exactly the source). The working clip is the
+        segment's with one segment; with several it holds every row's known canvas and mask at
+        ``S_w`` (``masked``, ``frame_masks``; ``inpainted`` left empty). The state holds every frame's generated
         canvas and the tiled stored latents.
 
     Raises:
@@ -589,16 +648,14 @@ def run_tiled_task(outpainter: Outpainter, frames: np.ndarray, fps: float, task:
         return finalize_clip(clip, None, s, frames), clip, ClipState()
     tiled = TiledOutpainter(outpainter.unet, outpainter.vae, s, source=lambda rows: frames[np.asarray(rows)])
     tiled.scheduler = tiled.layout.scheduler = outpainter.scheduler
-    if not isinstance(task, Outpaint):
-        return _run_whole_task(tiled, clip, frames, progress)
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(unit="step", desc=f"outpaint {clip.ratio} tiled at {s.tiling.working_size} px")
+        bar = tqdm(unit="step", desc=f"{task.name} {clip.ratio} tiled at {s.tiling.working_size} px")
     kw = {} if bar is None else {"on_step": lambda i, n: bar.update(1)}
     state = tiled.run_coarse(clip, **kw)
-    outs, works = [], []
+    outs, works = {}, []
     segs = clip.plan.segments()
     for seg in segs:
         sub = tiled.run_units(clip, seg, state.for_segment(seg), **kw)
@@ -606,7 +663,8 @@ def run_tiled_task(outpainter: Outpainter, frames: np.ndarray, fps: float, task:
         rows = list(seg.output_frames)
         a, b = clip.task.source_range(rows[0], rows[-1] + 1, clip.num_frames)
         source = frames[a:b] if clip.task.needs_source(s) and b > a else None
-        outs.append(finalize_frames(work, generated_array(work, sub, rows), s, source, rows).frames)
+        outs[task.piece_position(seg.index, len(segs))] = finalize_frames(work, generated_array(work, sub, rows), s,
+                                                                          source, rows).frames
         works.append((rows, work))
         merge_segment(state, sub)
     if bar is not None:
@@ -616,10 +674,14 @@ def run_tiled_task(outpainter: Outpainter, frames: np.ndarray, fps: float, task:
     else:
         first = works[0][1]
         masked = np.zeros((clip.num_frames,) + first.masked.shape[1:], np.uint8)
+        fm = None if task.one_mask else np.zeros((clip.num_frames,) + first.masked.shape[1:3], np.uint8)
         for rows, w in works:
             masked[rows] = w.known_canvases(rows)
-        work = replace(first, masked=masked, inpainted=masked[:0], holds=Holds.CLIP, first_frame=0, segment=None)
-    return np.concatenate(outs), work, state
+            if fm is not None:
+                fm[rows] = w.masks_of(rows)
+        work = replace(first, masked=masked, inpainted=masked[:0], frame_masks=fm, holds=Holds.CLIP, first_frame=0,
+                       segment=None)
+    return np.concatenate([outs[k] for k in sorted(outs)]), work, state
 
 
 def run_tiled_clip(outpainter: Outpainter, frames: np.ndarray, fps: float, ratio,
@@ -628,31 +690,6 @@ def run_tiled_clip(outpainter: Outpainter, frames: np.ndarray, fps: float, ratio
     (``"9:16"`` or :class:`m3ddm_ray.geometry.Ratio`); returns ``(output uint8 (T, H', W', 3),
     working clip, tiled state)``. Raises InputError as :func:`run_tiled_task`."""
     return run_tiled_task(outpainter, frames, fps, Outpaint(geometry.parse_ratio(ratio)), progress)
-
-
-def _run_whole_task(tiled: TiledOutpainter, clip: PreparedClip, frames: np.ndarray, progress: bool):
-    """An inpainting's or extension's tiled run: the whole clip's layout, then its whole working clip."""
-    from .pipeline import step_bar
-
-    s, task = tiled.settings, clip.task
-    a, b = task.source_range(0, clip.num_frames, clip.num_frames)
-    work = clip
-    if tiled.layered:
-        state = _run(tiled.layout, clip, step_bar(clip, s, progress))
-        layout = geometry.paste_back(generated_array(clip, state), clip.masked,
-                                     clip.masks_of(range(clip.num_frames)), mode=s.paste_mode)
-        work = working_clip(clip, frames, tiled.tiling.working_size, layout)
-    state = _run(tiled, work, step_bar(work, s, progress), whole=True)
-    return finalize_clip(work, generated_array(work, state), s, np.asarray(frames)[a:b]), work, state
-
-
-def _run(outpainter: Outpainter, clip: PreparedClip, bar, whole: bool = False) -> ClipState:
-    kw = {} if bar is None else {"on_step": lambda i, n: bar.update(1)}
-    state = Outpainter.run_coarse(outpainter, clip, **kw) if whole else outpainter.run_coarse(clip, **kw)
-    (Outpainter.run_fine if whole else type(outpainter).run_fine)(outpainter, clip, state, **kw)
-    if bar is not None:
-        bar.close()
-    return state
 
 
 class TiledOutpaintPipeline(OutpaintPipeline):

@@ -1,5 +1,6 @@
-"""The tiled mode through the Ray batch job: (segment, unit) rows on the fine actors give the pixels
-of the single-process TiledOutpaintPipeline bit for bit, and the joined video has exactly T frames."""
+"""The tiled mode through the Ray batch job, for the three tasks: (segment, unit) rows on the fine
+actors give the pixels of the single-process TiledOutpaintPipeline bit for bit, and the joined video
+has exactly its frame count."""
 
 from __future__ import annotations
 
@@ -119,3 +120,77 @@ def test_tiled_job_in_segment_and_unit_rows_equals_the_single_process_run(ray_se
 
     job_output_is(cfg, uri, tmp_path / "out", want)
     assert (tmp_path / "out").is_dir() and not list((tmp_path / "out").rglob("*.parts"))  # units' pixels deleted
+
+
+def test_tiled_inpaint_and_extend_rows_equal_the_single_process_run(ray_session, tmp_path):
+    """An inpainting (holes in two opposite corners: two units per segment; a folder of mask images)
+    and a backward extension run tiled at twice the canvas through the job as (segment, unit) rows: each segment's units assembled and
+    finalized, in the task's piece order, give :meth:`TiledOutpaintPipeline.run_task`'s pixels bit
+    for bit; the job writes both with exactly their frame counts and no unit files left behind."""
+    import cv2
+
+    from m3ddm_ray.distributed.segments import num_groups, tile_group
+    from m3ddm_ray.models.loading import load_unet, load_vae
+    from m3ddm_ray.tiled import TiledOutpaintPipeline, assemble_units, unit_pixels
+
+    from test_job_tasks import write_mask_folder
+
+    base, info = read_frames(DATA / "tree_60.mp4")
+    path = tmp_path / "clip.mp4"
+    write_video(path, np.stack([cv2.resize(f, (96, 64), interpolation=cv2.INTER_AREA) for f in base[:T]]),
+                info.fps, crf=18, preset="veryfast")
+    frames, info = read_frames(path)
+    holes = np.zeros((T, 64, 96), np.uint8)  # two corners: two units of tiles
+    holes[:, 2:10, 2:12] = 1
+    holes[:, 54:62, 84:94] = 1
+    masks = write_mask_folder(tmp_path / "masks", holes)
+    short = tmp_path / "short.mp4"  # 24 frames extended backward by 7: 31 rows, two segments
+    write_video(short, frames[:24], info.fps, crf=18, preset="veryfast")
+    short_frames, _ = read_frames(short)
+    cfg = tiny_cfg(strides=[3, 1])
+    cfg["tiling"] = {"working_size": 2 * cfg["canvas_size"], "overlap": 32, "layout_strength": 0.6}
+    settings = job_settings(cfg)
+    uri = manifest(tmp_path, [
+        {"video_uri": str(path), "clip_id": "hole", "task": "inpaint", "mask_uri": str(masks)},
+        {"video_uri": str(short), "clip_id": "back", "task": "extend", "extend_frames": 7,
+         "extend_direction": "backward"}], "tasks.jsonl")
+    source = {"hole": frames, "back": short_frames}
+    units: dict[str, dict[int, dict[int, tuple]]] = {}
+    seg_clip: dict[tuple, tuple] = {}
+    for row in diffusion_dataset(cfg, build_rows(cfg, uri, str(tmp_path / "eq"))).take_all():
+        assert row["status"] == "pending", row.get("error")
+        clip, state = pickle.loads(row["clip"]), pickle.loads(row["state"])
+        assert clip.geom.canvas_size == 2 * cfg["canvas_size"] and row["num_segments"] == 2
+        seg = int(row["segment"])
+        out_rows = list(clip.plan.segments()[seg].output_frames)
+        units.setdefault(row["clip_id"], {}).setdefault(seg, {})[tile_group(row)] = unit_pixels(clip, state, out_rows)
+        seg_clip[row["clip_id"], seg] = (clip, out_rows, num_groups(row))
+    assert sorted(units) == ["back", "hole"]
+    assert [seg_clip["hole", seg][2] for seg in (0, 1)] == [2, 2] and seg_clip["back", 0][2] == 1
+    pipe = TiledOutpaintPipeline(load_unet(cfg["model"], "fp32", "cpu"), load_vae(cfg["vae"], "fp32", "cpu"),
+                                 settings)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as Ray actors run: compare at equal thread counts
+    try:
+        for cid, segs in units.items():
+            pieces = {}
+            for seg, parts in segs.items():
+                clip, out_rows, n = seg_clip[cid, seg]
+                assert sorted(parts) == list(range(n))
+                gen = assemble_units(clip.known_canvases(out_rows), [parts[u] for u in range(n)])
+                a, b = clip.task.source_range(out_rows[0], out_rows[-1] + 1, clip.num_frames)
+                pieces[clip.task.piece_position(seg, 2)] = finalize_frames(clip, gen, settings, source[cid][a:b],
+                                                                           out_rows).frames
+            want = pipe.run_task(source[cid], info.fps, clip.task)
+            got = np.concatenate([pieces[k] for k in sorted(pieces)])
+            assert got.shape == want.shape == (T, 64, 96, 3), cid
+            assert np.array_equal(got, want), cid
+    finally:
+        torch.set_num_threads(threads)
+    result = run_job(cfg, uri, str(tmp_path / "out"))
+    rows = {row["clip_id"]: row for row in result.table.to_pylist()}
+    assert sorted(rows) == ["back", "hole"] and (rows["hole"]["frames"], rows["back"]["frames"]) == (T, 24)
+    for row in rows.values():
+        assert row["status"] == "ok", row["error"]
+        assert probe(row["output_uri"], count_frames=True).num_frames == T  # the source's, or 24 + 7 new
+    assert not list((tmp_path / "out").rglob("*.parts"))

@@ -1,7 +1,8 @@
 """The tiled mode for inpainting and extension (m3ddm_ray.tiled.run_tiled_task): the working clip each
 task makes at the working size, the tiles selected by the union of the rows' masks, and the run of
 the tiny golden model (exactly the whole-canvas task at working size = canvas; the right frames and
-the known pixels exactly the source at twice the canvas)."""
+the known pixels exactly the source at twice the canvas; a clip in segments and units run anywhere,
+as the batch job runs it, gives the one-process output bit for bit)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ import pytest
 from m3ddm_ray.errors import InputError
 from m3ddm_ray.pipeline import Outpainter, prepare_task, run_task
 from m3ddm_ray.task import Extend, Inpaint, MaskArray
-from m3ddm_ray.tiled import TiledOutpaintPipeline, clip_tiles, run_tiled_task, working_clip
+from m3ddm_ray.tiled import (TiledOutpaintPipeline, TiledOutpainter, clip_tiles, clip_units, run_tiled_task,
+                             working_canvases, working_clip)
 from m3ddm_ray.tiles import plan_tiles
 
 from conftest import GOLDEN
@@ -64,8 +66,14 @@ def test_the_working_clip_is_the_tasks_own_at_the_working_size():
         assert np.array_equal(work.inpainted[i][~hole], work.masked[i][~hole])
     with pytest.raises(InputError, match=r"layout of shape \(16, 64, 64, 3\); expected \(8, 64, 64, 3\)"):
         working_clip(prepare_task(frames[:4], FPS, Extend(4), _settings()), frames[:4], 128, layout)
-    with pytest.raises(InputError, match="whole clips in one process"):
-        working_clip(clip.segment_slice(clip.plan.segments()[0]), frames, 128, layout)
+    # a subset of the rows (a segment's span, keyframes) gets the same canvases as in the whole clip
+    rows = [3, 4, 5, 12]
+    part = working_canvases(clip, rows, frames[rows], _holes()[rows], 128, layout[rows])
+    assert part.frame_ids == tuple(rows) and np.array_equal(part.mask, work.mask)
+    for name in ("masked", "inpainted", "frame_masks"):
+        assert np.array_equal(getattr(part, name), getattr(work, name)[rows]), name
+    with pytest.raises(InputError, match=r"4 rows \(4 known\): source frames \(3, 64, 64, 3\)"):
+        working_canvases(clip, rows, frames[rows[:3]], _holes()[rows[:3]], 128, layout[rows])
 
 
 def _wide_frames(t=16):
@@ -167,9 +175,12 @@ def test_tiled_inpainting_at_twice_the_canvas(frames, holes, tiny_unet, tiny_vae
     assert np.array_equal(out[known], frames[known])  # every pixel outside the holes is the source pixel
     assert not np.array_equal(out[~known], frames[~known])  # the holes are generated
     assert work.geom.canvas_size == 128 and state.stored[0].shape == (4, 16, 16)
-    # layout pass 4 UNet calls, then 2 tiles x 3 calls (PLMS from 2 of 4 steps: 3 timesteps, one repeated)
-    assert len(clip_tiles(work, 32, 64, 8)[0]) == 2
-    assert len(rec.calls) == 4 + 2 * 3 and rec.calls[-1][0].shape == (3, 9, 16, 8, 8)
+    # per unit: the layout pass's 4 UNet calls, then its tiles x 3 calls (PLMS from 2 of 4 steps: 3
+    # timesteps, one repeated); the square clip's two tiles (top left, bottom left) are two units
+    tiles = clip_tiles(work, 32, 64, 8)[0]
+    units = clip_units(prepare_task(frames, FPS, task, _settings(128)), _settings(128).tiling, 64, 8)
+    assert len(tiles) == 2 and len(units) == (2 if frames.shape[2] == 64 else 1)
+    assert len(rec.calls) == len(units) * 4 + 2 * 3 and rec.calls[-1][0].shape == (3, 9, 16, 8, 8)
 
 
 @pytest.mark.parametrize("direction", ["forward", "backward"])
@@ -183,3 +194,65 @@ def test_tiled_extension_at_twice_the_canvas(direction, tiny_unet, tiny_vae):
     assert not np.array_equal(new, np.repeat(frames[-1 if direction == "forward" else 0][None], 8, axis=0))
     assert work.num_frames == 16 and work.geom.canvas_size == 128
     assert len(rec.calls) == 4 + 9 * 3  # the whole 3 x 3 grid: every pixel of the new rows is generated
+
+
+def _long_holes(t=31):
+    """uint8 (t, 64, 96): an 8x8 hole moving right 2 px a frame along the top of the frame."""
+    m = np.zeros((t, 64, 96), np.uint8)
+    for i in range(t):
+        m[i, 4:12, 2 + 2 * i:10 + 2 * i] = 1
+    return m
+
+
+SEGMENTED = {"inpaint": (lambda: Inpaint(MaskArray(_long_holes(), "holes"), 0, "holes"), 31),
+             "extend-backward": (lambda: Extend(7, "backward"), 24)}
+
+
+@pytest.mark.parametrize("name", list(SEGMENTED))
+def test_a_tiled_task_in_segments_and_units_run_anywhere_gives_the_one_process_output(name, tiny_unet, tiny_vae):
+    """31 working rows with strides [3, 1]: a keyframe pass and two segments at twice the canvas.
+    The coarse stage on the keyframes, then every (segment, unit) from a pickled copy of its
+    sub-state on a fresh outpainter, its canvases built from the segment shell (as the job's fine
+    actor does), in reverse order, the units' pixels assembled and each segment finalized, in the
+    task's piece order, gives :func:`run_tiled_task`'s output bit for bit; the known pixels are the
+    source's exactly."""
+    import pickle
+
+    from m3ddm_ray.pipeline import finalize_frames
+    from m3ddm_ray.prepare import prepare, span_canvases
+    from m3ddm_ray.tiled import assemble_units, unit_pixels
+
+    make, t = SEGMENTED[name]
+    frames = np.ascontiguousarray(_wide_frames(t))
+    s = replace(_settings(128), strides=(3, 1))
+    out, _, state = run_tiled_task(Outpainter(tiny_unet, tiny_vae, s), frames, FPS, make())
+    assert out.shape == (31, 64, 96, 3) and sorted(state.generated) == list(range(31))
+    if name == "inpaint":
+        known = _long_holes() == 0
+        assert np.array_equal(out[known], frames[known]) and not np.array_equal(out[~known], frames[~known])
+    else:
+        assert np.array_equal(out[7:], frames)  # backward: the new frames come first
+    (clip,) = prepare(frames, t, FPS, [make()], s, segmented=True)  # the job's keyframes clip
+    assert clip.keyframes_only and (clip.source_union is not None) == (name == "inpaint")
+    read = lambda ids: frames[np.asarray(ids)]  # noqa: E731
+    units = clip_units(clip, s.tiling, 64, 8)
+    coarse = TiledOutpainter(tiny_unet, tiny_vae, s, source=read).run_coarse(clip)
+    segs = clip.plan.segments()
+    assert len(segs) == 2
+    pieces = {}
+    for seg in reversed(segs):
+        rows = list(seg.output_frames)
+        parts, work = [], None
+        for u in reversed(range(len(units))):
+            fresh = TiledOutpainter(tiny_unet, tiny_vae, s, source=read)
+            shell = span_canvases(clip.segment_shell(seg), lambda a, b: frames[a:b])
+            sub = fresh.run_fine(shell, pickle.loads(pickle.dumps(coarse.for_segment(seg))), unit=u)
+            work = fresh.output_clip(shell, sub)
+            assert work.geom.canvas_size == 128 and work.first_frame == seg.frame_range[0]
+            parts.append(unit_pixels(work, sub, rows))
+        gen = assemble_units(work.known_canvases(rows), parts)
+        a, b = clip.task.source_range(rows[0], rows[-1] + 1, clip.num_frames)
+        pieces[clip.task.piece_position(seg.index, len(segs))] = finalize_frames(work, gen, s, frames[a:b],
+                                                                                 rows).frames
+    got = np.concatenate([pieces[k] for k in sorted(pieces)])
+    assert got.shape == out.shape and np.array_equal(got, out)

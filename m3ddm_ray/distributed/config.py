@@ -40,7 +40,7 @@ DEFAULTS: dict[str, Any] = {
                 "exact_caches": True, "deepcache_interval": 0, "tgate_step": 0, "max_batch": 1,
                 "autocast": "off", "sdpa_backend": "auto", "channels_last": False, "compile_backend": None},
     "vae_batch_size": 16,
-    # the border at the working resolution (m3ddm_ray.tiled, docs/tiling.md); outpainting rows in the job
+    # the generated region at the working resolution (m3ddm_ray.tiled, docs/tiling.md); rows of every task
     "tiling": {"working_size": None, "overlap": 32, "layout_strength": 0.6},
     "encode": {"crf": 18, "preset": "medium"},
     "ray": {"address": None, "num_cpus": None, "num_gpus": None, "autoscaling": False,
