@@ -35,6 +35,16 @@ def test_colour_fields_are_flat_gradients_and_rectangles_deterministically():
         assert 2 <= len(np.unique(a[i].reshape(-1, 3), axis=0)) <= 5
 
 
+def test_smooth_colour_fields_vary_slowly_and_never_repeat():
+    from m3ddm_ray.training.synthetic import KINDS, colour_field
+
+    a, b = (colour_field(np.random.default_rng(s), 64, 3) for s in (1, 2))
+    assert KINDS == 4 and a.shape == (64, 64, 3) and a.dtype == np.uint8 and not np.array_equal(a, b)
+    assert len(np.unique(a.reshape(-1, 3), axis=0)) > 50  # a field, not a few flat colours
+    step = np.abs(np.diff(a.astype(int), axis=0)).max(), np.abs(np.diff(a.astype(int), axis=1)).max()
+    assert max(step) <= 30  # at most two periods across the image: neighbouring pixels stay close
+
+
 def test_the_synthetic_photo_source_gives_flat_colour_examples(tmp_path):
     m = tmp_path / "m.jsonl"
     m.write_text('{"image_uri": "synthetic://colour-fields"}\n{"image_uri": "skimage://coffee.png"}\n')
@@ -82,3 +92,18 @@ def test_refit_vae_command_writes_a_loadable_vae(tmp_path, capsys):
     assert vae.config.norm_num_groups == 8
     x = torch.zeros(1, 3, 64, 64)
     assert vae.decode(vae.encode(x).latent_dist.mean).sample.shape == (1, 3, 64, 64)
+
+
+def test_refit_with_the_consistency_term_pulls_masked_canvases_to_the_clean_latents():
+    """With ``consistency_weight`` the known cells of black-bordered canvases are pulled to the old
+    VAE's clean latents: the logged term is finite and falls over a few steps on a tiny pool."""
+    old = load_vae(str(VAE), "fp32", "cpu")
+    rows = []
+    refit_vae(old, read_sources(str(MANIFEST)), 4, steps=30, batch_size=4, pool_size=4, lr=2e-3,
+              consistency_weight=1.0, log=rows.append)
+    cons = [r["vae_consistency"] for r in rows]
+    assert [r["vae_step"] for r in rows] == [0, 29] and all(np.isfinite(cons))
+    assert cons[1] < 0.7 * cons[0]
+    rows.clear()
+    refit_vae(old, read_sources(str(MANIFEST)), 4, steps=1, batch_size=2, pool_size=4, log=rows.append)
+    assert np.isnan(rows[0]["vae_consistency"])  # off by default

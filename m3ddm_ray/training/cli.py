@@ -65,6 +65,9 @@ def add_refit_vae(subparsers) -> None:
     p.add_argument("--colour-share", type=float, default=0.3,
                    help="share of the frame pool replaced by flat-colour fields (default 0.3)")
     p.add_argument("--latent-weight", type=float, default=1.0)
+    p.add_argument("--consistency-weight", type=float, default=0.0,
+                   help="pull the latents of black-bordered canvases on known cells to the clean latents "
+                        "(weight; default 0: off)")
     p.add_argument("--pool-size", type=int, default=2048, help="training frames cut once (default 2048)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--max-wall-s", type=float, default=None)
@@ -82,9 +85,11 @@ def cmd_refit_vae(args: argparse.Namespace) -> int:
     from .sources import read_sources
     from .vae import refit_vae
 
-    if args.steps < 1 or not 0.0 <= args.colour_share <= 1.0 or not 0.0 <= args.min_lr_ratio <= 1.0:
+    if args.steps < 1 or not 0.0 <= args.colour_share <= 1.0 or not 0.0 <= args.min_lr_ratio <= 1.0 \
+            or args.consistency_weight < 0:
         raise InputError(f"--steps {args.steps} must be >= 1, --colour-share {args.colour_share} and "
-                         f"--min-lr-ratio {args.min_lr_ratio} in [0, 1]")
+                         f"--min-lr-ratio {args.min_lr_ratio} in [0, 1], --consistency-weight "
+                         f"{args.consistency_weight} >= 0")
     if args.threads:
         torch.set_num_threads(args.threads)
     t0 = time.time()
@@ -92,11 +97,12 @@ def cmd_refit_vae(args: argparse.Namespace) -> int:
 
     def log(row):
         print(f"vae step {row['vae_step']} l1 {row['vae_l1']:.4f} latent {row['vae_latent']:.4f} "
-              f"{row['elapsed_s']:.0f}s", flush=True)
+              f"consistency {row['vae_consistency']:.4f} {row['elapsed_s']:.0f}s", flush=True)
 
     new = refit_vae(old, read_sources(args.data), args.norm_groups, steps=args.steps, batch_size=args.batch_size,
                     lr=args.lr, latent_weight=args.latent_weight, colour_field_share=args.colour_share, log=log, pool_size=args.pool_size,
-                    max_wall_s=args.max_wall_s, min_lr_ratio=args.min_lr_ratio)
+                    max_wall_s=args.max_wall_s, min_lr_ratio=args.min_lr_ratio,
+                    consistency_weight=args.consistency_weight)
     ckpt.save_model_folder(new, args.output)
     print(json.dumps({"vae": args.output, "from": args.vae, "norm_num_groups": args.norm_groups,
                       "steps": args.steps, "seconds": round(time.time() - t0, 1)}))

@@ -12,8 +12,8 @@ Sources are listed by :func:`read_sources` from ``--data``: a ``.jsonl`` manifes
 ``skimage://NAME.png`` names a photograph shipped inside scikit-image's package data folder (read from
 disk, never downloaded); ``synthetic://colour-fields`` a new synthetic photograph of flat colours per
 example (:mod:`m3ddm_ray.training.synthetic`), so a manifest row ``{"image_uri":
-"synthetic://colour-fields"}`` gives that share of the examples plain backgrounds, gradients and
-rectangles seen through a moving window.
+"synthetic://colour-fields"}`` gives that share of the examples plain backgrounds, gradients,
+rectangles and smooth colour fields seen through a moving window.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import numpy as np
 from .. import geometry
 from ..errors import InputError
 from ..masks import make_policy, mask_global_frames
-from .synthetic import COLOUR_FIELDS_URI, colour_field
+from .synthetic import COLOUR_FIELDS_URI, KINDS, colour_field
 
 VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
@@ -166,10 +166,10 @@ SYNTHETIC_SIDE = 256
 
 def synthetic_photo(seed: int) -> np.ndarray:
     """The ``synthetic://colour-fields`` photograph of the example with ``seed``: uint8
-    ``(256, 256, 3)``, one of the three kinds of :func:`m3ddm_ray.training.synthetic.colour_field`
+    ``(256, 256, 3)``, one of the four kinds of :func:`m3ddm_ray.training.synthetic.colour_field`
     (drawn from its own generator, so the example's other draws are those of any photo source)."""
     rng = np.random.default_rng([int(seed), 2])
-    return colour_field(rng, SYNTHETIC_SIDE, int(rng.integers(3)))
+    return colour_field(rng, SYNTHETIC_SIDE, int(rng.integers(KINDS)))
 
 
 # --------------------------------------------------------------------------- one example

@@ -1,4 +1,4 @@
-"""Synthetic training images of flat colour: fields, gradients and rectangles. No torch.
+"""Synthetic training images of flat colour: fields, gradients, rectangles and smooth fields. No torch.
 
 Photographs and film hold few large flat saturated areas, so a model trained on them alone does not
 learn to keep a flat colour (a VAE reconstructs flat green or blue tens of levels off; a UNet paints
@@ -17,7 +17,8 @@ COLOUR_FIELDS_URI = "synthetic://colour-fields"
 
 
 def colour_fields(n: int, seed: int, canvas_size: int) -> np.ndarray:
-    """``uint8 (n, S, S, 3)`` synthetic images of flat colours, a third of each kind (``i % 3``): one
+    """``uint8 (n, S, S, 3)`` synthetic images of flat colours (the VAE refit's pool), a third of each of
+    the first three kinds of :func:`colour_field` (``i % 3``): one
     flat colour; a linear gradient between two colours along a random direction; a flat background
     with one to four flat rectangles of other colours. Colours are uniform in RGB, so saturated ones
     are as common as grey. Deterministic in ``(seed, i)``.
@@ -28,9 +29,15 @@ def colour_fields(n: int, seed: int, canvas_size: int) -> np.ndarray:
     return out
 
 
+#: Kinds of :func:`colour_field`: flat, gradient, rectangles, smooth.
+KINDS = 4
+
+
 def colour_field(rng: np.random.Generator, size: int, kind: int) -> np.ndarray:
-    """One ``uint8 (size, size, 3)`` image of :func:`colour_fields` drawn from ``rng``: ``kind`` 0 a
-    flat colour, 1 a linear gradient, 2 a flat background with one to four rectangles."""
+    """One ``uint8 (size, size, 3)`` image drawn from ``rng``: ``kind`` 0 a flat colour, 1 a linear
+    gradient, 2 a flat background with one to four rectangles, 3 a smooth field (a random colour
+    plus two to four low-frequency plane waves, half a period to two across the image, each with its
+    own RGB amplitude up to 60 levels: no two alike, so nothing to memorise but the continuation)."""
     c0 = rng.integers(0, 256, 3).astype(np.float64)
     img = np.broadcast_to(c0, (size, size, 3)).copy()
     if kind == 1:
@@ -44,4 +51,10 @@ def colour_field(rng: np.random.Generator, size: int, kind: int) -> np.ndarray:
             y0, x0 = rng.integers(0, size, 2)
             h, w = rng.integers(size // 8, size // 2 + 1, 2)
             img[y0:y0 + h, x0:x0 + w] = rng.integers(0, 256, 3)
+    elif kind == 3:
+        yy, xx = np.mgrid[0:size, 0:size].astype(np.float64) / size
+        for _ in range(int(rng.integers(2, 5))):
+            a, f, phase = rng.uniform(0, 2 * np.pi), rng.uniform(0.5, 2.0), rng.uniform(0, 2 * np.pi)
+            wave = np.cos(2 * np.pi * f * (np.cos(a) * xx + np.sin(a) * yy) + phase)
+            img = img + wave[..., None] * rng.uniform(-60, 60, 3)
     return np.clip(np.round(img), 0, 255).astype(np.uint8)

@@ -112,7 +112,7 @@ def optimizer_step(opt, sched, params, loss: torch.Tensor) -> None:
 def refit_vae(old, sources: Sequence[Source], norm_num_groups: int, steps: int = 1500, batch_size: int = 16,
               lr: float = 2e-4, latent_weight: float = 1.0, colour_field_share: float = 0.2, seed: int = 0,
               pool_size: int = 2048, log: Callable[[dict], None] | None = None,
-              max_wall_s: float | None = None, min_lr_ratio: float = 1.0):
+              max_wall_s: float | None = None, min_lr_ratio: float = 1.0, consistency_weight: float = 0.0):
     """A copy of the ``AutoencoderKL`` ``old`` with ``norm_num_groups`` GroupNorm groups, trained to keep
     ``old``'s latent space, so that a UNet trained on ``old``'s latents works with it unchanged.
 
@@ -127,7 +127,12 @@ def refit_vae(old, sources: Sequence[Source], norm_num_groups: int, steps: int =
     * the new decoder reconstructs the images from ``old``'s posterior samples (L1 + MSE on
       ``[-1, 1]`` pixels);
     * the new encoder's posterior mean is pulled to ``old``'s: ``latent_weight`` × mean squared
-      difference ÷ the variance of ``old``'s means (scale-free; logged as ``vae_latent``).
+      difference ÷ the variance of ``old``'s means (scale-free; logged as ``vae_latent``);
+    * with ``consistency_weight > 0``, the pool's frames stay clean (no black border painted in)
+      and each batch is also encoded with its black M3DDM+ border (the masked canvases of
+      inference): ``consistency_weight`` × :func:`known_cell_consistency` pulls the new encoder's
+      latents of the masked canvases on known cells to ``old``'s latents of the clean ones, so the
+      UNet's masked-video condition carries the clean latents there (logged as ``vae_consistency``).
 
     Args:
         old: the ``AutoencoderKL`` to refit (float32, CPU or GPU; its weights are not modified; it is
@@ -137,8 +142,10 @@ def refit_vae(old, sources: Sequence[Source], norm_num_groups: int, steps: int =
             grouping, so every tensor loads unchanged).
         lr, min_lr_ratio: the learning rate, cosine-decayed to ``lr * min_lr_ratio`` at ``steps``
             (:func:`m3ddm_ray.training.loop.lr_lambda`, no warm-up); ``1.0`` keeps it constant.
-        log: called every 50 steps with ``{"vae_step", "vae_l1", "vae_latent", "elapsed_s"}``.
+        log: called every 50 steps with ``{"vae_step", "vae_l1", "vae_latent", "vae_consistency",
+            "elapsed_s"}`` (``vae_consistency`` NaN without the term).
         max_wall_s: stop early after this many seconds.
+        consistency_weight: weight of the known-cell term (>= 0; 0: off).
 
     Returns:
         the new ``AutoencoderKL`` in eval mode (same ``scaling_factor``: the whitening folded into
@@ -160,14 +167,17 @@ def refit_vae(old, sources: Sequence[Source], norm_num_groups: int, steps: int =
     new.load_state_dict(old.state_dict())
     old = old.eval().requires_grad_(False)
     canvas_size = int(old.config.sample_size)
-    pool = torch.from_numpy(frame_pool(sources, pool_size, seed, canvas_size, colour_field_share)[0])
+    consistent = float(consistency_weight) > 0
+    frames, masks = frame_pool(sources, pool_size, seed, canvas_size, colour_field_share, blacken=not consistent)
+    pool, pool_masks = torch.from_numpy(frames), torch.from_numpy(masks)
     opt = torch.optim.AdamW(new.parameters(), lr=lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(0, int(steps), float(min_lr_ratio)))
     gen = torch.Generator().manual_seed(seed)
     t0 = time.time()
     new.train()
     for step in range(int(steps)):
-        x = images_to_unit(pool[torch.randint(0, len(pool), (batch_size,), generator=gen)]).to(old.device)
+        pick = torch.randint(0, len(pool), (batch_size,), generator=gen)
+        x = images_to_unit(pool[pick]).to(old.device)
         with torch.no_grad():
             d = old.encode(x).latent_dist
             target = d.mean
@@ -176,10 +186,16 @@ def refit_vae(old, sources: Sequence[Source], norm_num_groups: int, steps: int =
         l1 = (rec - x).abs().mean()
         latent = ((new.encode(x).latent_dist.mean - target) ** 2).mean() / target.var().clamp_min(1e-8)
         loss = l1 + ((rec - x) ** 2).mean() + latent_weight * latent
+        cons = torch.tensor(float("nan"))
+        if consistent:
+            m = pool_masks[pick]
+            masked = images_to_unit(pool[pick] * (1 - m[..., None])).to(old.device)
+            cons = known_cell_consistency(new.encode(masked).latent_dist.mean, target, m.to(old.device))
+            loss = loss + float(consistency_weight) * cons
         optimizer_step(opt, sched, new.parameters(), loss)
         if log is not None and (step % 50 == 0 or step == steps - 1):
             log({"vae_step": step, "vae_l1": float(l1.detach()), "vae_latent": float(latent.detach()),
-                 "elapsed_s": time.time() - t0})
+                 "vae_consistency": float(cons.detach()), "elapsed_s": time.time() - t0})
         if max_wall_s is not None and time.time() - t0 > max_wall_s:
             break
     return new.eval().requires_grad_(False)
