@@ -265,14 +265,11 @@ def assemble_units(base: np.ndarray, parts: Sequence[tuple]) -> np.ndarray:
 def _source_masks(task: Task, frames: Sequence[int], hw: tuple[int, int]) -> np.ndarray | None:
     """uint8 ``(N, H, W)`` fitted source masks of source frames ``frames`` (ascending), one range read
     of the task's mask source per consecutive run; None for a task without source masks."""
-    runs, out = [], []
-    for f in frames:
-        if runs and runs[-1][1] == f:
-            runs[-1][1] = f + 1
-        else:
-            runs.append([f, f + 1])
-    for a, b in runs:
-        m = task.span_masks(a, b, hw)
+    from .storage import consecutive_runs
+
+    out = []
+    for k, count in consecutive_runs(frames):
+        m = task.span_masks(frames[k], frames[k] + count, hw)
         if m is None:
             return None
         out.append(m)

@@ -241,12 +241,18 @@ def test_extend_bad_arguments():
 
 
 # ------------------------------------------------------------------------------ the commands
+def _box_mask_png(path, hw, rows, cols) -> np.ndarray:
+    """Write a mask image of size ``hw`` that is 255 in the box ``rows`` x ``cols``; returns it."""
+    m = np.zeros(hw, np.uint8)
+    m[rows, cols] = 255
+    cv2.imwrite(str(path), m)
+    return m
+
+
 def test_inpaint_command_round_trip(tmp_path):
     src = str(DATA / "with_audio_20.mp4")
     frames, info = video.read_frames(src)
-    m = np.zeros(frames.shape[1:3], np.uint8)
-    m[30:70, 50:110] = 255
-    cv2.imwrite(str(tmp_path / "m.png"), m)
+    m = _box_mask_png(tmp_path / "m.png", frames.shape[1:3], slice(30, 70), slice(50, 110))
     out = str(tmp_path / "inpainted.mp4")
     r = run_cli(["inpaint", src, "--masks", str(tmp_path / "m.png"), "--out", out, "--dilate", "1"] + FAST,
                 spy_writes=True)
@@ -263,9 +269,7 @@ def test_inpaint_command_round_trip(tmp_path):
 def test_task_commands_run_tiled_with_working_size(tmp_path, command):
     src = str(DATA / "with_audio_20.mp4")
     frames, _ = video.read_frames(src)
-    m = np.zeros(frames.shape[1:3], np.uint8)
-    m[30:60, 40:80] = 255
-    cv2.imwrite(str(tmp_path / "m.png"), m)
+    _box_mask_png(tmp_path / "m.png", frames.shape[1:3], slice(30, 60), slice(40, 80))
     out = str(tmp_path / "out.mp4")
     flags = ["--masks", str(tmp_path / "m.png")] if command == "inpaint" else ["--frames", "3"]
     r = run_cli([command, src, *flags, "--out", out, "--working-size", "128", "--tile-overlap", "16"] + FAST,
