@@ -133,6 +133,11 @@ def test_cache_key_follows_data_vae_and_settings(sources, vae):
     with torch.no_grad():
         nudged.quant_conv.bias[0] += 1e-3
     assert key(cfg, v=nudged) != base
+    decoded = load_vae(GOLDEN_VAE, "fp32", "cpu")  # the decoder side does not make the cached latents
+    with torch.no_grad():
+        decoded.post_quant_conv.bias[0] += 1e-3
+        next(decoded.decoder.parameters()).add_(1e-3)
+    assert key(cfg, v=decoded) == base
     assert key(cfg, s=sources[:-1]) != base
     for o in ("data.cache_dtype=fp16", "data.cache_examples=4", "train.seed=1", "data.canvas_size=32",
               "data.num_frames=16", "data.mask_policy=m3ddm"):

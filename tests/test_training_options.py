@@ -51,6 +51,41 @@ def test_min_snr_weights_follow_the_formula_from_the_sd15_betas():
     assert w[1] < 1.0 and w[2] == 1.0 and w[3] == 1.0 and abs(float(w[0]) - 0.0042536) < 1e-6
 
 
+def test_snr_floor_raises_the_noisy_timesteps_x0_weight_to_the_floor():
+    """max(min(SNR, γ), floor) / SNR, from the SD 1.5 betas in float64; floor 1 alone is the
+    truncated-SNR weighting max(SNR, 1) / SNR."""
+    betas = np.linspace(0.00085 ** 0.5, 0.012 ** 0.5, 1000, dtype=np.float64) ** 2
+    abar = np.cumprod(1.0 - betas)
+    snr = abar / (1.0 - abar)
+    t = torch.arange(1000)
+    ac = make_noise_scheduler().alphas_cumprod
+    for gamma, floor in ((5.0, 1.0), (None, 1.0), (5.0, 0.1), (2.0, 2.0)):
+        x0 = np.maximum(snr if gamma is None else np.minimum(snr, gamma), floor)
+        np.testing.assert_allclose(min_snr_weights(t, ac, gamma, floor).numpy(), x0 / snr, rtol=2e-4)
+    w = min_snr_weights(torch.tensor([0, 340, 360, 999]), ac, 5.0, 1.0)
+    # SNR(999) = 0.00468: weight 213.6; SNR crosses 1 between t = 340 and 360; SNR(0) = 1175.5
+    assert abs(float(w[3]) - 213.59) < 0.05 and w[2] > 1.0 and w[1] == 1.0 and abs(float(w[0]) - 0.0042536) < 1e-6
+    assert torch.equal(min_snr_weights(t, ac, 5.0, None), min_snr_weights(t, ac, 5.0))
+
+
+def test_snr_floor_config_is_validated_and_reaches_the_loop(sources, vae, tmp_path):
+    assert small_cfg()["objective"]["snr_floor"] is None
+    s = objective_settings(small_cfg("objective.min_snr_gamma=5", "objective.snr_floor=1"))
+    assert (s.min_snr_gamma, s.snr_floor, s.weighted) == (5, 1, True)
+    assert objective_settings(small_cfg("objective.snr_floor=1")).weighted
+    assert not objective_settings(small_cfg()).weighted
+    for bad in ("0", "-1", "abc", "true", "6"):
+        with pytest.raises(InputError, match=r"objective.snr_floor=.*must be a number > 0"):
+            small_cfg("objective.min_snr_gamma=5", f"objective.snr_floor={bad}")
+    runs = {}
+    for floor in ("null", "1"):
+        cfg = small_cfg("train.max_steps=1", "objective.min_snr_gamma=5", f"objective.snr_floor={floor}")
+        train_loop(cfg, vae, lambda s: local_batches(cfg, sources, s), str(tmp_path / floor))
+        runs[floor] = _metrics(tmp_path / floor)[0]["loss"]
+    # same batch and noise: the floor only raises weights (1 / SNR(t) > 1 where SNR(t) < 1)
+    assert runs["1"] >= runs["null"]
+
+
 def test_loss_without_weights_is_the_plain_mse_and_weights_scale_each_example(sources, vae):
     cfg = small_cfg()
     batch = next(local_batches(cfg, sources))

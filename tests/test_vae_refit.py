@@ -11,8 +11,6 @@ import torch
 
 from m3ddm_ray.errors import InputError
 from m3ddm_ray.models.loading import load_vae
-from m3ddm_ray.training.sources import read_sources
-from m3ddm_ray.errors import InputError
 from m3ddm_ray.training.sources import Source, read_sources, sample_example, synthetic_photo
 from m3ddm_ray.training.synthetic import COLOUR_FIELDS_URI, colour_fields
 from m3ddm_ray.training.vae import refit_vae
@@ -107,3 +105,28 @@ def test_refit_with_the_consistency_term_pulls_masked_canvases_to_the_clean_late
     rows.clear()
     refit_vae(old, read_sources(str(MANIFEST)), 4, steps=1, batch_size=2, pool_size=4, log=rows.append)
     assert np.isnan(rows[0]["vae_consistency"])  # off by default
+
+
+def test_a_decoder_only_refit_keeps_every_encoder_weight_and_the_latent_cache_key():
+    """``decoder_only``: the encoder side is the old VAE's bit for bit (so are its latents and the
+    latent cache's key), the decoder side moves; it refuses another grouping or a consistency term."""
+    from m3ddm_ray.training.latent_cache import vae_fingerprint
+
+    old = load_vae(str(VAE), "fp32", "cpu")
+    groups = int(old.config.norm_num_groups)
+    new = refit_vae(old, read_sources(str(MANIFEST)), groups, steps=3, batch_size=2, pool_size=4, lr=1e-2,
+                    decoder_only=True)
+    before, after = old.state_dict(), new.state_dict()
+    enc = [k for k in before if k.startswith(("encoder.", "quant_conv."))]
+    dec = [k for k in before if k.startswith(("decoder.", "post_quant_conv."))]
+    assert enc and dec and len(enc) + len(dec) == len(before)
+    assert all(torch.equal(before[k], after[k]) for k in enc)
+    assert any(not torch.equal(before[k], after[k]) for k in dec)
+    x = torch.rand(2, 3, 64, 64) * 2 - 1
+    with torch.no_grad():
+        assert torch.equal(old.encode(x).latent_dist.mean, new.encode(x).latent_dist.mean)
+    assert vae_fingerprint(new) == vae_fingerprint(old)
+    with pytest.raises(InputError, match="decoder_only keeps the encoder"):
+        refit_vae(old, [], 4 if groups != 4 else 2, steps=1, decoder_only=True)
+    with pytest.raises(InputError, match="consistency_weight=1.0 must be 0"):
+        refit_vae(old, [], groups, steps=1, decoder_only=True, consistency_weight=1.0)

@@ -34,8 +34,9 @@ DEFAULTS: dict[str, Any] = {
              # data.loader: cache (training/latent_cache.py): K examples encoded once, fp16 or fp32,
              # under cache_uri (null: OUTPUT/latent_cache)
              "cache_examples": 20000, "cache_dtype": "fp16", "cache_uri": None, "cache_shard_size": 1024},
-    # min_snr_gamma: null = plain MSE; a number (5 in the paper) = Min-SNR-γ weights (objective.py)
-    "objective": {"p_drop_cond": 0.1, "p_drop_global": 0.1, "min_snr_gamma": None},
+    # min_snr_gamma: null = plain MSE; a number (5 in the paper) = Min-SNR-γ weights (objective.py);
+    # snr_floor: null = none; a number (1 in Salimans & Ho 2022) = the x0 weight's lower clamp
+    "objective": {"p_drop_cond": 0.1, "p_drop_global": 0.1, "min_snr_gamma": None, "snr_floor": None},
     "train": {"max_steps": 1000, "batch_size": 4, "lr": 3.0e-4, "warmup_steps": 50, "min_lr_ratio": 0.1,
               "weight_decay": 0.0, "grad_clip": 1.0, "mixed_precision": "no", "gradient_checkpointing": False,
               "ema_decay": None, "ema_warmup": False,
@@ -99,13 +100,13 @@ def objective_settings(cfg: Mapping[str, Any]):
     """The config's ``objective`` section as :class:`m3ddm_ray.training.objective.ObjectiveSettings`.
 
     Raises:
-        InputError: a probability outside ``[0, 1]`` or a ``min_snr_gamma`` that is not a number > 0.
+        InputError: a probability outside ``[0, 1]``, a ``min_snr_gamma`` that is not a number > 0, or
+            an ``snr_floor`` that is not a number in ``(0, min_snr_gamma]``.
     """
     from .objective import ObjectiveSettings
 
     o = cfg["objective"]
-    gamma = o["min_snr_gamma"]
-    return ObjectiveSettings(float(o["p_drop_cond"]), float(o["p_drop_global"]), gamma)
+    return ObjectiveSettings(float(o["p_drop_cond"]), float(o["p_drop_global"]), o["min_snr_gamma"], o["snr_floor"])
 
 
 def load_train_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> dict[str, Any]:

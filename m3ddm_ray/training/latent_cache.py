@@ -84,9 +84,15 @@ def cache_settings(cfg: Mapping[str, Any]) -> CacheSettings:
 
 
 def vae_fingerprint(vae) -> str:
-    """sha256 of the VAE's config and weights (names, shapes, dtypes, bytes; sorted by name)."""
-    h = hashlib.sha256(json.dumps(dict(getattr(vae, "config", {})), sort_keys=True, default=str).encode())
+    """sha256 of what the cache depends on: the VAE's config (without diffusers' ``_``-prefixed
+    metadata such as the folder it was loaded from) and its encoder side's weights (``encoder.*``,
+    ``quant_conv.*``: names, shapes, dtypes, bytes; sorted by name). A VAE whose decoder alone was
+    refit (``refit-vae --decoder-only``) makes the same latents and the same key."""
+    config = {k: v for k, v in dict(getattr(vae, "config", {})).items() if not str(k).startswith("_")}
+    h = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
     for name, t in sorted(vae.state_dict().items()):
+        if not name.startswith(("encoder.", "quant_conv.")):
+            continue
         t = t.detach().to("cpu").contiguous()
         h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
         h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")

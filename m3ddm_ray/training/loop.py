@@ -229,8 +229,9 @@ def train_loop(
         batch = next(it)
         inputs = build_inputs(vae, batch, settings, noise_scheduler, black, device)
         weights = None
-        if settings.min_snr_gamma is not None:
-            weights = min_snr_weights(inputs["timesteps"], noise_scheduler.alphas_cumprod, settings.min_snr_gamma)
+        if settings.weighted:
+            weights = min_snr_weights(inputs["timesteps"], noise_scheduler.alphas_cumprod, settings.min_snr_gamma,
+                                      settings.snr_floor)
         with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
             loss = loss_fn(model, inputs, weights)
         opt.zero_grad(set_to_none=True)

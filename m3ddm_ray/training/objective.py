@@ -11,7 +11,11 @@ Follows the released model's inference contract (:mod:`m3ddm_ray.sampling`, M3DD
   (:func:`m3ddm_ray.geometry.latent_mask`, as at inference);
 * optional Min-SNR-γ loss weights (Hang et al. 2023, arXiv 2303.09556): with
   ``objective.min_snr_gamma`` set, example ``b`` of a batch weighs ``min(SNR(t_b), γ) / SNR(t_b)``
-  (the ε-prediction form), ``SNR(t) = ᾱ_t / (1 − ᾱ_t)`` of the same SD 1.5 schedule;
+  (the ε-prediction form), ``SNR(t) = ᾱ_t / (1 − ᾱ_t)`` of the same SD 1.5 schedule; with
+  ``objective.snr_floor`` set as well, the x₀-loss weight is also kept at or above the floor
+  (``max(min(SNR, γ), floor) / SNR``; floor 1 = the truncated-SNR weighting of Salimans & Ho 2022,
+  arXiv 2202.00512 §4), so the noisy timesteps, where the layout and colours of the result are
+  decided, weigh their x₀ error and not only their small ε error;
 * global frames (``(B·G, 4, h, w)`` latents) as cross-attention context; fps condition
   ``fps // stride`` per example;
 * dropouts, so that the three guidance branches of inference exist: with ``p_drop_cond`` the
@@ -41,12 +45,14 @@ SD15_BETAS = {"num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.
 
 @dataclass(frozen=True)
 class ObjectiveSettings:
-    """Dropout probabilities of the guidance conditions (each in ``[0, 1]``) and the Min-SNR-γ
-    clamp (``None``: plain MSE; else a number > 0, 5 in the paper)."""
+    """Dropout probabilities of the guidance conditions (each in ``[0, 1]``), the Min-SNR-γ
+    clamp (``None``: plain MSE; else a number > 0, 5 in the paper) and the x₀-weight floor
+    (``None``: none; else a number > 0 and at most γ; 1 in Salimans & Ho 2022)."""
 
     p_drop_cond: float = 0.1
     p_drop_global: float = 0.1
     min_snr_gamma: float | None = None
+    snr_floor: float | None = None
 
     def __post_init__(self):
         from ..errors import InputError
@@ -58,6 +64,16 @@ class ObjectiveSettings:
         g = self.min_snr_gamma
         if g is not None and (isinstance(g, bool) or not isinstance(g, (int, float)) or not g > 0):
             raise InputError(f"objective.min_snr_gamma={g!r}: must be a number > 0 (5 in the paper) or null")
+        f = self.snr_floor
+        if f is not None and (isinstance(f, bool) or not isinstance(f, (int, float)) or not f > 0
+                              or (g is not None and f > g)):
+            raise InputError(f"objective.snr_floor={f!r}: must be a number > 0 (1 in Salimans & Ho 2022), "
+                             f"at most objective.min_snr_gamma={g!r}, or null")
+
+    @property
+    def weighted(self) -> bool:
+        """True when the loss takes per-example weights (:func:`min_snr_weights`)."""
+        return self.min_snr_gamma is not None or self.snr_floor is not None
 
 
 def make_noise_scheduler():
@@ -165,24 +181,31 @@ def build_inputs(vae, batch: Mapping[str, torch.Tensor], settings: ObjectiveSett
             "drop_cond": drop_cond, "drop_global": drop_global}
 
 
-def min_snr_weights(timesteps: torch.Tensor, alphas_cumprod: torch.Tensor, gamma: float) -> torch.Tensor:
-    """Min-SNR-γ weights of ε-prediction: ``min(SNR(t), γ) / SNR(t)``, ``SNR(t) = ᾱ_t / (1 − ᾱ_t)``.
+def min_snr_weights(timesteps: torch.Tensor, alphas_cumprod: torch.Tensor, gamma: float | None,
+                    floor: float | None = None) -> torch.Tensor:
+    """ε-prediction loss weights from an x₀-loss weight clamped to ``[floor, γ]``:
+    ``max(min(SNR(t), γ), floor) / SNR(t)``, ``SNR(t) = ᾱ_t / (1 − ᾱ_t)`` (a None bound: no clamp).
 
-    Hang et al. 2023, "Efficient Diffusion Training via Min-SNR Weighting Strategy" (arXiv
-    2303.09556): the x₀-loss weight ``min(SNR, γ)`` divided by the SNR that an ε-loss carries, i.e.
-    ``min(γ / SNR(t), 1)``; γ = 5 is the paper's default.
+    An ε error carries the x₀ error times ``SNR(t)``, so dividing an x₀ weight by ``SNR(t)`` gives
+    the ε weight. ``γ``: Min-SNR-γ, Hang et al. 2023, "Efficient Diffusion Training via Min-SNR
+    Weighting Strategy" (arXiv 2303.09556), ``min(γ / SNR(t), 1)``, γ = 5 the paper's default.
+    ``floor``: the truncated-SNR weighting ``max(SNR, 1)`` of Salimans & Ho 2022 ("Progressive
+    Distillation", arXiv 2202.00512 §4) at floor 1; it raises the noisy timesteps' weight to
+    ``floor / SNR(t)`` (about 214 at t = 999 with floor 1 on the SD 1.5 schedule).
 
     Args:
         timesteps: ``(B,)`` int64 in ``0 .. len(alphas_cumprod) - 1``.
         alphas_cumprod: ``(T,)`` ᾱ of the noise schedule (``DDPMScheduler.alphas_cumprod``).
-        gamma: the clamp, > 0.
+        gamma: the upper clamp, > 0, or None.
+        floor: the lower clamp, > 0 and at most ``gamma``, or None.
 
     Returns:
-        ``(B,)`` float32 in ``(0, 1]``, on the device of ``timesteps`` (1 where ``SNR(t) <= γ``).
+        ``(B,)`` float32, positive, on the device of ``timesteps`` (1 where ``floor <= SNR(t) <= γ``).
     """
     a = alphas_cumprod.to(device=timesteps.device, dtype=torch.float64)[timesteps]
     snr = a / (1.0 - a)
-    return (snr.clamp(max=float(gamma)) / snr).float()
+    x0_weight = snr.clamp(min=None if floor is None else float(floor), max=None if gamma is None else float(gamma))
+    return (x0_weight / snr).float()
 
 
 def loss_fn(unet, inputs: Mapping[str, torch.Tensor], weights: torch.Tensor | None = None) -> torch.Tensor:

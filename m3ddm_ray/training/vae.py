@@ -112,7 +112,8 @@ def optimizer_step(opt, sched, params, loss: torch.Tensor) -> None:
 def refit_vae(old, sources: Sequence[Source], norm_num_groups: int, steps: int = 1500, batch_size: int = 16,
               lr: float = 2e-4, latent_weight: float = 1.0, colour_field_share: float = 0.2, seed: int = 0,
               pool_size: int = 2048, log: Callable[[dict], None] | None = None,
-              max_wall_s: float | None = None, min_lr_ratio: float = 1.0, consistency_weight: float = 0.0):
+              max_wall_s: float | None = None, min_lr_ratio: float = 1.0, consistency_weight: float = 0.0,
+              decoder_only: bool = False):
     """A copy of the ``AutoencoderKL`` ``old`` with ``norm_num_groups`` GroupNorm groups, trained to keep
     ``old``'s latent space, so that a UNet trained on ``old``'s latents works with it unchanged.
 
@@ -146,13 +147,18 @@ def refit_vae(old, sources: Sequence[Source], norm_num_groups: int, steps: int =
             "elapsed_s"}`` (``vae_consistency`` NaN without the term).
         max_wall_s: stop early after this many seconds.
         consistency_weight: weight of the known-cell term (>= 0; 0: off).
+        decoder_only: train only the decoder side (``post_quant_conv`` and ``decoder``): the encoder
+            and ``quant_conv`` keep ``old``'s weights, so every latent (and a latent cache built with
+            ``old``) stays exactly as it was; needs ``old``'s own ``norm_num_groups`` (the encoder's
+            GroupNorm shares it) and no consistency term.
 
     Returns:
         the new ``AutoencoderKL`` in eval mode (same ``scaling_factor``: the whitening folded into
         ``old``'s ``quant_conv`` is learned with the rest).
 
     Raises:
-        InputError: ``norm_num_groups`` does not divide every ``block_out_channels`` entry.
+        InputError: ``norm_num_groups`` does not divide every ``block_out_channels`` entry; with
+            ``decoder_only``, a ``norm_num_groups`` other than ``old``'s or a consistency weight.
     """
     from diffusers import AutoencoderKL
 
@@ -161,6 +167,9 @@ def refit_vae(old, sources: Sequence[Source], norm_num_groups: int, steps: int =
     channels = list(old.config.block_out_channels)
     if int(norm_num_groups) < 1 or any(c % int(norm_num_groups) for c in channels):
         raise InputError(f"norm_num_groups={norm_num_groups} must divide every block_out_channels {channels}")
+    if decoder_only and (int(norm_num_groups) != int(old.config.norm_num_groups) or float(consistency_weight) > 0):
+        raise InputError(f"decoder_only keeps the encoder: norm_num_groups={norm_num_groups} must be the old VAE's "
+                         f"({old.config.norm_num_groups}) and consistency_weight={consistency_weight} must be 0")
     config = {k: v for k, v in old.config.items() if not k.startswith("_")}
     config["norm_num_groups"] = int(norm_num_groups)
     new = AutoencoderKL(**config).to(old.device)
@@ -170,11 +179,17 @@ def refit_vae(old, sources: Sequence[Source], norm_num_groups: int, steps: int =
     consistent = float(consistency_weight) > 0
     frames, masks = frame_pool(sources, pool_size, seed, canvas_size, colour_field_share, blacken=not consistent)
     pool, pool_masks = torch.from_numpy(frames), torch.from_numpy(masks)
-    opt = torch.optim.AdamW(new.parameters(), lr=lr, weight_decay=0.0)
+    if decoder_only:
+        new.encoder.requires_grad_(False)
+        new.quant_conv.requires_grad_(False)
+    trained = [p for p in new.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(trained, lr=lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(0, int(steps), float(min_lr_ratio)))
     gen = torch.Generator().manual_seed(seed)
     t0 = time.time()
     new.train()
+    if decoder_only:
+        new.encoder.eval()
     for step in range(int(steps)):
         pick = torch.randint(0, len(pool), (batch_size,), generator=gen)
         x = images_to_unit(pool[pick]).to(old.device)
@@ -184,15 +199,19 @@ def refit_vae(old, sources: Sequence[Source], norm_num_groups: int, steps: int =
             z = d.mean + d.std * torch.randn(d.mean.shape, generator=gen).to(old.device)
         rec = new.decode(z).sample
         l1 = (rec - x).abs().mean()
-        latent = ((new.encode(x).latent_dist.mean - target) ** 2).mean() / target.var().clamp_min(1e-8)
-        loss = l1 + ((rec - x) ** 2).mean() + latent_weight * latent
+        loss = l1 + ((rec - x) ** 2).mean()
+        if decoder_only:
+            latent = torch.zeros(())
+        else:
+            latent = ((new.encode(x).latent_dist.mean - target) ** 2).mean() / target.var().clamp_min(1e-8)
+            loss = loss + latent_weight * latent
         cons = torch.tensor(float("nan"))
         if consistent:
             m = pool_masks[pick]
             masked = images_to_unit(pool[pick] * (1 - m[..., None])).to(old.device)
             cons = known_cell_consistency(new.encode(masked).latent_dist.mean, target, m.to(old.device))
             loss = loss + float(consistency_weight) * cons
-        optimizer_step(opt, sched, new.parameters(), loss)
+        optimizer_step(opt, sched, trained, loss)
         if log is not None and (step % 50 == 0 or step == steps - 1):
             log({"vae_step": step, "vae_l1": float(l1.detach()), "vae_latent": float(latent.detach()),
                  "vae_consistency": float(cons.detach()), "elapsed_s": time.time() - t0})
