@@ -86,6 +86,34 @@ def test_snr_floor_config_is_validated_and_reaches_the_loop(sources, vae, tmp_pa
     assert runs["1"] >= runs["null"]
 
 
+def test_noise_offset_adds_one_value_per_example_and_channel_and_changes_nothing_else(sources, vae):
+    """Offset noise: target noise = the option-free noise + o · δ, δ one N(0, 1) value per (example,
+    latent channel) shared by every frame and cell; timesteps, dropouts and the rest unchanged."""
+    batch = next(local_batches(small_cfg(), sources))
+    black = black_canvas_latent(vae, 64)
+    base = build_inputs(vae, batch, objective_settings(small_cfg()), make_noise_scheduler(), black, "cpu")
+    off = build_inputs(vae, batch, objective_settings(small_cfg("objective.noise_offset=0.5")),
+                       make_noise_scheduler(), black, "cpu")
+    assert torch.equal(base["timesteps"], off["timesteps"]) and torch.equal(base["global_latents"], off["global_latents"])
+    assert torch.equal(base["sample"][:, 4:], off["sample"][:, 4:])  # condition and mask untouched
+    delta = off["noise"] - base["noise"]  # (B, 4, F, h, w)
+    per_channel = delta.flatten(2)
+    assert torch.allclose(per_channel, per_channel[..., :1].expand_as(per_channel), atol=1e-6)
+    assert (per_channel[..., 0].abs() > 0).all()
+    # the noisy latents carry the same noise: x_t = sqrt(abar) z0 + sqrt(1 - abar) (eps + o delta)
+    abar = make_noise_scheduler().alphas_cumprod[base["timesteps"]].view(-1, 1, 1, 1, 1)
+    torch.testing.assert_close(off["sample"][:, :4] - base["sample"][:, :4], (1 - abar).sqrt() * delta)
+    # δ ~ N(0, 1) times o: over many seeds the spread of the offsets is o
+    from m3ddm_ray.training.objective import _draws
+
+    n0 = _draws(torch.arange(2000), (4, 1, 1, 1), 1000)[0]
+    n1 = _draws(torch.arange(2000), (4, 1, 1, 1), 1000, noise_offset=0.5)[0]
+    assert abs(float((n1 - n0).std()) - 0.5) < 0.03
+    for bad in ("-0.1", "2", "abc", "true"):
+        with pytest.raises(InputError, match=r"objective.noise_offset=.*must be a number in \[0, 1\]"):
+            small_cfg(f"objective.noise_offset={bad}")
+
+
 def test_loss_without_weights_is_the_plain_mse_and_weights_scale_each_example(sources, vae):
     cfg = small_cfg()
     batch = next(local_batches(cfg, sources))

@@ -35,8 +35,10 @@ DEFAULTS: dict[str, Any] = {
              # under cache_uri (null: OUTPUT/latent_cache)
              "cache_examples": 20000, "cache_dtype": "fp16", "cache_uri": None, "cache_shard_size": 1024},
     # min_snr_gamma: null = plain MSE; a number (5 in the paper) = Min-SNR-γ weights (objective.py);
-    # snr_floor: null = none; a number (1 in Salimans & Ho 2022) = the x0 weight's lower clamp
-    "objective": {"p_drop_cond": 0.1, "p_drop_global": 0.1, "min_snr_gamma": None, "snr_floor": None},
+    # snr_floor: null = none; a number (1 in Salimans & Ho 2022) = the x0 weight's lower clamp;
+    # noise_offset: 0 = none; o > 0 = offset noise, o x N(0, 1) per latent channel added to the target noise
+    "objective": {"p_drop_cond": 0.1, "p_drop_global": 0.1, "min_snr_gamma": None, "snr_floor": None,
+                  "noise_offset": 0.0},
     "train": {"max_steps": 1000, "batch_size": 4, "lr": 3.0e-4, "warmup_steps": 50, "min_lr_ratio": 0.1,
               "weight_decay": 0.0, "grad_clip": 1.0, "mixed_precision": "no", "gradient_checkpointing": False,
               "ema_decay": None, "ema_warmup": False,
@@ -101,12 +103,13 @@ def objective_settings(cfg: Mapping[str, Any]):
 
     Raises:
         InputError: a probability outside ``[0, 1]``, a ``min_snr_gamma`` that is not a number > 0, or
-            an ``snr_floor`` that is not a number in ``(0, min_snr_gamma]``.
+            an ``snr_floor`` that is not a number in ``(0, min_snr_gamma]``, a ``noise_offset`` outside ``[0, 1]``.
     """
     from .objective import ObjectiveSettings
 
     o = cfg["objective"]
-    return ObjectiveSettings(float(o["p_drop_cond"]), float(o["p_drop_global"]), o["min_snr_gamma"], o["snr_floor"])
+    return ObjectiveSettings(float(o["p_drop_cond"]), float(o["p_drop_global"]), o["min_snr_gamma"], o["snr_floor"],
+                             o["noise_offset"])
 
 
 def load_train_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> dict[str, Any]:

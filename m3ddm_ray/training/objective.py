@@ -16,6 +16,11 @@ Follows the released model's inference contract (:mod:`m3ddm_ray.sampling`, M3DD
   (``max(min(SNR, γ), floor) / SNR``; floor 1 = the truncated-SNR weighting of Salimans & Ho 2022,
   arXiv 2202.00512 §4), so the noisy timesteps, where the layout and colours of the result are
   decided, weigh their x₀ error and not only their small ε error;
+* optional offset noise (Guttenberg 2023, "Diffusion with Offset Noise", Crosslab; diffusers'
+  ``noise_offset`` of its text-to-image training script): with ``objective.noise_offset`` = o > 0
+  the target noise of an example is ``ε + o · δ``, ``δ ~ N(0, 1)`` one value per latent channel
+  shared by every frame and cell, so the model also learns to move a whole latent channel's mean
+  (flat and saturated scenes lie far from the latents' mean); sampling is unchanged;
 * global frames (``(B·G, 4, h, w)`` latents) as cross-attention context; fps condition
   ``fps // stride`` per example;
 * dropouts, so that the three guidance branches of inference exist: with ``p_drop_cond`` the
@@ -47,12 +52,14 @@ SD15_BETAS = {"num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.
 class ObjectiveSettings:
     """Dropout probabilities of the guidance conditions (each in ``[0, 1]``), the Min-SNR-γ
     clamp (``None``: plain MSE; else a number > 0, 5 in the paper) and the x₀-weight floor
-    (``None``: none; else a number > 0 and at most γ; 1 in Salimans & Ho 2022)."""
+    (``None``: none; else a number > 0 and at most γ; 1 in Salimans & Ho 2022) and the offset-noise
+    scale (``>= 0``; 0: none)."""
 
     p_drop_cond: float = 0.1
     p_drop_global: float = 0.1
     min_snr_gamma: float | None = None
     snr_floor: float | None = None
+    noise_offset: float = 0.0
 
     def __post_init__(self):
         from ..errors import InputError
@@ -69,6 +76,10 @@ class ObjectiveSettings:
                               or (g is not None and f > g)):
             raise InputError(f"objective.snr_floor={f!r}: must be a number > 0 (1 in Salimans & Ho 2022), "
                              f"at most objective.min_snr_gamma={g!r}, or null")
+
+        o = self.noise_offset
+        if isinstance(o, bool) or not isinstance(o, (int, float)) or not 0.0 <= o <= 1.0:
+            raise InputError(f"objective.noise_offset={o!r}: must be a number in [0, 1] (0.1 is usual; 0: off)")
 
     @property
     def weighted(self) -> bool:
@@ -98,13 +109,15 @@ def encode(vae, frames: torch.Tensor, chunk: int = 256) -> torch.Tensor:
     return torch.cat(out)
 
 
-def _draws(seeds: torch.Tensor, shape: tuple[int, ...], n_timesteps: int):
+def _draws(seeds: torch.Tensor, shape: tuple[int, ...], n_timesteps: int, noise_offset: float = 0.0):
     noise, t, u = [], [], []
     for s in seeds.tolist():
         gen = torch.Generator("cpu").manual_seed(int(s) & 0x7FFF_FFFF_FFFF_FFFF)
         noise.append(torch.randn(shape, generator=gen))
         t.append(int(torch.randint(0, n_timesteps, (1,), generator=gen)))
         u.append(torch.rand(2, generator=gen))
+        if noise_offset:  # drawn last: the other draws of an example do not depend on the option
+            noise[-1] += float(noise_offset) * torch.randn((shape[0],) + (1,) * (len(shape) - 1), generator=gen)
     return torch.stack(noise), torch.tensor(t, dtype=torch.long), torch.stack(u)
 
 
@@ -163,7 +176,8 @@ def build_inputs(vae, batch: Mapping[str, torch.Tensor], settings: ObjectiveSett
         lat = encode_examples(vae, batch)
     z0, zc, lmask, zg = lat["latents"], lat["cond_latents"], lat["latent_mask"], lat["global_latents"]
     b, f, h, g = z0.shape[0], z0.shape[2], z0.shape[-1], zg.shape[1]
-    noise, t, u = _draws(torch.from_numpy(np.array(batch["seed"], np.int64)), (4, f, h, h), noise_scheduler.config.num_train_timesteps)
+    noise, t, u = _draws(torch.from_numpy(np.array(batch["seed"], np.int64)), (4, f, h, h),
+                         noise_scheduler.config.num_train_timesteps, settings.noise_offset)
     noise = noise.to(z0.device)
     drop_cond, drop_global = u[:, 0] < settings.p_drop_cond, u[:, 1] < settings.p_drop_global
     if drop_cond.any():
