@@ -1,6 +1,8 @@
 """The flat-scene check for any model: border error (RGB levels) against the background colour of flat
 clips with a small moving object, outpainted 16:9 -> 9:16 (m3ddm_ray/evaluation/flat_scene.py), next to
-edge replication and to the VAE's own reconstruction of the flat colour (its ceiling); optional strip.
+edge replication and to the VAE's own reconstruction of the flat colour (its ceiling), and where the
+flat frame lies in latent space (per-channel mean of its latents x 0.18215: a whitened VAE gives natural
+frames mean 0 and std 1 per channel); optional strip.
 
 Usage::
 
@@ -26,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     from m3ddm_ray.pipeline import OutpaintPipeline, OutpaintSettings
     from m3ddm_ray.sampling import SamplerSettings
     from m3ddm_ray.training.diagnostics import flat_colour_error
+    from m3ddm_ray.training.objective import encode
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--unet", required=True)
@@ -39,17 +42,20 @@ def main(argv: list[str] | None = None) -> int:
     pipe = OutpaintPipeline(load_unet(args.unet, "fp32", "cpu"), vae, OutpaintSettings(
         sampler=SamplerSettings(num_inference_steps=args.steps), canvas_size=args.canvas))
     rows, outs = [], []
-    print("| colour | model | replicate | VAE ceiling (flat frame) |\n|---|---:|---:|---:|")
+    print("| colour | model | replicate | VAE ceiling (flat frame) | flat frame's latent channel means |\n"
+          "|---|---:|---:|---:|---|")
     for colour in FLAT_COLOURS:
         clip = flat_clip(colour)
         out, prepared, _ = pipe.run_clip(clip, 25.0, "9:16")
         border = output_border(prepared.geom, "9:16")
         row = {"colour": list(colour), "model": border_error(out, border, colour),
                "replicate": border_error(outpaint("replicate", clip, prepared.geom, "9:16"), border, colour),
-               "vae_ceiling": flat_colour_error(vae, [colour], args.canvas)[0]}
+               "vae_ceiling": flat_colour_error(vae, [colour], args.canvas)[0],
+               "latent_means": [round(float(v), 2) for v in latent_means(encode, vae, colour, args.canvas)]}
         rows.append(row)
         outs.append(out)
-        print(f"| {tuple(colour)} | {row['model']:.1f} | {row['replicate']:.1f} | {row['vae_ceiling']:.1f} |")
+        print(f"| {tuple(colour)} | {row['model']:.1f} | {row['replicate']:.1f} | {row['vae_ceiling']:.1f} | "
+              f"{' / '.join(f'{v:+.1f}' for v in row['latent_means'])} |")
     if args.strip:
         from PIL import Image
         from sample_strip import strip
@@ -59,6 +65,16 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.json).write_text(json.dumps({"unet": args.unet, "vae": args.vae, "steps": args.steps,
                                                "rows": rows}, indent=1))
     return 0
+
+
+def latent_means(encode, vae, colour, canvas: int):
+    """Per-channel mean of the latents (x 0.18215) of one flat ``canvas x canvas`` frame, float32 ``(C,)``."""
+    import numpy as np
+    import torch
+
+    flat = np.zeros((1, canvas, canvas, 3), np.uint8) + np.asarray(colour, np.uint8)
+    with torch.no_grad():
+        return encode(vae, torch.from_numpy(flat))[0].mean(dim=(1, 2)).cpu().numpy()
 
 
 if __name__ == "__main__":
