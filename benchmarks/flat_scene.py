@@ -28,7 +28,6 @@ def main(argv: list[str] | None = None) -> int:
     from m3ddm_ray.pipeline import OutpaintPipeline, OutpaintSettings
     from m3ddm_ray.sampling import SamplerSettings
     from m3ddm_ray.training.diagnostics import flat_colour_error
-    from m3ddm_ray.training.objective import encode
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--unet", required=True)
@@ -51,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         row = {"colour": list(colour), "model": border_error(out, border, colour),
                "replicate": border_error(outpaint("replicate", clip, prepared.geom, "9:16"), border, colour),
                "vae_ceiling": flat_colour_error(vae, [colour], args.canvas)[0],
-               "latent_means": [round(float(v), 2) for v in latent_means(encode, vae, colour, args.canvas)]}
+               "latent_means": [round(float(v), 2) for v in latent_means(vae, colour, args.canvas)]}
         rows.append(row)
         outs.append(out)
         print(f"| {tuple(colour)} | {row['model']:.1f} | {row['replicate']:.1f} | {row['vae_ceiling']:.1f} | "
@@ -67,10 +66,12 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def latent_means(encode, vae, colour, canvas: int):
+def latent_means(vae, colour, canvas: int):
     """Per-channel mean of the latents (x 0.18215) of one flat ``canvas x canvas`` frame, float32 ``(C,)``."""
     import numpy as np
     import torch
+
+    from m3ddm_ray.training.objective import encode
 
     flat = np.zeros((1, canvas, canvas, 3), np.uint8) + np.asarray(colour, np.uint8)
     with torch.no_grad():

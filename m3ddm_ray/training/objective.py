@@ -19,8 +19,8 @@ Follows the released model's inference contract (:mod:`m3ddm_ray.sampling`, M3DD
 * optional offset noise (Guttenberg 2023, "Diffusion with Offset Noise", Crosslab; diffusers'
   ``noise_offset`` of its text-to-image training script): with ``objective.noise_offset`` = o > 0
   the target noise of an example is ``ε + o · δ``, ``δ ~ N(0, 1)`` one value per latent channel
-  shared by every frame and cell, so the model also learns to move a whole latent channel's mean
-  (flat and saturated scenes lie far from the latents' mean); sampling is unchanged;
+  shared by every frame and cell, so the model also learns to move a whole latent channel's mean,
+  which per-element noise barely exercises; sampling is unchanged;
 * global frames (``(B·G, 4, h, w)`` latents) as cross-attention context; fps condition
   ``fps // stride`` per example;
 * dropouts, so that the three guidance branches of inference exist: with ``p_drop_cond`` the
@@ -51,9 +51,9 @@ SD15_BETAS = {"num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.
 @dataclass(frozen=True)
 class ObjectiveSettings:
     """Dropout probabilities of the guidance conditions (each in ``[0, 1]``), the Min-SNR-γ
-    clamp (``None``: plain MSE; else a number > 0, 5 in the paper) and the x₀-weight floor
-    (``None``: none; else a number > 0 and at most γ; 1 in Salimans & Ho 2022) and the offset-noise
-    scale (``>= 0``; 0: none)."""
+    clamp (``None``: plain MSE; else a number > 0, 5 in the paper), the x₀-weight floor (``None``:
+    none; else a number > 0 and at most γ; 1 in Salimans & Ho 2022) and the offset-noise scale (in
+    ``[0, 1]``; 0: none)."""
 
     p_drop_cond: float = 0.1
     p_drop_global: float = 0.1
@@ -76,7 +76,6 @@ class ObjectiveSettings:
                               or (g is not None and f > g)):
             raise InputError(f"objective.snr_floor={f!r}: must be a number > 0 (1 in Salimans & Ho 2022), "
                              f"at most objective.min_snr_gamma={g!r}, or null")
-
         o = self.noise_offset
         if isinstance(o, bool) or not isinstance(o, (int, float)) or not 0.0 <= o <= 1.0:
             raise InputError(f"objective.noise_offset={o!r}: must be a number in [0, 1] (0.1 is usual; 0: off)")

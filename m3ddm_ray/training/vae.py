@@ -188,8 +188,6 @@ def refit_vae(old, sources: Sequence[Source], norm_num_groups: int, steps: int =
     gen = torch.Generator().manual_seed(seed)
     t0 = time.time()
     new.train()
-    if decoder_only:
-        new.encoder.eval()
     for step in range(int(steps)):
         pick = torch.randint(0, len(pool), (batch_size,), generator=gen)
         x = images_to_unit(pool[pick]).to(old.device)
