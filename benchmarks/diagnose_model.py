@@ -8,7 +8,10 @@
 3. the VAE ceiling: border PSNR of ``decode(encode(gt))`` against TELEA / replicate / reflect / blur,
    per horizontal mask ratio of the benchmark protocol;
 4. known-cell condition fidelity: MSE of the masked canvas's latents against the clean latents on
-   known cells, relative to the clean latents' variance (a good VAE: <= 5 %).
+   known cells, relative to the clean latents' variance (a good VAE: <= 5 %);
+5. colour source: when the condition shows one flat colour and the noisy latent another, the share of
+   the way from the noisy latent's colour to the condition's that the predicted x0 goes, on known and
+   border cells, at ``--colour-timesteps`` (1 = the condition, 0 = the noise; ``--colour-seeds 0`` skips it).
 
 (1, 2) use ``--examples`` training examples (``sample_example``, seed ``--seed``, one source per
 held-out video, mask policy ``--mask``: ``m3ddm_plus`` or a horizontal ratio such as ``0.25``);
@@ -52,6 +55,8 @@ def main(argv=None) -> int:
     ap.add_argument("--x0-timesteps", default="500,700,900", help="diagnostic 2")
     ap.add_argument("--ratios", default="0.25,0.66", help="diagnostics 3 and 4")
     ap.add_argument("--max-clips", type=int, default=None, help="diagnostics 3 and 4")
+    ap.add_argument("--colour-timesteps", default="999,901,801,601", help="diagnostic 5")
+    ap.add_argument("--colour-seeds", type=int, default=3, help="diagnostic 5: noise draws per pair (0: skip)")
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=1)
@@ -62,6 +67,7 @@ def main(argv=None) -> int:
 
     from m3ddm_ray.models.loading import load_unet, load_vae
     from m3ddm_ray.training import diagnostics as dg
+    from m3ddm_ray.training.colour_source import colour_source
 
     t0 = time.perf_counter()
     unet, vae = load_unet(args.unet, "fp32", args.device).eval(), load_vae(args.vae, "fp32", args.device).eval()
@@ -72,6 +78,8 @@ def main(argv=None) -> int:
     clips = dg.heldout_clips(args.root, args.canvas, 16, args.max_clips)
     ceiling = dg.vae_ceiling(vae, clips, ratios)
     fidelity = dg.condition_fidelity(vae, clips, ratios)
+    colour = (colour_source(unet, vae, timesteps=_ints(args.colour_timesteps), seeds=args.colour_seeds,
+                               canvas=args.canvas) if args.colour_seeds else [])
     wall = time.perf_counter() - t0
 
     title = (f"model {args.unet} + {args.vae}, canvas {args.canvas} (latent factor {cond['latent_factor']}), "
@@ -103,9 +111,16 @@ def main(argv=None) -> int:
     print_table(["ratio", "known-cell MSE", "clean var", "relative (%)"],
                 [[k, fidelity[k]["known_mse"], fidelity[k]["clean_var"], 100 * fidelity[k]["relative"]]
                  for k in labels], title="4. known-cell condition fidelity (target <= 5 %)")
+    if colour:
+        print_table(["condition", "noisy latent", "t", "known share", "± (seeds)", "border share", "± (seeds)"],
+                    [[tuple(r["condition"]), tuple(r["noisy"]), r["t"], r["known"], r["known_std"], r["border"],
+                      r["border_std"]] for r in colour],
+                    title="5. colour source: share of the condition's colour in the predicted x0 "
+                          "(1 = condition, 0 = noise)")
     print(f"\nwall {wall:.1f} s (smoke number on a shared machine)")
     write_json(args.json, {"machine": machine_info(), "args": vars(args), "wall_s": wall,
-                           "condition": cond, "vae_ceiling": ceiling, "condition_fidelity": fidelity})
+                           "condition": cond, "vae_ceiling": ceiling, "condition_fidelity": fidelity,
+                           "colour_source": colour})
     return 0
 
 

@@ -7,7 +7,7 @@ frames mean 0 and std 1 per channel); optional strip.
 Usage::
 
     .venv/bin/python benchmarks/flat_scene.py --unet tests/data/trained/unet --vae tests/data/trained/vae \\
-        [--steps 10] [--seed 6] [--strip docs/img/flat-scene.png] [--json out.json]
+        [--steps 10] [--seed 6] [--guidance 2 --global-guidance 4] [--strip docs/img/flat-scene.png] [--json out.json]
 """
 
 from __future__ import annotations
@@ -35,12 +35,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--canvas", type=int, default=64)
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--seed", type=int, default=6, help="diffusion noise seed (default 6, the official one)")
+    ap.add_argument("--guidance", type=float, default=2.0, help="w, masked-video condition (official 2)")
+    ap.add_argument("--global-guidance", type=float, default=4.0, help="w_g, global frames (official 4)")
     ap.add_argument("--strip", default=None, help="PNG: one row per colour (benchmarks/sample_strip.py)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     vae = load_vae(args.vae, "fp32", "cpu")
-    pipe = OutpaintPipeline(load_unet(args.unet, "fp32", "cpu"), vae, OutpaintSettings(
-        sampler=SamplerSettings(num_inference_steps=args.steps, seed=args.seed), canvas_size=args.canvas))
+    sampler = SamplerSettings(num_inference_steps=args.steps, seed=args.seed, guidance_scale=args.guidance,
+                              previous_guidance_scale=args.global_guidance)
+    pipe = OutpaintPipeline(load_unet(args.unet, "fp32", "cpu"), vae,
+                            OutpaintSettings(sampler=sampler, canvas_size=args.canvas))
     rows, outs = [], []
     print("| colour | model | replicate | VAE ceiling (flat frame) | flat frame's latent channel means |\n"
           "|---|---:|---:|---:|---|")
@@ -63,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         Image.fromarray(strip(outs, frames=6, height=96)).save(args.strip)
     if args.json:
         Path(args.json).write_text(json.dumps({"unet": args.unet, "vae": args.vae, "steps": args.steps, "seed": args.seed,
+                                               "guidance": [args.guidance, args.global_guidance],
                                                "rows": rows}, indent=1))
     return 0
 

@@ -16,6 +16,7 @@ from m3ddm_ray.errors import InputError
 from m3ddm_ray.evaluation.protocols import BenchmarkProtocol
 from m3ddm_ray.sampling import VAE_SCALE
 from m3ddm_ray.training import diagnostics as dg
+from m3ddm_ray.training.colour_source import COLOUR_PAIRS, colour_source
 from m3ddm_ray.training.objective import make_noise_scheduler
 
 HELDOUT = Path(__file__).resolve().parent / "data" / "heldout"
@@ -142,3 +143,48 @@ def test_diagnostics_on_golden_tiny_model(tiny_unet, tiny_vae):
     fid = dg.condition_fidelity(tiny_vae, clips)
     assert fid["0.25"]["relative"] == pytest.approx(fid["0.25"]["known_mse"] / fid["0.25"]["clean_var"])
     assert fid["0.25"]["known_cells_per_frame"] == 48 and fid["0.66"]["known_cells_per_frame"] == 24
+
+
+class CopyUNet(torch.nn.Module):
+    """A stand-in UNet whose ε̂ makes the predicted x0 equal ``pick(x_t, condition)``."""
+
+    def __init__(self, pick):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(()))  # gives the module a device
+        self.pick = pick
+        self.acp = make_noise_scheduler().alphas_cumprod
+
+    def forward(self, sample, t, encoder_hidden_states=None, fps=None):
+        c = (sample.shape[1] - 1) // 2
+        x_t, cond = sample[:, :c], sample[:, c:2 * c]
+        ab = self.acp[t].view(-1, 1, 1, 1, 1)
+        return SimpleNamespace(sample=(x_t - ab.sqrt() * self.pick(x_t, cond)) / (1 - ab).sqrt())
+
+
+def test_colour_source_shares_are_one_for_the_condition_and_zero_for_the_noise():
+    a, b = (200, 40, 90), (30, 120, 160)
+    flat = lambda rgb: torch.tensor([v / 127.5 - 1 for v in rgb]).view(1, 3, 1, 1, 1)  # noqa: E731
+    band = lambda x_t, cond: cond[..., 22:42, :].mean(dim=(2, 3, 4), keepdim=True).expand_as(x_t)  # noqa: E731
+    cases = {"condition": (band, 1.0), "noise": (lambda x_t, cond: flat(b).expand_as(x_t), 0.0),
+             "halfway": (lambda x_t, cond: 0.5 * band(x_t, cond) + 0.5 * flat(b).expand_as(x_t), 0.5)}
+    for name, (pick, share) in cases.items():
+        rows = colour_source(CopyUNet(pick), IdentityVAE(), [(a, b)], timesteps=(999, 500), seeds=2, frames=2)
+        assert [(r["condition"], r["noisy"], r["t"]) for r in rows] == [([200, 40, 90], [30, 120, 160], 999),
+                                                                       ([200, 40, 90], [30, 120, 160], 500)], name
+        for r in rows:
+            assert r["known"] == pytest.approx(share, abs=1e-4) and r["border"] == pytest.approx(share, abs=1e-4), name
+            assert r["known_std"] < 1e-4 and r["border_std"] < 1e-4
+
+
+def test_colour_source_on_golden_tiny_model_and_bad_inputs(tiny_unet, tiny_vae):
+    torch.set_num_threads(1)
+    rows = colour_source(tiny_unet, tiny_vae, timesteps=(901,), seeds=2)
+    assert len(rows) == len(COLOUR_PAIRS)
+    assert all(np.isfinite([r[k] for k in ("known", "border", "known_std", "border_std")]).all() for r in rows)
+    assert rows == colour_source(tiny_unet, tiny_vae, timesteps=(901,), seeds=2)  # seeded
+    with pytest.raises(InputError, match="known_rows"):
+        colour_source(tiny_unet, tiny_vae, known_rows=(0, 64))
+    with pytest.raises(InputError, match="timesteps"):
+        colour_source(tiny_unet, tiny_vae, timesteps=(1000,))
+    with pytest.raises(InputError, match="pick two colours that differ"):
+        colour_source(tiny_unet, tiny_vae, pairs=[((9, 9, 9), (9, 9, 9))], timesteps=(500,), seeds=1)

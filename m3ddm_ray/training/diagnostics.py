@@ -1,6 +1,6 @@
 """Why a trained M3DDM model paints what it paints: four measurements on held-out clips, for any UNet,
-VAE and canvas (``benchmarks/diagnose_model.py`` runs them and writes the report; docs/training.md,
-*Diagnostics*).
+VAE and canvas (``benchmarks/diagnose_model.py`` runs them with the fifth, on flat colours, of
+:mod:`m3ddm_ray.training.colour_source`, and writes the report; docs/training.md, *Diagnostics*).
 
 1. :func:`condition_diagnostics`, ``eps_per_position``: the UNet's ε-MSE per window position
    ``0..F-1`` at fixed timesteps, on training examples of held-out clips with the full condition.
@@ -410,3 +410,4 @@ def condition_fidelity(vae, clips: Sequence[tuple[str, np.ndarray]],
                   "known_cells_per_frame": per_frame[k]}
     out["latent_factor"] = factor
     return out
+
