@@ -410,4 +410,3 @@ def condition_fidelity(vae, clips: Sequence[tuple[str, np.ndarray]],
                   "known_cells_per_frame": per_frame[k]}
     out["latent_factor"] = factor
     return out
-
