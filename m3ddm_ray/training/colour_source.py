@@ -16,7 +16,6 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from .. import geometry
 from ..errors import InputError
 from .diagnostics import cell_regions, latent_factor, x0_from_eps
 from .objective import encode, make_noise_scheduler
@@ -84,8 +83,7 @@ def colour_source(unet, vae, pairs: Sequence[tuple[Sequence[int], Sequence[int]]
 
     known, border = (torch.from_numpy(np.broadcast_to(r, (frames,) + r.shape).copy()).to(device)
                      for r in cell_regions(mask, factor))
-    lmask = torch.from_numpy(geometry.latent_mask(mask, factor).astype(np.float32)).to(device)
-    lmask = lmask[None, None, None].expand(1, 1, frames, *lmask.shape)
+    lmask = border.float()[None, None]  # (1, 1, F, h, w): the latent mask is 1 on border cells
     rows = []
     for a, b in pairs:
         za, zb, cond = latents(a, False), latents(b, False), latents(a, True)
