@@ -98,7 +98,7 @@ def colour_source(unet, vae, pairs: Sequence[tuple[Sequence[int], Sequence[int]]
             shares = {"known": [], "border": []}
             for s in range(seeds):
                 eps = torch.randn(zb.shape, generator=torch.Generator().manual_seed(s)).to(device)
-                x_t = acp[int(t)].sqrt() * zb + (1 - acp[int(t)]).sqrt() * eps
+                x_t = sched.add_noise(zb, eps, tt)
                 out = unet(torch.cat([x_t, cond, lmask], 1), tt, encoder_hidden_states=ctx,
                            fps=torch.tensor([fps], device=device)).sample
                 x0 = x0_from_eps(x_t, out, tt, acp)[0]
