@@ -130,3 +130,28 @@ def test_a_decoder_only_refit_keeps_every_encoder_weight_and_the_latent_cache_ke
         refit_vae(old, [], 4 if groups != 4 else 2, steps=1, decoder_only=True)
     with pytest.raises(InputError, match="consistency_weight=1.0 must be 0"):
         refit_vae(old, [], groups, steps=1, decoder_only=True, consistency_weight=1.0)
+
+
+def test_perturbed_latents_have_a_per_image_noise_std_uniform_up_to_sigma_max(monkeypatch):
+    """``latent_noise``: each image's decoder input gets noise of one std drawn uniformly in
+    ``[0, σ_max]`` scaled-latent units (``σ_max / scaling_factor`` raw); 0 returns the latents unchanged,
+    a negative value is refused, and the refit passes its ``latent_noise`` to every step."""
+    import m3ddm_ray.training.vae as vae_mod
+    from m3ddm_ray.training.vae import perturb_latents
+
+    z = torch.randn(400, 4, 8, 8)
+    assert perturb_latents(z, 0.0, 0.18215) is z
+    gen = torch.Generator().manual_seed(0)
+    noisy = perturb_latents(z, 0.5, 0.18215, gen)
+    std = ((noisy - z) * 0.18215).flatten(1).std(dim=1)  # per image, scaled units
+    assert float(std.max()) < 0.5 * 1.1 and float(std.min()) < 0.05
+    assert abs(float(std.mean()) - 0.25) < 0.03  # uniform on [0, 0.5]: mean 0.25
+    assert torch.equal(noisy, perturb_latents(z, 0.5, 0.18215, torch.Generator().manual_seed(0)))
+    seen = []
+    monkeypatch.setattr(vae_mod, "perturb_latents", lambda z, s, k, g: seen.append((s, k)) or z)
+    old = load_vae(str(VAE), "fp32", "cpu")
+    refit_vae(old, read_sources(str(MANIFEST)), int(old.config.norm_num_groups), steps=2, batch_size=2, pool_size=4,
+              decoder_only=True, latent_noise=0.3)
+    assert seen == [(0.3, float(old.config.scaling_factor))] * 2
+    with pytest.raises(InputError, match="latent_noise=-0.1 must be >= 0"):
+        refit_vae(old, [], int(old.config.norm_num_groups), steps=1, latent_noise=-0.1)

@@ -71,6 +71,9 @@ def add_refit_vae(subparsers) -> None:
     p.add_argument("--decoder-only", action="store_true",
                    help="train the decoder side only: the encoder and every latent stay exactly the old VAE's "
                         "(--norm-groups must be the old VAE's)")
+    p.add_argument("--latent-noise", type=float, default=0.0,
+                   help="decoder inputs get Gaussian noise of a std drawn uniformly in [0, this], in scaled-latent "
+                        "units, so the decoder is robust to a UNet's latent errors (default 0: off)")
     p.add_argument("--pool-size", type=int, default=2048, help="training frames cut once (default 2048)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--max-wall-s", type=float, default=None)
@@ -105,8 +108,9 @@ def cmd_refit_vae(args: argparse.Namespace) -> int:
     new = refit_vae(old, read_sources(args.data), args.norm_groups, steps=args.steps, batch_size=args.batch_size,
                     lr=args.lr, latent_weight=args.latent_weight, colour_field_share=args.colour_share, log=log, pool_size=args.pool_size,
                     max_wall_s=args.max_wall_s, min_lr_ratio=args.min_lr_ratio,
-                    consistency_weight=args.consistency_weight, decoder_only=args.decoder_only)
+                    consistency_weight=args.consistency_weight, decoder_only=args.decoder_only,
+                    latent_noise=args.latent_noise)
     ckpt.save_model_folder(new, args.output)
     print(json.dumps({"vae": args.output, "from": args.vae, "norm_num_groups": args.norm_groups,
-                      "steps": args.steps, "seconds": round(time.time() - t0, 1)}))
+                      "steps": args.steps, "latent_noise": args.latent_noise, "seconds": round(time.time() - t0, 1)}))
     return 0

@@ -113,7 +113,7 @@ def refit_vae(old, sources: Sequence[Source], norm_num_groups: int, steps: int =
               lr: float = 2e-4, latent_weight: float = 1.0, colour_field_share: float = 0.2, seed: int = 0,
               pool_size: int = 2048, log: Callable[[dict], None] | None = None,
               max_wall_s: float | None = None, min_lr_ratio: float = 1.0, consistency_weight: float = 0.0,
-              decoder_only: bool = False):
+              decoder_only: bool = False, latent_noise: float = 0.0):
     """A copy of the ``AutoencoderKL`` ``old`` with ``norm_num_groups`` GroupNorm groups, trained to keep
     ``old``'s latent space, so that a UNet trained on ``old``'s latents works with it unchanged.
 
@@ -126,7 +126,10 @@ def refit_vae(old, sources: Sequence[Source], norm_num_groups: int, steps: int =
     :func:`colour_fields`, a quarter with their black M3DDM+ border as in :func:`train_vae`):
 
     * the new decoder reconstructs the images from ``old``'s posterior samples (L1 + MSE on
-      ``[-1, 1]`` pixels);
+      ``[-1, 1]`` pixels); with ``latent_noise`` ``σ_max > 0`` each sample first gets Gaussian
+      noise of a std drawn per image uniformly in ``[0, σ_max]`` in scaled-latent units (latents ×
+      ``scaling_factor``, unit std for a whitened VAE), so that the decoder maps the neighbourhood
+      of a frame's latent, where a UNet's imperfect output lands, to that frame;
     * the new encoder's posterior mean is pulled to ``old``'s: ``latent_weight`` × mean squared
       difference ÷ the variance of ``old``'s means (scale-free; logged as ``vae_latent``);
     * with ``consistency_weight > 0``, the pool's frames stay clean (no black border painted in)
@@ -151,6 +154,7 @@ def refit_vae(old, sources: Sequence[Source], norm_num_groups: int, steps: int =
             and ``quant_conv`` keep ``old``'s weights, so every latent (and a latent cache built with
             ``old``) stays exactly as it was; needs ``old``'s own ``norm_num_groups`` (the encoder's
             GroupNorm shares it) and no consistency term.
+        latent_noise: ``σ_max >= 0`` of the decoder-input noise above (0: off).
 
     Returns:
         the new ``AutoencoderKL`` in eval mode (same ``scaling_factor``: the whitening folded into
@@ -158,7 +162,8 @@ def refit_vae(old, sources: Sequence[Source], norm_num_groups: int, steps: int =
 
     Raises:
         InputError: ``norm_num_groups`` does not divide every ``block_out_channels`` entry; with
-            ``decoder_only``, a ``norm_num_groups`` other than ``old``'s or a consistency weight.
+            ``decoder_only``, a ``norm_num_groups`` other than ``old``'s or a consistency weight;
+            a negative ``latent_noise``.
     """
     from diffusers import AutoencoderKL
 
@@ -170,6 +175,9 @@ def refit_vae(old, sources: Sequence[Source], norm_num_groups: int, steps: int =
     if decoder_only and (int(norm_num_groups) != int(old.config.norm_num_groups) or float(consistency_weight) > 0):
         raise InputError(f"decoder_only keeps the encoder: norm_num_groups={norm_num_groups} must be the old VAE's "
                          f"({old.config.norm_num_groups}) and consistency_weight={consistency_weight} must be 0")
+    if not float(latent_noise) >= 0:
+        raise InputError(f"latent_noise={latent_noise} must be >= 0 (the largest decoder-input noise std in "
+                         "scaled-latent units; 0 turns it off)")
     config = {k: v for k, v in old.config.items() if not k.startswith("_")}
     config["norm_num_groups"] = int(norm_num_groups)
     new = AutoencoderKL(**config).to(old.device)
@@ -195,6 +203,7 @@ def refit_vae(old, sources: Sequence[Source], norm_num_groups: int, steps: int =
             d = old.encode(x).latent_dist
             target = d.mean
             z = d.mean + d.std * torch.randn(d.mean.shape, generator=gen).to(old.device)
+            z = perturb_latents(z, float(latent_noise), float(old.config.scaling_factor), gen)
         rec = new.decode(z).sample
         l1 = (rec - x).abs().mean()
         loss = l1 + ((rec - x) ** 2).mean()
@@ -216,6 +225,18 @@ def refit_vae(old, sources: Sequence[Source], norm_num_groups: int, steps: int =
         if max_wall_s is not None and time.time() - t0 > max_wall_s:
             break
     return new.eval().requires_grad_(False)
+
+
+def perturb_latents(z: torch.Tensor, sigma_max: float, scaling_factor: float,
+                    gen: torch.Generator | None = None) -> torch.Tensor:
+    """Raw latents ``z`` ``(N, C, h, w)`` plus Gaussian noise whose std is drawn per image uniformly in
+    ``[0, sigma_max]`` scaled-latent units (``sigma_max / scaling_factor`` raw units): the decoder
+    inputs of a noise-robust refit (:func:`refit_vae` ``latent_noise``). ``sigma_max = 0`` returns
+    ``z`` itself. The noise is drawn on the CPU from ``gen`` (reproducible on any device)."""
+    if sigma_max <= 0:
+        return z
+    sigma = sigma_max / scaling_factor * torch.rand(len(z), *([1] * (z.dim() - 1)), generator=gen)
+    return z + (sigma * torch.randn(z.shape, generator=gen)).to(z)
 
 
 def known_cell_consistency(mu_masked: torch.Tensor, mu_clean: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
