@@ -1,5 +1,6 @@
 """Train one small VAE with given settings (or load one with ``--vae``) and score it: flat-colour reconstruction error (RGB levels,
-the flat-scene colours and 12 random colours) and held-out reconstruction PSNR (the diagnostics'
+the flat-scene colours and 12 random colours; the flat-scene colours again with Gaussian noise of std 0.1 and
+0.25 on the scaled latents, 3 seeds: how far a UNet-sized latent error moves the decoded colour) and held-out reconstruction PSNR (the diagnostics'
 ``vae_ceiling`` on ``tests/data/heldout``). Variants are compared by running this script side by side
 (one thread each) with the same ``--steps``.
 
@@ -63,6 +64,10 @@ def main(argv: list[str] | None = None) -> int:
            "flat_random_mean": float(np.mean(errs[len(FLAT_COLOURS):])),
            "flat_random_max": float(np.max(errs[len(FLAT_COLOURS):])),
            "heldout_recon_psnr": ceiling["vae_whole_frame"]}
+    for sigma in (0.1, 0.25):  # a UNet's latent error: the colour a decoder makes of a nearby latent
+        noisy = np.mean([flat_colour_error(vae, FLAT_COLOURS, args.canvas, latent_noise=sigma, seed=s)
+                         for s in range(3)], axis=0)
+        row[f"flat_named_latent_noise_{sigma}"] = dict(zip(map(str, FLAT_COLOURS), map(float, noisy)))
     print(json.dumps(row, indent=1))
     if args.save:
         vae.save_pretrained(args.save)

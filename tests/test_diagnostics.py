@@ -90,6 +90,17 @@ def test_identity_vae_ceiling_is_infinite_and_known_cells_exact():
     assert fid["0.25"]["known_cells_per_frame"] == 16 * 12  # 0.25 of 16 columns: 2 generated on each side
 
 
+def test_flat_colour_error_with_latent_noise_measures_how_far_a_latent_error_moves_the_colour():
+    """Identity "VAE": the ceiling is exact; noise of std σ in scaled-latent units is σ in [-1, 1]
+    pixels, i.e. a mean absolute error of 127.5 σ sqrt(2 / π) levels on a mid grey; seeded."""
+    vae, grey = IdentityVAE(), [(128, 128, 128)]
+    assert dg.flat_colour_error(vae, grey, 64) == [0.0]
+    err = dg.flat_colour_error(vae, grey, 64, latent_noise=0.1, seed=3)[0]
+    assert err == pytest.approx(127.5 * 0.1 * math.sqrt(2 / math.pi), rel=0.03)
+    assert dg.flat_colour_error(vae, grey, 64, latent_noise=0.1, seed=3)[0] == err
+    assert dg.flat_colour_error(vae, grey, 64, latent_noise=0.2, seed=3)[0] == pytest.approx(2 * err, rel=0.03)
+
+
 def test_latent_factor_is_measured(tiny_vae):
     from diffusers import AutoencoderKL
 

@@ -41,7 +41,7 @@ import torch
 from .. import geometry
 from ..errors import InputError
 from ..masks import MaskDraw, MaskPolicy, make_policy
-from ..sampling import decode_latents
+from ..sampling import VAE_SCALE, decode_latents
 from .objective import ObjectiveSettings, black_canvas_latent, build_inputs, encode, make_noise_scheduler, numpy_batch
 from .sources import ClipSettings, Source, example_seed, read_sources, sample_example
 
@@ -357,14 +357,25 @@ def vae_ceiling(vae, clips: Sequence[tuple[str, np.ndarray]], ratios: Sequence[f
 
 
 @torch.no_grad()
-def flat_colour_error(vae, colours: Sequence[Sequence[int]], canvas: int) -> list[float]:
+def flat_colour_error(vae, colours: Sequence[Sequence[int]], canvas: int, latent_noise: float = 0.0,
+                      seed: int = 0) -> list[float]:
     """Mean absolute error (uint8 RGB levels) of ``decode(encode(flat frame))`` (posterior mean) for a
-    ``canvas x canvas`` frame of each colour: the VAE's ceiling on a flat scene, one float per colour."""
+    ``canvas x canvas`` frame of each colour: the VAE's ceiling on a flat scene, one float per colour.
+
+    With ``latent_noise = σ > 0`` the latents get Gaussian noise of std ``σ`` in scaled-latent units
+    (latents × ``scaling_factor``; seeded by ``seed``) before decoding: how far a latent error of that
+    size, as a UNet's output carries, moves the decoded colour (a robust decoder stays near its
+    ceiling; ``refit-vae --latent-noise`` trains for it)."""
     from .objective import images_to_unit
 
     flat = np.stack([np.zeros((canvas, canvas, 3), np.uint8) + np.asarray(c, np.uint8) for c in colours])
     x = images_to_unit(torch.from_numpy(flat)).to(device=vae.device, dtype=vae.dtype)
-    rec = vae.decode(vae.encode(x).latent_dist.mean).sample.float().cpu()
+    z = vae.encode(x).latent_dist.mean
+    if latent_noise > 0:
+        scale = float(getattr(getattr(vae, "config", None), "scaling_factor", VAE_SCALE))
+        noise = torch.randn(z.shape, generator=torch.Generator().manual_seed(int(seed)))
+        z = z + (float(latent_noise) / scale * noise).to(z)
+    rec = vae.decode(z).sample.float().cpu()
     rec = ((rec.clamp(-1, 1) + 1) * 127.5).round().permute(0, 2, 3, 1).numpy()
     return [float(np.abs(rec[i] - np.asarray(c, np.float64)).mean()) for i, c in enumerate(colours)]
 
