@@ -34,7 +34,7 @@ sample-tasks: venv
 
 # Reproduce the small trained UNet of tests/data/trained (~50 min on a 2-core CPU to itself; docs/training.md).
 train-tiny: venv
-	$(BIN)/m3ddm-ray train --config configs/train-tiny-cpu.yaml --data tests/data/train_manifest.jsonl --output outputs/train-tiny
+	$(BIN)/m3ddm-ray train --config configs/train-tiny-cpu.yaml --data tests/data/train_tiny.jsonl --output outputs/train-tiny
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache

@@ -20,7 +20,8 @@ baselines (deterministic) over clips. LPIPS is computed when the default LPIPS w
 Usage::
 
     PYTHONPATH=$PWD OMP_NUM_THREADS=1 .venv/bin/python benchmarks/eval_tasks.py --model tests/data/trained \\
-        [--frames 16] [--context 8] [--predict 8] [--steps 10] [--seeds 0,1,2] [--clips N] [--json OUT]
+        [--frames 16] [--context 8] [--predict 8] [--steps 10] [--seeds 0,1,2] [--guidance 2]
+        [--global-guidance 4] [--clips N] [--json OUT]
 """
 
 from __future__ import annotations
@@ -66,6 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--area", type=float, default=0.1, help="inpainting mask area fraction")
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--seeds", default="0", help="comma-separated sampler seeds of the model")
+    p.add_argument("--guidance", type=float, default=2.0, help="w, masked-video condition (official 2)")
+    p.add_argument("--global-guidance", type=float, default=4.0,
+                   help="w_g, global frames (official 4; configs/tiny-cpu.yaml runs the shipped model at 1)")
     p.add_argument("--clips", type=int, default=0, help="only the first N clips (0: all)")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
@@ -76,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
 
     pipes = {s: OutpaintPipeline.from_pretrained(
         str(model / "unet"), str(vae), dtype="fp32", device="cpu",
-        settings=OutpaintSettings(sampler=SamplerSettings(num_inference_steps=args.steps, seed=s), canvas_size=64))
+        settings=OutpaintSettings(sampler=SamplerSettings(num_inference_steps=args.steps, seed=s, guidance_scale=args.guidance,
+                                                  previous_guidance_scale=args.global_guidance), canvas_size=64))
         for s in seeds}
     lpips = make_lpips({"lpips": "auto"})
     common = {"methods": None, "frame_size": None}

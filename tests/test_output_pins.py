@@ -46,30 +46,30 @@ MANIFESTS = ("sample_manifest.jsonl", "tasks_manifest.jsonl")
 
 NAMES = {
     "sample_manifest.jsonl": [
-        ("outpaint", "9:16", "tree_9x16_17de34ea5897.mp4", None),
-        ("outpaint", "1:1", "tree_1x1_17de34ea5897.mp4", None),
-        ("outpaint", "9:16", "megamind_9x16_17de34ea5897.mp4", None),
-        ("outpaint", "1:1", "megamind_1x1_17de34ea5897.mp4", None),
-        ("outpaint", "9:16", "with_audio_9x16_17de34ea5897.mp4", None),
+        ("outpaint", "9:16", "tree_9x16_74507b694929.mp4", None),
+        ("outpaint", "1:1", "tree_1x1_74507b694929.mp4", None),
+        ("outpaint", "9:16", "megamind_9x16_74507b694929.mp4", None),
+        ("outpaint", "1:1", "megamind_1x1_74507b694929.mp4", None),
+        ("outpaint", "9:16", "with_audio_9x16_74507b694929.mp4", None),
     ],
     "tasks_manifest.jsonl": [
-        ("outpaint", "9:16", "megamind_9x16_17de34ea5897.mp4", None),
-        ("inpaint", None, "no_logo_inpaint_af9caaf126e1.mp4",
+        ("outpaint", "9:16", "megamind_9x16_74507b694929.mp4", None),
+        ("inpaint", None, "no_logo_inpaint_c5240f0cd219.mp4",
          '{"dilate": 2, "mask_uri": "memory://pins/logo_mask_160x118.png", "task": "inpaint"}'),
-        ("extend", None, "tree_longer_extend_b26fb4fc981f.mp4", '{"direction": "forward", "frames": 15, "task": "extend"}'),
+        ("extend", None, "tree_longer_extend_7506773d7978.mp4", '{"direction": "forward", "frames": 15, "task": "extend"}'),
     ],
 }
 
 #: ``"<manifest>:<clip_id>:<ratio or task>"`` -> (shape, sha256 of :func:`frames_digest`), measured at one thread.
 FRAMES = {
-    "sample_manifest.jsonl:tree:9:16": ((60, 64, 36, 3), "1cf4e2c0451b73ae2fe3c64f0e503ac85073fb72a8445e90d25f4e08d065d417"),
-    "sample_manifest.jsonl:tree:1:1": ((60, 64, 64, 3), "b657798dd5e49ad56a2ac650831212336bc49bf3904beb4f75752da799477765"),
-    "sample_manifest.jsonl:megamind:9:16": ((20, 64, 36, 3), "b9894e111e44441f95d8704142ee7d9d20684b4bc76de10e8a497f34ce7de859"),
-    "sample_manifest.jsonl:megamind:1:1": ((20, 64, 64, 3), "83124d96996547ea801299e85a3c426b7bcc93475073624a8128e2c387e5dee5"),
-    "sample_manifest.jsonl:with_audio:9:16": ((20, 64, 36, 3), "49cc6cf54e8c145e309a75443ed27fae236c226068b8d18817ae8e41c24ff49b"),
-    "tasks_manifest.jsonl:megamind:9:16": ((20, 64, 36, 3), "b9894e111e44441f95d8704142ee7d9d20684b4bc76de10e8a497f34ce7de859"),
-    "tasks_manifest.jsonl:no_logo:inpaint": ((20, 118, 160, 3), "5306c20d83193ba77a2dd851f5e1d2248593ce108762157fc610ffaa8e219ed9"),
-    "tasks_manifest.jsonl:tree_longer:extend": ((75, 120, 160, 3), "170ef8933720ae8ef9f4b21b816c1522cbb362663683a8fe749e395faf3a9b10"),
+    "sample_manifest.jsonl:tree:9:16": ((60, 64, 36, 3), "2b4d1f4da979b310c8b308e8637564f25de8e05b96aca7b841ac8f408b641dfe"),
+    "sample_manifest.jsonl:tree:1:1": ((60, 64, 64, 3), "4b382b444ff235526deb25c1f5d366f4c333db9143ef1e0b6dd5bd1076cd3b14"),
+    "sample_manifest.jsonl:megamind:9:16": ((20, 64, 36, 3), "e3057de967c5f153d7bb7408cef5183545cd3724e8a0f12c09fb864e462eddf6"),
+    "sample_manifest.jsonl:megamind:1:1": ((20, 64, 64, 3), "855b0e8dc5833c3c1b1aa37e03ea501a47aa011278553a0ee79ebb375fd3752a"),
+    "sample_manifest.jsonl:with_audio:9:16": ((20, 64, 36, 3), "f7baf5540a35086c32db06fe79dd2806e4828e581c2a517f1fb7d91487ffdcdd"),
+    "tasks_manifest.jsonl:megamind:9:16": ((20, 64, 36, 3), "e3057de967c5f153d7bb7408cef5183545cd3724e8a0f12c09fb864e462eddf6"),
+    "tasks_manifest.jsonl:no_logo:inpaint": ((20, 118, 160, 3), "5d4b952b611bfa343a3033a7c30327ab84e867f662039d6e4e9570b7c61391ae"),
+    "tasks_manifest.jsonl:tree_longer:extend": ((75, 120, 160, 3), "7836d63f42d2a54152838a4530dcefe795a2d19ce1f4bcf6b8e4d6b5fd5996ad"),
 }
 
 
