@@ -23,7 +23,7 @@ Tolerances are relative: ``max|a - b| / max|b|`` (:data:`TOLERANCES`).
 
 Figures (released architecture, random weights, fp16 weights as ``dtype: auto`` on CUDA):
 
-* frames/s per GPU at the 256 canvas for the default (PNDM 50) and ``fast`` (PNDM 10) presets: the
+* frames/s per GPU at the 256 canvas for the default (PNDM 50) and ``fast`` (PNDM 20) presets: the
   real :class:`m3ddm_ray.pipeline.Outpainter` (VAE encode, tokens, batched windows, VAE decode) on a
   synthetic 300-frame 16:9 clip outpainted to 9:16, run at 2 and 4 steps; the time is extrapolated
   linearly in the step count to the preset's steps (``figures.fps_method`` says so);

@@ -395,8 +395,8 @@ def add_sampler_arguments(p, preset_flag: str = "--preset") -> None:
     p.add_argument("--scheduler", default=None, choices=SCHEDULERS,
                    help="diffusion scheduler (default pndm-official: the official PNDM path)")
     p.add_argument(preset_flag, dest="sampler_preset", default=None, choices=sorted(PRESETS),
-                   help="named sampler preset, e.g. fast = the official PNDM path at 10 steps with the exact caches "
-                        "(5x fewer UNet FLOPs; docs/performance.md)")
+                   help="named sampler preset, e.g. fast = the official PNDM path at 20 steps with the exact caches "
+                        "(2.5x fewer UNet FLOPs; docs/performance.md)")
 
 
 def sampler_overrides(args: argparse.Namespace) -> list[str]:

@@ -184,7 +184,7 @@ def test_job_end_to_end_with_a_solver(ray_session, tmp_path):
 
 
 def test_preset_fast_selects_what_it_documents(tmp_path):
-    """``fast`` = the official PNDM path at 10 steps with the exact caches (docs/performance.md, "Speed vs
+    """``fast`` = the official PNDM path at 20 steps with the exact caches (docs/performance.md, "Speed vs
     quality on the trained model"); every other key stays at its default; the YAML file and --set still
     win over the preset."""
     from m3ddm_ray.cli import build_parser, sampler_overrides, video_settings
@@ -192,7 +192,7 @@ def test_preset_fast_selects_what_it_documents(tmp_path):
 
     s = job_settings(load_config(preset="fast")).sampler
     assert (s.scheduler, s.num_inference_steps, s.karras_sigmas, s.timestep_spacing, s.exact_caches) == (
-        "pndm-official", 10, False, "trailing", True)
+        "pndm-official", 20, False, "trailing", True)
     assert (s.deepcache_interval, s.tgate_step, s.guidance_scale, s.previous_guidance_scale, s.seed) == (0, 0, 2.0, 4.0, 6)
     cfg = load_config(preset="fast")
     assert {k: v for k, v in cfg.items() if k not in ("sampler", "preset")} == {
@@ -211,7 +211,7 @@ def test_preset_fast_selects_what_it_documents(tmp_path):
     # outpaint-video: --sampler-preset (its --preset is x264's); --steps only when given
     a = build_parser().parse_args(["outpaint-video", "in.mp4", "--ratio", "9:16", "--out", "o.mp4",
                                    "--sampler-preset", "fast"])
-    assert video_settings(a).sampler.num_inference_steps == 10 and a.preset == "medium"
+    assert video_settings(a).sampler.num_inference_steps == 20 and a.preset == "medium"
     a = build_parser().parse_args(["outpaint-video", "in.mp4", "--ratio", "9:16", "--out", "o.mp4",
                                    "--sampler-preset", "fast", "--steps", "50", "--scheduler", "unipc"])
     assert (video_settings(a).sampler.num_inference_steps, video_settings(a).sampler.scheduler) == (50, "unipc")
