@@ -79,7 +79,7 @@ def test_smoke_run_without_ray_and_av(tmp_path):
 
     thr = sections["throughput"]
     assert thr["frames"] == 50 and all(r["frames_out"] == 50 for r in thr["measured_runs"].values())
-    assert {p["steps"] for p in thr["presets"].values()} == {50, 10}
+    assert {p["steps"] for p in thr["presets"].values()} == {50, 20}
     assert thr["unet_calls"]["fp32"]["tflop_per_call"] > 0 and thr["unet_calls"]["fp32"]["share_of_peak"] is None
     train = sections["training"]
     assert math.isfinite(train["examples_per_s"]) and len(train["losses"]) == 1 + 2  # warm-up + timed steps
