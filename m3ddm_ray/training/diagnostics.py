@@ -363,7 +363,7 @@ def flat_colour_error(vae, colours: Sequence[Sequence[int]], canvas: int, latent
     ``canvas x canvas`` frame of each colour: the VAE's ceiling on a flat scene, one float per colour.
 
     With ``latent_noise = σ > 0`` the latents get Gaussian noise of std ``σ`` in scaled-latent units
-    (latents × ``scaling_factor``; seeded by ``seed``) before decoding: how far a latent error of that
+    (latents × 0.18215, the sampler's :data:`~m3ddm_ray.sampling.VAE_SCALE`; seeded by ``seed``) before decoding: how far a latent error of that
     size, as a UNet's output carries, moves the decoded colour (a robust decoder stays near its
     ceiling; ``refit-vae --latent-noise`` trains for it)."""
     from .objective import images_to_unit
@@ -372,9 +372,8 @@ def flat_colour_error(vae, colours: Sequence[Sequence[int]], canvas: int, latent
     x = images_to_unit(torch.from_numpy(flat)).to(device=vae.device, dtype=vae.dtype)
     z = vae.encode(x).latent_dist.mean
     if latent_noise > 0:
-        scale = float(getattr(getattr(vae, "config", None), "scaling_factor", VAE_SCALE))
         noise = torch.randn(z.shape, generator=torch.Generator().manual_seed(int(seed)))
-        z = z + (float(latent_noise) / scale * noise).to(z)
+        z = z + (float(latent_noise) / VAE_SCALE * noise).to(z)  # scaled units: the sampler's factor
     rec = vae.decode(z).sample.float().cpu()
     rec = ((rec.clamp(-1, 1) + 1) * 127.5).round().permute(0, 2, 3, 1).numpy()
     return [float(np.abs(rec[i] - np.asarray(c, np.float64)).mean()) for i, c in enumerate(colours)]
